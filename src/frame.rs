@@ -1,0 +1,242 @@
+//! FrameDecoder: TAB framing across reads, with a frame limit (pure: bytes in, frames out).
+//!
+//! The decoder keeps only the unfinished frame of a stream. Complete frames are handed to
+//! the caller as slices of the input it passed in (plus, for the first frame of a call,
+//! the saved head), so the reactor answers them without copying them anywhere first.
+//!
+//! # Invariants
+//! - `partial` always holds no TAB: it is the head of a frame whose end has not arrived.
+//!   So bytes are scanned exactly once, when they arrive; a frame trickled one byte at a
+//!   time costs O(n), not O(n^2).
+//! - `partial.len()` is always at most the `max_frame` last passed to [`FrameDecoder::decode`].
+//! - An empty `partial` owns no heap memory: an idle connection's decoder costs 24 bytes.
+
+use crate::protocol::DELIMITER;
+
+/// The frame being assembled has more than `limit` bytes and no TAB yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameTooLong {
+    /// The limit in force.
+    pub limit: usize,
+}
+
+/// Splits a byte stream into TAB-terminated frames, across any split of the stream.
+#[derive(Debug, Default)]
+pub struct FrameDecoder {
+    /// The head of the frame whose TAB has not arrived yet (no TAB in it, at most the limit).
+    partial: Vec<u8>,
+}
+
+impl FrameDecoder {
+    /// A decoder at the start of a stream.
+    pub const fn new() -> Self {
+        FrameDecoder {
+            partial: Vec::new(),
+        }
+    }
+
+    /// Bytes held for the unfinished frame.
+    pub fn pending(&self) -> usize {
+        self.partial.len()
+    }
+
+    /// Heap bytes owned (0 when no frame is unfinished).
+    pub fn capacity(&self) -> usize {
+        self.partial.capacity()
+    }
+
+    /// Forgets the unfinished frame and frees its buffer.
+    pub fn clear(&mut self) {
+        self.partial = Vec::new();
+    }
+
+    /// Feeds `input`; calls `on_frame(head, tail)` for every complete frame, in order, where
+    /// the frame is `head ++ tail` (without its TAB). Returns the number of frames.
+    ///
+    /// A frame longer than `max_frame` bytes is an error, raised as soon as `max_frame + 1`
+    /// bytes without a TAB are seen, whether or not the TAB is in this input. The frames
+    /// before it have been handed out by then; the decoder is left empty.
+    pub fn decode<F>(
+        &mut self,
+        input: &[u8],
+        max_frame: usize,
+        mut on_frame: F,
+    ) -> Result<usize, FrameTooLong>
+    where
+        F: FnMut(&[u8], &[u8]),
+    {
+        let mut frames = 0;
+        let mut start = 0;
+        for end in memchr::memchr_iter(DELIMITER, input) {
+            let tail = &input[start..end];
+            if self.partial.len() + tail.len() > max_frame {
+                self.clear();
+                return Err(FrameTooLong { limit: max_frame });
+            }
+            on_frame(&self.partial, tail);
+            if !self.partial.is_empty() {
+                // Free the head's buffer: a connection between frames owns no heap memory.
+                self.clear();
+            }
+            frames += 1;
+            start = end + 1;
+        }
+        let rest = &input[start..];
+        if self.partial.len() + rest.len() > max_frame {
+            self.clear();
+            return Err(FrameTooLong { limit: max_frame });
+        }
+        self.partial.extend_from_slice(rest);
+        debug_assert!(
+            self.partial.len() <= max_frame,
+            "partial {} > max_frame {}",
+            self.partial.len(),
+            max_frame
+        );
+        Ok(frames)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `input` through a decoder in the given chunks; returns the frames and the outcome.
+    fn decode_chunks(chunks: &[&[u8]], max: usize) -> (Vec<Vec<u8>>, Result<(), FrameTooLong>) {
+        let mut decoder = FrameDecoder::new();
+        let mut frames = Vec::new();
+        for chunk in chunks {
+            let result = decoder.decode(chunk, max, |head, tail| {
+                frames.push([head, tail].concat());
+            });
+            if let Err(e) = result {
+                return (frames, Err(e));
+            }
+        }
+        (frames, Ok(()))
+    }
+
+    /// The naive model: split the whole stream on TAB; the last piece is unfinished.
+    fn model(input: &[u8], max: usize) -> (Vec<Vec<u8>>, Result<(), FrameTooLong>) {
+        let mut pieces: Vec<&[u8]> = input.split(|&b| b == DELIMITER).collect();
+        let unfinished = pieces.pop().unwrap_or_default();
+        let mut frames = Vec::new();
+        for piece in pieces {
+            if piece.len() > max {
+                return (frames, Err(FrameTooLong { limit: max }));
+            }
+            frames.push(piece.to_vec());
+        }
+        if unfinished.len() > max {
+            return (frames, Err(FrameTooLong { limit: max }));
+        }
+        (frames, Ok(()))
+    }
+
+    const INPUTS: &[&[u8]] = &[
+        b"",
+        b"\t",
+        b"\t\t\t",
+        b"hello\t",
+        b"hello\tworld\t",
+        b"no tab at all",
+        b"a\tbb\tccc\tunfinished",
+        b"\x00\r\n\xff\xfe\t\x80\t",
+        b"12345678\t",
+        b"123456789\t",
+        b"1234567890\t1\t",
+        b"\t12345678\t123456789",
+    ];
+
+    #[test]
+    fn every_split_point_matches_the_model() {
+        for max in [0, 1, 8, 9, 64] {
+            for input in INPUTS {
+                let expected = model(input, max);
+                assert_eq!(decode_chunks(&[input], max), expected, "whole {input:?}");
+                for i in 0..=input.len() {
+                    for j in i..=input.len() {
+                        let chunks = [&input[..i], &input[i..j], &input[j..]];
+                        assert_eq!(
+                            decode_chunks(&chunks, max),
+                            expected,
+                            "input {input:?} split at {i},{j} max {max}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn one_byte_at_a_time() {
+        let input = b"ab\t\tcde\tf";
+        let chunks: Vec<&[u8]> = input.chunks(1).collect();
+        let (frames, result) = decode_chunks(&chunks, 100);
+        assert_eq!(frames, vec![b"ab".to_vec(), b"".to_vec(), b"cde".to_vec()]);
+        assert_eq!(result, Ok(()));
+    }
+
+    #[test]
+    fn frame_of_exactly_the_limit_is_answered() {
+        let (frames, result) = decode_chunks(&[b"12345678\t"], 8);
+        assert_eq!(frames, vec![b"12345678".to_vec()]);
+        assert_eq!(result, Ok(()));
+        // And when it arrives in pieces, unterminated at exactly the limit.
+        let (frames, result) = decode_chunks(&[b"1234", b"5678", b"\t"], 8);
+        assert_eq!(frames.len(), 1);
+        assert_eq!(result, Ok(()));
+    }
+
+    #[test]
+    fn limit_plus_one_fails_before_the_tab_arrives() {
+        let (frames, result) = decode_chunks(&[b"ok\t1234", b"56789"], 8);
+        assert_eq!(frames, vec![b"ok".to_vec()]);
+        assert_eq!(result, Err(FrameTooLong { limit: 8 }));
+    }
+
+    #[test]
+    fn limit_plus_one_terminated_in_one_read_fails() {
+        let (frames, result) = decode_chunks(&[b"a\t123456789\tb\t"], 8);
+        assert_eq!(frames, vec![b"a".to_vec()]);
+        assert_eq!(result, Err(FrameTooLong { limit: 8 }));
+    }
+
+    #[test]
+    fn head_and_tail_are_given_separately_without_copying_the_tail() {
+        let mut decoder = FrameDecoder::new();
+        decoder.decode(b"hel", 100, |_, _| panic!("no frame yet")).unwrap();
+        assert_eq!(decoder.pending(), 3);
+        let input = b"lo\tnext\t";
+        let mut seen = Vec::new();
+        decoder
+            .decode(input, 100, |head, tail| {
+                seen.push((head.to_vec(), tail.to_vec()));
+            })
+            .unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                (b"hel".to_vec(), b"lo".to_vec()),
+                (b"".to_vec(), b"next".to_vec())
+            ]
+        );
+    }
+
+    #[test]
+    fn buffer_is_freed_between_frames() {
+        let mut decoder = FrameDecoder::new();
+        decoder.decode(b"abc", 100, |_, _| {}).unwrap();
+        assert!(decoder.capacity() > 0);
+        decoder.decode(b"\t", 100, |_, _| {}).unwrap();
+        assert_eq!(decoder.capacity(), 0);
+    }
+
+    #[test]
+    fn pipelined_ten_thousand_frames_in_one_input() {
+        let input = b"x\t".repeat(10_000);
+        let mut decoder = FrameDecoder::new();
+        let n = decoder.decode(&input, 8, |_, tail| assert_eq!(tail, b"x")).unwrap();
+        assert_eq!(n, 10_000);
+    }
+}

@@ -1,0 +1,6 @@
+//! tabecho: a small, very fast TAB-delimited echo server on a single-threaded mio reactor.
+pub mod addr;
+pub mod config;
+pub mod frame;
+pub mod protocol;
+pub mod timer_wheel;

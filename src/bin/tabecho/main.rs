@@ -1,0 +1,32 @@
+//! The `tabecho` command: `serve` (the server), `send` (a client) and `load` (a load generator).
+//!
+//! Exit codes: 0 success; 1 a runtime failure (address in use, permission, I/O);
+//! 2 a bad command line (clap). Subcommands document any further codes in `--help`.
+
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// tabecho: a TAB-delimited echo server, its client and its load generator.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the tab-echo protocol (docs/PROTOCOL.md).
+    Serve(serve::ServeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+    }
+}

@@ -1,0 +1,227 @@
+//! The verifying load generator behind `tabecho load`: options in, a [`LoadReport`] out.
+//!
+//! ```text
+//!   run(&LoadOptions)
+//!     ├─ raise RLIMIT_NOFILE to the hard limit
+//!     ├─ worker thread × T  (worker.rs: one mio Poll each, C/T connections)
+//!     │     └─ Session × C/T  (session.rs: connect, send frames, check replies)
+//!     │           └─ ReplyChecker (verify.rs) ← PayloadSource (payload.rs)
+//!     ├─ progress line each second (stderr, when asked)
+//!     └─ merge WorkerStats (stats.rs) → LoadReport (report.rs prints it)
+//! ```
+//!
+//! The timeline of a run, from the moment the workers start:
+//! `[0, warmup)` connect and send, nothing recorded; `[warmup, warmup + duration)` the
+//! measured window (latency and throughput count frames *scheduled* in it); then no new
+//! frames, and a drain of at most `drain` for the replies still in flight. Frames without
+//! a reply after the drain are lost. In `idle` mode nothing is sent: connections are held
+//! for `duration` and the server's closes are timed.
+
+mod payload;
+mod report;
+mod session;
+mod stats;
+mod verify;
+mod worker;
+
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use crate::addr::ListenAddr;
+
+pub use payload::PayloadSource;
+pub use report::LoadReport;
+pub use verify::{Desync, ReplyChecker, Verdict};
+
+use stats::{Progress, WorkerStats};
+use worker::{Plan, WorkerConfig};
+
+/// How long the drain phase waits for replies by default.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(3);
+/// How long a connection may take to be established before it counts as failed.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What to run. [`LoadOptions::new`] gives the defaults of `tabecho load`.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// The server.
+    pub addr: ListenAddr,
+    /// Connections to open, spread over the threads.
+    pub connections: usize,
+    /// Worker threads, each with its own `Poll`.
+    pub threads: usize,
+    /// Frames in flight per connection, at most (at least 1).
+    pub pipeline: usize,
+    /// Payload bytes per frame.
+    pub size: usize,
+    /// The measured window.
+    pub duration: Duration,
+    /// Sending before the measured window, not recorded.
+    pub warmup: Duration,
+    /// Frames per second over all connections (open loop); `None` sends as fast as
+    /// replies come back (closed loop, `pipeline` in flight).
+    pub rate: Option<f64>,
+    /// New connections per second over all threads; `None` opens them all at once.
+    pub connect_rate: Option<f64>,
+    /// Hold connections without sending, for `duration`, and time the server's closes.
+    pub idle: bool,
+    /// Expect each payload back verbatim (payload + TAB), not `server got:` + payload + TAB.
+    pub raw: bool,
+    /// The longest wait for replies in flight after sending stops.
+    pub drain: Duration,
+    /// The longest a connection may take to be established.
+    pub connect_timeout: Duration,
+    /// Frames per connection, at most; the run ends early once all are answered (tests).
+    pub frames_per_connection: Option<u64>,
+    /// Print a progress line on stderr each second.
+    pub progress: bool,
+}
+
+impl LoadOptions {
+    /// The defaults: 100 connections, pipeline 16, 32-byte frames, 10 s, one thread per core.
+    pub fn new(addr: ListenAddr) -> Self {
+        LoadOptions {
+            addr,
+            connections: 100,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            pipeline: 16,
+            size: 32,
+            duration: Duration::from_secs(10),
+            warmup: Duration::ZERO,
+            rate: None,
+            connect_rate: None,
+            idle: false,
+            raw: false,
+            drain: DEFAULT_DRAIN,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            frames_per_connection: None,
+            progress: false,
+        }
+    }
+}
+
+/// Runs the load described by `options` and reports what happened.
+///
+/// Fails only when the run cannot start (bad options, no thread, no `Poll`); connection
+/// failures, losses and corruption are counted in the report.
+pub fn run(options: &LoadOptions) -> io::Result<LoadReport> {
+    if options.connections == 0 || options.threads == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "connections and threads must be at least 1",
+        ));
+    }
+    if options.rate.is_some_and(|r| !(r > 0.0 && r.is_finite()))
+        || options
+            .connect_rate
+            .is_some_and(|r| !(r > 0.0 && r.is_finite()))
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--rate and --connect-rate must be positive",
+        ));
+    }
+    let fd_limit = raise_fd_limit();
+    let threads = options.threads.min(options.connections);
+    let source = PayloadSource::new(options.size);
+    let start = Instant::now();
+    let plan = Arc::new(Plan::new(options, start));
+
+    let (done_tx, done_rx) = mpsc::channel();
+    let mut progress = Vec::with_capacity(threads);
+    let mut handles = Vec::with_capacity(threads);
+    let mut first_id = 0;
+    for w in 0..threads {
+        let count = options.connections / threads + usize::from(w < options.connections % threads);
+        let config = WorkerConfig {
+            first_id: first_id as u64,
+            count,
+            connect_rate: options.connect_rate.map(|r| r / threads as f64),
+            rate_per_connection: options.rate.map(|r| r / options.connections as f64),
+            source: source.clone(),
+            plan: Arc::clone(&plan),
+        };
+        first_id += count;
+        let shared = Arc::new(Progress::default());
+        progress.push(Arc::clone(&shared));
+        let done = done_tx.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("load-{w}"))
+            .spawn(move || {
+                let outcome = worker::run(config, &shared);
+                // The receiver outlives every worker; a send error cannot happen.
+                let _ = done.send(outcome);
+            })?;
+        handles.push(handle);
+    }
+    drop(done_tx);
+
+    let mut merged = WorkerStats::new();
+    let mut finished = 0;
+    let mut failure = None;
+    let mut printed = false;
+    while finished < threads {
+        match done_rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(Ok(stats)) => {
+                merged.merge(&stats);
+                finished += 1;
+            }
+            Ok(Err(e)) => {
+                failure.get_or_insert(e);
+                finished += 1;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if options.progress {
+                    print_progress(start, &progress, options);
+                    printed = true;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    for handle in handles {
+        if handle.join().is_err() {
+            failure.get_or_insert(io::Error::other("a load worker panicked"));
+        }
+    }
+    if printed {
+        eprintln!();
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok(LoadReport::new(options, &merged, fd_limit, start.elapsed()))
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit; returns the soft limit in force.
+fn raise_fd_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            log::warn!("could not raise RLIMIT_NOFILE: {e}");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(0, |(soft, _)| soft)
+        }
+    }
+}
+
+/// One line of live counters, rewritten in place on a terminal.
+fn print_progress(start: Instant, progress: &[Arc<Progress>], options: &LoadOptions) {
+    let sum = |pick: fn(&Progress) -> &std::sync::atomic::AtomicU64| -> u64 {
+        progress
+            .iter()
+            .map(|p| pick(p).load(Ordering::Relaxed))
+            .sum()
+    };
+    let open = sum(|p| &p.open);
+    let sent = sum(|p| &p.sent);
+    let answered = sum(|p| &p.answered);
+    let failed = sum(|p| &p.failed);
+    let secs = start.elapsed().as_secs_f64();
+    eprint!(
+        "\r{secs:5.1}s  open {open}/{}  failed {failed}  sent {sent}  answered {answered}  ({:.0}/s avg)   ",
+        options.connections,
+        answered as f64 / secs.max(1e-9)
+    );
+}

@@ -1,0 +1,350 @@
+//! LoadReport: the outcome of a load run in plain fields, as summary text and as JSON.
+//!
+//! Times are in microseconds (latency, connect) or milliseconds (idle closes); rates per
+//! second of the measured window; MB are 10^6 bytes.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::load::stats::{LimitHit, WorkerStats};
+use crate::load::LoadOptions;
+
+/// What a load run found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadReport {
+    /// The server address, as given.
+    pub addr: String,
+    /// Connections asked for.
+    pub connections: u64,
+    /// Connections established.
+    pub established: u64,
+    /// Connections that could not be established.
+    pub connect_failed: u64,
+    /// Frames sent.
+    pub frames_sent: u64,
+    /// Frames whose exact reply arrived.
+    pub frames_answered: u64,
+    /// Frames sent and never answered by the end of the drain (or skipped by the server).
+    pub lost: u64,
+    /// Frames whose reply differed from the one expected.
+    pub corrupt: u64,
+    /// Replies with no frame in flight, and reply streams that lost their framing.
+    pub unexpected: u64,
+    /// `error:` lines received.
+    pub error_replies: u64,
+    /// Replies to frames scheduled in the measured window.
+    pub replies: u64,
+    /// Length of the measured window, in seconds.
+    pub window_secs: f64,
+    /// `replies / window_secs`.
+    pub replies_per_sec: f64,
+    /// Reply bytes per second in the measured window, in MB/s.
+    pub rx_mb_per_sec: f64,
+    /// Frame bytes per second in the measured window, in MB/s.
+    pub tx_mb_per_sec: f64,
+    /// Reply latency percentiles, in microseconds (from the scheduled send time).
+    pub p50_us: u64,
+    /// 90th percentile latency.
+    pub p90_us: u64,
+    /// 99th percentile latency.
+    pub p99_us: u64,
+    /// 99.9th percentile latency.
+    pub p999_us: u64,
+    /// The largest latency.
+    pub max_us: u64,
+    /// Connect time, median, in microseconds.
+    pub connect_p50_us: u64,
+    /// Connect time, 99th percentile, in microseconds.
+    pub connect_p99_us: u64,
+    /// Connections the server closed while they were held.
+    pub server_closes: u64,
+    /// Time from established to the server's close: earliest, median, latest, in ms.
+    pub close_after_min_ms: u64,
+    /// Median close-after time.
+    pub close_after_p50_ms: u64,
+    /// Latest close-after time.
+    pub close_after_max_ms: u64,
+    /// Failures by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// The soft RLIMIT_NOFILE the run had.
+    pub fd_limit: u64,
+    /// Set when a limit stopped the opening of connections: says which, and how many opened.
+    pub limit_note: Option<String>,
+    /// Whole run, connect to close, in seconds.
+    pub elapsed_secs: f64,
+    /// Whether this was an idle run.
+    pub idle: bool,
+}
+
+impl LoadReport {
+    /// The report of a run of `options` whose workers counted `stats`.
+    pub(crate) fn new(
+        options: &LoadOptions,
+        stats: &WorkerStats,
+        fd_limit: u64,
+        elapsed: Duration,
+    ) -> Self {
+        let window = options.duration.as_secs_f64().max(1e-9);
+        let lat = &stats.latency_us;
+        let con = &stats.connect_us;
+        let closes = &stats.close_after_ms;
+        let pick = |h: &hdrhistogram::Histogram<u64>, q: f64| {
+            if h.is_empty() {
+                0
+            } else {
+                h.value_at_quantile(q)
+            }
+        };
+        let limit_note = stats.limit.map(|hit| {
+            let what = match hit {
+                LimitHit::FileDescriptors => {
+                    format!("the file descriptor limit (RLIMIT_NOFILE {fd_limit}) ran out")
+                }
+                LimitHit::EphemeralPorts => "the local ephemeral ports ran out \
+                     (see /proc/sys/net/ipv4/ip_local_port_range)"
+                    .to_string(),
+            };
+            format!(
+                "could open only {} of {} connections: {what}",
+                stats.established, options.connections
+            )
+        });
+        LoadReport {
+            addr: options.addr.to_string(),
+            connections: options.connections as u64,
+            established: stats.established,
+            connect_failed: stats.failed,
+            frames_sent: stats.frames_sent,
+            frames_answered: stats.frames_answered,
+            lost: stats.frames_lost,
+            corrupt: stats.frames_corrupt,
+            unexpected: stats.unsolicited + stats.desyncs,
+            error_replies: stats.error_replies,
+            replies: stats.measured_replies,
+            window_secs: window,
+            replies_per_sec: stats.measured_replies as f64 / window,
+            rx_mb_per_sec: stats.measured_rx_bytes as f64 / window / 1e6,
+            tx_mb_per_sec: stats.measured_tx_bytes as f64 / window / 1e6,
+            p50_us: pick(lat, 0.5),
+            p90_us: pick(lat, 0.9),
+            p99_us: pick(lat, 0.99),
+            p999_us: pick(lat, 0.999),
+            max_us: if lat.is_empty() { 0 } else { lat.max() },
+            connect_p50_us: pick(con, 0.5),
+            connect_p99_us: pick(con, 0.99),
+            server_closes: stats.server_closes,
+            close_after_min_ms: if closes.is_empty() { 0 } else { closes.min() },
+            close_after_p50_ms: pick(closes, 0.5),
+            close_after_max_ms: if closes.is_empty() { 0 } else { closes.max() },
+            errors: stats.errors.clone(),
+            fd_limit,
+            limit_note,
+            elapsed_secs: elapsed.as_secs_f64(),
+            idle: options.idle,
+        }
+    }
+
+    /// True when every frame sent got exactly its reply, and nothing unexpected came.
+    pub fn verified(&self) -> bool {
+        self.lost == 0 && self.corrupt == 0 && self.unexpected == 0
+    }
+
+    /// The human summary, several lines.
+    pub fn to_text(&self) -> String {
+        let ms = |us: u64| us as f64 / 1000.0;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "connections  {} established, {} failed (of {}); connect p50 {:.3} ms, p99 {:.3} ms",
+            self.established,
+            self.connect_failed,
+            self.connections,
+            ms(self.connect_p50_us),
+            ms(self.connect_p99_us)
+        );
+        if let Some(note) = &self.limit_note {
+            let _ = writeln!(out, "limit        {note}");
+        }
+        if !self.idle {
+            let _ = writeln!(
+                out,
+                "frames       {} sent, {} answered, {} lost, {} corrupt",
+                self.frames_sent, self.frames_answered, self.lost, self.corrupt
+            );
+            let _ = writeln!(
+                out,
+                "throughput   {:.0} replies/s, {:.2} MB/s in, {:.2} MB/s out ({} replies in {:.1} s)",
+                self.replies_per_sec, self.rx_mb_per_sec, self.tx_mb_per_sec, self.replies, self.window_secs
+            );
+            let _ = writeln!(
+                out,
+                "latency      p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
+                ms(self.p50_us),
+                ms(self.p90_us),
+                ms(self.p99_us),
+                ms(self.p999_us),
+                ms(self.max_us)
+            );
+        }
+        if self.server_closes > 0 {
+            let _ = writeln!(
+                out,
+                "server closes {} connections, {} ms to {} ms after connect (p50 {} ms)",
+                self.server_closes,
+                self.close_after_min_ms,
+                self.close_after_max_ms,
+                self.close_after_p50_ms
+            );
+        } else {
+            let _ = writeln!(out, "server closes 0");
+        }
+        if self.errors.is_empty() {
+            let _ = writeln!(out, "errors       none");
+        } else {
+            for (kind, n) in &self.errors {
+                let _ = writeln!(out, "error        {n} × {kind}");
+            }
+        }
+        if self.verified() {
+            let _ = writeln!(
+                out,
+                "verdict      OK: every reply arrived, in order, byte for byte"
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "verdict      FAILED: {} frames lost, {} corrupt, {} unexpected replies",
+                self.lost, self.corrupt, self.unexpected
+            );
+        }
+        out
+    }
+
+    /// One JSON object, on one line.
+    pub fn to_json(&self) -> String {
+        let mut out = String::from("{");
+        let mut field = |name: &str, value: String| {
+            if out.len() > 1 {
+                out.push(',');
+            }
+            let _ = write!(out, "{}:{value}", json_string(name));
+        };
+        field("addr", json_string(&self.addr));
+        field("verified", self.verified().to_string());
+        field("idle", self.idle.to_string());
+        field("connections", self.connections.to_string());
+        field("established", self.established.to_string());
+        field("connect_failed", self.connect_failed.to_string());
+        field("frames_sent", self.frames_sent.to_string());
+        field("frames_answered", self.frames_answered.to_string());
+        field("lost", self.lost.to_string());
+        field("corrupt", self.corrupt.to_string());
+        field("unexpected", self.unexpected.to_string());
+        field("error_replies", self.error_replies.to_string());
+        field("replies", self.replies.to_string());
+        field("window_secs", json_number(self.window_secs));
+        field("replies_per_sec", json_number(self.replies_per_sec));
+        field("rx_mb_per_sec", json_number(self.rx_mb_per_sec));
+        field("tx_mb_per_sec", json_number(self.tx_mb_per_sec));
+        field("p50_us", self.p50_us.to_string());
+        field("p90_us", self.p90_us.to_string());
+        field("p99_us", self.p99_us.to_string());
+        field("p999_us", self.p999_us.to_string());
+        field("max_us", self.max_us.to_string());
+        field("connect_p50_us", self.connect_p50_us.to_string());
+        field("connect_p99_us", self.connect_p99_us.to_string());
+        field("server_closes", self.server_closes.to_string());
+        field("close_after_min_ms", self.close_after_min_ms.to_string());
+        field("close_after_p50_ms", self.close_after_p50_ms.to_string());
+        field("close_after_max_ms", self.close_after_max_ms.to_string());
+        let errors: Vec<String> = self
+            .errors
+            .iter()
+            .map(|(k, n)| format!("{}:{n}", json_string(k)))
+            .collect();
+        field("errors", format!("{{{}}}", errors.join(",")));
+        field("fd_limit", self.fd_limit.to_string());
+        field(
+            "limit_note",
+            self.limit_note
+                .as_deref()
+                .map_or("null".into(), json_string),
+        );
+        field("elapsed_secs", json_number(self.elapsed_secs));
+        out.push('}');
+        out
+    }
+}
+
+/// A JSON number; JSON has no NaN or infinity, so those become `null`.
+fn json_number(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.3}")
+    } else {
+        "null".into()
+    }
+}
+
+/// A JSON string literal (RFC 8259 §7): quote, backslash and control characters escaped.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_string("a\"b\\c\td\u{1}"), r#""a\"b\\c\td\u0001""#);
+    }
+
+    #[test]
+    fn json_report_is_one_object_with_the_fields() {
+        let mut report = LoadReport {
+            addr: "127.0.0.1:1".into(),
+            lost: 2,
+            ..LoadReport::default()
+        };
+        report
+            .errors
+            .insert("connect: connection refused".into(), 3);
+        let json = report.to_json();
+        assert!(json.starts_with('{') && json.ends_with('}'), "{json}");
+        assert!(json.contains(r#""lost":2"#), "{json}");
+        assert!(json.contains(r#""verified":false"#), "{json}");
+        assert!(
+            json.contains(r#""errors":{"connect: connection refused":3}"#),
+            "{json}"
+        );
+        assert!(json.contains(r#""limit_note":null"#), "{json}");
+        assert!(!json.contains('\n'));
+    }
+
+    #[test]
+    fn text_says_ok_or_failed() {
+        let ok = LoadReport::default();
+        assert!(ok.to_text().contains("verdict      OK"));
+        let bad = LoadReport {
+            corrupt: 1,
+            ..LoadReport::default()
+        };
+        assert!(bad.to_text().contains("FAILED"));
+    }
+}

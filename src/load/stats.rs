@@ -1,0 +1,162 @@
+//! WorkerStats: one worker's counters and histograms, merged into the report; Progress:
+//! the few counters a worker publishes for the live progress line.
+//!
+//! # Invariants
+//! - Once a worker has finished, `frames_sent` always equals
+//!   `frames_answered + frames_corrupt + frames_lost`: every frame sent is settled once.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+
+use hdrhistogram::Histogram;
+
+/// The largest latency or connect time recorded, in microseconds (one minute); larger
+/// values are clamped to it.
+const MAX_MICROS: u64 = 60_000_000;
+/// The largest close-after time recorded in idle mode, in milliseconds (one day).
+const MAX_MILLIS: u64 = 86_400_000;
+
+/// What one worker counted.
+#[derive(Debug, Clone)]
+pub struct WorkerStats {
+    /// Connections established.
+    pub established: u64,
+    /// Connections that could not be established (refused, timed out, no descriptor...).
+    pub failed: u64,
+    /// Frames sent (queued on an established connection).
+    pub frames_sent: u64,
+    /// Frames whose exact reply arrived.
+    pub frames_answered: u64,
+    /// Frames whose reply differed.
+    pub frames_corrupt: u64,
+    /// Frames never answered (skipped by the server, or in flight at the end of the drain).
+    pub frames_lost: u64,
+    /// Replies that arrived with no frame in flight.
+    pub unsolicited: u64,
+    /// Error lines from the server.
+    pub error_replies: u64,
+    /// Connections whose reply stream could not be checked any further (no TAB within
+    /// the longest possible reply).
+    pub desyncs: u64,
+    /// Replies to frames scheduled in the measured window.
+    pub measured_replies: u64,
+    /// Bytes of those replies.
+    pub measured_rx_bytes: u64,
+    /// Bytes of frames scheduled in the measured window.
+    pub measured_tx_bytes: u64,
+    /// Latency of measured replies, in microseconds from the frame's scheduled send time.
+    pub latency_us: Histogram<u64>,
+    /// Time from `connect` to established, in microseconds.
+    pub connect_us: Histogram<u64>,
+    /// Connections the server closed (end of stream or reset) while we held them.
+    pub server_closes: u64,
+    /// For each server close: milliseconds from established to the close.
+    pub close_after_ms: Histogram<u64>,
+    /// Failures counted by kind: `"connect: connection refused"`, ...
+    pub errors: BTreeMap<String, u64>,
+    /// Set when this worker stopped opening connections because a limit ran out.
+    pub limit: Option<LimitHit>,
+}
+
+/// A resource that ran out while opening connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitHit {
+    /// EMFILE or ENFILE: the process's or the system's file descriptors.
+    FileDescriptors,
+    /// EADDRNOTAVAIL: no ephemeral port left for another connection to the address.
+    EphemeralPorts,
+}
+
+fn histogram(max: u64) -> Histogram<u64> {
+    // 3 significant figures over 1..=max: the bounds are valid constants.
+    Histogram::new_with_bounds(1, max, 3).expect("valid histogram bounds")
+}
+
+impl WorkerStats {
+    /// All zero.
+    pub fn new() -> Self {
+        WorkerStats {
+            established: 0,
+            failed: 0,
+            frames_sent: 0,
+            frames_answered: 0,
+            frames_corrupt: 0,
+            frames_lost: 0,
+            unsolicited: 0,
+            error_replies: 0,
+            desyncs: 0,
+            measured_replies: 0,
+            measured_rx_bytes: 0,
+            measured_tx_bytes: 0,
+            latency_us: histogram(MAX_MICROS),
+            connect_us: histogram(MAX_MICROS),
+            server_closes: 0,
+            close_after_ms: histogram(MAX_MILLIS),
+            errors: BTreeMap::new(),
+            limit: None,
+        }
+    }
+
+    /// Counts one failure of `kind`.
+    pub fn error(&mut self, kind: impl Into<String>) {
+        *self.errors.entry(kind.into()).or_insert(0) += 1;
+    }
+
+    /// Records a latency in microseconds (clamped to the histogram's range).
+    pub fn record_latency(&mut self, micros: u64) {
+        self.latency_us
+            .saturating_record(micros.clamp(1, MAX_MICROS));
+    }
+
+    /// Records a connect time in microseconds.
+    pub fn record_connect(&mut self, micros: u64) {
+        self.connect_us
+            .saturating_record(micros.clamp(1, MAX_MICROS));
+    }
+
+    /// Records a server close, `millis` after the connection was established.
+    pub fn record_server_close(&mut self, millis: u64) {
+        self.server_closes += 1;
+        self.close_after_ms
+            .saturating_record(millis.clamp(1, MAX_MILLIS));
+    }
+
+    /// Adds `other` into `self`.
+    pub fn merge(&mut self, other: &WorkerStats) {
+        self.established += other.established;
+        self.failed += other.failed;
+        self.frames_sent += other.frames_sent;
+        self.frames_answered += other.frames_answered;
+        self.frames_corrupt += other.frames_corrupt;
+        self.frames_lost += other.frames_lost;
+        self.unsolicited += other.unsolicited;
+        self.error_replies += other.error_replies;
+        self.desyncs += other.desyncs;
+        self.measured_replies += other.measured_replies;
+        self.measured_rx_bytes += other.measured_rx_bytes;
+        self.measured_tx_bytes += other.measured_tx_bytes;
+        // Same bounds on both sides: `add` cannot fail.
+        let _ = self.latency_us.add(&other.latency_us);
+        let _ = self.connect_us.add(&other.connect_us);
+        let _ = self.close_after_ms.add(&other.close_after_ms);
+        self.server_closes += other.server_closes;
+        for (kind, n) in &other.errors {
+            *self.errors.entry(kind.clone()).or_insert(0) += n;
+        }
+        self.limit = self.limit.or(other.limit);
+    }
+}
+
+/// Counters a worker stores after each loop turn, for the progress line (relaxed: they
+/// are only displayed).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Connections open now.
+    pub open: AtomicU64,
+    /// Connections that failed so far.
+    pub failed: AtomicU64,
+    /// Frames sent so far.
+    pub sent: AtomicU64,
+    /// Frames answered so far.
+    pub answered: AtomicU64,
+}

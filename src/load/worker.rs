@@ -1,0 +1,349 @@
+//! One load worker: a thread with its own mio `Poll`, driving its share of the sessions.
+//!
+//! The loop: open the connections that are due; poll (timeout: the nearest of the next
+//! connect, the next paced frame, a connect deadline, the end of a phase); dispatch each
+//! event to its session; send the paced frames that came due; publish progress; stop when
+//! the drain is over or nothing is in flight after sending stopped.
+//!
+//! # Invariants
+//! - `sessions[i]` is always registered as `Token(i)`; sessions are never removed during
+//!   a run, so a token always names the session it was given to (no reuse, no stale events).
+//! - `in_flight` always equals the sum of the sessions' frames in flight.
+//! - Each session has at most one entry in the pacing heap (`Session::in_heap`).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Poll, Token};
+
+use crate::addr::ListenAddr;
+use crate::load::payload::PayloadSource;
+use crate::load::session::{ConnectError, Ctx, Session, State};
+use crate::load::stats::{Progress, WorkerStats};
+use crate::load::LoadOptions;
+use crate::protocol::REPLY_PREFIX;
+
+/// Connections opened per loop turn at most, so that events of the open ones are served
+/// between batches; the rest wait for the next turn (poll timeout zero).
+const CONNECTS_PER_TURN: usize = 256;
+/// Events handled per `poll`; more wait for the next turn (mio keeps them pending).
+const EVENTS_CAPACITY: usize = 1024;
+/// Bytes read at once: several whole replies to 64 KiB frames.
+const READ_BUF: usize = 256 * 1024;
+/// Delay before retrying a Unix connect refused with EAGAIN (backlog full).
+const UNIX_RETRY: Duration = Duration::from_millis(10);
+
+/// The run's timeline and shape, shared by all workers.
+#[derive(Debug)]
+pub struct Plan {
+    /// The server.
+    pub addr: ListenAddr,
+    /// Frames in flight per connection, at most.
+    pub pipeline: usize,
+    /// Bytes of a frame on the wire (payload + TAB).
+    pub frame_len: usize,
+    /// Bytes of a reply on the wire.
+    pub reply_len: usize,
+    /// Expect verbatim echo.
+    pub raw: bool,
+    /// Hold connections without sending.
+    pub idle: bool,
+    /// Frames per connection, at most.
+    pub frames_per_connection: Option<u64>,
+    /// When the measured window starts.
+    pub measure_start: Instant,
+    /// When sending stops (the measured window ends).
+    pub send_end: Instant,
+    /// When the drain gives up.
+    pub drain_end: Instant,
+    /// The longest a connect may take.
+    pub connect_timeout: Duration,
+    /// When the workers started.
+    pub start: Instant,
+}
+
+impl Plan {
+    /// The timeline of `options` from `start`.
+    pub fn new(options: &LoadOptions, start: Instant) -> Self {
+        let measure_start = start + options.warmup;
+        let send_end = measure_start + options.duration;
+        let drain = if options.idle {
+            Duration::ZERO
+        } else {
+            options.drain
+        };
+        Plan {
+            addr: options.addr.clone(),
+            pipeline: options.pipeline.max(1),
+            frame_len: options.size + 1,
+            reply_len: if options.raw { 0 } else { REPLY_PREFIX.len() } + options.size + 1,
+            raw: options.raw,
+            idle: options.idle,
+            frames_per_connection: options.frames_per_connection,
+            measure_start,
+            send_end,
+            drain_end: send_end + drain,
+            connect_timeout: options.connect_timeout,
+            start,
+        }
+    }
+
+    /// Whether new frames may be sent at `now`.
+    pub fn sending(&self, now: Instant) -> bool {
+        !self.idle && now < self.send_end
+    }
+
+    /// Whether a frame scheduled at `stamp` counts in the measured window.
+    pub fn measured(&self, stamp: Instant) -> bool {
+        stamp >= self.measure_start && stamp < self.send_end
+    }
+}
+
+/// One worker's share of the run.
+pub struct WorkerConfig {
+    /// The id of this worker's first connection; it has `count` consecutive ids.
+    pub first_id: u64,
+    /// Connections this worker opens.
+    pub count: usize,
+    /// This worker's share of `--connect-rate`, per second.
+    pub connect_rate: Option<f64>,
+    /// Frames per second per connection in open loop.
+    pub rate_per_connection: Option<f64>,
+    /// Payload generator.
+    pub source: PayloadSource,
+    /// The shared timeline.
+    pub plan: Arc<Plan>,
+}
+
+/// Runs one worker to the end of the drain and returns what it counted.
+pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats> {
+    let plan = &*config.plan;
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(EVENTS_CAPACITY);
+    let mut stats = WorkerStats::new();
+    let mut read_buf = vec![0u8; READ_BUF];
+    let mut sessions: Vec<Session> = Vec::with_capacity(config.count);
+    let interval = config
+        .rate_per_connection
+        .map(|r| Duration::from_secs_f64(1.0 / r));
+
+    // Connections not yet opened: (id, not before).
+    let mut to_open: VecDeque<(u64, Instant)> = (0..config.count as u64)
+        .map(|k| {
+            let due = match config.connect_rate {
+                Some(rate) => plan.start + Duration::from_secs_f64(k as f64 / rate),
+                None => plan.start,
+            };
+            (config.first_id + k, due)
+        })
+        .collect();
+    // Connects in progress, by deadline (deadlines grow: connects start in order).
+    let mut connect_deadlines: VecDeque<(Instant, usize)> = VecDeque::new();
+    // Open-loop pacing: (due, session index).
+    let mut paced: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
+    let mut in_flight: u64 = 0;
+    let mut open: u64 = 0;
+    let mut limit_logged = false;
+
+    loop {
+        let now = Instant::now();
+        let registry = poll.registry();
+        let mut ctx = Ctx {
+            stats: &mut stats,
+            read_buf: &mut read_buf,
+            plan,
+            registry,
+            in_flight: &mut in_flight,
+            open: &mut open,
+        };
+
+        // Open the connections that are due, a bounded batch per turn.
+        let mut opened = 0;
+        while let Some(&(id, due)) = to_open.front() {
+            if due > now || opened == CONNECTS_PER_TURN {
+                break;
+            }
+            if now >= plan.send_end {
+                // Too late to be of use: count the rest as not opened.
+                ctx.stats.failed += to_open.len() as u64;
+                ctx.stats
+                    .error("connect: not attempted before the end of the run");
+                to_open.clear();
+                break;
+            }
+            to_open.pop_front();
+            opened += 1;
+            let token = Token(sessions.len());
+            match Session::start(id, &config.source, plan, interval, registry, token, now) {
+                Ok(session) => {
+                    connect_deadlines.push_back((now + plan.connect_timeout, sessions.len()));
+                    sessions.push(session);
+                }
+                Err(ConnectError::Retry) => {
+                    ctx.stats
+                        .error("connect: unix socket backlog full (EAGAIN), retried");
+                    to_open.push_front((id, now + UNIX_RETRY));
+                    break;
+                }
+                Err(ConnectError::Failed(why)) => {
+                    ctx.stats.failed += 1;
+                    ctx.stats.error(format!("connect: {why}"));
+                }
+                Err(ConnectError::Limit(hit, why)) => {
+                    // Every later connect would fail the same way: stop opening.
+                    ctx.stats.limit = Some(hit);
+                    ctx.stats.failed += 1 + to_open.len() as u64;
+                    ctx.stats.error(format!("connect: {why}"));
+                    to_open.clear();
+                    if !limit_logged {
+                        log::warn!("stopped opening connections: {why}");
+                        limit_logged = true;
+                    }
+                }
+            }
+        }
+
+        // Connects past their deadline fail.
+        while let Some(&(deadline, index)) = connect_deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            connect_deadlines.pop_front();
+            sessions[index].expire_connect(&mut ctx);
+        }
+
+        // Paced frames that came due.
+        while let Some(&Reverse((due, index))) = paced.peek() {
+            if due > now {
+                break;
+            }
+            paced.pop();
+            let session = &mut sessions[index];
+            session.in_heap = false;
+            session.pump(now, &mut ctx);
+            schedule(session, index, plan, &mut paced);
+        }
+
+        publish(progress, ctx.stats, *ctx.open);
+
+        // The end: the drain is over, or nothing is left to wait for.
+        if now >= plan.send_end && to_open.is_empty() && (in_flight == 0 || now >= plan.drain_end) {
+            break;
+        }
+        if plan.frames_per_connection.is_some()
+            && to_open.is_empty()
+            && in_flight == 0
+            && sessions.iter().all(|s| s.is_done(plan))
+        {
+            break;
+        }
+
+        // Sleep until the nearest thing to do.
+        let mut wake = if now < plan.send_end {
+            plan.send_end
+        } else {
+            plan.drain_end
+        };
+        if let Some(&(_, due)) = to_open.front() {
+            wake = wake.min(if opened == CONNECTS_PER_TURN {
+                now
+            } else {
+                due
+            });
+        }
+        if let Some(&(deadline, _)) = connect_deadlines.front() {
+            wake = wake.min(deadline);
+        }
+        if let Some(&Reverse((due, _))) = paced.peek() {
+            wake = wake.min(due);
+        }
+        // Wake at least once a second so the progress counters stay fresh.
+        let timeout = wake
+            .saturating_duration_since(now)
+            .min(Duration::from_secs(1));
+        match poll.poll(&mut events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+
+        let now = Instant::now();
+        let mut ctx = Ctx {
+            stats: &mut stats,
+            read_buf: &mut read_buf,
+            plan,
+            registry: poll.registry(),
+            in_flight: &mut in_flight,
+            open: &mut open,
+        };
+        for event in events.iter() {
+            let index = event.token().0;
+            // A token always names its own session (never removed, never reused).
+            let Some(session) = sessions.get_mut(index) else {
+                continue;
+            };
+            session.on_event(
+                event.is_readable() || event.is_read_closed() || event.is_error(),
+                event.is_writable() || event.is_write_closed(),
+                now,
+                &mut ctx,
+            );
+            schedule(session, index, plan, &mut paced);
+        }
+    }
+
+    // The end: whatever is still in flight is lost; close everything.
+    let now = Instant::now();
+    let mut ctx = Ctx {
+        stats: &mut stats,
+        read_buf: &mut read_buf,
+        plan,
+        registry: poll.registry(),
+        in_flight: &mut in_flight,
+        open: &mut open,
+    };
+    for session in &mut sessions {
+        if let State::Connecting(_) = session.state() {
+            session.fail_connect("timed out (still connecting at the end)", &mut ctx);
+        }
+        session.give_up(now, &mut ctx);
+        session.shut(&mut ctx);
+    }
+    publish(progress, &stats, open);
+    debug_assert_eq!(
+        stats.frames_sent,
+        stats.frames_answered + stats.frames_corrupt + stats.frames_lost,
+        "every frame sent is settled once"
+    );
+    Ok(stats)
+}
+
+/// Puts `session` in the pacing heap if it waits for a due time and is not there yet.
+fn schedule(
+    session: &mut Session,
+    index: usize,
+    plan: &Plan,
+    paced: &mut BinaryHeap<Reverse<(Instant, usize)>>,
+) {
+    if session.in_heap {
+        return;
+    }
+    if let Some(due) = session.next_due(plan) {
+        paced.push(Reverse((due, index)));
+        session.in_heap = true;
+    }
+}
+
+/// Stores this worker's counters for the progress line.
+fn publish(progress: &Progress, stats: &WorkerStats, open: u64) {
+    progress.open.store(open, Ordering::Relaxed);
+    progress.failed.store(stats.failed, Ordering::Relaxed);
+    progress.sent.store(stats.frames_sent, Ordering::Relaxed);
+    progress
+        .answered
+        .store(stats.frames_answered, Ordering::Relaxed);
+}

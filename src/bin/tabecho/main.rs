@@ -3,6 +3,8 @@
 //! Exit codes: 0 success; 1 a runtime failure (address in use, permission, I/O);
 //! 2 a bad command line (clap). Subcommands document any further codes in `--help`.
 
+mod load;
+mod send;
 mod serve;
 
 use std::process::ExitCode;
@@ -21,6 +23,10 @@ struct Cli {
 enum Command {
     /// Serve the tab-echo protocol (docs/PROTOCOL.md).
     Serve(serve::ServeArgs),
+    /// Send messages as frames and print the replies (the original Go client).
+    Send(send::SendArgs),
+    /// Drive a server with many connections and verify every reply.
+    Load(load::LoadArgs),
 }
 
 fn main() -> ExitCode {
@@ -28,5 +34,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Send(args) => send::run(args),
+        Command::Load(args) => load::run(args),
     }
 }

@@ -36,9 +36,7 @@ impl FromStr for ListenAddr {
                 .next()
                 .map(ListenAddr::Tcp)
                 .ok_or_else(|| format!("{s}: the name has no address")),
-            Err(e) => Err(format!(
-                "{s}: not host:port, [v6]:port or unix:/path ({e})"
-            )),
+            Err(e) => Err(format!("{s}: not host:port, [v6]:port or unix:/path ({e})")),
         }
     }
 }
@@ -91,7 +89,10 @@ mod tests {
             ListenAddr::Unix("/tmp/x.sock".into())
         );
         assert_eq!(
-            "unix:/tmp/x.sock".parse::<ListenAddr>().unwrap().to_string(),
+            "unix:/tmp/x.sock"
+                .parse::<ListenAddr>()
+                .unwrap()
+                .to_string(),
             "unix:/tmp/x.sock"
         );
     }

@@ -205,7 +205,9 @@ mod tests {
     #[test]
     fn head_and_tail_are_given_separately_without_copying_the_tail() {
         let mut decoder = FrameDecoder::new();
-        decoder.decode(b"hel", 100, |_, _| panic!("no frame yet")).unwrap();
+        decoder
+            .decode(b"hel", 100, |_, _| panic!("no frame yet"))
+            .unwrap();
         assert_eq!(decoder.pending(), 3);
         let input = b"lo\tnext\t";
         let mut seen = Vec::new();
@@ -236,7 +238,9 @@ mod tests {
     fn pipelined_ten_thousand_frames_in_one_input() {
         let input = b"x\t".repeat(10_000);
         let mut decoder = FrameDecoder::new();
-        let n = decoder.decode(&input, 8, |_, tail| assert_eq!(tail, b"x")).unwrap();
+        let n = decoder
+            .decode(&input, 8, |_, tail| assert_eq!(tail, b"x"))
+            .unwrap();
         assert_eq!(n, 10_000);
     }
 }

@@ -3,4 +3,5 @@ pub mod addr;
 pub mod config;
 pub mod frame;
 pub mod protocol;
+pub mod server;
 pub mod timer_wheel;

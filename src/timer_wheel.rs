@@ -226,7 +226,10 @@ impl TimerWheel {
         };
         if prev == NIL {
             let slot = self.slot_of(deadline);
-            debug_assert_eq!(self.heads[slot], index, "unlink of a node not at its slot's head");
+            debug_assert_eq!(
+                self.heads[slot], index,
+                "unlink of a node not at its slot's head"
+            );
             self.heads[slot] = next;
             if next == NIL {
                 self.occupied[slot / 64] &= !(1 << (slot % 64));

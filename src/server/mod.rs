@@ -65,6 +65,8 @@ const READ_BUF_SIZE: usize = 64 * 1024;
 const ACCEPTS_PER_EVENT: usize = 256;
 /// How long accepting pauses when descriptors run out, before it is retried.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// The largest high-water mark honoured, so pending output always fits a `u32` offset.
+const MAX_HIGH_WATER: usize = 1 << 30;
 /// Events taken per poll.
 const EVENTS_CAPACITY: usize = 1024;
 /// The coarsest timer tick: an idle close is at most one tick late, and 100 ms is 5% of
@@ -178,8 +180,8 @@ impl Server {
         let slots = (idle_us / tick_us + 2).min(1 << 16) as usize;
         let limits = Limits {
             max_frame: config.max_frame,
-            high_water: config.high_water.max(1),
-            low_water: config.high_water / 2,
+            high_water: config.high_water.clamp(1, MAX_HIGH_WATER),
+            low_water: config.high_water.clamp(1, MAX_HIGH_WATER) / 2,
         };
         Ok(Server {
             poll,
@@ -259,8 +261,14 @@ impl Server {
                     Token(key) => {
                         // Errors and hang-ups show up as a failed read or write.
                         let failed = event.is_error();
+                        let hangup = event.is_read_closed() || failed;
+                        if hangup {
+                            if let Some(conn) = self.connections.get_mut(key) {
+                                conn.note_hangup();
+                            }
+                        }
                         let writable = event.is_writable() || failed;
-                        let readable = event.is_readable() || event.is_read_closed() || failed;
+                        let readable = event.is_readable() || hangup;
                         self.on_connection_event(key, readable, writable, now_us);
                     }
                 }
@@ -418,10 +426,15 @@ impl Server {
     }
 
     fn close(&mut self, key: usize, reason: CloseReason) {
-        let Some(mut conn) = self.connections.try_remove(key) else {
+        let Some(conn) = self.connections.try_remove(key) else {
             return;
         };
         self.wheel.cancel(conn.timer);
+        self.release(key, conn, reason);
+    }
+
+    /// Closes a connection already out of the slab and the wheel.
+    fn release(&mut self, key: usize, mut conn: Connection, reason: CloseReason) {
         // Closing the descriptor would remove it from epoll too; deregistering keeps mio's
         // contract on every platform.
         let _ = self.poll.registry().deregister(&mut conn.stream);
@@ -467,18 +480,44 @@ impl Server {
     }
 
     /// The lazy idle check: re-arm if progress happened since the timer was armed.
+    /// The connection's timer has fired, so its id is dead: it is re-armed or the
+    /// connection is released without a cancel.
     fn on_connection_timer(&mut self, key: usize, now_us: u64) {
         let Some(conn) = self.connections.get_mut(key) else {
             debug_assert!(false, "timer fired for vacant key {key}");
             return;
         };
-        if let Some(reason) = conn.closing {
-            self.close(key, reason);
-            return;
+        if conn.closing.is_none() && conn.pending_output() > 0 {
+            // Probe before judging: a client reading a long run of replies frees send-buffer
+            // space continuously, but the edge-triggered writable event comes only when the
+            // free space crosses the kernel's wake-up threshold (half the buffer on Linux),
+            // which a multi-megabyte autotuned buffer may not do within the timeout.
+            let mut cx = Context {
+                read_buf: &mut self.read_buf,
+                replies: &mut self.replies,
+                limits: &self.limits,
+                stats: &mut self.stats,
+                now_us,
+            };
+            match conn.on_writable(&mut cx) {
+                Next::Close(reason) => {
+                    let conn = self.connections.remove(key);
+                    self.release(key, conn, reason);
+                    return;
+                }
+                Next::ReadAgain => self.ready.push(key),
+                Next::Wait => {}
+            }
         }
         let deadline_us = conn.last_progress_us + self.idle_us;
-        if now_us >= deadline_us {
-            self.close(key, CloseReason::Idle);
+        let reason = match conn.closing {
+            Some(reason) => Some(reason),
+            None if now_us >= deadline_us => Some(CloseReason::Idle),
+            None => None,
+        };
+        if let Some(reason) = reason {
+            let conn = self.connections.remove(key);
+            self.release(key, conn, reason);
         } else {
             conn.timer = self
                 .wheel

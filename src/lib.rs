@@ -5,4 +5,5 @@ pub mod config;
 pub mod frame;
 pub mod load;
 pub mod protocol;
+pub mod server;
 pub mod timer_wheel;

@@ -337,7 +337,7 @@ mod tests {
         for round in 0..1_000u64 {
             let deadline = now + 1 + (round * 37) % 63;
             wheel.arm(deadline, round as u32);
-            while wheel.len() > 0 {
+            while !wheel.is_empty() {
                 now += 1;
                 let expired = poll(&mut wheel, now);
                 if !expired.is_empty() {

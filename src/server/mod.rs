@@ -1,0 +1,601 @@
+//! The server: one thread, one `mio::Poll`, a `Slab` of connections, a timer wheel.
+//!
+//! ```text
+//!   poll(timeout = next timer or 0 if work is left)
+//!     ├─ LISTENER  → accept up to ACCEPTS_PER_EVENT (more? listener_ready stays set)
+//!     ├─ WAKER     → shutdown asked by a ShutdownHandle
+//!     ├─ SIGNALS   → SIGINT/SIGTERM
+//!     └─ Token(key)→ connection: writable first (free buffer space), then readable
+//!   revisit the ready list (connections that used their read budget)
+//!   expire timers: idle checks (lazy re-arm), linger deadlines, accept resume, stats
+//!   shutdown: started? all closed or grace over? → return the counters
+//! ```
+//!
+//! # Invariants
+//! - Every connection always has exactly one armed timer (`Connection::timer`), cancelled
+//!   when it closes; so a timer never fires for a slab key that is vacant or reused.
+//! - Timer values below [`TIMER_ACCEPT_RESUME`] are slab keys; the top values are the
+//!   server's own timers.
+//! - Stale events are harmless: an event or ready-list entry for a key closed earlier in
+//!   the same turn finds the slot vacant (skipped) or reused by a new connection (one
+//!   spurious read that returns WouldBlock).
+
+mod close;
+mod connection;
+mod listener;
+mod signal;
+mod stats;
+mod stream;
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+pub use close::CloseReason;
+pub use stats::Stats;
+
+use crate::addr::ListenAddr;
+use crate::config::{ServerConfig, FD_RESERVE};
+use crate::timer_wheel::{Tick, TimerWheel};
+use connection::{Connection, Context, Limits, Next};
+use listener::Listener;
+use signal::ShutdownSignals;
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+const SIGNALS: Token = Token(usize::MAX - 3);
+
+/// Timer value: retry accepting after a descriptor-exhaustion pause.
+const TIMER_ACCEPT_RESUME: u32 = u32::MAX;
+/// Timer value: log the counters.
+const TIMER_STATS: u32 = u32::MAX - 1;
+/// Timer value: the shutdown grace period is over.
+const TIMER_SHUTDOWN: u32 = u32::MAX - 2;
+
+/// Size of the one read buffer: as much as a loopback read usually returns, and the
+/// largest frame's worth of bytes so a 64 KiB frame needs few reads.
+const READ_BUF_SIZE: usize = 64 * 1024;
+/// Accepts per listener event before the connections get a turn; the rest are accepted
+/// on the next turn (the listener is edge-triggered, so the reactor remembers).
+const ACCEPTS_PER_EVENT: usize = 256;
+/// How long accepting pauses when descriptors run out, before it is retried.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// The largest high-water mark honoured, so pending output always fits a `u32` offset.
+const MAX_HIGH_WATER: usize = 1 << 30;
+/// Events taken per poll.
+const EVENTS_CAPACITY: usize = 1024;
+/// The coarsest timer tick: an idle close is at most one tick late, and 100 ms is 5% of
+/// the default 2 s timeout.
+const MAX_TICK: Duration = Duration::from_millis(100);
+/// The finest timer tick.
+const MIN_TICK: Duration = Duration::from_millis(1);
+/// Ticks per idle timeout: one tick late is at most 1/20 = 5% late.
+const TICKS_PER_TIMEOUT: u32 = 20;
+
+/// Asks a running server to shut down (as SIGTERM does), from any thread.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl ShutdownHandle {
+    /// Starts the graceful shutdown. Returns at once; `Server::run` returns when done.
+    pub fn shutdown(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        // If the wake fails the server is already gone.
+        let _ = self.waker.wake();
+    }
+}
+
+/// Turns instants into wheel ticks.
+struct Clock {
+    start: Instant,
+    tick_us: u64,
+}
+
+impl Clock {
+    fn now_us(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
+    }
+    /// The tick in progress at `us` (ticks that have fully begun).
+    fn tick_at(&self, us: u64) -> Tick {
+        us / self.tick_us
+    }
+    /// The first tick that begins at or after `us`: a deadline rounded up, never early.
+    fn tick_after(&self, us: u64) -> Tick {
+        us.div_ceil(self.tick_us)
+    }
+    fn until_tick(&self, tick: Tick) -> Duration {
+        let at = Duration::from_micros(tick.saturating_mul(self.tick_us));
+        at.saturating_sub(self.start.elapsed())
+    }
+}
+
+/// Shutdown progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Serving,
+    Draining,
+    Done,
+}
+
+/// A bound, not yet running, tab-echo server.
+pub struct Server {
+    poll: Poll,
+    /// `None` once shutdown has begun.
+    listener: Option<Listener>,
+    local_addr: ListenAddr,
+    connections: Slab<Connection>,
+    wheel: TimerWheel,
+    clock: Clock,
+    limits: Limits,
+    idle_us: u64,
+    linger_us: u64,
+    max_connections: usize,
+    config: ServerConfig,
+    stats: Stats,
+    /// The one read buffer.
+    read_buf: Box<[u8]>,
+    /// The one reply buffer.
+    replies: Vec<u8>,
+    /// Connections to read again before the next poll (read budget spent, or resumed).
+    ready: Vec<usize>,
+    /// Spare vector swapped with `ready` while it is walked.
+    ready_spare: Vec<usize>,
+    /// The listener may have connections left to accept (budget spent).
+    listener_ready: bool,
+    /// When accepting paused for lack of descriptors, if it is paused.
+    accept_paused_since: Option<Instant>,
+    phase: Phase,
+    shutdown_flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    signals: Option<ShutdownSignals>,
+}
+
+impl Server {
+    /// Binds the listener and raises the descriptor limit; does not serve yet.
+    pub fn bind(config: ServerConfig) -> io::Result<Server> {
+        let fd_limit = raise_fd_limit();
+        let max_connections = config
+            .max_connections
+            .unwrap_or_else(|| fd_limit.saturating_sub(FD_RESERVE).max(1) as usize)
+            .min(TIMER_SHUTDOWN as usize - 1);
+        let poll = Poll::new()?;
+        let mut listener = Listener::bind(&config.listen)?;
+        let local_addr = listener.local_addr()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+
+        let tick = (config.idle_timeout / TICKS_PER_TIMEOUT).clamp(MIN_TICK, MAX_TICK);
+        let tick_us = tick.as_micros() as u64;
+        let idle_us = config.idle_timeout.as_micros() as u64;
+        // One revolution covers the idle timeout: polls touch only entries that expire.
+        let slots = (idle_us / tick_us + 2).min(1 << 16) as usize;
+        let limits = Limits {
+            max_frame: config.max_frame,
+            high_water: config.high_water.clamp(1, MAX_HIGH_WATER),
+            low_water: config.high_water.clamp(1, MAX_HIGH_WATER) / 2,
+        };
+        Ok(Server {
+            poll,
+            listener: Some(listener),
+            local_addr,
+            connections: Slab::new(),
+            wheel: TimerWheel::new(slots),
+            clock: Clock {
+                start: Instant::now(),
+                tick_us,
+            },
+            limits,
+            idle_us,
+            linger_us: config.linger.as_micros() as u64,
+            max_connections,
+            config,
+            stats: Stats::default(),
+            read_buf: vec![0; READ_BUF_SIZE].into_boxed_slice(),
+            replies: Vec::new(),
+            ready: Vec::new(),
+            ready_spare: Vec::new(),
+            listener_ready: false,
+            accept_paused_since: None,
+            phase: Phase::Serving,
+            shutdown_flag: Arc::new(AtomicBool::new(false)),
+            waker,
+            signals: None,
+        })
+    }
+
+    /// The address bound (with port 0 resolved).
+    pub fn local_addr(&self) -> &ListenAddr {
+        &self.local_addr
+    }
+
+    /// The connection limit in force.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
+    /// A handle that starts the graceful shutdown from another thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            flag: self.shutdown_flag.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+
+    /// Makes SIGINT and SIGTERM start the graceful shutdown (a second one ends it at once).
+    pub fn handle_signals(&mut self) -> io::Result<()> {
+        self.signals = Some(ShutdownSignals::register(self.poll.registry(), SIGNALS)?);
+        Ok(())
+    }
+
+    /// Serves until shut down; returns the counters. Only a failure of the poll itself
+    /// is an error: a connection's errors close that connection.
+    pub fn run(mut self) -> io::Result<Stats> {
+        info!("listening on {}", self.local_addr);
+        if let Some(every) = self.config.stats_interval {
+            self.arm_server_timer(every, TIMER_STATS);
+        }
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        let mut expired = Vec::new();
+        while self.phase != Phase::Done {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            let now_us = self.clock.now_us();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.listener_ready = true,
+                    WAKER => {}
+                    SIGNALS => self.on_signal(now_us),
+                    Token(key) => {
+                        // Errors and hang-ups show up as a failed read or write.
+                        let failed = event.is_error();
+                        let hangup = event.is_read_closed() || failed;
+                        if hangup {
+                            if let Some(conn) = self.connections.get_mut(key) {
+                                conn.note_hangup();
+                            }
+                        }
+                        let writable = event.is_writable() || failed;
+                        let readable = event.is_readable() || hangup;
+                        self.on_connection_event(key, readable, writable, now_us);
+                    }
+                }
+            }
+            self.revisit_ready(now_us);
+            if self.listener_ready {
+                self.accept_connections(now_us);
+            }
+            self.wheel
+                .poll(self.clock.tick_at(self.clock.now_us()), &mut expired);
+            for value in expired.drain(..) {
+                self.on_timer(value, now_us);
+            }
+            if self.phase == Phase::Serving && self.shutdown_flag.load(Ordering::SeqCst) {
+                self.begin_shutdown(now_us);
+            }
+            if self.phase == Phase::Draining && self.connections.is_empty() {
+                self.phase = Phase::Done;
+            }
+        }
+        info!("shutdown: {}", self.stats);
+        Ok(self.stats)
+    }
+
+    /// Zero when work is left over (ready list, listener), else until the next timer.
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.ready.is_empty() || (self.listener_ready && self.accept_paused_since.is_none()) {
+            return Some(Duration::ZERO);
+        }
+        self.wheel
+            .next_expiration()
+            .map(|tick| self.clock.until_tick(tick))
+    }
+
+    fn on_connection_event(&mut self, key: usize, readable: bool, writable: bool, now_us: u64) {
+        let Some(conn) = self.connections.get_mut(key) else {
+            return; // closed earlier in this batch
+        };
+        let mut cx = Context {
+            read_buf: &mut self.read_buf,
+            replies: &mut self.replies,
+            limits: &self.limits,
+            stats: &mut self.stats,
+            now_us,
+        };
+        let was_closing = conn.closing.is_some();
+        // Writable first: sending frees buffer space (and may lift backpressure) before
+        // reading adds more output.
+        let mut next = Next::Wait;
+        if writable {
+            next = conn.on_writable(&mut cx);
+        }
+        if readable && next != Next::ReadAgain && !matches!(next, Next::Close(_)) {
+            next = conn.on_readable(&mut cx);
+        }
+        if next == Next::ReadAgain {
+            self.ready.push(key);
+        }
+        self.settle(key, next, was_closing, now_us);
+    }
+
+    /// Reads again the connections whose read budget ran out last turn.
+    fn revisit_ready(&mut self, now_us: u64) {
+        std::mem::swap(&mut self.ready, &mut self.ready_spare);
+        let mut ready = std::mem::take(&mut self.ready_spare);
+        for key in ready.drain(..) {
+            self.on_connection_event(key, true, false, now_us);
+        }
+        self.ready_spare = ready;
+    }
+
+    /// Applies a connection's `Next`: close it, or arm its linger deadline if it just
+    /// started closing.
+    fn settle(&mut self, key: usize, next: Next, was_closing: bool, now_us: u64) {
+        if let Next::Close(reason) = next {
+            self.close(key, reason);
+            return;
+        }
+        let Some(conn) = self.connections.get_mut(key) else {
+            return;
+        };
+        if !was_closing && conn.closing.is_some() {
+            self.wheel.cancel(conn.timer);
+            let deadline = self.clock.tick_after(now_us + self.linger_us);
+            conn.timer = self.wheel.arm(deadline, key as u32);
+        }
+    }
+
+    fn accept_connections(&mut self, now_us: u64) {
+        self.listener_ready = false;
+        if self.accept_paused_since.is_some() {
+            return; // the resume timer or the next close retries
+        }
+        for _ in 0..ACCEPTS_PER_EVENT {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            let stream = match listener.accept() {
+                Ok(stream) => stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(e) if listener::is_resource_exhaustion(&e) => {
+                    // The connection stays in the backlog and the listener is edge-triggered:
+                    // no event will come for it. Retry from a timer, and after any close.
+                    warn!(
+                        "accept: {e}; pausing accepts for {} ms ({} connections open)",
+                        ACCEPT_PAUSE.as_millis(),
+                        self.connections.len()
+                    );
+                    self.stats.accept_pauses += 1;
+                    self.accept_paused_since = Some(Instant::now());
+                    self.arm_server_timer(ACCEPT_PAUSE, TIMER_ACCEPT_RESUME);
+                    return;
+                }
+                Err(e) => {
+                    warn!("accept: {e}");
+                    continue;
+                }
+            };
+            if self.connections.len() >= self.max_connections {
+                self.stats.rejected += 1;
+                debug!(
+                    "refused {}: limit {} reached",
+                    stream.peer_name(),
+                    self.max_connections
+                );
+                listener::refuse(stream);
+                continue;
+            }
+            self.add_connection(stream, now_us);
+        }
+        // Budget spent: accept the rest next turn, after the connections had theirs.
+        self.listener_ready = true;
+    }
+
+    fn add_connection(&mut self, mut stream: Stream, now_us: u64) {
+        let entry = self.connections.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            warn!("register: {e}; dropping connection");
+            return;
+        }
+        let deadline = self.clock.tick_after(now_us + self.idle_us);
+        let timer = self.wheel.arm(deadline, key as u32);
+        if log::log_enabled!(log::Level::Debug) {
+            debug!("open {} as {key}", stream.peer_name());
+        }
+        entry.insert(Connection::new(stream, now_us, timer));
+        self.stats.accepted += 1;
+    }
+
+    fn close(&mut self, key: usize, reason: CloseReason) {
+        let Some(conn) = self.connections.try_remove(key) else {
+            return;
+        };
+        self.wheel.cancel(conn.timer);
+        self.release(key, conn, reason);
+    }
+
+    /// Closes a connection already out of the slab and the wheel.
+    fn release(&mut self, key: usize, mut conn: Connection, reason: CloseReason) {
+        // Closing the descriptor would remove it from epoll too; deregistering keeps mio's
+        // contract on every platform.
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        if reason == CloseReason::Shutdown && conn.pending_output() > 0 {
+            // Output cut short by the grace deadline: reset, so the peer cannot take a
+            // half reply for a clean end.
+            conn.stream.reset_on_close();
+        }
+        self.stats.count_close(reason);
+        debug!("close {key}: {reason}");
+        drop(conn);
+        if self.accept_paused_since.is_some() {
+            // A descriptor was freed: try the backlog now.
+            self.resume_accepting();
+        }
+    }
+
+    fn on_timer(&mut self, value: u32, now_us: u64) {
+        match value {
+            TIMER_ACCEPT_RESUME => {
+                if self.accept_paused_since.is_some() {
+                    self.resume_accepting();
+                }
+            }
+            TIMER_STATS => {
+                info!(
+                    "stats: {} connections open; {}",
+                    self.connections.len(),
+                    self.stats
+                );
+                if let Some(every) = self.config.stats_interval {
+                    self.arm_server_timer(every, TIMER_STATS);
+                }
+            }
+            TIMER_SHUTDOWN => {
+                let keys: Vec<usize> = self.connections.iter().map(|(k, _)| k).collect();
+                for key in keys {
+                    self.close(key, CloseReason::Shutdown);
+                }
+            }
+            key => self.on_connection_timer(key as usize, now_us),
+        }
+    }
+
+    /// The lazy idle check: re-arm if progress happened since the timer was armed.
+    /// The connection's timer has fired, so its id is dead: it is re-armed or the
+    /// connection is released without a cancel.
+    fn on_connection_timer(&mut self, key: usize, now_us: u64) {
+        let Some(conn) = self.connections.get_mut(key) else {
+            debug_assert!(false, "timer fired for vacant key {key}");
+            return;
+        };
+        if conn.closing.is_none() && conn.pending_output() > 0 {
+            // Probe before judging: a client reading a long run of replies frees send-buffer
+            // space continuously, but the edge-triggered writable event comes only when the
+            // free space crosses the kernel's wake-up threshold (half the buffer on Linux),
+            // which a multi-megabyte autotuned buffer may not do within the timeout.
+            let mut cx = Context {
+                read_buf: &mut self.read_buf,
+                replies: &mut self.replies,
+                limits: &self.limits,
+                stats: &mut self.stats,
+                now_us,
+            };
+            match conn.on_writable(&mut cx) {
+                Next::Close(reason) => {
+                    let conn = self.connections.remove(key);
+                    self.release(key, conn, reason);
+                    return;
+                }
+                Next::ReadAgain => self.ready.push(key),
+                Next::Wait => {}
+            }
+        }
+        let deadline_us = conn.last_progress_us + self.idle_us;
+        let reason = match conn.closing {
+            Some(reason) => Some(reason),
+            None if now_us >= deadline_us => Some(CloseReason::Idle),
+            None => None,
+        };
+        if let Some(reason) = reason {
+            let conn = self.connections.remove(key);
+            self.release(key, conn, reason);
+        } else {
+            conn.timer = self
+                .wheel
+                .arm(self.clock.tick_after(deadline_us), key as u32);
+        }
+    }
+
+    fn resume_accepting(&mut self) {
+        if let Some(since) = self.accept_paused_since.take() {
+            self.stats.accept_paused_time += since.elapsed();
+        }
+        self.listener_ready = true;
+    }
+
+    fn arm_server_timer(&mut self, after: Duration, value: u32) {
+        let at = self.clock.now_us() + after.as_micros() as u64;
+        self.wheel.arm(self.clock.tick_after(at), value);
+    }
+
+    fn on_signal(&mut self, now_us: u64) {
+        let Some(signals) = &mut self.signals else {
+            return;
+        };
+        if signals.pending() == 0 {
+            return;
+        }
+        if self.phase == Phase::Serving {
+            self.begin_shutdown(now_us);
+        } else {
+            info!("second signal: closing every connection now");
+            self.on_timer(TIMER_SHUTDOWN, now_us);
+        }
+    }
+
+    /// Stops accepting, closes quiet connections, and lets the others send what they owe
+    /// with a lingering close, for at most the grace period.
+    fn begin_shutdown(&mut self, now_us: u64) {
+        info!(
+            "shutting down: {} connections open, grace {} ms",
+            self.connections.len(),
+            self.config.shutdown_grace.as_millis()
+        );
+        self.phase = Phase::Draining;
+        self.shutdown_flag.store(true, Ordering::SeqCst);
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+            // Dropping it closes the socket (refusing what is in the backlog) and removes
+            // a Unix socket file.
+        }
+        self.listener_ready = false;
+        self.arm_server_timer(self.config.shutdown_grace, TIMER_SHUTDOWN);
+        let keys: Vec<usize> = self.connections.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let conn = &mut self.connections[key];
+            if conn.closing.is_some() {
+                continue;
+            }
+            if conn.is_quiet() {
+                self.close(key, CloseReason::Shutdown);
+            } else {
+                let next = conn.begin_closing(CloseReason::Shutdown);
+                self.settle(key, next, false, now_us);
+            }
+        }
+    }
+}
+
+use stream::Stream;
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit; returns the soft limit in force.
+fn raise_fd_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            warn!("cannot raise the descriptor limit: {e}");
+            rlimit::getrlimit(rlimit::Resource::NOFILE)
+                .map(|(soft, _)| soft)
+                .unwrap_or(1024)
+        }
+    }
+}

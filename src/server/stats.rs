@@ -1,0 +1,89 @@
+//! Stats: the server's counters, logged every `--stats-interval` and at shutdown.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::close::CloseReason;
+
+/// Counters since the server started. Plain integers: one thread owns them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Connections accepted and served.
+    pub accepted: u64,
+    /// Connections refused with `error: too many connections`.
+    pub rejected: u64,
+    /// Times accepting paused because descriptors ran out (EMFILE/ENFILE).
+    pub accept_pauses: u64,
+    /// Total time accepting was paused.
+    pub accept_paused_time: Duration,
+    /// Closed: peer EOF after all replies.
+    pub closed_eof: u64,
+    /// Closed: idle past the timeout.
+    pub reaped_idle: u64,
+    /// Closed: frame over the limit.
+    pub closed_frame_too_long: u64,
+    /// Closed: reset or broken pipe.
+    pub closed_reset: u64,
+    /// Closed: other I/O errors.
+    pub closed_error: u64,
+    /// Closed by the shutdown.
+    pub closed_shutdown: u64,
+    /// Times a connection used its whole read budget and yielded to the others.
+    pub read_yields: u64,
+    /// Times reading from a connection paused because its pending output passed high water.
+    pub backpressure_stalls: u64,
+    /// Frames answered.
+    pub frames: u64,
+    /// Bytes read.
+    pub bytes_in: u64,
+    /// Bytes written.
+    pub bytes_out: u64,
+}
+
+impl Stats {
+    /// Counts one close.
+    pub fn count_close(&mut self, reason: CloseReason) {
+        let counter = match reason {
+            CloseReason::Eof => &mut self.closed_eof,
+            CloseReason::Idle => &mut self.reaped_idle,
+            CloseReason::FrameTooLong => &mut self.closed_frame_too_long,
+            CloseReason::Reset => &mut self.closed_reset,
+            CloseReason::Error => &mut self.closed_error,
+            CloseReason::Shutdown => &mut self.closed_shutdown,
+        };
+        *counter += 1;
+    }
+
+    /// Connections closed because something went wrong: resets, errors, frames too long.
+    pub fn closed_by_error(&self) -> u64 {
+        self.closed_reset + self.closed_error + self.closed_frame_too_long
+    }
+}
+
+/// The one-line summary: `accepted N, reaped idle N, closed by error N, frames N, ...`.
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "accepted {}, reaped idle {}, closed by error {}, frames {}, bytes in {}, bytes out {} \
+             (eof {}, reset {}, error {}, frame-too-long {}, shutdown {}, rejected {}, \
+             accept pauses {} for {} ms, read yields {}, backpressure stalls {})",
+            self.accepted,
+            self.reaped_idle,
+            self.closed_by_error(),
+            self.frames,
+            self.bytes_in,
+            self.bytes_out,
+            self.closed_eof,
+            self.closed_reset,
+            self.closed_error,
+            self.closed_frame_too_long,
+            self.closed_shutdown,
+            self.rejected,
+            self.accept_pauses,
+            self.accept_paused_time.as_millis(),
+            self.read_yields,
+            self.backpressure_stalls,
+        )
+    }
+}

@@ -1,0 +1,101 @@
+//! Stream: an accepted TCP or Unix stream, one type for the reactor.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+
+use mio::event::Source;
+use mio::net::{TcpStream, UnixStream};
+use mio::{Interest, Registry, Token};
+
+/// A non-blocking connected stream. 8 bytes: a tag and a file descriptor.
+#[derive(Debug)]
+pub enum Stream {
+    /// A TCP connection (TCP_NODELAY set on accept).
+    Tcp(TcpStream),
+    /// A Unix stream socket connection.
+    Unix(UnixStream),
+}
+
+impl Stream {
+    /// Shuts the write side: the peer reads EOF after the bytes already written.
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(Shutdown::Write),
+            Stream::Unix(s) => s.shutdown(Shutdown::Write),
+        }
+    }
+
+    /// Makes the coming close send a TCP reset instead of a FIN (SO_LINGER of zero), so that
+    /// a peer cannot mistake output cut short for a clean end. No effect on Unix sockets.
+    pub fn reset_on_close(&self) {
+        if let Stream::Tcp(s) = self {
+            // Best effort: if it fails, the close is a plain FIN.
+            let _ = socket2::SockRef::from(s).set_linger(Some(std::time::Duration::ZERO));
+        }
+    }
+
+    /// The peer's address, for logs ("client: ADDR FRAME").
+    pub fn peer_name(&self) -> String {
+        match self {
+            Stream::Tcp(s) => s
+                .peer_addr()
+                .map_or_else(|_| "?".to_string(), |a| a.to_string()),
+            Stream::Unix(_) => "unix".to_string(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Source for Stream {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.register(registry, token, interests),
+            Stream::Unix(s) => s.register(registry, token, interests),
+        }
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.reregister(registry, token, interests),
+            Stream::Unix(s) => s.reregister(registry, token, interests),
+        }
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.deregister(registry),
+            Stream::Unix(s) => s.deregister(registry),
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! Helpers: a server in a thread, connected clients, bounded reads.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tabecho::addr::ListenAddr;
+use tabecho::config::ServerConfig;
+use tabecho::server::{Server, ShutdownHandle, Stats};
+
+/// How long any single wait in a test may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A server running in a thread of the test process, shut down on drop.
+pub struct TestServer {
+    pub addr: ListenAddr,
+    handle: ShutdownHandle,
+    thread: Option<JoinHandle<io::Result<Stats>>>,
+}
+
+impl TestServer {
+    /// A server on 127.0.0.1:0 with the defaults.
+    #[track_caller]
+    pub fn start() -> TestServer {
+        Self::start_with(|_| {})
+    }
+
+    /// A server on 127.0.0.1:0 with `adjust` applied to the defaults.
+    #[track_caller]
+    pub fn start_with(adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap());
+        adjust(&mut config);
+        let server = Server::bind(config).expect("bind");
+        let addr = server.local_addr().clone();
+        let handle = server.shutdown_handle();
+        let thread = std::thread::spawn(move || server.run());
+        TestServer {
+            addr,
+            handle,
+            thread: Some(thread),
+        }
+    }
+
+    /// The TCP address.
+    pub fn tcp(&self) -> SocketAddr {
+        match &self.addr {
+            ListenAddr::Tcp(a) => *a,
+            ListenAddr::Unix(_) => panic!("not a TCP server"),
+        }
+    }
+
+    /// Shuts down gracefully and returns the counters.
+    #[track_caller]
+    pub fn stop(mut self) -> Stats {
+        self.handle.shutdown();
+        let thread = self.thread.take().unwrap();
+        thread
+            .join()
+            .expect("server thread panicked")
+            .expect("server failed")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            self.handle.shutdown();
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A TCP client with read and write timeouts of [`WAIT`].
+#[track_caller]
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.set_write_timeout(Some(WAIT)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// Reads exactly `n` bytes or fails the test.
+#[track_caller]
+pub fn read_n(s: &mut impl Read, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    s.read_exact(&mut buf).expect("read");
+    buf
+}
+
+/// Reads until EOF; returns the bytes and whether the stream ended with a reset instead.
+#[track_caller]
+pub fn read_to_end(s: &mut impl Read) -> (Vec<u8>, Option<io::ErrorKind>) {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (out, None),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut =>
+            {
+                panic!("read timed out after {} bytes", out.len())
+            }
+            Err(e) => return (out, Some(e.kind())),
+        }
+    }
+}
+
+/// The reply to `frame`.
+pub fn reply(frame: &[u8]) -> Vec<u8> {
+    [b"server got:".as_slice(), frame, b"\t"].concat()
+}
+
+/// Sends `frame` + TAB and checks the reply.
+#[track_caller]
+pub fn round_trip(s: &mut TcpStream, frame: &[u8]) {
+    s.write_all(&[frame, b"\t"].concat()).expect("write");
+    let want = reply(frame);
+    assert_eq!(read_n(s, want.len()), want);
+}
+
+/// The built `tabecho` binary running `serve`, its stderr read line by line.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    /// The address from the "listening on ADDR" line.
+    pub addr: String,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Every stderr line read so far.
+    pub log: Vec<String>,
+}
+
+impl ServerProcess {
+    /// Runs `sh -c "<prefix> exec tabecho serve <args>"` and waits for it to listen.
+    #[track_caller]
+    pub fn spawn_with_shell_prefix(prefix: &str, args: &[&str]) -> ServerProcess {
+        let bin = env!("CARGO_BIN_EXE_tabecho");
+        let script = format!("{prefix} exec \"$0\" serve \"$@\"");
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg(bin)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn tabecho");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut p = ServerProcess {
+            child,
+            addr: String::new(),
+            lines,
+            log: Vec::new(),
+        };
+        let line = p.wait_for_line(|l| l.contains("listening on "));
+        p.addr = line
+            .rsplit("listening on ")
+            .next()
+            .unwrap()
+            .trim()
+            .to_string();
+        p
+    }
+
+    /// Runs `tabecho serve <args>` and waits for it to listen.
+    #[track_caller]
+    pub fn spawn(args: &[&str]) -> ServerProcess {
+        Self::spawn_with_shell_prefix("", args)
+    }
+
+    /// Waits (at most [`WAIT`]) for a stderr line matching `pred`; returns it.
+    #[track_caller]
+    pub fn wait_for_line(&mut self, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if pred(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no such line; stderr so far:\n{}", self.log.join("\n")),
+            }
+        }
+    }
+
+    /// The TCP address it listens on.
+    pub fn tcp(&self) -> SocketAddr {
+        self.addr.parse().expect("a TCP address")
+    }
+
+    /// Sends a signal by name (TERM, INT) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .arg("-s")
+            .arg(name)
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the exit (at most [`WAIT`]); returns the status and the rest of stderr.
+    #[track_caller]
+    pub fn wait_exit(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(1)) {
+                    self.log.push(line);
+                }
+                return (status, std::mem::take(&mut self.log));
+            }
+            assert!(std::time::Instant::now() < deadline, "server did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

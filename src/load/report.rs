@@ -339,7 +339,10 @@ mod tests {
 
     #[test]
     fn text_says_ok_or_failed() {
-        let ok = LoadReport::default();
+        let ok = LoadReport {
+            established: 1,
+            ..LoadReport::default()
+        };
         assert!(ok.to_text().contains("verdict      OK"));
         let bad = LoadReport {
             corrupt: 1,

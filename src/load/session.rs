@@ -282,10 +282,14 @@ impl Session {
         }
     }
 
-    /// When the next frame is due, if the session waits for nothing but time.
-    pub fn next_due(&self, plan: &Plan) -> Option<Instant> {
+    /// When the next frame is due, if the session waits for nothing but time (and
+    /// sending has not stopped at `now`).
+    pub fn next_due(&self, plan: &Plan, now: Instant) -> Option<Instant> {
         let schedule = self.schedule?;
-        if !matches!(self.state, State::Open(_)) || self.checker.in_flight() >= plan.pipeline {
+        if !matches!(self.state, State::Open(_))
+            || self.checker.in_flight() >= plan.pipeline
+            || !plan.sending(now)
+        {
             return None;
         }
         let seq = self.checker.next_seq();

@@ -225,7 +225,7 @@ pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats>
             let session = &mut sessions[index];
             session.in_heap = false;
             session.pump(now, &mut ctx);
-            schedule(session, index, plan, &mut paced);
+            schedule(session, index, plan, now, &mut paced);
         }
 
         publish(progress, ctx.stats, *ctx.open);
@@ -292,7 +292,7 @@ pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats>
                 now,
                 &mut ctx,
             );
-            schedule(session, index, plan, &mut paced);
+            schedule(session, index, plan, now, &mut paced);
         }
     }
 
@@ -327,12 +327,13 @@ fn schedule(
     session: &mut Session,
     index: usize,
     plan: &Plan,
+    now: Instant,
     paced: &mut BinaryHeap<Reverse<(Instant, usize)>>,
 ) {
     if session.in_heap {
         return;
     }
-    if let Some(due) = session.next_due(plan) {
+    if let Some(due) = session.next_due(plan, now) {
         paced.push(Reverse((due, index)));
         session.in_heap = true;
     }

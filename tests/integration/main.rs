@@ -7,11 +7,15 @@
 //! - `faults`: half-close, resets
 //! - `unix`: Unix stream sockets
 //! - `process`: the built binary: signals, shutdown summary, CLI errors
+//! - `send`: `tabecho send` and the blocking `Client`: replies, stdin, every error exit
+//! - `load`: `tabecho load`: verified runs, and the wrong servers it must catch
 
 mod faults;
 mod idle;
 mod limits;
+mod load;
 mod process;
 mod protocol;
+mod send;
 mod unix;
 mod util;

@@ -237,3 +237,166 @@ impl Drop for ServerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// How a [`FaultyServer`] answers: each a deliberate wrong (or different) server for the
+/// load generator to catch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Correct replies, except one in a thousand (counted over the server) with a byte
+    /// changed to 0x01, which no payload holds.
+    CorruptOneInAThousand,
+    /// Correct replies, except reply number 500 (counted over the server), never sent.
+    DropOne,
+    /// Echoes every byte verbatim (the ceiling byte-echo server), frames unparsed.
+    Verbatim,
+    /// Accepts, reads, never answers.
+    Silent,
+    /// Accepts and closes at once.
+    CloseAtOnce,
+}
+
+/// The reply number (0-based, over the server) that [`Fault::DropOne`] never sends.
+pub const DROPPED_REPLY: u64 = 500;
+
+/// A tiny threaded tab-echo server on 127.0.0.1:0 with a [`Fault`]; stopped on drop.
+pub struct FaultyServer {
+    pub addr: ListenAddr,
+    local: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FaultyServer {
+    #[track_caller]
+    pub fn start(fault: Fault) -> FaultyServer {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let local = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let replies = Arc::new(AtomicU64::new(0));
+        let stop_flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop_flag.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(conn) = conn else { continue };
+                let replies = Arc::clone(&replies);
+                std::thread::spawn(move || {
+                    let _ = serve_faulty(conn, fault, &replies);
+                });
+            }
+        });
+        FaultyServer {
+            addr: ListenAddr::Tcp(local),
+            local,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for FaultyServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accept loop so it sees the flag.
+        let _ = TcpStream::connect(self.local);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One connection of a [`FaultyServer`]; returns at end of stream or on any error.
+fn serve_faulty(
+    mut conn: TcpStream,
+    fault: Fault,
+    replies: &std::sync::atomic::AtomicU64,
+) -> io::Result<()> {
+    use std::sync::atomic::Ordering;
+    conn.set_read_timeout(Some(WAIT))?;
+    conn.set_nodelay(true)?;
+    if fault == Fault::CloseAtOnce {
+        return Ok(());
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut partial = Vec::new();
+    loop {
+        let n = conn.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        match fault {
+            Fault::Silent => continue,
+            Fault::Verbatim => {
+                conn.write_all(&buf[..n])?;
+                continue;
+            }
+            _ => {}
+        }
+        partial.extend_from_slice(&buf[..n]);
+        let mut out = Vec::new();
+        let mut start = 0;
+        while let Some(at) = partial[start..].iter().position(|&b| b == b'\t') {
+            let frame = &partial[start..start + at];
+            start += at + 1;
+            let number = replies.fetch_add(1, Ordering::SeqCst);
+            let mut one = reply(frame);
+            match fault {
+                Fault::CorruptOneInAThousand if number % 1000 == 999 => {
+                    let at = (b"server got:".len()).min(one.len() - 2);
+                    one[at] = 0x01;
+                }
+                Fault::DropOne if number == DROPPED_REPLY => continue,
+                _ => {}
+            }
+            out.extend_from_slice(&one);
+        }
+        partial.drain(..start);
+        conn.write_all(&out)?;
+    }
+}
+
+/// An address on which nothing listens (a port just bound and released).
+pub fn refused_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// Runs the built `tabecho` with `args`, `stdin` as standard input; returns the exit
+/// code, stdout and stderr. Bounded: the child is killed after [`WAIT`].
+#[track_caller]
+pub fn tabecho(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tabecho"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tabecho");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin).unwrap();
+    drop(input);
+    let id = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = match rx.recv_timeout(WAIT * 3) {
+        Ok(output) => output.expect("wait for tabecho"),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .arg("-9")
+                .arg(id.to_string())
+                .status();
+            panic!("tabecho {args:?} did not finish");
+        }
+    };
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

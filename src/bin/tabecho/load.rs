@@ -99,16 +99,22 @@ pub fn run(args: LoadArgs) -> ExitCode {
 
     if !args.json {
         println!(
-            "tabecho load: {}, {} connections, {} threads, {}{} {}-byte frames{}, {:?} (+{:?} warmup)",
+            "tabecho load: {}, {} connections, {} threads, {}{} {}-byte frames{}, {} (+{} warmup)",
             options.addr,
             options.connections,
             options.threads.min(options.connections),
-            if options.idle { "idle, no ".to_string() } else { format!("pipeline {}, ", options.pipeline) },
+            if options.idle {
+                "idle, no ".to_string()
+            } else {
+                format!("pipeline {}, ", options.pipeline)
+            },
             if options.raw { "raw" } else { "tab-echo" },
             options.size,
-            options.rate.map_or(String::new(), |r| format!(", {r} frames/s")),
-            options.duration,
-            options.warmup,
+            options
+                .rate
+                .map_or(String::new(), |r| format!(", {r} frames/s")),
+            human(options.duration),
+            human(options.warmup),
         );
     }
     let report = match load::run(&options) {
@@ -133,5 +139,16 @@ pub fn run(args: LoadArgs) -> ExitCode {
         ExitCode::from(EXIT_OK)
     } else {
         ExitCode::from(EXIT_VERIFY_FAILED)
+    }
+}
+
+/// `1.5s`, `250ms`: a duration as it would be typed.
+fn human(d: Duration) -> String {
+    if d.subsec_millis() == 0 && d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.3}s", d.as_secs_f64())
     }
 }

@@ -1,0 +1,215 @@
+//! `tabecho load` and `tabecho::load::run`: verified runs against the real server, and the
+//! deliberately wrong servers whose corruption and loss it must catch. Small and bounded:
+//! a few connections and a fixed frame count per connection.
+
+use std::time::Duration;
+
+use tabecho::addr::ListenAddr;
+use tabecho::load::{self, LoadOptions, LoadReport};
+
+use crate::util::*;
+
+/// Options for a small closed-loop run: `connections` × `frames` frames, 2 threads.
+fn small(addr: &ListenAddr, connections: usize, frames: u64) -> LoadOptions {
+    let mut options = LoadOptions::new(addr.clone());
+    options.connections = connections;
+    options.threads = 2;
+    options.pipeline = 8;
+    options.size = 24;
+    options.frames_per_connection = Some(frames);
+    // An upper bound only: the run ends as soon as every frame is settled.
+    options.duration = WAIT;
+    options.drain = Duration::from_secs(2);
+    options
+}
+
+#[track_caller]
+fn run(options: &LoadOptions) -> LoadReport {
+    load::run(options).expect("load run")
+}
+
+#[test]
+fn load_verifies_every_reply_from_the_server() {
+    let server = TestServer::start();
+    let report = run(&small(&server.addr, 4, 2000));
+    assert!(report.verified(), "{}", report.to_text());
+    assert_eq!(report.established, 4);
+    assert_eq!(report.frames_sent, 8000);
+    assert_eq!(report.frames_answered, 8000);
+    assert_eq!((report.lost, report.corrupt), (0, 0));
+    assert!(report.p50_us > 0 && report.p50_us <= report.max_us);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+}
+
+#[test]
+fn load_verifies_large_and_empty_frames() {
+    let server = TestServer::start();
+    for size in [0, 65536] {
+        let mut options = small(&server.addr, 2, 20);
+        options.size = size;
+        let report = run(&options);
+        assert!(report.verified(), "size {size}: {}", report.to_text());
+        assert_eq!(report.frames_answered, 40, "size {size}");
+    }
+}
+
+#[test]
+fn load_over_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("load.sock");
+    let server = TestServer::start_with(|c| c.listen = ListenAddr::Unix(path.clone()));
+    let report = run(&small(&server.addr, 3, 500));
+    assert!(report.verified(), "{}", report.to_text());
+    assert_eq!(report.frames_answered, 1500);
+}
+
+#[test]
+fn load_catches_one_corrupt_reply_in_a_thousand() {
+    let server = FaultyServer::start(Fault::CorruptOneInAThousand);
+    // 3000 replies over the server: numbers 999, 1999 and 2999 are corrupt.
+    let report = run(&small(&server.addr, 3, 1000));
+    assert!(!report.verified());
+    assert_eq!(report.corrupt, 3, "{}", report.to_text());
+    assert_eq!(report.lost, 0, "{}", report.to_text());
+    assert_eq!(report.frames_answered, 2997);
+    assert_eq!(report.errors.get("corrupt reply"), Some(&3));
+}
+
+#[test]
+fn load_catches_one_dropped_reply_as_lost() {
+    let server = FaultyServer::start(Fault::DropOne);
+    let report = run(&small(&server.addr, 2, 1000));
+    assert!(!report.verified());
+    assert_eq!(report.lost, 1, "{}", report.to_text());
+    assert_eq!(report.corrupt, 0, "{}", report.to_text());
+    assert_eq!(report.frames_answered, 1999);
+}
+
+#[test]
+fn load_raw_mode_checks_a_verbatim_echo() {
+    let server = FaultyServer::start(Fault::Verbatim);
+    let mut options = small(&server.addr, 2, 500);
+    options.raw = true;
+    let report = run(&options);
+    assert!(report.verified(), "{}", report.to_text());
+    assert_eq!(report.frames_answered, 1000);
+    // The same server is wrong for the tab-echo protocol: every reply lacks the prefix.
+    options.raw = false;
+    options.frames_per_connection = Some(10);
+    let report = run(&options);
+    assert_eq!(report.corrupt, 20, "{}", report.to_text());
+}
+
+#[test]
+fn load_silent_server_loses_every_frame_after_the_drain() {
+    let server = FaultyServer::start(Fault::Silent);
+    let mut options = small(&server.addr, 2, 5);
+    options.duration = Duration::from_millis(200);
+    options.drain = Duration::from_millis(200);
+    let report = run(&options);
+    assert_eq!(report.frames_sent, 10);
+    assert_eq!(report.lost, 10, "{}", report.to_text());
+    assert!(!report.verified());
+}
+
+#[test]
+fn load_open_loop_at_a_fixed_rate() {
+    let server = TestServer::start();
+    let mut options = small(&server.addr, 4, 100);
+    options.frames_per_connection = None;
+    options.rate = Some(400.0);
+    options.duration = Duration::from_millis(500);
+    let report = run(&options);
+    assert!(report.verified(), "{}", report.to_text());
+    // At most rate × duration frames are scheduled; some are always sent.
+    assert!(
+        report.frames_sent > 0 && report.frames_sent <= 204,
+        "{}",
+        report.to_text()
+    );
+    assert_eq!(report.frames_answered, report.frames_sent);
+}
+
+#[test]
+fn load_idle_reports_the_servers_reaping() {
+    let server = TestServer::start_with(|c| c.idle_timeout = Duration::from_millis(200));
+    let mut options = small(&server.addr, 5, 0);
+    options.frames_per_connection = None;
+    options.idle = true;
+    // Held long enough that the reaping (200 ms, plus the server's tick) is seen.
+    options.duration = Duration::from_secs(2);
+    let report = run(&options);
+    assert_eq!(report.established, 5);
+    assert_eq!(report.frames_sent, 0);
+    assert_eq!(report.server_closes, 5, "{}", report.to_text());
+    assert!(report.close_after_min_ms >= 150, "{}", report.to_text());
+    assert!(report.verified());
+}
+
+#[test]
+fn load_counts_refused_connections() {
+    let addr = ListenAddr::Tcp(refused_addr());
+    let mut options = small(&addr, 3, 10);
+    options.duration = Duration::from_millis(300);
+    let report = run(&options);
+    assert_eq!(report.established, 0);
+    assert_eq!(report.connect_failed, 3);
+    assert_eq!(report.errors.get("connect: connection refused"), Some(&3));
+}
+
+#[test]
+fn load_binary_exits_0_and_prints_the_summary() {
+    let server = TestServer::start();
+    let addr = server.addr.to_string();
+    let (code, out, err) = tabecho(
+        &[
+            "load", "--addr", &addr, "-c", "2", "-t", "1", "--frames", "100", "-d", "10s",
+        ],
+        b"",
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("200 sent, 200 answered, 0 lost, 0 corrupt"),
+        "{out}"
+    );
+    assert!(out.contains("verdict      OK"), "{out}");
+}
+
+#[test]
+fn load_binary_exits_1_on_corruption_with_json() {
+    let server = FaultyServer::start(Fault::CorruptOneInAThousand);
+    let addr = server.addr.to_string();
+    let (code, out, err) = tabecho(
+        &[
+            "load", "--addr", &addr, "-c", "2", "--frames", "1000", "-d", "10s", "--json",
+        ],
+        b"",
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains(r#""corrupt":2"#), "{out}");
+    assert!(out.contains(r#""verified":false"#), "{out}");
+}
+
+#[test]
+fn load_binary_exits_1_on_loss() {
+    let server = FaultyServer::start(Fault::DropOne);
+    let addr = server.addr.to_string();
+    let (code, out, err) = tabecho(
+        &[
+            "load", "--addr", &addr, "-c", "2", "--frames", "1000", "-d", "10s",
+        ],
+        b"",
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("1 lost"), "{out}");
+    assert!(out.contains("FAILED"), "{out}");
+}
+
+#[test]
+fn load_binary_exits_3_when_no_connection_opens() {
+    let addr = refused_addr().to_string();
+    let (code, _, err) = tabecho(&["load", "--addr", &addr, "-c", "2", "-d", "300ms"], b"");
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("no connection"), "{err}");
+}

@@ -206,7 +206,14 @@ impl LoadReport {
                 let _ = writeln!(out, "error        {n} × {kind}");
             }
         }
-        if self.verified() {
+        if self.established == 0 {
+            let _ = writeln!(out, "verdict      FAILED: no connection established");
+        } else if self.verified() && self.idle {
+            let _ = writeln!(
+                out,
+                "verdict      OK: idle run, nothing unexpected received"
+            );
+        } else if self.verified() {
             let _ = writeln!(
                 out,
                 "verdict      OK: every reply arrived, in order, byte for byte"
@@ -344,6 +351,9 @@ mod tests {
             ..LoadReport::default()
         };
         assert!(ok.to_text().contains("verdict      OK"));
+        assert!(LoadReport::default()
+            .to_text()
+            .contains("no connection established"));
         let bad = LoadReport {
             corrupt: 1,
             ..LoadReport::default()

@@ -188,3 +188,15 @@ fn descriptor_exhaustion_pauses_accepts_and_serves_the_backlog_after_closes() {
     let summary = log.iter().find(|l| l.contains("shutdown: ")).unwrap();
     assert!(summary.contains(&format!("accepted {total},")), "{summary}");
 }
+
+#[test]
+fn trace_logs_each_frame_and_debug_logs_closes_with_their_reason() {
+    let mut server = ServerProcess::spawn_logging("trace", "", &["--listen", "127.0.0.1:0"]);
+    let mut c = connect(server.tcp());
+    let local = c.local_addr().unwrap();
+    round_trip(&mut c, b"hello");
+    server.wait_for_line(|l| l.contains(&format!("client: {local} hello")));
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(read_to_end(&mut c).0, b"");
+    server.wait_for_line(|l| l.contains("close") && l.contains(": eof"));
+}

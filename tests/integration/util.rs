@@ -133,9 +133,16 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Runs `sh -c "<prefix> exec tabecho serve <args>"` and waits for it to listen.
+    /// Runs `sh -c "<prefix> exec tabecho serve <args>"` at log level info and waits for
+    /// it to listen.
     #[track_caller]
     pub fn spawn_with_shell_prefix(prefix: &str, args: &[&str]) -> ServerProcess {
+        Self::spawn_logging("info", prefix, args)
+    }
+
+    /// As [`ServerProcess::spawn_with_shell_prefix`], with `RUST_LOG=<level>`.
+    #[track_caller]
+    pub fn spawn_logging(level: &str, prefix: &str, args: &[&str]) -> ServerProcess {
         let bin = env!("CARGO_BIN_EXE_tabecho");
         let script = format!("{prefix} exec \"$0\" serve \"$@\"");
         let mut child = std::process::Command::new("sh")
@@ -143,7 +150,7 @@ impl ServerProcess {
             .arg(script)
             .arg(bin)
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", level)
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("spawn tabecho");

@@ -14,6 +14,7 @@
 //!    window; the server's CPU (utime + stime from /proc/PID/stat) over the whole load
 //!    run, divided by the frames answered, is CPU per frame; VmHWM is its peak RSS.
 //!    Every reply is checked byte for byte; errors must be zero.
+//!
 //! Servers get a 60 s idle timeout so the idle phase is not reaped (the timer machinery
 //! runs all the same).
 //!

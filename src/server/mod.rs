@@ -579,6 +579,9 @@ impl Server {
                 self.close(key, CloseReason::Shutdown);
             } else {
                 let next = conn.begin_closing(CloseReason::Shutdown);
+                // Input left unread while reading was paused raises no new edge: read
+                // (and discard) it now, so the linger sees the peer's EOF.
+                self.ready.push(key);
                 self.settle(key, next, false, now_us);
             }
         }

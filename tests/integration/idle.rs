@@ -99,16 +99,17 @@ fn client_reading_a_long_run_of_replies_is_never_reaped() {
     // progress, so it may reap the connection while the client drains kernel buffers.)
     let timeout = Duration::from_millis(200);
     let server = TestServer::start_with(|c| c.idle_timeout = timeout);
+    let frame = [b'r'; 1000];
+    let count = 8000; // about 8 MB of replies, more than the socket buffers hold
+                      // Built before connecting: building it takes longer than the idle timeout in debug.
+    let input: Vec<u8> = (0..count)
+        .flat_map(|_| [frame.as_slice(), b"\t"].concat())
+        .collect();
     let mut c = connect(server.tcp());
     // Small client buffers so that the reply run cannot hide in the kernel.
     socket2::SockRef::from(&c)
         .set_recv_buffer_size(64 * 1024)
         .unwrap();
-    let frame = [b'r'; 1000];
-    let count = 8000; // about 8 MB of replies, more than the socket buffers hold
-    let input: Vec<u8> = (0..count)
-        .flat_map(|_| [frame.as_slice(), b"\t"].concat())
-        .collect();
     let mut writer = c.try_clone().unwrap();
     let w = std::thread::spawn(move || {
         let _ = writer.write_all(&input);

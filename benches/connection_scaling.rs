@@ -10,7 +10,7 @@
 //! 1. idle: open C connections that send nothing; once the server holds them all (its
 //!    /proc/PID/fd count), read its RSS: (RSS - RSS at start) / C is bytes per idle
 //!    connection;
-//! 2. load: C connections, pipeline P, 32-byte frames, 1 s warm-up then the measured
+//! 2. load: C connections, pipeline P, 32-byte frames, 1 s warm-up (250 ms with --quick) then the measured
 //!    window; the server's CPU (utime + stime from /proc/PID/stat) over the whole load
 //!    run, divided by the frames answered, is CPU per frame; VmHWM is its peak RSS.
 //!    Every reply is checked byte for byte; errors must be zero.
@@ -216,6 +216,14 @@ fn open_fds(pid: u32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
+/// Waits (at most 20 s) until the server's open descriptor count satisfies `done`.
+fn wait_for_fds(pid: u32, done: impl Fn(usize) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done(open_fds(pid)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn errors(r: &LoadReport) -> u64 {
     r.connect_failed
         + r.lost
@@ -232,7 +240,7 @@ fn measure(
     pin: Option<usize>,
     c: usize,
     p: usize,
-    window: Duration,
+    (warmup, window): (Duration, Duration),
 ) -> Point {
     let server = ServerProcess::start(kind, bins, pin);
     let pid = server.pid();
@@ -244,10 +252,11 @@ fn measure(
     warm.raw = kind == Kind::Ceiling;
     warm.duration = Duration::from_millis(100);
     warm.frames_per_connection = Some(10);
+    let fds_start = open_fds(pid);
     // (This first run also raises this process's descriptor limit to the hard limit.)
     let _ = load::run(&warm);
+    wait_for_fds(pid, |n| n <= fds_start);
     let rss_start_kb = status_kb(pid, "VmRSS:");
-    let fds_start = open_fds(pid);
 
     // 1. Idle: hold C connections (plain blocking sockets of this process, which the
     // warm-up run's load::run gave a raised descriptor limit) while we read the RSS.
@@ -255,18 +264,12 @@ fn measure(
     let held_conns: Vec<std::net::TcpStream> = (0..c)
         .filter_map(|_| std::net::TcpStream::connect(tcp).ok())
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while open_fds(pid) < fds_start + held_conns.len() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_fds(pid, |n| n >= fds_start + held_conns.len());
     let rss_idle_kb = status_kb(pid, "VmRSS:");
     let held = open_fds(pid).saturating_sub(fds_start);
     drop(held_conns);
     // Wait for the server to see the closes, so the load starts from the same state.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while open_fds(pid) > fds_start && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_fds(pid, |n| n <= fds_start);
 
     // 2. Load.
     let mut opts = LoadOptions::new(addr);
@@ -275,7 +278,7 @@ fn measure(
     opts.pipeline = p;
     opts.size = 32;
     opts.raw = kind == Kind::Ceiling;
-    opts.warmup = Duration::from_secs(1);
+    opts.warmup = warmup;
     opts.duration = window;
     let cpu_before = cpu_seconds(pid);
     let report = load::run(&opts).expect("load run");
@@ -321,27 +324,35 @@ fn main() {
             .stdout(Stdio::null())
             .status();
     }
-    let (counts, window): (&[usize], _) = if quick {
-        (&[10, 1000], Duration::from_secs(1))
+    let (counts, timing): (&[usize], _) = if quick {
+        (
+            &[10, 1000],
+            (Duration::from_millis(250), Duration::from_secs(1)),
+        )
     } else {
-        (&[1, 10, 100, 1000, 10_000, 19_000], Duration::from_secs(3))
+        (
+            &[1, 10, 100, 1000, 10_000, 19_000],
+            (Duration::from_secs(1), Duration::from_secs(3)),
+        )
     };
+    let (warmup, window) = timing;
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!(
-        "connection_scaling: {} CPUs, kernel {}, {}; window {:?} after 1 s warm-up, 32-byte frames",
+        "connection_scaling: {} CPUs, kernel {}, {}; window {:?} after {:?} warm-up, 32-byte frames",
         cpus,
         kernel.trim(),
         match pin {
             Some(_) => "server pinned to CPU 1, load generator (1 thread) to CPU 0",
             None => "nothing pinned (one CPU)",
         },
-        window
+        window,
+        warmup
     );
     let mut points = Vec::new();
     for &p in &[1usize, 16] {
         for &c in counts {
             for kind in [Kind::Tabecho, Kind::Ceiling, Kind::Tokio] {
-                let point = measure(kind, &bins, pin, c, p, window);
+                let point = measure(kind, &bins, pin, c, p, timing);
                 eprintln!(
                     "  {:8} c={:<6} p={:<2} {:>10.0} replies/s  p99 {:>6} us  {:>6.1} B/idle conn  {:>6.2} cpu s/Mframe  errors {}",
                     kind.name(), c, p, point.replies_per_sec, point.p99_us, point.idle_bytes_per_conn,
@@ -401,10 +412,16 @@ fn print_table(points: &[Point]) {
             } else {
                 String::new()
             };
+            // RSS moves in 4 KiB pages: per-connection bytes mean something from 1,000 up.
+            let idle = if x.connections >= 1000 {
+                format!("{:.1}", x.idle_bytes_per_conn)
+            } else {
+                "-".to_string()
+            };
             println!(
-                "{:>6} {:>3} {:>8} {:>11.0} {:>8.2} {:>7} {:>7} {:>8} {:>9.1} {:>9.1} {:>9.3} {:>6}{}",
+                "{:>6} {:>3} {:>8} {:>11.0} {:>8.2} {:>7} {:>7} {:>8} {:>9} {:>9.1} {:>9.3} {:>6}{}",
                 x.connections, x.pipeline, kind.name(), x.replies_per_sec, x.mb_per_sec, x.p50_us, x.p99_us,
-                x.p999_us, x.idle_bytes_per_conn, x.rss_peak_load_kb as f64 / 1024.0, x.cpu_s_per_mframe, x.errors, ratios
+                x.p999_us, idle, x.rss_peak_load_kb as f64 / 1024.0, x.cpu_s_per_mframe, x.errors, ratios
             );
         }
     }

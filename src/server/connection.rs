@@ -17,9 +17,9 @@ use log::trace;
 
 use super::close::CloseReason;
 use super::stats::Stats;
-use super::stream::Stream;
 use crate::frame::FrameDecoder;
 use crate::protocol;
+use crate::stream::Stream;
 use crate::timer_wheel::TimerId;
 
 /// Reads per readiness event before yielding to the other connections (fairness). With the

@@ -8,9 +8,9 @@ use mio::net::{TcpListener, UnixListener};
 use mio::{Interest, Registry, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::stream::Stream;
 use crate::addr::ListenAddr;
 use crate::protocol;
+use crate::stream::Stream;
 
 /// The listen backlog asked of the kernel (it caps it at net.core.somaxconn, 4096 on
 /// current Linux). mio's default of 1024 drops SYNs when 10,000 clients connect at once.

@@ -25,7 +25,6 @@ mod connection;
 mod listener;
 mod signal;
 mod stats;
-mod stream;
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -588,7 +587,7 @@ impl Server {
     }
 }
 
-use stream::Stream;
+use crate::stream::Stream;
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit; returns the soft limit in force.
 fn raise_fd_limit() -> u64 {

@@ -1,4 +1,5 @@
-//! Stream: an accepted TCP or Unix stream, one type for the reactor.
+//! Stream: a non-blocking TCP or Unix stream, one type for the server's reactor and the
+//! load generator's workers.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -10,13 +11,29 @@ use mio::{Interest, Registry, Token};
 /// A non-blocking connected stream. 8 bytes: a tag and a file descriptor.
 #[derive(Debug)]
 pub enum Stream {
-    /// A TCP connection (TCP_NODELAY set on accept).
+    /// A TCP connection.
     Tcp(TcpStream),
     /// A Unix stream socket connection.
     Unix(UnixStream),
 }
 
 impl Stream {
+    /// The pending socket error (SO_ERROR), as after a non-blocking connect.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        match self {
+            Stream::Tcp(s) => s.take_error(),
+            Stream::Unix(s) => s.take_error(),
+        }
+    }
+
+    /// Ok once connected; `NotConnected` while a non-blocking connect is in progress.
+    pub fn check_connected(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.peer_addr().map(drop),
+            Stream::Unix(s) => s.peer_addr().map(drop),
+        }
+    }
+
     /// Shuts the write side: the peer reads EOF after the bytes already written.
     pub fn shutdown_write(&self) -> io::Result<()> {
         match self {

@@ -31,6 +31,7 @@ mkdir -p "$out"
 measure() {
   local conns=$1 total=$2 log="$out/serve-$1-$2.log" file="$out/callgrind.$1.$2.out"
   rm -f "$file"
+  : >"$log"
   valgrind --tool=callgrind --callgrind-out-file="$file" \
     "$bin" serve --listen 127.0.0.1:0 --idle-timeout 600s 2>"$log" &
   local vpid=$!

@@ -10,6 +10,7 @@
 # socket buffers are not in RSS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 n=${1:-10000}
 cargo build --release --quiet
 bin=target/release/tabecho
@@ -17,12 +18,7 @@ log=$(mktemp)
 "$bin" serve --listen 127.0.0.1:0 --idle-timeout 120s --max-connections 19900 2>"$log" &
 spid=$!
 trap 'kill $spid 2>/dev/null || true; rm -f "$log"' EXIT
-addr=""
-for _ in $(seq 1 100); do
-  addr=$(sed -n 's/.*listening on \(.*\)$/\1/p' "$log" | head -n1)
-  [ -n "$addr" ] && break
-  sleep 0.05
-done
+addr=$(listening_addr "$log") || { echo "server did not start" >&2; exit 1; }
 "$bin" send --addr "$addr" warm >/dev/null
 sleep 0.2
 rss() { awk '/^VmRSS:/ { print $2 }' "/proc/$spid/status"; }

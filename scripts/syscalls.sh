@@ -8,6 +8,7 @@
 # and divides by the frames answered. Installs linux-perf from Debian's packages if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 conns=${1:-100}
 pipeline=${2:-1}
 secs=${3:-5}
@@ -29,12 +30,8 @@ measure() {
   : >"$log"
   "$@" >"$log" 2>&1 &
   local spid=$!
-  local addr=""
-  for _ in $(seq 1 100); do
-    addr=$(sed -n 's/.*listening on \(.*\)$/\1/p' "$log" | head -n1)
-    [ -n "$addr" ] && break
-    sleep 0.05
-  done
+  local addr
+  addr=$(listening_addr "$log") || true
   local raw=""
   [ "$name" = ceiling ] && raw=--raw
   perf stat -x, -e "$events" -p "$spid" -o "$out/$name.perf" &

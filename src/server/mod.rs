@@ -325,7 +325,9 @@ impl Server {
         self.settle(key, next, was_closing, now_us);
     }
 
-    /// Reads again the connections whose read budget ran out last turn.
+    /// Reads again the connections whose read budget ran out, in this turn's events or the
+    /// last revisit: one more budget each; what is still unread then waits for the next
+    /// turn, after a poll that does not block (the ready list makes its timeout zero).
     fn revisit_ready(&mut self, now_us: u64) {
         std::mem::swap(&mut self.ready, &mut self.ready_spare);
         let mut ready = std::mem::take(&mut self.ready_spare);

@@ -7,12 +7,14 @@
 //! Each server is a release binary in its own process, started afresh for each point and
 //! pinned to CPU 1 when there are two CPUs; this process (the load generator, the library
 //! core of `tabecho load`, one worker thread) is pinned to CPU 0. For each point:
-//! 1. idle: open C connections that send nothing; once the server holds them all (its
-//!    /proc/PID/fd count), read its RSS: (RSS - RSS at start) / C is bytes per idle
-//!    connection;
-//! 2. load: C connections, pipeline P, 32-byte frames, 1 s warm-up (250 ms with --quick) then the measured
-//!    window; the server's CPU (utime + stime from /proc/PID/stat) over the whole load
-//!    run, divided by the frames answered, is CPU per frame; VmHWM is its peak RSS.
+//! 1. idle (once per server and count, on its own server instance): open C connections
+//!    that send nothing; once the server holds them all (its /proc/PID/fd count), read
+//!    its RSS: (RSS - RSS at start) / C is bytes per idle connection;
+//! 2. load (a fresh server instance): C connections (from 1,000 up opened at 10,000/s, the
+//!    ramp inside the warm-up), pipeline P, 32-byte frames, 1 s warm-up (250 ms with
+//!    --quick) then the measured window; the server's CPU (utime + stime from
+//!    /proc/PID/stat) over the whole load run, divided by the frames answered, is CPU per
+//!    frame; VmHWM is its peak RSS.
 //!    Every reply is checked byte for byte; errors must be zero.
 //!
 //! Servers get a 60 s idle timeout so the idle phase is not reaped (the timer machinery
@@ -233,33 +235,43 @@ fn errors(r: &LoadReport) -> u64 {
         + r.errors.values().sum::<u64>()
 }
 
-/// Measures one point: idle memory, then load.
-fn measure(
+/// Server memory with idle connections, measured on a server instance of its own (so the
+/// load that follows does not compete with these connections' TIME_WAIT ports).
+#[derive(Debug, Clone, Copy)]
+struct Idle {
+    rss_start_kb: u64,
+    rss_idle_kb: u64,
+    /// Connections the server held (should be all).
+    held: usize,
+}
+
+/// A fresh server, warmed by one short load run (which also raises this process's
+/// descriptor limit to the hard limit), its descriptors back to their start.
+fn start_warm(
     kind: Kind,
     bins: &Binaries,
     pin: Option<usize>,
-    c: usize,
-    p: usize,
-    (warmup, window): (Duration, Duration),
-) -> Point {
+) -> (ServerProcess, ListenAddr, usize) {
     let server = ServerProcess::start(kind, bins, pin);
     let pid = server.pid();
     let addr: ListenAddr = server.addr.parse().expect("address");
-    // Let the allocator and lazy statics settle: one connection round trip first.
+    let fds_start = open_fds(pid);
     let mut warm = LoadOptions::new(addr.clone());
     warm.connections = 1;
     warm.threads = 1;
     warm.raw = kind == Kind::Ceiling;
     warm.duration = Duration::from_millis(100);
     warm.frames_per_connection = Some(10);
-    let fds_start = open_fds(pid);
-    // (This first run also raises this process's descriptor limit to the hard limit.)
     let _ = load::run(&warm);
     wait_for_fds(pid, |n| n <= fds_start);
-    let rss_start_kb = status_kb(pid, "VmRSS:");
+    (server, addr, fds_start)
+}
 
-    // 1. Idle: hold C connections (plain blocking sockets of this process, which the
-    // warm-up run's load::run gave a raised descriptor limit) while we read the RSS.
+/// Holds C idle connections (plain blocking sockets of this process) and reads the RSS.
+fn measure_idle(kind: Kind, bins: &Binaries, pin: Option<usize>, c: usize) -> Idle {
+    let (server, _, fds_start) = start_warm(kind, bins, pin);
+    let pid = server.pid();
+    let rss_start_kb = status_kb(pid, "VmRSS:");
     let tcp: std::net::SocketAddr = server.addr.parse().expect("a TCP address");
     let held_conns: Vec<std::net::TcpStream> = (0..c)
         .filter_map(|_| std::net::TcpStream::connect(tcp).ok())
@@ -267,18 +279,37 @@ fn measure(
     wait_for_fds(pid, |n| n >= fds_start + held_conns.len());
     let rss_idle_kb = status_kb(pid, "VmRSS:");
     let held = open_fds(pid).saturating_sub(fds_start);
-    drop(held_conns);
-    // Wait for the server to see the closes, so the load starts from the same state.
-    wait_for_fds(pid, |n| n <= fds_start);
+    Idle {
+        rss_start_kb,
+        rss_idle_kb,
+        held,
+    }
+}
 
-    // 2. Load.
+/// New connections per second for large counts: all at once would overflow the listen
+/// backlog and turn into SYN retransmits (1 s, 3 s...) that measure nothing but the ramp.
+const CONNECT_RATE: f64 = 10_000.0;
+
+/// Drives C connections at pipeline P on a fresh server; reads its CPU and peak RSS.
+fn measure(
+    kind: Kind,
+    bins: &Binaries,
+    pin: Option<usize>,
+    (c, p): (usize, usize),
+    idle: Idle,
+    (warmup, window): (Duration, Duration),
+) -> Point {
+    let (server, addr, _) = start_warm(kind, bins, pin);
+    let pid = server.pid();
     let mut opts = LoadOptions::new(addr);
     opts.connections = c;
     opts.threads = 1;
     opts.pipeline = p;
     opts.size = 32;
     opts.raw = kind == Kind::Ceiling;
-    opts.warmup = warmup;
+    // The warm-up covers the connection ramp.
+    opts.connect_rate = (c >= 1000).then_some(CONNECT_RATE);
+    opts.warmup = warmup + Duration::from_secs_f64(c as f64 / CONNECT_RATE);
     opts.duration = window;
     let cpu_before = cpu_seconds(pid);
     let report = load::run(&opts).expect("load run");
@@ -286,12 +317,13 @@ fn measure(
     let rss_peak_load_kb = status_kb(pid, "VmHWM:");
     let frames = report.frames_answered.max(1) as f64;
     let mut errors = errors(&report);
-    if held < c {
+    if idle.held < c {
         eprintln!(
-            "  {}: the server held {held} of {c} idle connections",
-            kind.name()
+            "  {}: the server held {} of {c} idle connections",
+            kind.name(),
+            idle.held
         );
-        errors += (c - held) as u64;
+        errors += (c - idle.held) as u64;
     }
     Point {
         kind,
@@ -302,9 +334,10 @@ fn measure(
         p50_us: report.p50_us,
         p99_us: report.p99_us,
         p999_us: report.p999_us,
-        rss_start_kb,
-        rss_idle_kb,
-        idle_bytes_per_conn: (rss_idle_kb.saturating_sub(rss_start_kb) * 1024) as f64 / c as f64,
+        rss_start_kb: idle.rss_start_kb,
+        rss_idle_kb: idle.rss_idle_kb,
+        idle_bytes_per_conn: (idle.rss_idle_kb.saturating_sub(idle.rss_start_kb) * 1024) as f64
+            / c as f64,
         rss_peak_load_kb,
         cpu_s_per_mframe: cpu / frames * 1e6,
         errors,
@@ -349,10 +382,15 @@ fn main() {
         warmup
     );
     let mut points = Vec::new();
+    let mut idles = std::collections::HashMap::new();
     for &p in &[1usize, 16] {
         for &c in counts {
             for kind in [Kind::Tabecho, Kind::Ceiling, Kind::Tokio] {
-                let point = measure(kind, &bins, pin, c, p, timing);
+                // Idle memory does not depend on the pipeline: measured once per count.
+                let idle = *idles
+                    .entry((kind.name(), c))
+                    .or_insert_with(|| measure_idle(kind, &bins, pin, c));
+                let point = measure(kind, &bins, pin, (c, p), idle, timing);
                 eprintln!(
                     "  {:8} c={:<6} p={:<2} {:>10.0} replies/s  p99 {:>6} us  {:>6.1} B/idle conn  {:>6.2} cpu s/Mframe  errors {}",
                     kind.name(), c, p, point.replies_per_sec, point.p99_us, point.idle_bytes_per_conn,
@@ -518,19 +556,12 @@ fn plot_throughput(path: &Path, points: &[Point]) {
             .into_iter()
             .enumerate()
         {
-            let data = series(points, kind, p, metric);
-            let color = COLORS[k];
-            chart
-                .draw_series(LineSeries::new(data.clone(), color.stroke_width(2)))
-                .unwrap()
-                .label(kind.name())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-            chart
-                .draw_series(
-                    data.into_iter()
-                        .map(|xy| Circle::new(xy, 3, color.filled())),
-                )
-                .unwrap();
+            draw_line(
+                &mut chart,
+                kind.name(),
+                COLORS[k],
+                series(points, kind, p, metric),
+            );
         }
         chart
             .configure_series_labels()
@@ -542,6 +573,24 @@ fn plot_throughput(path: &Path, points: &[Point]) {
     root.present().unwrap();
 }
 
+/// A chart with log scales on both axes.
+type LogChart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<LogCoord<f64>, LogCoord<f64>>>;
+
+/// One server's line, with its points marked and its name in the legend.
+fn draw_line(chart: &mut LogChart<'_, '_>, name: &str, color: RGBColor, data: Vec<(f64, f64)>) {
+    chart
+        .draw_series(LineSeries::new(data.clone(), color.stroke_width(2)))
+        .unwrap()
+        .label(name)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    chart
+        .draw_series(
+            data.into_iter()
+                .map(|xy| Circle::new(xy, 3, color.filled())),
+        )
+        .unwrap();
+}
+
 /// Server RSS per idle connection against connections.
 fn plot_memory(path: &Path, points: &[Point]) {
     let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
@@ -549,7 +598,8 @@ fn plot_memory(path: &Path, points: &[Point]) {
     let xmax = max_connections(points);
     let many: Vec<&Point> = points
         .iter()
-        .filter(|x| x.connections >= 100 && x.pipeline == 1)
+        // RSS moves in 4 KiB pages: per-connection bytes mean something from 1,000 up.
+        .filter(|x| x.connections >= 1000 && x.pipeline == 1)
         .collect();
     let ymax = many
         .iter()
@@ -558,13 +608,13 @@ fn plot_memory(path: &Path, points: &[Point]) {
         * 2.0;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "server RSS per idle connection (bytes), >= 100 connections",
+            "server RSS per idle connection (bytes), >= 1,000 connections",
             ("sans-serif", 20),
         )
         .margin(10)
         .x_label_area_size(35)
         .y_label_area_size(60)
-        .build_cartesian_2d((80f64..xmax).log_scale(), (10f64..ymax).log_scale())
+        .build_cartesian_2d((800f64..xmax).log_scale(), (10f64..ymax).log_scale())
         .unwrap();
     chart.configure_mesh().x_desc("connections").draw().unwrap();
     for (k, kind) in [Kind::Tabecho, Kind::Ceiling, Kind::Tokio]
@@ -576,22 +626,11 @@ fn plot_memory(path: &Path, points: &[Point]) {
             .filter(|x| x.kind == kind)
             .map(|x| (x.connections as f64, x.idle_bytes_per_conn.max(10.0)))
             .collect();
-        let color = COLORS[k];
-        chart
-            .draw_series(LineSeries::new(data.clone(), color.stroke_width(2)))
-            .unwrap()
-            .label(kind.name())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-        chart
-            .draw_series(
-                data.into_iter()
-                    .map(|xy| Circle::new(xy, 3, color.filled())),
-            )
-            .unwrap();
+        draw_line(&mut chart, kind.name(), COLORS[k], data);
     }
     chart
         .draw_series(LineSeries::new(
-            vec![(80.0, 128.0), (xmax, 128.0)],
+            vec![(800.0, 128.0), (xmax, 128.0)],
             BLACK.stroke_width(1),
         ))
         .unwrap()

@@ -14,6 +14,7 @@
 # Installs valgrind from Debian's packages if it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 frames=${1:-100000}
 
 if ! command -v valgrind >/dev/null; then
@@ -31,15 +32,12 @@ mkdir -p "$out"
 measure() {
   local conns=$1 total=$2 log="$out/serve-$1-$2.log" file="$out/callgrind.$1.$2.out"
   rm -f "$file"
+  : >"$log"
   valgrind --tool=callgrind --callgrind-out-file="$file" \
     "$bin" serve --listen 127.0.0.1:0 --idle-timeout 600s 2>"$log" &
   local vpid=$!
-  local addr=""
-  for _ in $(seq 1 600); do
-    addr=$(sed -n 's/.*listening on \(.*\)$/\1/p' "$log" | head -n1)
-    [ -n "$addr" ] && break
-    sleep 0.1
-  done
+  local addr
+  addr=$(listening_addr "$log") || true
   [ -n "$addr" ] || { echo "server did not start; see $log" >&2; kill $vpid; exit 1; }
   "$bin" load --addr "$addr" --connections "$conns" --threads 1 --pipeline 1 --size 32 \
     --frames $((total / conns)) --duration 600s --connect-timeout 60s --drain 60s >"$out/load-$1-$2.txt" \

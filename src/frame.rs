@@ -243,4 +243,147 @@ mod tests {
             .unwrap();
         assert_eq!(n, 10_000);
     }
+
+    /// Property tests: random streams cut at random points against the split-on-TAB model.
+    ///
+    /// Streams are drawn mostly from a tiny alphabet that includes TAB, so frames are short
+    /// and plentiful and the limit is met both by finished frames and by unfinished tails;
+    /// one byte in sixteen is arbitrary. `max_frame` is often 0..=3 so the boundaries
+    /// (exactly the limit, limit + 1) are hit in most cases.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use proptest::sample::Index;
+
+        /// One stream byte: TAB often, a letter usually, anything now and then.
+        fn stream_byte() -> impl Strategy<Value = u8> {
+            prop_oneof![
+                4 => Just(DELIMITER),
+                11 => prop::sample::select(b"ab".to_vec()),
+                1 => any::<u8>(),
+            ]
+        }
+
+        /// A stream of up to 300 bytes.
+        fn stream() -> impl Strategy<Value = Vec<u8>> {
+            prop::collection::vec(stream_byte(), 0..300)
+        }
+
+        /// A frame limit: mostly tiny (0 included), sometimes larger than most frames.
+        fn max_frame() -> impl Strategy<Value = usize> {
+            prop_oneof![0..=3usize, 0..=16usize, 0..=400usize]
+        }
+
+        /// Up to 12 cut points into a stream (resolved against its length, sorted).
+        fn cuts() -> impl Strategy<Value = Vec<Index>> {
+            prop::collection::vec(any::<Index>(), 0..12)
+        }
+
+        /// The stream cut at `cuts`: consecutive chunks (some empty) covering all of it.
+        fn chunks<'a>(stream: &'a [u8], cuts: &[Index]) -> Vec<&'a [u8]> {
+            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
+            points.sort_unstable();
+            let mut chunks = Vec::with_capacity(points.len() + 1);
+            let mut start = 0;
+            for point in points {
+                chunks.push(&stream[start..point]);
+                start = point;
+            }
+            chunks.push(&stream[start..]);
+            chunks
+        }
+
+        /// The model's answer to "when must the limit fire": the stream offset of the
+        /// `max + 1`-th byte of the first piece (finished frame or unfinished tail) longer
+        /// than `max`, or `None` if no piece is.
+        fn limit_offset(stream: &[u8], max: usize) -> Option<usize> {
+            let mut start = 0;
+            for piece in stream.split(|&b| b == DELIMITER) {
+                if piece.len() > max {
+                    return Some(start + max);
+                }
+                start += piece.len() + 1;
+            }
+            None
+        }
+
+        proptest! {
+            /// Any split of a stream yields exactly the frames of splitting it whole on TAB,
+            /// and the same outcome (Ok, or FrameTooLong after the frames before it).
+            #[test]
+            fn decoder_matches_split_on_tab_across_random_splits(
+                stream in stream(),
+                cuts in cuts(),
+                max in max_frame(),
+            ) {
+                let chunks = chunks(&stream, &cuts);
+                prop_assert_eq!(decode_chunks(&chunks, max), model(&stream, max));
+            }
+
+            /// The limit fires in exactly the call whose input holds the `max_frame + 1`-th
+            /// byte of the first too-long frame, no earlier and no later; every frame handed
+            /// out is at most `max_frame`; the returned count is the frames handed out; `head`
+            /// is non-empty only for a call's first frame and `tail` lies in the call's
+            /// input; the pending head stays within the limit; an error leaves the decoder
+            /// empty, owning no buffer.
+            #[test]
+            fn limit_fires_exactly_at_the_first_byte_past_max_frame(
+                stream in stream(),
+                cuts in cuts(),
+                max in max_frame(),
+            ) {
+                let must_fire_at = limit_offset(&stream, max);
+                let mut decoder = FrameDecoder::new();
+                let mut offset = 0;
+                let mut fired_at = None;
+                for chunk in chunks(&stream, &cuts) {
+                    let input_range = chunk.as_ptr_range();
+                    let mut handed_out = 0;
+                    let mut head_seen_late = false;
+                    let mut tail_outside_input = false;
+                    let mut longest = 0;
+                    let result = decoder.decode(chunk, max, |head, tail| {
+                        head_seen_late |= handed_out > 0 && !head.is_empty();
+                        let tail_range = tail.as_ptr_range();
+                        tail_outside_input |= tail_range.start < input_range.start
+                            || tail_range.end > input_range.end;
+                        longest = longest.max(head.len() + tail.len());
+                        handed_out += 1;
+                    });
+                    prop_assert!(!head_seen_late, "head given for a later frame of a call");
+                    prop_assert!(!tail_outside_input, "tail is not a slice of the input");
+                    prop_assert!(longest <= max, "frame of {} > max {}", longest, max);
+                    match result {
+                        Ok(frames) => {
+                            prop_assert_eq!(frames, handed_out);
+                            prop_assert!(decoder.pending() <= max);
+                        }
+                        Err(e) => {
+                            prop_assert_eq!(e, FrameTooLong { limit: max });
+                            prop_assert_eq!(decoder.pending(), 0);
+                            prop_assert_eq!(decoder.capacity(), 0);
+                            fired_at = Some(offset..offset + chunk.len());
+                            break;
+                        }
+                    }
+                    offset += chunk.len();
+                }
+                match (must_fire_at, fired_at) {
+                    (None, None) => {}
+                    (Some(at), Some(call)) => prop_assert!(
+                        call.contains(&at),
+                        "limit fired in the call for bytes {:?}, must fire at byte {}",
+                        call,
+                        at
+                    ),
+                    (want, got) => prop_assert!(
+                        false,
+                        "limit must fire at {:?}, fired in the call for {:?}",
+                        want,
+                        got
+                    ),
+                }
+            }
+        }
+    }
 }

@@ -451,4 +451,118 @@ mod tests {
             assert_eq!(wheel.len(), model.len());
         }
     }
+
+    /// Property tests: random arm/cancel/advance runs against a sorted model of deadlines.
+    ///
+    /// The wheel is small (64..256 slots) and deadlines reach far past one revolution, and
+    /// `now` jumps by more than the whole wheel, so later rounds in a slot, wrap-around and
+    /// the capped slot walk in `poll` are all met. Values are unique per run (the op's
+    /// index), so "the set expired" is well defined.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use proptest::sample::Index;
+
+        /// One step of a run.
+        #[derive(Debug, Clone)]
+        enum Op {
+            /// Arm at `now + delay`: within a revolution, past it, or many revolutions out.
+            ArmIn(Tick),
+            /// Arm at `now - back` (saturating): a deadline already due.
+            ArmPast(Tick),
+            /// Cancel the live entry at this index in the model's order (if any).
+            Cancel(Index),
+            /// `now += by`, then poll: a repeat of `now`, a few ticks, or a jump past the wheel.
+            Advance(Tick),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                5 => prop_oneof![6 => 0..64u64, 3 => 64..300u64, 1 => 300..5_000u64].prop_map(Op::ArmIn),
+                1 => (0..100u64).prop_map(Op::ArmPast),
+                2 => any::<Index>().prop_map(Op::Cancel),
+                4 => prop_oneof![1 => Just(0u64), 6 => 1..70u64, 2 => 60..140u64, 1 => 250..2_000u64]
+                    .prop_map(Op::Advance),
+            ]
+        }
+
+        /// Slots asked for: 1 and 64 give the minimum wheel (64), 100 rounds up to 128.
+        fn slots() -> impl Strategy<Value = usize> {
+            prop::sample::select(vec![1usize, 64, 100, 256])
+        }
+
+        proptest! {
+            /// After every step: each poll expires exactly the entries the model says are
+            /// due at that tick (deadline in (previous now, now]); `len()` and each entry's
+            /// `deadline()` match; `next_expiration()` is `None` exactly when empty, is
+            /// never before the next tick nor after the earliest deadline, and is exact
+            /// when every deadline is within one revolution.
+            #[test]
+            fn wheel_matches_a_sorted_model(
+                slots in slots(),
+                ops in prop::collection::vec(op(), 1..200),
+            ) {
+                let mut wheel = TimerWheel::new(slots);
+                let revolution = slots.max(64).next_power_of_two() as Tick;
+                // value -> (deadline as the wheel must hold it, id)
+                let mut model: BTreeMap<u32, (Tick, TimerId)> = BTreeMap::new();
+                let mut now: Tick = 0;
+                let mut expired = Vec::new();
+                for (step, op) in ops.into_iter().enumerate() {
+                    let value = step as u32;
+                    match op {
+                        Op::ArmIn(delay) => {
+                            let id = wheel.arm(now + delay, value);
+                            model.insert(value, ((now + delay).max(now + 1), id));
+                        }
+                        Op::ArmPast(back) => {
+                            let id = wheel.arm(now.saturating_sub(back), value);
+                            model.insert(value, (now + 1, id));
+                        }
+                        Op::Cancel(index) => {
+                            if !model.is_empty() {
+                                let v = *model.keys().nth(index.index(model.len())).unwrap();
+                                let (_, id) = model.remove(&v).unwrap();
+                                prop_assert_eq!(wheel.cancel(id), v);
+                            }
+                        }
+                        Op::Advance(by) => {
+                            let before = now;
+                            now += by;
+                            expired.clear();
+                            wheel.poll(now, &mut expired);
+                            expired.sort_unstable();
+                            let due: Vec<u32> = model
+                                .iter()
+                                .filter(|(_, &(deadline, _))| deadline <= now)
+                                .map(|(&v, _)| v)
+                                .collect();
+                            for v in &due {
+                                model.remove(v);
+                            }
+                            prop_assert_eq!(&expired, &due, "poll {} -> {}", before, now);
+                            prop_assert_eq!(wheel.elapsed(), now);
+                        }
+                    }
+                    prop_assert_eq!(wheel.len(), model.len(), "after step {}", step);
+                    for &(deadline, id) in model.values() {
+                        prop_assert_eq!(wheel.deadline(id), deadline);
+                    }
+                    let earliest = model.values().map(|&(d, _)| d).min();
+                    let latest = model.values().map(|&(d, _)| d).max();
+                    match (wheel.next_expiration(), earliest) {
+                        (None, None) => {}
+                        (Some(next), Some(earliest)) => {
+                            prop_assert!(next > now, "next {} not after now {}", next, now);
+                            prop_assert!(next <= earliest, "next {} after earliest {}", next, earliest);
+                            if latest.unwrap() <= now + revolution {
+                                prop_assert_eq!(next, earliest, "all within a revolution");
+                            }
+                        }
+                        (got, want) => prop_assert!(false, "next {:?}, earliest {:?}", got, want),
+                    }
+                }
+            }
+        }
+    }
 }

@@ -49,16 +49,17 @@ pub struct Limits {
     pub low_water: usize,
 }
 
-/// Reactor-wide scratch space and state a connection works with during one event.
-pub struct Context<'a> {
+/// The reactor-wide state a connection works with: one read buffer and one reply buffer
+/// for all connections, the limits, the counters, and the time of this loop turn.
+pub struct Context {
     /// The reactor's one read buffer.
-    pub read_buf: &'a mut [u8],
+    pub read_buf: Box<[u8]>,
     /// The reactor's one reply buffer: the replies to one read, sent with one write.
-    pub replies: &'a mut Vec<u8>,
+    pub replies: Vec<u8>,
     /// The limits in force.
-    pub limits: &'a Limits,
+    pub limits: Limits,
     /// The counters.
-    pub stats: &'a mut Stats,
+    pub stats: Stats,
     /// Microseconds since the server started, read once per loop turn.
     pub now_us: u64,
 }
@@ -137,12 +138,12 @@ impl Connection {
 
     /// Reads what the socket has (at most [`READS_PER_EVENT`] reads), answers complete
     /// frames, and writes the replies.
-    pub fn on_readable(&mut self, cx: &mut Context<'_>) -> Next {
+    pub fn on_readable(&mut self, cx: &mut Context) -> Next {
         if self.read_paused || self.peer_eof {
             return Next::Wait;
         }
         for _ in 0..READS_PER_EVENT {
-            let n = match self.stream.read(cx.read_buf) {
+            let n = match self.stream.read(&mut cx.read_buf) {
                 Ok(0) => {
                     self.peer_eof = true;
                     self.decoder.clear();
@@ -180,7 +181,7 @@ impl Connection {
     }
 
     /// Writes pending output; resumes reading below low water; finishes closes.
-    pub fn on_writable(&mut self, cx: &mut Context<'_>) -> Next {
+    pub fn on_writable(&mut self, cx: &mut Context) -> Next {
         if self.pending_output() == 0 {
             return Next::Wait;
         }
@@ -199,9 +200,9 @@ impl Connection {
     }
 
     /// Answers the frames in the first `n` bytes of the read buffer.
-    fn answer(&mut self, n: usize, cx: &mut Context<'_>) -> Next {
+    fn answer(&mut self, n: usize, cx: &mut Context) -> Next {
         let input = &cx.read_buf[..n];
-        let replies = &mut *cx.replies;
+        let replies = &mut cx.replies;
         replies.clear();
         let tracing = log::log_enabled!(log::Level::Trace);
         let peer = if tracing {
@@ -240,10 +241,10 @@ impl Connection {
 
     /// Sends the reactor's reply buffer: straight to the socket when nothing is pending
     /// (one write for all the replies of a read), keeping only what the socket refused.
-    fn send(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+    fn send(&mut self, cx: &mut Context) -> io::Result<()> {
         if self.pending_output() > 0 {
             // Behind bytes the socket refused: a writable event will come for them.
-            self.output.extend_from_slice(cx.replies);
+            self.output.extend_from_slice(&cx.replies);
             return Ok(());
         }
         let mut written = 0;
@@ -265,7 +266,7 @@ impl Connection {
     }
 
     /// Writes `output[sent..]` until done or the socket is full.
-    fn flush(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+    fn flush(&mut self, cx: &mut Context) -> io::Result<()> {
         let mut written = 0;
         while (self.sent as usize) < self.output.len() {
             match self.stream.write(&self.output[self.sent as usize..]) {
@@ -288,7 +289,7 @@ impl Connection {
         Ok(())
     }
 
-    fn wrote(&mut self, n: usize, cx: &mut Context<'_>) {
+    fn wrote(&mut self, n: usize, cx: &mut Context) {
         if n > 0 {
             cx.stats.bytes_out += n as u64;
             self.last_progress_us = cx.now_us;

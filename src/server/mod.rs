@@ -133,16 +133,12 @@ pub struct Server {
     connections: Slab<Connection>,
     wheel: TimerWheel,
     clock: Clock,
-    limits: Limits,
     idle_us: u64,
     linger_us: u64,
     max_connections: usize,
     config: ServerConfig,
-    stats: Stats,
-    /// The one read buffer.
-    read_buf: Box<[u8]>,
-    /// The one reply buffer.
-    replies: Vec<u8>,
+    /// Buffers, limits and counters shared by every connection.
+    cx: Context,
     /// Connections to read again before the next poll (read budget spent, or resumed).
     ready: Vec<usize>,
     /// Spare vector swapped with `ready` while it is walked.
@@ -192,14 +188,17 @@ impl Server {
                 start: Instant::now(),
                 tick_us,
             },
-            limits,
             idle_us,
             linger_us: config.linger.as_micros() as u64,
             max_connections,
             config,
-            stats: Stats::default(),
-            read_buf: vec![0; READ_BUF_SIZE].into_boxed_slice(),
-            replies: Vec::new(),
+            cx: Context {
+                read_buf: vec![0; READ_BUF_SIZE].into_boxed_slice(),
+                replies: Vec::new(),
+                limits,
+                stats: Stats::default(),
+                now_us: 0,
+            },
             ready: Vec::new(),
             ready_spare: Vec::new(),
             listener_ready: false,
@@ -252,6 +251,7 @@ impl Server {
                 }
             }
             let now_us = self.clock.now_us();
+            self.cx.now_us = now_us;
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.listener_ready = true,
@@ -288,8 +288,8 @@ impl Server {
                 self.phase = Phase::Done;
             }
         }
-        info!("shutdown: {}", self.stats);
-        Ok(self.stats)
+        info!("shutdown: {}", self.cx.stats);
+        Ok(self.cx.stats)
     }
 
     /// Zero when work is left over (ready list, listener), else until the next timer.
@@ -306,22 +306,15 @@ impl Server {
         let Some(conn) = self.connections.get_mut(key) else {
             return; // closed earlier in this batch
         };
-        let mut cx = Context {
-            read_buf: &mut self.read_buf,
-            replies: &mut self.replies,
-            limits: &self.limits,
-            stats: &mut self.stats,
-            now_us,
-        };
         let was_closing = conn.closing.is_some();
         // Writable first: sending frees buffer space (and may lift backpressure) before
         // reading adds more output.
         let mut next = Next::Wait;
         if writable {
-            next = conn.on_writable(&mut cx);
+            next = conn.on_writable(&mut self.cx);
         }
         if readable && next != Next::ReadAgain && !matches!(next, Next::Close(_)) {
-            next = conn.on_readable(&mut cx);
+            next = conn.on_readable(&mut self.cx);
         }
         if next == Next::ReadAgain {
             self.ready.push(key);
@@ -378,7 +371,7 @@ impl Server {
                         ACCEPT_PAUSE.as_millis(),
                         self.connections.len()
                     );
-                    self.stats.accept_pauses += 1;
+                    self.cx.stats.accept_pauses += 1;
                     self.accept_paused_since = Some(Instant::now());
                     self.arm_server_timer(ACCEPT_PAUSE, TIMER_ACCEPT_RESUME);
                     return;
@@ -389,7 +382,7 @@ impl Server {
                 }
             };
             if self.connections.len() >= self.max_connections {
-                self.stats.rejected += 1;
+                self.cx.stats.rejected += 1;
                 debug!(
                     "refused {}: limit {} reached",
                     stream.peer_name(),
@@ -421,7 +414,7 @@ impl Server {
             debug!("open {} as {key}", stream.peer_name());
         }
         entry.insert(Connection::new(stream, now_us, timer));
-        self.stats.accepted += 1;
+        self.cx.stats.accepted += 1;
     }
 
     fn close(&mut self, key: usize, reason: CloseReason) {
@@ -442,7 +435,7 @@ impl Server {
             // half reply for a clean end.
             conn.stream.reset_on_close();
         }
-        self.stats.count_close(reason);
+        self.cx.stats.count_close(reason);
         debug!("close {key}: {reason}");
         drop(conn);
         if self.accept_paused_since.is_some() {
@@ -462,7 +455,7 @@ impl Server {
                 info!(
                     "stats: {} connections open; {}",
                     self.connections.len(),
-                    self.stats
+                    self.cx.stats
                 );
                 if let Some(every) = self.config.stats_interval {
                     self.arm_server_timer(every, TIMER_STATS);
@@ -491,14 +484,7 @@ impl Server {
             // space continuously, but the edge-triggered writable event comes only when the
             // free space crosses the kernel's wake-up threshold (half the buffer on Linux),
             // which a multi-megabyte autotuned buffer may not do within the timeout.
-            let mut cx = Context {
-                read_buf: &mut self.read_buf,
-                replies: &mut self.replies,
-                limits: &self.limits,
-                stats: &mut self.stats,
-                now_us,
-            };
-            match conn.on_writable(&mut cx) {
+            match conn.on_writable(&mut self.cx) {
                 Next::Close(reason) => {
                     let conn = self.connections.remove(key);
                     self.release(key, conn, reason);
@@ -526,7 +512,7 @@ impl Server {
 
     fn resume_accepting(&mut self) {
         if let Some(since) = self.accept_paused_since.take() {
-            self.stats.accept_paused_time += since.elapsed();
+            self.cx.stats.accept_paused_time += since.elapsed();
         }
         self.listener_ready = true;
     }

@@ -130,6 +130,16 @@ fn bad_flag_is_a_usage_error_exit_2() {
 }
 
 #[test]
+fn zero_idle_timeout_is_a_usage_error_exit_2() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tabecho"))
+        .args(["serve", "--idle-timeout", "0s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("more than zero"));
+}
+
+#[test]
 fn address_in_use_is_one_line_exit_1() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();

@@ -22,7 +22,7 @@ pub struct ServeArgs {
     listen: ListenAddr,
     /// Close a connection after this long without progress (a frame received or reply
     /// bytes written): 2s, 250ms, 1m.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = parse_positive_duration)]
     idle_timeout: Duration,
     /// Longest frame answered, in bytes; a longer one gets an error and a close.
     #[arg(long, default_value_t = config::DEFAULT_MAX_FRAME)]
@@ -67,5 +67,13 @@ pub fn run(args: ServeArgs) -> ExitCode {
             error!("poll failed: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// A duration above zero: an idle timeout of zero would close every connection at once.
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("must be more than zero".to_string()),
+        d => Ok(d),
     }
 }

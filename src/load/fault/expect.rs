@@ -19,8 +19,8 @@ use crate::load::verify::{ReplyChecker, Verdict};
 use crate::protocol::{self, DELIMITER, REPLY_PREFIX};
 
 /// A trickled connection closed sooner than this fraction of the idle timeout after its
-/// connect was reaped too early (the 10% absorb the two sides' clocks reading at
-/// different moments of their loop turns).
+/// connect was issued was reaped too early (the 10% absorb the server's clock, read once
+/// per loop turn, being older than the accept it stamps).
 pub const TRICKLE_EARLIEST: f64 = 0.9;
 
 /// How a connection ended, as the client saw it.
@@ -175,7 +175,8 @@ impl Expect {
     }
 
     /// Judges the cycle when its stream ended: `end` how, `write_shut` whether we had
-    /// shut our side, `after` how long after the connect, `idle` the server's timeout.
+    /// shut our side, `after` how long after the connect was issued, `idle` the
+    /// server's timeout.
     pub fn at_end(
         &self,
         end: &End,

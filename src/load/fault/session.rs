@@ -71,6 +71,10 @@ pub struct FaultSession {
     stream: Option<Stream>,
     /// Where the cycle is.
     phase: Phase,
+    /// When the cycle's connect was issued: always before the server accepted it, so
+    /// the trickle's close is timed from here (a late-scheduled client cannot make the
+    /// server's idle timeout look short).
+    connect_at: Instant,
     /// When the cycle's connect completed.
     established: Instant,
     /// What the cycle must receive.
@@ -109,6 +113,7 @@ impl FaultSession {
             cycle: 0,
             stream: None,
             phase: Phase::Pausing(first),
+            connect_at: first,
             established: first,
             expect: Expect::new(kind, ReplyChecker::new(id, source.clone(), false), 0),
             out: Vec::new(),
@@ -219,6 +224,7 @@ impl FaultSession {
                 self.cycle += 1;
                 self.stream = Some(stream);
                 self.phase = Phase::Connecting(now);
+                self.connect_at = now;
                 *ctx.busy_faults += 1;
             }
             // The Unix backlog is full: try again shortly, not counted.
@@ -451,7 +457,7 @@ impl FaultSession {
 
     /// The stream ended (EOF, reset): the cycle's outcome.
     fn on_end(&mut self, end: End, now: Instant, ctx: &mut Ctx) {
-        let after = now.saturating_duration_since(self.established);
+        let after = now.saturating_duration_since(self.connect_at);
         let outcome =
             self.expect
                 .at_end(&end, self.write_shut, after, ctx.plan.faults.idle_timeout);

@@ -551,7 +551,14 @@ fn plot_throughput(path: &Path, points: &[Point]) {
                 (ymin.max(1e-3)..ymax).log_scale(),
             )
             .unwrap();
-        chart.configure_mesh().x_desc("connections").draw().unwrap();
+        chart
+            .configure_mesh()
+            .x_desc("connections")
+            .x_labels(6)
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .draw()
+            .unwrap();
         for (k, kind) in [Kind::Tabecho, Kind::Ceiling, Kind::Tokio]
             .into_iter()
             .enumerate()
@@ -616,7 +623,14 @@ fn plot_memory(path: &Path, points: &[Point]) {
         .y_label_area_size(60)
         .build_cartesian_2d((800f64..xmax).log_scale(), (10f64..ymax).log_scale())
         .unwrap();
-    chart.configure_mesh().x_desc("connections").draw().unwrap();
+    chart
+        .configure_mesh()
+        .x_desc("connections")
+        .x_labels(6)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .draw()
+        .unwrap();
     for (k, kind) in [Kind::Tabecho, Kind::Ceiling, Kind::Tokio]
         .into_iter()
         .enumerate()

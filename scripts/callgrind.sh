@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Instructions per frame at 10 and at 1,000 connections, counted by callgrind.
+# Instructions per frame at 10 and at 1,000 connections, counted by callgrind, for tabecho
+# and, beside it, for the byte-echo ceiling (benches/ceiling).
 #
 #   scripts/callgrind.sh [FRAMES]        (default FRAMES=100000)
 #
@@ -8,8 +9,9 @@
 # (32-byte payloads, pipeline 1, driven by `tabecho load --frames`); the difference of the
 # two totals divided by FRAMES is the marginal cost of a frame, with start-up, accepts and
 # shutdown cancelled out. Only user-space instructions are counted (the kernel's TCP path
-# is not), which is exactly the part the server controls. The per-frame cost must not grow
-# with connections: the timer wheel does not scan.
+# is not), which is exactly the part the server controls; scripts/syscalls.sh shows the
+# kernel part is the same syscalls for both. The per-frame cost must not grow with
+# connections: the timer wheel does not scan.
 #
 # Installs valgrind from Debian's packages if it is missing.
 set -euo pipefail
@@ -24,37 +26,47 @@ if ! command -v valgrind >/dev/null; then
 fi
 
 cargo build --release --quiet
+cargo build --release --quiet --manifest-path benches/ceiling/Cargo.toml
 bin=target/release/tabecho
+ceiling=benches/ceiling/target/release/ceiling-echo
 out=target/callgrind
 mkdir -p "$out"
 
-# Runs the server under callgrind for $2 frames over $1 connections; prints total Ir.
+# measure SERVER CONNS FRAMES: runs SERVER (tabecho or ceiling) under callgrind for FRAMES
+# frames over CONNS connections; prints the total instruction count (Ir).
 measure() {
-  local conns=$1 total=$2 log="$out/serve-$1-$2.log" file="$out/callgrind.$1.$2.out"
+  local server=$1 conns=$2 total=$3
+  local log="$out/$server-$conns-$total.log" file="$out/callgrind.$server.$conns.$total.out"
+  local cmd=("$bin" serve --listen 127.0.0.1:0 --idle-timeout 600s) raw=""
+  if [ "$server" = ceiling ]; then cmd=("$ceiling" 127.0.0.1:0); raw=--raw; fi
   rm -f "$file"
   : >"$log"
-  valgrind --tool=callgrind --callgrind-out-file="$file" \
-    "$bin" serve --listen 127.0.0.1:0 --idle-timeout 600s 2>"$log" &
+  valgrind --tool=callgrind --callgrind-out-file="$file" "${cmd[@]}" >"$log" 2>&1 &
   local vpid=$!
   local addr
   addr=$(listening_addr "$log") || true
   [ -n "$addr" ] || { echo "server did not start; see $log" >&2; kill $vpid; exit 1; }
-  "$bin" load --addr "$addr" --connections "$conns" --threads 1 --pipeline 1 --size 32 \
-    --frames $((total / conns)) --duration 600s --connect-timeout 60s --drain 60s >"$out/load-$1-$2.txt" \
-    || { echo "load failed at $conns connections; see $out/load-$1-$2.txt" >&2; kill $vpid; exit 1; }
-  kill -INT $vpid
-  wait $vpid
-  # The "summary:" line of the callgrind output holds the total instruction count.
+  "$bin" load --addr "$addr" --connections "$conns" --threads 1 --pipeline 1 --size 32 $raw \
+    --frames $((total / conns)) --duration 600s --connect-timeout 60s --drain 60s \
+    >"$out/load-$server-$conns-$total.txt" \
+    || { echo "load failed: $server, $conns connections; see $out/load-$server-$conns-$total.txt" >&2; kill $vpid; exit 1; }
+  # SIGTERM: tabecho shuts down cleanly, the ceiling dies; callgrind writes its totals.
+  kill -TERM $vpid
+  wait $vpid || true
   sed -n 's/^summary: \([0-9]*\).*/\1/p' "$file"
 }
 
-printf '%-12s %-14s %-14s %s\n' connections "Ir(${frames})" "Ir($((2 * frames)))" "instructions/frame"
+printf '%-8s %-12s %-14s %-14s %s\n' server connections "Ir(${frames})" "Ir($((2 * frames)))" "instructions/frame"
 declare -A per_frame
-for conns in 10 1000; do
-  one=$(measure $conns "$frames")
-  two=$(measure $conns $((2 * frames)))
-  per_frame[$conns]=$(( (two - one) / frames ))
-  printf '%-12s %-14s %-14s %s\n' "$conns" "$one" "$two" "${per_frame[$conns]}"
+for server in tabecho ceiling; do
+  for conns in 10 1000; do
+    one=$(measure $server $conns "$frames")
+    two=$(measure $server $conns $((2 * frames)))
+    per_frame[$server.$conns]=$(( (two - one) / frames ))
+    printf '%-8s %-12s %-14s %-14s %s\n' $server "$conns" "$one" "$two" "${per_frame[$server.$conns]}"
+  done
 done
-awk -v a="${per_frame[10]}" -v b="${per_frame[1000]}" \
-  'BEGIN { printf "ratio 1000/10 connections: %.3f (target <= 1.1)\n", b / a }'
+awk -v a="${per_frame[tabecho.10]}" -v b="${per_frame[tabecho.1000]}" \
+    -v c="${per_frame[ceiling.10]}" -v d="${per_frame[ceiling.1000]}" 'BEGIN {
+  printf "tabecho 1000/10 connections: %.3f (target <= 1.1)\n", b / a
+  printf "tabecho / ceiling: %.3f at 10 connections, %.3f at 1000\n", a / c, b / d }'

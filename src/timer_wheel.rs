@@ -5,7 +5,9 @@
 //! Arming and cancelling are O(1); [`TimerWheel::poll`] visits only the slots of the ticks
 //! that passed and, when every deadline is less than one revolution away (the reactor
 //! sizes the wheel so), touches only entries that expire. An occupied-slot bitmap lets
-//! [`TimerWheel::next_expiration`] skip empty slots without visiting them.
+//! [`TimerWheel::next_expiration`] skip empty slots 64 at a time, and its answer is kept
+//! until an arm, cancel or poll changes it, so a reactor asking every turn of its loop
+//! does not scan every turn.
 //!
 //! The caller owns time: it converts its clock to ticks and calls `poll(now)`.
 //!
@@ -14,6 +16,7 @@
 //!   deadlines in the past are armed at `elapsed + 1` and fire on the next poll.
 //! - A slot's bit in `occupied` is set exactly when its list is non-empty.
 //! - `nodes[i]` is either linked into exactly one slot's list, or on the free list.
+//! - `next`, when known, always equals what a scan of the bitmap would return.
 
 /// A point in time, counted in ticks of the caller's choosing.
 pub type Tick = u64;
@@ -54,6 +57,8 @@ pub struct TimerWheel {
     len: usize,
     /// The last tick passed to `poll` (0 at the start).
     elapsed: Tick,
+    /// The answer of `next_expiration`, or `None` when it must be scanned for again.
+    next: std::cell::Cell<Option<Tick>>,
 }
 
 impl TimerWheel {
@@ -68,6 +73,7 @@ impl TimerWheel {
             free: NIL,
             len: 0,
             elapsed: 0,
+            next: std::cell::Cell::new(None),
         }
     }
 
@@ -116,6 +122,9 @@ impl TimerWheel {
         };
         self.link(index);
         self.len += 1;
+        if let Some(next) = self.next.get() {
+            self.next.set(Some(next.min(self.first_visit(deadline))));
+        }
         TimerId(index)
     }
 
@@ -127,6 +136,10 @@ impl TimerWheel {
             self.is_linked(id.0),
             "cancel of an entry that is not armed: {id:?}"
         );
+        let visit = self.first_visit(self.nodes[id.0 as usize].deadline);
+        if self.next.get() == Some(visit) {
+            self.next.set(None);
+        }
         self.unlink(id.0);
         self.release(id.0)
     }
@@ -160,6 +173,9 @@ impl TimerWheel {
             }
         }
         self.elapsed = now;
+        if self.next.get().is_some_and(|next| next <= now) {
+            self.next.set(None);
+        }
     }
 
     /// A tick at or before the earliest deadline armed (exact when every deadline is less
@@ -169,10 +185,27 @@ impl TimerWheel {
         if self.len == 0 {
             return None;
         }
+        if let Some(next) = self.next.get() {
+            debug_assert_eq!(
+                Some(next),
+                self.scan_next(),
+                "cached next expiration is stale"
+            );
+            return Some(next);
+        }
+        let next = self.scan_next();
+        self.next.set(next);
+        next
+    }
+
+    /// The first tick after `elapsed` whose slot is occupied: a scan of the bitmap from the
+    /// slot after `elapsed`, around the ring once, 64 slots a word.
+    fn scan_next(&self) -> Option<Tick> {
+        if self.len == 0 {
+            return None;
+        }
         let slots = self.heads.len();
         let start = self.slot_of(self.elapsed + 1);
-        // Scan the bitmap from `start` to the end, then wrap around from 0: at most one
-        // revolution, one word (64 slots) at a time.
         let mut distance = 0usize;
         let mut slot = start;
         while distance < slots {
@@ -192,6 +225,12 @@ impl TimerWheel {
         // Unreachable while `len > 0` and the bitmap is right; be safe rather than sleep forever.
         debug_assert!(false, "len {} but no occupied slot", self.len);
         Some(self.elapsed + 1)
+    }
+
+    /// The first tick after `elapsed` at which a poll visits the slot of `deadline` (the
+    /// deadline itself when it is less than one revolution away).
+    fn first_visit(&self, deadline: Tick) -> Tick {
+        self.elapsed + 1 + ((deadline - self.elapsed - 1) & self.mask())
     }
 
     fn is_linked(&self, index: u32) -> bool {

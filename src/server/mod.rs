@@ -276,8 +276,11 @@ impl Server {
             if self.listener_ready {
                 self.accept_connections(now_us);
             }
-            self.wheel
-                .poll(self.clock.tick_at(self.clock.now_us()), &mut expired);
+            // Timers judge by a fresh clock, the same one the wheel is polled with, so an
+            // idle check never re-arms a deadline the wheel considers passed.
+            let now_us = self.clock.now_us();
+            self.cx.now_us = now_us;
+            self.wheel.poll(self.clock.tick_at(now_us), &mut expired);
             for value in expired.drain(..) {
                 self.on_timer(value, now_us);
             }

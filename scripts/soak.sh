@@ -68,6 +68,7 @@ idle_secs=$(awk -v d="$idle" 'BEGIN { v = d + 0; if (d ~ /ms$/) v /= 1000; print
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+. scripts/lib.sh
 echo "soak: building the release binary" >&2
 if ! cargo build --release --quiet --bin tabecho; then
     echo "soak: the build failed" >&2
@@ -95,20 +96,9 @@ trap cleanup EXIT
 RUST_LOG=info "$bin" serve --listen 127.0.0.1:0 --idle-timeout "$idle" \
     --stats-interval "${sample_secs}s" 2>"$dir/server.log" &
 server_pid=$!
-addr=""
-for _ in $(seq 100); do
-    addr="$(sed -n 's/.*listening on \(127\.0\.0\.1:[0-9]*\).*/\1/p' "$dir/server.log" | head -1)"
-    [[ -n "$addr" ]] && break
-    if ! kill -0 "$server_pid" 2>/dev/null; then
-        echo "soak: the server exited at start:" >&2
-        cat "$dir/server.log" >&2
-        server_pid=""
-        exit 2
-    fi
-    sleep 0.05
-done
-if [[ -z "$addr" ]]; then
-    echo "soak: the server does not say where it listens" >&2
+if ! addr="$(listening_addr "$dir/server.log" 5)"; then
+    echo "soak: the server did not start listening:" >&2
+    cat "$dir/server.log" >&2
     exit 2
 fi
 

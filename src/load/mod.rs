@@ -4,8 +4,9 @@
 //!   run(&LoadOptions)
 //!     ├─ raise RLIMIT_NOFILE to the hard limit
 //!     ├─ worker thread × T  (worker.rs: one mio Poll each, C/T connections)
-//!     │     └─ Session × C/T  (session.rs: connect, send frames, check replies)
-//!     │           └─ ReplyChecker (verify.rs) ← PayloadSource (payload.rs)
+//!     │     ├─ Session × C/T  (session.rs: connect, send frames, check replies)
+//!     │     │     └─ ReplyChecker (verify.rs) ← PayloadSource (payload.rs)
+//!     │     └─ FaultSession  (fault.rs: --faults; misbehave, check the outcome, reconnect)
 //!     ├─ progress line each second (stderr, when asked)
 //!     └─ merge WorkerStats (stats.rs) → LoadReport (report.rs prints it)
 //! ```
@@ -16,7 +17,12 @@
 //! frames, and a drain of at most `drain` for the replies still in flight. Frames without
 //! a reply after the drain are lost. In `idle` mode nothing is sent: connections are held
 //! for `duration` and the server's closes are timed.
+//!
+//! With `faults`, a share of the connections misbehave instead (fault.rs): each cycles
+//! connect, misbehave, check, pause, until sending stops; a cycle in progress then has
+//! until the end of the drain to reach its outcome, else it is counted as cut short.
 
+mod fault;
 mod payload;
 mod report;
 mod session;
@@ -30,7 +36,9 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use crate::addr::ListenAddr;
+use crate::config::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FRAME};
 
+pub use fault::{FaultCounts, FaultKind};
 pub use payload::PayloadSource;
 pub use report::LoadReport;
 pub use verify::{Desync, ReplyChecker, Verdict};
@@ -42,6 +50,12 @@ use worker::{Plan, WorkerConfig};
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(3);
 /// How long a connection may take to be established before it counts as failed.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The share of connections that misbehave with `--faults`: enough to keep every kind
+/// busy, few enough that the healthy load still dominates.
+pub const DEFAULT_FAULT_SHARE: f64 = 0.1;
+/// The mean pause between two cycles of a faulty connection: 1,000 faulty connections
+/// then open about 1,000 connections a second, which a 2-core machine sustains for hours.
+pub const DEFAULT_FAULT_PAUSE: Duration = Duration::from_secs(1);
 
 /// What to run. [`LoadOptions::new`] gives the defaults of `tabecho load`.
 #[derive(Debug, Clone)]
@@ -77,10 +91,24 @@ pub struct LoadOptions {
     pub frames_per_connection: Option<u64>,
     /// Print a progress line on stderr each second.
     pub progress: bool,
+    /// Fault kinds mixed into the load; empty: every connection is healthy.
+    pub faults: Vec<FaultKind>,
+    /// The share of connections that misbehave when `faults` is not empty (at least one
+    /// per kind given).
+    pub fault_share: f64,
+    /// The mean pause between two cycles of a faulty connection.
+    pub fault_pause: Duration,
+    /// Cycles per faulty connection, at most; `None`: until sending stops.
+    pub fault_cycles: Option<u64>,
+    /// The server's `--max-frame`, which the `oversize` and `garbage` checks assume.
+    pub max_frame: usize,
+    /// The server's `--idle-timeout`, which the `trickle` and `slowread` checks assume.
+    pub idle_timeout: Duration,
 }
 
 impl LoadOptions {
-    /// The defaults: 100 connections, pipeline 16, 32-byte frames, 10 s, one thread per core.
+    /// The defaults: 100 connections, pipeline 16, 32-byte frames, 10 s, one thread per
+    /// core, no faults (and the server's defaults assumed for them).
     pub fn new(addr: ListenAddr) -> Self {
         LoadOptions {
             addr,
@@ -98,6 +126,12 @@ impl LoadOptions {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             frames_per_connection: None,
             progress: false,
+            faults: Vec::new(),
+            fault_share: DEFAULT_FAULT_SHARE,
+            fault_pause: DEFAULT_FAULT_PAUSE,
+            fault_cycles: None,
+            max_frame: DEFAULT_MAX_FRAME,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -123,11 +157,15 @@ pub fn run(options: &LoadOptions) -> io::Result<LoadReport> {
             "--rate and --connect-rate must be positive",
         ));
     }
+    if !options.faults.is_empty() {
+        check_fault_options(options)?;
+    }
     let fd_limit = raise_fd_limit();
     let threads = options.threads.min(options.connections);
     let source = PayloadSource::new(options.size);
     let start = Instant::now();
     let plan = Arc::new(Plan::new(options, start));
+    let healthy = options.connections as u64 - plan.faults.faulty;
 
     let (done_tx, done_rx) = mpsc::channel();
     let mut progress = Vec::with_capacity(threads);
@@ -139,7 +177,8 @@ pub fn run(options: &LoadOptions) -> io::Result<LoadReport> {
             first_id: first_id as u64,
             count,
             connect_rate: options.connect_rate.map(|r| r / threads as f64),
-            rate_per_connection: options.rate.map(|r| r / options.connections as f64),
+            // --rate is the healthy load: faulty connections send no paced frames.
+            rate_per_connection: options.rate.map(|r| r / healthy.max(1) as f64),
             source: source.clone(),
             plan: Arc::clone(&plan),
         };
@@ -193,6 +232,31 @@ pub fn run(options: &LoadOptions) -> io::Result<LoadReport> {
         return Err(e);
     }
     Ok(LoadReport::new(options, &merged, fd_limit, start.elapsed()))
+}
+
+/// Rejects fault options the checks cannot work with.
+fn check_fault_options(options: &LoadOptions) -> io::Result<()> {
+    let bad = |what: &str| {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            what.to_string(),
+        ))
+    };
+    if options.idle || options.raw {
+        return bad(
+            "--faults needs the tab-echo protocol and frames to send (not --idle or --raw)",
+        );
+    }
+    if !(options.fault_share > 0.0 && options.fault_share <= 1.0) {
+        return bad("--fault-share must be above 0 and at most 1");
+    }
+    if options.max_frame == 0 || options.size > options.max_frame {
+        return bad("--size must not exceed --max-frame, which must be at least 1");
+    }
+    if options.idle_timeout.is_zero() {
+        return bad("--idle-timeout must be above zero");
+    }
+    Ok(())
 }
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit; returns the soft limit in force.

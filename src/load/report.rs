@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::load::fault::{FaultCounts, FaultKind};
 use crate::load::stats::{LimitHit, WorkerStats};
 use crate::load::LoadOptions;
 
@@ -75,6 +76,13 @@ pub struct LoadReport {
     pub elapsed_secs: f64,
     /// Whether this was an idle run.
     pub idle: bool,
+    /// Healthy connections asked for (`connections` less the faulty ones); the frame,
+    /// latency and connect fields above count these only.
+    pub healthy_connections: u64,
+    /// Faulty connections (`--faults`), cycling.
+    pub faulty_connections: u64,
+    /// The faulty connections' cycles, one entry per kind given, in `--faults` order.
+    pub faults: Vec<(FaultKind, FaultCounts)>,
 }
 
 impl LoadReport {
@@ -110,6 +118,13 @@ impl LoadReport {
                 stats.established, options.connections
             )
         });
+        let mut faults: Vec<(FaultKind, FaultCounts)> = Vec::new();
+        for &kind in &options.faults {
+            if !faults.iter().any(|(k, _)| *k == kind) {
+                faults.push((kind, stats.faults[kind.index()].clone()));
+            }
+        }
+        let faulty: u64 = faults.iter().map(|(_, c)| c.connections).sum();
         LoadReport {
             addr: options.addr.to_string(),
             connections: options.connections as u64,
@@ -142,24 +157,51 @@ impl LoadReport {
             limit_note,
             elapsed_secs: elapsed.as_secs_f64(),
             idle: options.idle,
+            healthy_connections: (options.connections as u64).saturating_sub(faulty),
+            faulty_connections: faulty,
+            faults,
         }
     }
 
-    /// True when every frame sent got exactly its reply, and nothing unexpected came.
+    /// True when every frame sent got exactly its reply, nothing unexpected came, and
+    /// every fault cycle got its documented outcome.
     pub fn verified(&self) -> bool {
-        self.lost == 0 && self.corrupt == 0 && self.unexpected == 0
+        self.lost == 0 && self.corrupt == 0 && self.unexpected == 0 && self.faults_ok()
+    }
+
+    /// True when no fault cycle got an unexpected outcome.
+    pub fn faults_ok(&self) -> bool {
+        self.fault_unexpected() == 0
+    }
+
+    /// Fault cycles with an unexpected outcome, over all kinds.
+    pub fn fault_unexpected(&self) -> u64 {
+        self.faults.iter().map(|(_, c)| c.unexpected).sum()
+    }
+
+    /// True when something ran: a healthy connection was established, or a fault cycle
+    /// reached an outcome.
+    pub fn ran(&self) -> bool {
+        self.established > 0 || self.faults.iter().any(|(_, c)| c.runs > 0)
     }
 
     /// The human summary, several lines.
     pub fn to_text(&self) -> String {
         let ms = |us: u64| us as f64 / 1000.0;
         let mut out = String::new();
+        let of = if self.faults.is_empty() {
+            self.connections.to_string()
+        } else {
+            format!(
+                "{} healthy; {} faulty below",
+                self.healthy_connections, self.faulty_connections
+            )
+        };
         let _ = writeln!(
             out,
-            "connections  {} established, {} failed (of {}); connect p50 {:.3} ms, p99 {:.3} ms",
+            "connections  {} established, {} failed (of {of}); connect p50 {:.3} ms, p99 {:.3} ms",
             self.established,
             self.connect_failed,
-            self.connections,
             ms(self.connect_p50_us),
             ms(self.connect_p99_us)
         );
@@ -199,6 +241,31 @@ impl LoadReport {
         } else {
             let _ = writeln!(out, "server closes 0");
         }
+        if !self.faults.is_empty() {
+            let _ = writeln!(
+                out,
+                "faults       {:<10} {:>6} {:>8} {:>9} {:>11} {:>10} {:>15}",
+                "kind", "conns", "runs", "expected", "unexpected", "cut short", "connect failed"
+            );
+            for (kind, c) in &self.faults {
+                let _ = writeln!(
+                    out,
+                    "             {:<10} {:>6} {:>8} {:>9} {:>11} {:>10} {:>15}",
+                    kind.name(),
+                    c.connections,
+                    c.runs,
+                    c.expected,
+                    c.unexpected,
+                    c.cut_short,
+                    c.connect_failed
+                );
+            }
+            for (kind, c) in &self.faults {
+                for sample in &c.samples {
+                    let _ = writeln!(out, "unexpected   {kind}: {sample}");
+                }
+            }
+        }
         if self.errors.is_empty() {
             let _ = writeln!(out, "errors       none");
         } else {
@@ -206,7 +273,12 @@ impl LoadReport {
                 let _ = writeln!(out, "error        {n} × {kind}");
             }
         }
-        if self.established == 0 {
+        let faults = if self.faults.is_empty() {
+            ""
+        } else {
+            "; every fault got its documented outcome"
+        };
+        if !self.ran() {
             let _ = writeln!(out, "verdict      FAILED: no connection established");
         } else if self.verified() && self.idle {
             let _ = writeln!(
@@ -216,14 +288,22 @@ impl LoadReport {
         } else if self.verified() {
             let _ = writeln!(
                 out,
-                "verdict      OK: every reply arrived, in order, byte for byte"
+                "verdict      OK: every reply arrived, in order, byte for byte{faults}"
             );
         } else {
-            let _ = writeln!(
+            let _ = write!(
                 out,
                 "verdict      FAILED: {} frames lost, {} corrupt, {} unexpected replies",
                 self.lost, self.corrupt, self.unexpected
             );
+            if !self.faults.is_empty() {
+                let _ = write!(
+                    out,
+                    "; {} unexpected fault outcomes",
+                    self.fault_unexpected()
+                );
+            }
+            out.push('\n');
         }
         out
     }
@@ -279,6 +359,29 @@ impl LoadReport {
                 .map_or("null".into(), json_string),
         );
         field("elapsed_secs", json_number(self.elapsed_secs));
+        field("healthy_connections", self.healthy_connections.to_string());
+        field("faulty_connections", self.faulty_connections.to_string());
+        field("faults_ok", self.faults_ok().to_string());
+        let faults: Vec<String> = self
+            .faults
+            .iter()
+            .map(|(kind, c)| {
+                let samples: Vec<String> = c.samples.iter().map(|s| json_string(s)).collect();
+                format!(
+                    "{}:{{\"connections\":{},\"runs\":{},\"expected\":{},\"unexpected\":{},\
+                     \"cut_short\":{},\"connect_failed\":{},\"samples\":[{}]}}",
+                    json_string(kind.name()),
+                    c.connections,
+                    c.runs,
+                    c.expected,
+                    c.unexpected,
+                    c.cut_short,
+                    c.connect_failed,
+                    samples.join(",")
+                )
+            })
+            .collect();
+        field("faults", format!("{{{}}}", faults.join(",")));
         out.push('}');
         out
     }
@@ -342,6 +445,39 @@ mod tests {
         );
         assert!(json.contains(r#""limit_note":null"#), "{json}");
         assert!(!json.contains('\n'));
+    }
+
+    #[test]
+    fn fault_counts_in_text_and_json_and_the_verdict() {
+        let counts = FaultCounts {
+            connections: 2,
+            runs: 5,
+            expected: 4,
+            unexpected: 1,
+            samples: vec!["connection 3 cycle 2: EOF after 1 of 8 replies".into()],
+            ..FaultCounts::default()
+        };
+        let report = LoadReport {
+            established: 8,
+            healthy_connections: 8,
+            faulty_connections: 2,
+            faults: vec![(FaultKind::HalfClose, counts)],
+            ..LoadReport::default()
+        };
+        assert!(!report.verified() && !report.faults_ok());
+        let text = report.to_text();
+        assert!(text.contains("(of 8 healthy; 2 faulty below)"), "{text}");
+        assert!(
+            text.contains("unexpected   halfclose: connection 3 cycle 2"),
+            "{text}"
+        );
+        assert!(text.contains("; 1 unexpected fault outcomes"), "{text}");
+        let json = report.to_json();
+        assert!(json.contains(r#""faults_ok":false"#), "{json}");
+        assert!(
+            json.contains(r#""halfclose":{"connections":2,"runs":5,"expected":4,"unexpected":1,"cut_short":0,"connect_failed":0,"samples":["connection 3 cycle 2: EOF after 1 of 8 replies"]}"#),
+            "{json}"
+        );
     }
 
     #[test]

@@ -71,6 +71,12 @@ pub struct Ctx<'a> {
     pub in_flight: &'a mut u64,
     /// Sessions open now.
     pub open: &'a mut u64,
+    /// Faulty sessions in the middle of a cycle (connecting or running).
+    pub busy_faults: &'a mut u64,
+    /// The run's payloads (faulty sessions make a checker per cycle).
+    pub source: &'a PayloadSource,
+    /// The payloads of `noread`'s larger frames.
+    pub noread_source: &'a PayloadSource,
 }
 
 /// Open-loop pacing: frame `k` is due at `start + interval * (k + phase)`.
@@ -129,6 +135,62 @@ pub fn describe(e: &io::Error) -> String {
     name.to_string()
 }
 
+/// Issues a non-blocking connect to `addr` and registers the stream as `token` for
+/// reading and writing (healthy and faulty sessions alike).
+pub fn open_stream(
+    addr: &ListenAddr,
+    registry: &Registry,
+    token: Token,
+) -> Result<Stream, ConnectError> {
+    let connected = match addr {
+        ListenAddr::Tcp(sock) => TcpStream::connect(*sock).map(Stream::Tcp),
+        ListenAddr::Unix(path) => UnixStream::connect(path).map(Stream::Unix),
+    };
+    let mut stream = match connected {
+        Ok(stream) => stream,
+        Err(e) => {
+            return Err(match e.raw_os_error() {
+                Some(libc::EMFILE | libc::ENFILE) => {
+                    ConnectError::Limit(LimitHit::FileDescriptors, describe(&e))
+                }
+                Some(libc::EADDRNOTAVAIL) => {
+                    ConnectError::Limit(LimitHit::EphemeralPorts, describe(&e))
+                }
+                Some(libc::EAGAIN) if matches!(addr, ListenAddr::Unix(_)) => ConnectError::Retry,
+                _ => ConnectError::Failed(describe(&e)),
+            })
+        }
+    };
+    if let Err(e) = registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
+        return Err(ConnectError::Failed(format!("register: {}", describe(&e))));
+    }
+    Ok(stream)
+}
+
+/// Whether a non-blocking connect has completed, asked on an event of its stream:
+/// `Ok(true)` established (and Nagle turned off), `Ok(false)` still in progress (the
+/// event was spurious), `Err` the connect failed.
+pub fn connect_done(stream: &Stream) -> io::Result<bool> {
+    // mio's TcpStream::connect docs: on writable, take_error, then peer_addr;
+    // NotConnected means the event was spurious and the connect still runs.
+    let outcome = match stream.take_error() {
+        Ok(Some(e)) | Err(e) => Err(e),
+        Ok(None) => stream.check_connected(),
+    };
+    match outcome {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    if let Stream::Tcp(tcp) = stream {
+        // Frames are small and pipelined: no Nagle delay on the client side either.
+        if let Err(e) = tcp.set_nodelay(true) {
+            log::debug!("set_nodelay: {e}");
+        }
+    }
+    Ok(true)
+}
+
 impl Session {
     /// Issues a non-blocking connect for connection `id` to the plan's address and
     /// registers it as `token`.
@@ -141,33 +203,7 @@ impl Session {
         token: Token,
         now: Instant,
     ) -> Result<Session, ConnectError> {
-        let addr = &plan.addr;
-        let connected = match addr {
-            ListenAddr::Tcp(sock) => TcpStream::connect(*sock).map(Stream::Tcp),
-            ListenAddr::Unix(path) => UnixStream::connect(path).map(Stream::Unix),
-        };
-        let mut stream = match connected {
-            Ok(stream) => stream,
-            Err(e) => {
-                return Err(match e.raw_os_error() {
-                    Some(libc::EMFILE | libc::ENFILE) => {
-                        ConnectError::Limit(LimitHit::FileDescriptors, describe(&e))
-                    }
-                    Some(libc::EADDRNOTAVAIL) => {
-                        ConnectError::Limit(LimitHit::EphemeralPorts, describe(&e))
-                    }
-                    Some(libc::EAGAIN) if matches!(addr, ListenAddr::Unix(_)) => {
-                        ConnectError::Retry
-                    }
-                    _ => ConnectError::Failed(describe(&e)),
-                })
-            }
-        };
-        if let Err(e) =
-            registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
-        {
-            return Err(ConnectError::Failed(format!("register: {}", describe(&e))));
-        }
+        let stream = open_stream(&plan.addr, registry, token)?;
         Ok(Session {
             id,
             stream: Some(stream),
@@ -246,24 +282,12 @@ impl Session {
         let Some(stream) = self.stream.as_ref() else {
             return false;
         };
-        // mio's TcpStream::connect docs: on writable, take_error, then peer_addr;
-        // NotConnected means the event was spurious and the connect still runs.
-        let outcome = match stream.take_error() {
-            Ok(Some(e)) | Err(e) => Err(e),
-            Ok(None) => stream.check_connected(),
-        };
-        match outcome {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => return false,
+        match connect_done(stream) {
+            Ok(true) => {}
+            Ok(false) => return false,
             Err(e) => {
                 self.fail_connect(&describe(&e), ctx);
                 return false;
-            }
-        }
-        if let Stream::Tcp(tcp) = stream {
-            // Frames are small and pipelined: no Nagle delay on the client side either.
-            if let Err(e) = tcp.set_nodelay(true) {
-                log::debug!("set_nodelay: {e}");
             }
         }
         self.state = State::Open(now);

@@ -10,6 +10,8 @@ use std::sync::atomic::AtomicU64;
 
 use hdrhistogram::Histogram;
 
+use crate::load::fault::FaultCounts;
+
 /// The largest latency or connect time recorded, in microseconds (one minute); larger
 /// values are clamped to it.
 const MAX_MICROS: u64 = 60_000_000;
@@ -56,6 +58,8 @@ pub struct WorkerStats {
     pub errors: BTreeMap<String, u64>,
     /// Set when this worker stopped opening connections because a limit ran out.
     pub limit: Option<LimitHit>,
+    /// The faulty connections' cycles, by kind (indexed by `FaultKind::index`).
+    pub faults: [FaultCounts; 7],
 }
 
 /// A resource that ran out while opening connections.
@@ -94,6 +98,7 @@ impl WorkerStats {
             close_after_ms: histogram(MAX_MILLIS),
             errors: BTreeMap::new(),
             limit: None,
+            faults: Default::default(),
         }
     }
 
@@ -144,6 +149,9 @@ impl WorkerStats {
             *self.errors.entry(kind.clone()).or_insert(0) += n;
         }
         self.limit = self.limit.or(other.limit);
+        for (mine, theirs) in self.faults.iter_mut().zip(&other.faults) {
+            mine.merge(theirs);
+        }
     }
 }
 

@@ -105,6 +105,12 @@ impl<T> ReplyChecker<T> {
         self.stamps.len()
     }
 
+    /// Bytes received that settled nothing yet: part of a reply, or a differing reply
+    /// still waiting for its TAB. Zero at a reply boundary.
+    pub fn pending_bytes(&self) -> usize {
+        self.matched + self.mismatch.as_ref().map_or(0, Vec::len)
+    }
+
     /// The stamp of the oldest frame in flight.
     pub fn oldest(&self) -> Option<&T> {
         self.stamps.front()

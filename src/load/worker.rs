@@ -5,11 +5,15 @@
 //! event to its session; send the paced frames that came due; publish progress; stop when
 //! the drain is over or nothing is in flight after sending stopped.
 //!
+//! Faulty sessions (fault.rs) share the loop: their timers go in the same heap, and
+//! the drain also waits for their cycles in progress (`busy_faults`).
+//!
 //! # Invariants
 //! - `sessions[i]` is always registered as `Token(i)`; sessions are never removed during
-//!   a run, so a token always names the session it was given to (no reuse, no stale events).
-//! - `in_flight` always equals the sum of the sessions' frames in flight.
-//! - Each session has at most one entry in the pacing heap (`Session::in_heap`).
+//!   a run, so a token always names the session it was given to. A faulty session
+//!   registers each cycle's socket under its same token, only from a timer (see fault.rs).
+//! - `in_flight` always equals the sum of the healthy sessions' frames in flight.
+//! - Each healthy session has at most one entry in the pacing heap (`Session::in_heap`).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -21,6 +25,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Poll, Token};
 
 use crate::addr::ListenAddr;
+use crate::load::fault::{FaultKind, FaultPlan, FaultSession, NOREAD_FRAME};
 use crate::load::payload::PayloadSource;
 use crate::load::session::{ConnectError, Ctx, Session, State};
 use crate::load::stats::{Progress, WorkerStats};
@@ -64,6 +69,8 @@ pub struct Plan {
     pub connect_timeout: Duration,
     /// When the workers started.
     pub start: Instant,
+    /// Which connections misbehave, how, and what they assume of the server.
+    pub faults: FaultPlan,
 }
 
 impl Plan {
@@ -89,6 +96,7 @@ impl Plan {
             drain_end: send_end + drain,
             connect_timeout: options.connect_timeout,
             start,
+            faults: fault_plan(options),
         }
     }
 
@@ -100,6 +108,34 @@ impl Plan {
     /// Whether a frame scheduled at `stamp` counts in the measured window.
     pub fn measured(&self, stamp: Instant) -> bool {
         stamp >= self.measure_start && stamp < self.send_end
+    }
+}
+
+/// The faulty connections of `options`: `fault_share` of them, at least one per kind
+/// given (each kind once, in the order given), at most all.
+fn fault_plan(options: &LoadOptions) -> FaultPlan {
+    let mut kinds: Vec<FaultKind> = Vec::new();
+    for &kind in &options.faults {
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    let connections = options.connections as u64;
+    let faulty = if kinds.is_empty() {
+        0
+    } else {
+        ((connections as f64 * options.fault_share).ceil() as u64)
+            .max(kinds.len() as u64)
+            .min(connections)
+    };
+    FaultPlan {
+        kinds,
+        faulty,
+        connections,
+        max_frame: options.max_frame,
+        idle_timeout: options.idle_timeout,
+        pause: options.fault_pause,
+        cycles: options.fault_cycles,
     }
 }
 
@@ -119,6 +155,14 @@ pub struct WorkerConfig {
     pub plan: Arc<Plan>,
 }
 
+/// A worker's connection: healthy (every reply verified) or faulty (cycling).
+enum Slot {
+    /// A healthy session.
+    Healthy(Session),
+    /// A faulty session, reconnecting on the same token each cycle.
+    Faulty(FaultSession),
+}
+
 /// Runs one worker to the end of the drain and returns what it counted.
 pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats> {
     let plan = &*config.plan;
@@ -126,7 +170,8 @@ pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats>
     let mut events = Events::with_capacity(EVENTS_CAPACITY);
     let mut stats = WorkerStats::new();
     let mut read_buf = vec![0u8; READ_BUF];
-    let mut sessions: Vec<Session> = Vec::with_capacity(config.count);
+    let noread_source = PayloadSource::new(NOREAD_FRAME.min(plan.faults.max_frame));
+    let mut sessions: Vec<Slot> = Vec::with_capacity(config.count);
     let interval = config
         .rate_per_connection
         .map(|r| Duration::from_secs_f64(1.0 / r));
@@ -143,10 +188,11 @@ pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats>
         .collect();
     // Connects in progress, by deadline (deadlines grow: connects start in order).
     let mut connect_deadlines: VecDeque<(Instant, usize)> = VecDeque::new();
-    // Open-loop pacing: (due, session index).
+    // Open-loop pacing and the faulty sessions' timers: (due, session index).
     let mut paced: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
     let mut in_flight: u64 = 0;
     let mut open: u64 = 0;
+    let mut busy_faults: u64 = 0;
     let mut limit_logged = false;
 
     loop {
@@ -159,6 +205,9 @@ pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats>
             registry,
             in_flight: &mut in_flight,
             open: &mut open,
+            busy_faults: &mut busy_faults,
+            source: &config.source,
+            noread_source: &noread_source,
         };
 
         // Open the connections that are due, a bounded batch per turn.
@@ -177,11 +226,22 @@ pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats>
             }
             to_open.pop_front();
             opened += 1;
-            let token = Token(sessions.len());
+            let index = sessions.len();
+            let token = Token(index);
+            if let Some(kind) = plan.faults.kind_of(id) {
+                // A faulty connection always keeps its slot: a failed connect is retried.
+                ctx.stats.faults[kind.index()].connections += 1;
+                let mut fault = FaultSession::new(kind, id, token, &config.source, now);
+                fault.on_timer(now, &mut ctx);
+                let mut slot = Slot::Faulty(fault);
+                schedule(&mut slot, index, &ctx, now, &mut paced);
+                sessions.push(slot);
+                continue;
+            }
             match Session::start(id, &config.source, plan, interval, registry, token, now) {
                 Ok(session) => {
-                    connect_deadlines.push_back((now + plan.connect_timeout, sessions.len()));
-                    sessions.push(session);
+                    connect_deadlines.push_back((now + plan.connect_timeout, index));
+                    sessions.push(Slot::Healthy(session));
                 }
                 Err(ConnectError::Retry) => {
                     ctx.stats
@@ -213,31 +273,47 @@ pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats>
                 break;
             }
             connect_deadlines.pop_front();
-            sessions[index].expire_connect(&mut ctx);
+            if let Slot::Healthy(session) = &mut sessions[index] {
+                session.expire_connect(&mut ctx);
+            }
         }
 
-        // Paced frames that came due.
+        // Paced frames and faulty sessions' timers that came due.
         while let Some(&Reverse((due, index))) = paced.peek() {
             if due > now {
                 break;
             }
             paced.pop();
-            let session = &mut sessions[index];
-            session.in_heap = false;
-            session.pump(now, &mut ctx);
-            schedule(session, index, plan, now, &mut paced);
+            let slot = &mut sessions[index];
+            match slot {
+                Slot::Healthy(session) => {
+                    session.in_heap = false;
+                    session.pump(now, &mut ctx);
+                }
+                Slot::Faulty(fault) => {
+                    if fault.armed == Some(due) {
+                        fault.armed = None;
+                    }
+                    fault.on_timer(now, &mut ctx);
+                }
+            }
+            schedule(slot, index, &ctx, now, &mut paced);
         }
 
         publish(progress, ctx.stats, *ctx.open);
 
         // The end: the drain is over, or nothing is left to wait for.
-        if now >= plan.send_end && to_open.is_empty() && (in_flight == 0 || now >= plan.drain_end) {
+        let idle = in_flight == 0 && busy_faults == 0;
+        if now >= plan.send_end && to_open.is_empty() && (idle || now >= plan.drain_end) {
             break;
         }
         if plan.frames_per_connection.is_some()
             && to_open.is_empty()
-            && in_flight == 0
-            && sessions.iter().all(|s| s.is_done(plan))
+            && idle
+            && sessions.iter().all(|slot| match slot {
+                Slot::Healthy(session) => session.is_done(plan),
+                Slot::Faulty(fault) => fault.is_done(),
+            })
         {
             break;
         }
@@ -279,20 +355,32 @@ pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats>
             registry: poll.registry(),
             in_flight: &mut in_flight,
             open: &mut open,
+            busy_faults: &mut busy_faults,
+            source: &config.source,
+            noread_source: &noread_source,
         };
         for event in events.iter() {
             let index = event.token().0;
-            // A token always names its own session (never removed, never reused).
-            let Some(session) = sessions.get_mut(index) else {
+            // A token always names its own slot (never removed, never reused by another).
+            let Some(slot) = sessions.get_mut(index) else {
                 continue;
             };
-            session.on_event(
-                event.is_readable() || event.is_read_closed() || event.is_error(),
-                event.is_writable() || event.is_write_closed(),
-                now,
-                &mut ctx,
-            );
-            schedule(session, index, plan, now, &mut paced);
+            match slot {
+                Slot::Healthy(session) => session.on_event(
+                    event.is_readable() || event.is_read_closed() || event.is_error(),
+                    event.is_writable() || event.is_write_closed(),
+                    now,
+                    &mut ctx,
+                ),
+                Slot::Faulty(fault) => fault.on_event(
+                    event.is_readable(),
+                    event.is_writable() || event.is_write_closed(),
+                    event.is_read_closed() || event.is_error(),
+                    now,
+                    &mut ctx,
+                ),
+            }
+            schedule(slot, index, &ctx, now, &mut paced);
         }
     }
 
@@ -305,13 +393,21 @@ pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats>
         registry: poll.registry(),
         in_flight: &mut in_flight,
         open: &mut open,
+        busy_faults: &mut busy_faults,
+        source: &config.source,
+        noread_source: &noread_source,
     };
-    for session in &mut sessions {
-        if let State::Connecting(_) = session.state() {
-            session.fail_connect("timed out (still connecting at the end)", &mut ctx);
+    for slot in &mut sessions {
+        match slot {
+            Slot::Healthy(session) => {
+                if let State::Connecting(_) = session.state() {
+                    session.fail_connect("timed out (still connecting at the end)", &mut ctx);
+                }
+                session.give_up(now, &mut ctx);
+                session.shut(&mut ctx);
+            }
+            Slot::Faulty(fault) => fault.end_of_run(&mut ctx),
         }
-        session.give_up(now, &mut ctx);
-        session.shut(&mut ctx);
     }
     publish(progress, &stats, open);
     debug_assert_eq!(
@@ -319,23 +415,43 @@ pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats>
         stats.frames_answered + stats.frames_corrupt + stats.frames_lost,
         "every frame sent is settled once"
     );
+    debug_assert_eq!(busy_faults, 0, "every faulty cycle ended");
     Ok(stats)
 }
 
-/// Puts `session` in the pacing heap if it waits for a due time and is not there yet.
+/// Puts a slot in the timer heap if it waits for a due time it has no entry for yet:
+/// a healthy session's next paced frame (one entry at most, `in_heap`), or a faulty
+/// session's next wake (an entry earlier than any it has, `armed`; later entries it
+/// has become spurious wakes, which it ignores).
 fn schedule(
-    session: &mut Session,
+    slot: &mut Slot,
     index: usize,
-    plan: &Plan,
+    ctx: &Ctx,
     now: Instant,
     paced: &mut BinaryHeap<Reverse<(Instant, usize)>>,
 ) {
-    if session.in_heap {
-        return;
-    }
-    if let Some(due) = session.next_due(plan, now) {
-        paced.push(Reverse((due, index)));
-        session.in_heap = true;
+    match slot {
+        Slot::Healthy(session) => {
+            if session.in_heap {
+                return;
+            }
+            if let Some(due) = session.next_due(ctx.plan, now) {
+                paced.push(Reverse((due, index)));
+                session.in_heap = true;
+            }
+        }
+        Slot::Faulty(fault) => {
+            if let Some(wake) = fault.next_wake(ctx) {
+                let earlier = match fault.armed {
+                    Some(armed) => wake < armed,
+                    None => true,
+                };
+                if earlier {
+                    paced.push(Reverse((wake, index)));
+                    fault.armed = Some(wake);
+                }
+            }
+        }
     }
 }
 

@@ -9,8 +9,10 @@
 //! - `process`: the built binary: signals, shutdown summary, CLI errors
 //! - `send`: `tabecho send` and the blocking `Client`: replies, stdin, every error exit
 //! - `load`: `tabecho load`: verified runs, and the wrong servers it must catch
+//! - `faults_load`: `tabecho load --faults`: each misbehaving client's documented outcome
 
 mod faults;
+mod faults_load;
 mod idle;
 mod limits;
 mod load;

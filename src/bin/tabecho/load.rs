@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use clap::Args;
 use tabecho::addr::{parse_duration, ListenAddr};
-use tabecho::config::DEFAULT_LISTEN;
-use tabecho::load::{self, LoadOptions};
+use tabecho::config::{DEFAULT_LISTEN, DEFAULT_MAX_FRAME};
+use tabecho::load::{self, FaultKind, LoadOptions};
 
-/// Every frame got exactly its reply.
+/// Every frame got exactly its reply (and every fault its documented outcome).
 const EXIT_OK: u8 = 0;
-/// Frames lost or corrupt, or replies nobody asked for.
+/// Frames lost or corrupt, replies nobody asked for, or a fault's unexpected outcome.
 const EXIT_VERIFY_FAILED: u8 = 1;
 /// Could not run: no connection established, or the run could not start.
 const EXIT_NO_RUN: u8 = 3;
@@ -25,9 +25,31 @@ ends are lost. The clock starts when the first connection opens: use --warmup to
 the connection ramp out of the numbers. With --rate, latency is measured from each
 frame's scheduled send time, so a stalled server cannot hide (coordinated omission).
 
+Faults (--faults KIND,...): a share of the connections (--fault-share, default 0.1 =
+10%, at least one per kind, spread evenly over the kinds given) misbehave instead of
+sending healthy load. Each cycles: connect, misbehave, check what it receives against
+docs/PROTOCOL.md, pause (--fault-pause), reconnect, until sending stops. The checks
+assume the server's --max-frame and --idle-timeout: give the same values here.
+  reset      a burst of frames, then a reset (SO_LINGER 0) as soon as replies flow;
+             the reply bytes before it must be correct
+  halfclose  a burst and an unfinished fragment, then shuts its write side: every
+             reply, none to the fragment, then EOF
+  slowread   a burst, then reads nothing for half the idle timeout: every reply in
+             order, then EOF
+  noread     sends frames (up to 4 MiB) and never reads: the server throttles it and
+             reaps it (EOF or reset); whatever arrived is a correct prefix
+  trickle    an unfinished frame, one byte at a time: no byte back, and a close no
+             sooner than the idle timeout
+  oversize   8 frames, then more than --max-frame bytes without a TAB: their replies,
+             exactly `error: frame exceeds N bytes` + TAB, then EOF
+  garbage    4 KiB of random bytes with TABs (NUL, 0xFF...): the replies to the frames
+             they make, byte for byte, then EOF
+Every outcome must come within 2 idle timeouts + 5 s of the connect. The healthy
+connections are verified as without faults and must lose nothing.
+
 Exit codes:
-  0  every frame sent got exactly its reply
-  1  frames lost or corrupt, or unexpected replies
+  0  every frame sent got exactly its reply, every fault its documented outcome
+  1  frames lost or corrupt, unexpected replies, or an unexpected fault outcome
   2  bad command line
   3  could not run (no connection established, no thread, no poll)")]
 pub struct LoadArgs {
@@ -76,6 +98,25 @@ pub struct LoadArgs {
     /// Send at most this many frames per connection, then end once all are answered.
     #[arg(long)]
     frames: Option<u64>,
+    /// Mix in misbehaving connections: reset, halfclose, slowread, noread, trickle,
+    /// oversize, garbage (comma-separated; see below).
+    #[arg(long, value_delimiter = ',', value_name = "KIND,...")]
+    faults: Vec<FaultKind>,
+    /// The share of connections that misbehave with --faults (0.1 = 10%).
+    #[arg(long, default_value_t = load::DEFAULT_FAULT_SHARE, value_name = "FRACTION")]
+    fault_share: f64,
+    /// Mean pause between two cycles of a faulty connection.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    fault_pause: Duration,
+    /// Cycles per faulty connection, at most [default: until sending stops].
+    #[arg(long)]
+    fault_cycles: Option<u64>,
+    /// The server's --max-frame, which the oversize and garbage faults assume.
+    #[arg(long, default_value_t = DEFAULT_MAX_FRAME, value_name = "BYTES")]
+    max_frame: usize,
+    /// The server's --idle-timeout, which the trickle and slowread faults assume.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    idle_timeout: Duration,
 }
 
 pub fn run(args: LoadArgs) -> ExitCode {
@@ -96,6 +137,12 @@ pub fn run(args: LoadArgs) -> ExitCode {
     options.connect_timeout = args.connect_timeout;
     options.frames_per_connection = args.frames;
     options.progress = std::io::stderr().is_terminal();
+    options.faults = args.faults;
+    options.fault_share = args.fault_share;
+    options.fault_pause = args.fault_pause;
+    options.fault_cycles = args.fault_cycles;
+    options.max_frame = args.max_frame;
+    options.idle_timeout = args.idle_timeout;
 
     if !args.json {
         println!(
@@ -116,6 +163,18 @@ pub fn run(args: LoadArgs) -> ExitCode {
             human(options.duration),
             human(options.warmup),
         );
+        if !options.faults.is_empty() {
+            let kinds: Vec<&str> = options.faults.iter().map(|k| k.name()).collect();
+            println!(
+                "faults: {} on {:.0}% of the connections, pause {}, assuming the server's \
+                 --max-frame {} and --idle-timeout {}",
+                kinds.join(","),
+                options.fault_share * 100.0,
+                human(options.fault_pause),
+                options.max_frame,
+                human(options.idle_timeout),
+            );
+        }
     }
     let report = match load::run(&options) {
         Ok(report) => report,
@@ -129,7 +188,7 @@ pub fn run(args: LoadArgs) -> ExitCode {
     } else {
         print!("{}", report.to_text());
     }
-    if report.established == 0 {
+    if !report.ran() {
         eprintln!(
             "tabecho load: no connection could be established to {}",
             options.addr

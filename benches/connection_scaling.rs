@@ -551,14 +551,7 @@ fn plot_throughput(path: &Path, points: &[Point]) {
                 (ymin.max(1e-3)..ymax).log_scale(),
             )
             .unwrap();
-        chart
-            .configure_mesh()
-            .x_desc("connections")
-            .x_labels(6)
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| format!("{y:.0}"))
-            .draw()
-            .unwrap();
+        draw_mesh(&mut chart);
         for (k, kind) in [Kind::Tabecho, Kind::Ceiling, Kind::Tokio]
             .into_iter()
             .enumerate()
@@ -582,6 +575,18 @@ fn plot_throughput(path: &Path, points: &[Point]) {
 
 /// A chart with log scales on both axes.
 type LogChart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<LogCoord<f64>, LogCoord<f64>>>;
+
+/// The grid, with integer labels and connections on the x axis.
+fn draw_mesh(chart: &mut LogChart<'_, '_>) {
+    chart
+        .configure_mesh()
+        .x_desc("connections")
+        .x_labels(6)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .draw()
+        .unwrap();
+}
 
 /// One server's line, with its points marked and its name in the legend.
 fn draw_line(chart: &mut LogChart<'_, '_>, name: &str, color: RGBColor, data: Vec<(f64, f64)>) {
@@ -623,14 +628,7 @@ fn plot_memory(path: &Path, points: &[Point]) {
         .y_label_area_size(60)
         .build_cartesian_2d((800f64..xmax).log_scale(), (10f64..ymax).log_scale())
         .unwrap();
-    chart
-        .configure_mesh()
-        .x_desc("connections")
-        .x_labels(6)
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| format!("{y:.0}"))
-        .draw()
-        .unwrap();
+    draw_mesh(&mut chart);
     for (k, kind) in [Kind::Tabecho, Kind::Ceiling, Kind::Tokio]
         .into_iter()
         .enumerate()

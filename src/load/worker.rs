@@ -194,21 +194,22 @@ pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats>
     let mut open: u64 = 0;
     let mut busy_faults: u64 = 0;
     let mut limit_logged = false;
+    // A registry of its own, so the sessions' context can live across `poll.poll`.
+    let registry = poll.registry().try_clone()?;
+    let mut ctx = Ctx {
+        stats: &mut stats,
+        read_buf: &mut read_buf,
+        plan,
+        registry: &registry,
+        in_flight: &mut in_flight,
+        open: &mut open,
+        busy_faults: &mut busy_faults,
+        source: &config.source,
+        noread_source: &noread_source,
+    };
 
     loop {
         let now = Instant::now();
-        let registry = poll.registry();
-        let mut ctx = Ctx {
-            stats: &mut stats,
-            read_buf: &mut read_buf,
-            plan,
-            registry,
-            in_flight: &mut in_flight,
-            open: &mut open,
-            busy_faults: &mut busy_faults,
-            source: &config.source,
-            noread_source: &noread_source,
-        };
 
         // Open the connections that are due, a bounded batch per turn.
         let mut opened = 0;
@@ -238,7 +239,7 @@ pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats>
                 sessions.push(slot);
                 continue;
             }
-            match Session::start(id, &config.source, plan, interval, registry, token, now) {
+            match Session::start(id, &config.source, plan, interval, ctx.registry, token, now) {
                 Ok(session) => {
                     connect_deadlines.push_back((now + plan.connect_timeout, index));
                     sessions.push(Slot::Healthy(session));
@@ -303,7 +304,7 @@ pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats>
         publish(progress, ctx.stats, *ctx.open);
 
         // The end: the drain is over, or nothing is left to wait for.
-        let idle = in_flight == 0 && busy_faults == 0;
+        let idle = *ctx.in_flight == 0 && *ctx.busy_faults == 0;
         if now >= plan.send_end && to_open.is_empty() && (idle || now >= plan.drain_end) {
             break;
         }
@@ -348,17 +349,6 @@ pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats>
         }
 
         let now = Instant::now();
-        let mut ctx = Ctx {
-            stats: &mut stats,
-            read_buf: &mut read_buf,
-            plan,
-            registry: poll.registry(),
-            in_flight: &mut in_flight,
-            open: &mut open,
-            busy_faults: &mut busy_faults,
-            source: &config.source,
-            noread_source: &noread_source,
-        };
         for event in events.iter() {
             let index = event.token().0;
             // A token always names its own slot (never removed, never reused by another).
@@ -386,17 +376,6 @@ pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats>
 
     // The end: whatever is still in flight is lost; close everything.
     let now = Instant::now();
-    let mut ctx = Ctx {
-        stats: &mut stats,
-        read_buf: &mut read_buf,
-        plan,
-        registry: poll.registry(),
-        in_flight: &mut in_flight,
-        open: &mut open,
-        busy_faults: &mut busy_faults,
-        source: &config.source,
-        noread_source: &noread_source,
-    };
     for slot in &mut sessions {
         match slot {
             Slot::Healthy(session) => {

@@ -65,11 +65,17 @@ impl TimerWheel {
     /// A wheel of at least `slots` slots (rounded up to a power of two, at least 64). Size it
     /// to the longest usual deadline in ticks, so that polls never meet later rounds.
     pub fn new(slots: usize) -> Self {
+        Self::with_capacity(slots, 0)
+    }
+
+    /// As [`TimerWheel::new`], with room reserved for `entries` entries (24 bytes each), so
+    /// arming up to that many never copies the entries to a larger buffer.
+    pub fn with_capacity(slots: usize, entries: usize) -> Self {
         let slots = slots.max(64).next_power_of_two();
         TimerWheel {
             heads: vec![NIL; slots],
             occupied: vec![0; slots / 64],
-            nodes: Vec::new(),
+            nodes: Vec::with_capacity(entries),
             free: NIL,
             len: 0,
             elapsed: 0,

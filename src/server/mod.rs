@@ -64,6 +64,12 @@ const READ_BUF_SIZE: usize = 64 * 1024;
 const ACCEPTS_PER_EVENT: usize = 256;
 /// How long accepting pauses when descriptors run out, before it is retried.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// Connection slots (and timer entries) reserved at start, at most. Reserving is address
+/// space only: a page is touched when a connection first lands in it, so an idle
+/// server's RSS does not grow, each connection costs exactly its slot and timer entry
+/// (no doubling slack), and a growing slab never copies itself. 2^20 slots of 112 bytes
+/// is 112 MiB of address space at most.
+const MAX_RESERVED_CONNECTIONS: usize = 1 << 20;
 /// The largest high-water mark honoured, so pending output always fits a `u32` offset.
 const MAX_HIGH_WATER: usize = 1 << 30;
 /// Events taken per poll.
@@ -173,6 +179,7 @@ impl Server {
         let idle_us = config.idle_timeout.as_micros() as u64;
         // One revolution covers the idle timeout: polls touch only entries that expire.
         let slots = (idle_us / tick_us + 2).min(1 << 16) as usize;
+        let reserved = max_connections.min(MAX_RESERVED_CONNECTIONS);
         let limits = Limits {
             max_frame: config.max_frame,
             high_water: config.high_water.clamp(1, MAX_HIGH_WATER),
@@ -182,8 +189,9 @@ impl Server {
             poll,
             listener: Some(listener),
             local_addr,
-            connections: Slab::new(),
-            wheel: TimerWheel::new(slots),
+            connections: Slab::with_capacity(reserved),
+            // One timer per connection, and the server's own few.
+            wheel: TimerWheel::with_capacity(slots, reserved + 4),
             clock: Clock {
                 start: Instant::now(),
                 tick_us,

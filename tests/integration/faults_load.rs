@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use tabecho::addr::ListenAddr;
-use tabecho::load::{self, FaultCounts, FaultKind, LoadOptions, LoadReport};
+use tabecho::load::{FaultCounts, FaultKind, LoadOptions};
 use tabecho::server::Stats;
 
 use crate::util::*;
@@ -55,17 +55,12 @@ fn faulty(addr: &ListenAddr, kinds: &[FaultKind]) -> LoadOptions {
     options
 }
 
-#[track_caller]
-fn run(options: &LoadOptions) -> LoadReport {
-    load::run(options).expect("load run")
-}
-
 /// Runs `kind` alone against a fresh server; checks that every cycle got its documented
 /// outcome and the healthy connections lost nothing; returns the server's counters.
 #[track_caller]
 fn kind_alone(kind: FaultKind) -> (FaultCounts, Stats) {
     let server = start_server(MAX_FRAME);
-    let report = run(&faulty(&server.addr, &[kind]));
+    let report = run_load(&faulty(&server.addr, &[kind]));
     let text = report.to_text();
     assert!(report.verified(), "{text}");
     assert_eq!(report.faults.len(), 1, "{text}");
@@ -136,7 +131,7 @@ fn fault_garbage_alone_gets_the_replies_of_the_frames_it_makes() {
 fn fault_oversize_against_another_frame_limit_is_unexpected() {
     // A smaller limit: the error line names another number.
     let server = start_server(MAX_FRAME / 2);
-    let report = run(&faulty(&server.addr, &[FaultKind::Oversize]));
+    let report = run_load(&faulty(&server.addr, &[FaultKind::Oversize]));
     let text = report.to_text();
     assert!(!report.verified() && !report.faults_ok(), "{text}");
     let counts = &report.faults[0].1;
@@ -150,7 +145,7 @@ fn fault_oversize_against_another_frame_limit_is_unexpected() {
 
     // A larger limit: no error at all; the server waits for the TAB, then reaps.
     let server = start_server(64 * 1024);
-    let report = run(&faulty(&server.addr, &[FaultKind::Oversize]));
+    let report = run_load(&faulty(&server.addr, &[FaultKind::Oversize]));
     let text = report.to_text();
     assert_eq!(report.fault_unexpected(), FAULTY * CYCLES, "{text}");
     assert!(text.contains("without the error line"), "{text}");

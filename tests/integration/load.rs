@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use tabecho::addr::ListenAddr;
-use tabecho::load::{self, LoadOptions, LoadReport};
+use tabecho::load::LoadOptions;
 
 use crate::util::*;
 
@@ -23,15 +23,10 @@ fn small(addr: &ListenAddr, connections: usize, frames: u64) -> LoadOptions {
     options
 }
 
-#[track_caller]
-fn run(options: &LoadOptions) -> LoadReport {
-    load::run(options).expect("load run")
-}
-
 #[test]
 fn load_verifies_every_reply_from_the_server() {
     let server = TestServer::start();
-    let report = run(&small(&server.addr, 4, 2000));
+    let report = run_load(&small(&server.addr, 4, 2000));
     assert!(report.verified(), "{}", report.to_text());
     assert_eq!(report.established, 4);
     assert_eq!(report.frames_sent, 8000);
@@ -47,7 +42,7 @@ fn load_verifies_large_and_empty_frames() {
     for size in [0, 65536] {
         let mut options = small(&server.addr, 2, 20);
         options.size = size;
-        let report = run(&options);
+        let report = run_load(&options);
         assert!(report.verified(), "size {size}: {}", report.to_text());
         assert_eq!(report.frames_answered, 40, "size {size}");
     }
@@ -58,7 +53,7 @@ fn load_over_a_unix_socket() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("load.sock");
     let server = TestServer::start_with(|c| c.listen = ListenAddr::Unix(path.clone()));
-    let report = run(&small(&server.addr, 3, 500));
+    let report = run_load(&small(&server.addr, 3, 500));
     assert!(report.verified(), "{}", report.to_text());
     assert_eq!(report.frames_answered, 1500);
 }
@@ -67,7 +62,7 @@ fn load_over_a_unix_socket() {
 fn load_catches_one_corrupt_reply_in_a_thousand() {
     let server = FaultyServer::start(Fault::CorruptOneInAThousand);
     // 3000 replies over the server: numbers 999, 1999 and 2999 are corrupt.
-    let report = run(&small(&server.addr, 3, 1000));
+    let report = run_load(&small(&server.addr, 3, 1000));
     assert!(!report.verified());
     assert_eq!(report.corrupt, 3, "{}", report.to_text());
     assert_eq!(report.lost, 0, "{}", report.to_text());
@@ -78,7 +73,7 @@ fn load_catches_one_corrupt_reply_in_a_thousand() {
 #[test]
 fn load_catches_one_dropped_reply_as_lost() {
     let server = FaultyServer::start(Fault::DropOne);
-    let report = run(&small(&server.addr, 2, 1000));
+    let report = run_load(&small(&server.addr, 2, 1000));
     assert!(!report.verified());
     assert_eq!(report.lost, 1, "{}", report.to_text());
     assert_eq!(report.corrupt, 0, "{}", report.to_text());
@@ -90,13 +85,13 @@ fn load_raw_mode_checks_a_verbatim_echo() {
     let server = FaultyServer::start(Fault::Verbatim);
     let mut options = small(&server.addr, 2, 500);
     options.raw = true;
-    let report = run(&options);
+    let report = run_load(&options);
     assert!(report.verified(), "{}", report.to_text());
     assert_eq!(report.frames_answered, 1000);
     // The same server is wrong for the tab-echo protocol: every reply lacks the prefix.
     options.raw = false;
     options.frames_per_connection = Some(10);
-    let report = run(&options);
+    let report = run_load(&options);
     assert_eq!(report.corrupt, 20, "{}", report.to_text());
 }
 
@@ -106,7 +101,7 @@ fn load_silent_server_loses_every_frame_after_the_drain() {
     let mut options = small(&server.addr, 2, 5);
     options.duration = Duration::from_millis(200);
     options.drain = Duration::from_millis(200);
-    let report = run(&options);
+    let report = run_load(&options);
     assert_eq!(report.frames_sent, 10);
     assert_eq!(report.lost, 10, "{}", report.to_text());
     assert!(!report.verified());
@@ -119,7 +114,7 @@ fn load_open_loop_at_a_fixed_rate() {
     options.frames_per_connection = None;
     options.rate = Some(400.0);
     options.duration = Duration::from_millis(500);
-    let report = run(&options);
+    let report = run_load(&options);
     assert!(report.verified(), "{}", report.to_text());
     // At most rate × duration frames are scheduled; some are always sent.
     assert!(
@@ -138,7 +133,7 @@ fn load_idle_reports_the_servers_reaping() {
     options.idle = true;
     // Held long enough that the reaping (200 ms, plus the server's tick) is seen.
     options.duration = Duration::from_secs(2);
-    let report = run(&options);
+    let report = run_load(&options);
     assert_eq!(report.established, 5);
     assert_eq!(report.frames_sent, 0);
     assert_eq!(report.server_closes, 5, "{}", report.to_text());
@@ -151,7 +146,7 @@ fn load_counts_refused_connections() {
     let addr = ListenAddr::Tcp(refused_addr());
     let mut options = small(&addr, 3, 10);
     options.duration = Duration::from_millis(300);
-    let report = run(&options);
+    let report = run_load(&options);
     assert_eq!(report.established, 0);
     assert_eq!(report.connect_failed, 3);
     assert_eq!(report.errors.get("connect: connection refused"), Some(&3));

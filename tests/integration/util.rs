@@ -407,3 +407,9 @@ pub fn tabecho(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// Runs a load against a test server; fails the test if it cannot start.
+#[track_caller]
+pub fn run_load(options: &tabecho::load::LoadOptions) -> tabecho::load::LoadReport {
+    tabecho::load::run(options).expect("load run")
+}

@@ -117,11 +117,6 @@ impl Connection {
         self.output.len() - self.sent as usize
     }
 
-    /// True when the connection owes nothing and holds no unfinished frame.
-    pub fn is_quiet(&self) -> bool {
-        self.pending_output() == 0 && self.decoder.pending() == 0
-    }
-
     /// Starts a lingering close: answer nothing more, send what is owed, shut the write
     /// side, discard input until EOF. The reactor arms the linger deadline.
     pub fn begin_closing(&mut self, reason: CloseReason) -> Next {

@@ -355,9 +355,15 @@ impl Server {
         let Some(conn) = self.connections.get_mut(key) else {
             return;
         };
-        if !was_closing && conn.closing.is_some() {
+        if let (false, Some(reason)) = (was_closing, conn.closing) {
             self.wheel.cancel(conn.timer);
-            let deadline = self.clock.tick_after(now_us + self.linger_us);
+            // A shutdown's linger lasts the grace period: replies owed may take that long.
+            let linger_us = if reason == CloseReason::Shutdown {
+                self.config.shutdown_grace.as_micros() as u64
+            } else {
+                self.linger_us
+            };
+            let deadline = self.clock.tick_after(now_us + linger_us);
             conn.timer = self.wheel.arm(deadline, key as u32);
         }
     }
@@ -573,15 +579,15 @@ impl Server {
             if conn.closing.is_some() {
                 continue;
             }
-            if conn.is_quiet() {
-                self.close(key, CloseReason::Shutdown);
-            } else {
-                let next = conn.begin_closing(CloseReason::Shutdown);
-                // Input left unread while reading was paused raises no new edge: read
-                // (and discard) it now, so the linger sees the peer's EOF.
-                self.ready.push(key);
-                self.settle(key, next, false, now_us);
-            }
+            // Every connection, even one that owes nothing, gets the lingering close: a
+            // plain close while the client is still sending would reset the connection
+            // and erase replies it has not read yet. One that owes nothing has its write
+            // side shut at once, so an idle client sees EOF now.
+            let next = conn.begin_closing(CloseReason::Shutdown);
+            // Input left unread while reading was paused raises no new edge: read (and
+            // discard) it now, so the linger sees the peer's EOF.
+            self.ready.push(key);
+            self.settle(key, next, false, now_us);
         }
     }
 }

@@ -56,8 +56,14 @@ fn sigterm_drains_replies_then_exits_0_with_a_summary() {
         got.len(),
         want.len()
     );
+    drop(busy); // its close ends the server's linger for it
     let mut idle = idle;
-    assert_eq!(read_to_end(&mut idle).0, b"", "idle connection closed");
+    assert_eq!(
+        read_to_end(&mut idle).0,
+        b"",
+        "idle connection shut at once"
+    );
+    drop(idle); // its close ends the server's linger for it
     let (status, log) = server.wait_exit();
     assert!(
         signalled.elapsed() < Duration::from_secs(5),
@@ -94,6 +100,8 @@ fn sigint_with_a_client_still_sending_exits_0_within_5_s() {
     let one = reply(b"still sending");
     assert_eq!(got.len() % one.len(), 0, "output cut inside a reply");
     assert!(got.chunks(one.len()).all(|r| r == one));
+    // Closing our side ends the server's linger (it would otherwise wait out the grace).
+    c.shutdown(std::net::Shutdown::Both).unwrap();
     let (status, _) = server.wait_exit();
     assert!(signalled.elapsed() < Duration::from_secs(5));
     assert_eq!(status.code(), Some(0));

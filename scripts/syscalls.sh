@@ -21,7 +21,7 @@ cargo build --release --quiet
 cargo build --release --quiet --manifest-path benches/ceiling/Cargo.toml
 out=target/syscalls
 mkdir -p "$out"
-events=syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_write,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_accept4,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_close
+events=syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_write,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_accept4,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_close,syscalls:sys_enter_clock_gettime
 
 # $1: name; the server command follows. Prints: name frames syscalls per-frame breakdown.
 measure() {

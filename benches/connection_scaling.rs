@@ -563,12 +563,7 @@ fn plot_throughput(path: &Path, points: &[Point]) {
                 series(points, kind, p, metric),
             );
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE)
-            .border_style(BLACK)
-            .draw()
-            .unwrap();
+        draw_legend(&mut chart);
     }
     root.present().unwrap();
 }
@@ -584,6 +579,16 @@ fn draw_mesh(chart: &mut LogChart<'_, '_>) {
         .x_labels(6)
         .x_label_formatter(&|x| format!("{x:.0}"))
         .y_label_formatter(&|y| format!("{y:.0}"))
+        .draw()
+        .unwrap();
+}
+
+/// The legend, boxed.
+fn draw_legend<'a>(chart: &mut LogChart<'a, 'a>) {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE)
+        .border_style(BLACK)
         .draw()
         .unwrap();
 }
@@ -648,11 +653,6 @@ fn plot_memory(path: &Path, points: &[Point]) {
         .unwrap()
         .label("128 B target")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
-    chart
-        .configure_series_labels()
-        .background_style(WHITE)
-        .border_style(BLACK)
-        .draw()
-        .unwrap();
+    draw_legend(&mut chart);
     root.present().unwrap();
 }

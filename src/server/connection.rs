@@ -60,7 +60,8 @@ pub struct Context {
     pub limits: Limits,
     /// The counters.
     pub stats: Stats,
-    /// Microseconds since the server started, read once per loop turn.
+    /// Microseconds since the server started: read when the poll returns, and again
+    /// before the timers are judged, so the wheel and the idle checks share one clock.
     pub now_us: u64,
 }
 

@@ -258,13 +258,12 @@ impl Server {
                     return Err(e);
                 }
             }
-            let now_us = self.clock.now_us();
-            self.cx.now_us = now_us;
+            self.cx.now_us = self.clock.now_us();
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.listener_ready = true,
                     WAKER => {}
-                    SIGNALS => self.on_signal(now_us),
+                    SIGNALS => self.on_signal(),
                     Token(key) => {
                         // Errors and hang-ups show up as a failed read or write.
                         let failed = event.is_error();
@@ -276,24 +275,24 @@ impl Server {
                         }
                         let writable = event.is_writable() || failed;
                         let readable = event.is_readable() || hangup;
-                        self.on_connection_event(key, readable, writable, now_us);
+                        self.on_connection_event(key, readable, writable);
                     }
                 }
             }
-            self.revisit_ready(now_us);
+            self.revisit_ready();
             if self.listener_ready {
-                self.accept_connections(now_us);
+                self.accept_connections();
             }
             // Timers judge by a fresh clock, the same one the wheel is polled with, so an
             // idle check never re-arms a deadline the wheel considers passed.
-            let now_us = self.clock.now_us();
-            self.cx.now_us = now_us;
-            self.wheel.poll(self.clock.tick_at(now_us), &mut expired);
+            self.cx.now_us = self.clock.now_us();
+            self.wheel
+                .poll(self.clock.tick_at(self.cx.now_us), &mut expired);
             for value in expired.drain(..) {
-                self.on_timer(value, now_us);
+                self.on_timer(value);
             }
             if self.phase == Phase::Serving && self.shutdown_flag.load(Ordering::SeqCst) {
-                self.begin_shutdown(now_us);
+                self.begin_shutdown();
             }
             if self.phase == Phase::Draining && self.connections.is_empty() {
                 self.phase = Phase::Done;
@@ -313,7 +312,7 @@ impl Server {
             .map(|tick| self.clock.until_tick(tick))
     }
 
-    fn on_connection_event(&mut self, key: usize, readable: bool, writable: bool, now_us: u64) {
+    fn on_connection_event(&mut self, key: usize, readable: bool, writable: bool) {
         let Some(conn) = self.connections.get_mut(key) else {
             return; // closed earlier in this batch
         };
@@ -330,24 +329,24 @@ impl Server {
         if next == Next::ReadAgain {
             self.ready.push(key);
         }
-        self.settle(key, next, was_closing, now_us);
+        self.settle(key, next, was_closing);
     }
 
     /// Reads again the connections whose read budget ran out, in this turn's events or the
     /// last revisit: one more budget each; what is still unread then waits for the next
     /// turn, after a poll that does not block (the ready list makes its timeout zero).
-    fn revisit_ready(&mut self, now_us: u64) {
+    fn revisit_ready(&mut self) {
         std::mem::swap(&mut self.ready, &mut self.ready_spare);
         let mut ready = std::mem::take(&mut self.ready_spare);
         for key in ready.drain(..) {
-            self.on_connection_event(key, true, false, now_us);
+            self.on_connection_event(key, true, false);
         }
         self.ready_spare = ready;
     }
 
     /// Applies a connection's `Next`: close it, or arm its linger deadline if it just
     /// started closing.
-    fn settle(&mut self, key: usize, next: Next, was_closing: bool, now_us: u64) {
+    fn settle(&mut self, key: usize, next: Next, was_closing: bool) {
         if let Next::Close(reason) = next {
             self.close(key, reason);
             return;
@@ -363,12 +362,12 @@ impl Server {
             } else {
                 self.linger_us
             };
-            let deadline = self.clock.tick_after(now_us + linger_us);
+            let deadline = self.clock.tick_after(self.cx.now_us + linger_us);
             conn.timer = self.wheel.arm(deadline, key as u32);
         }
     }
 
-    fn accept_connections(&mut self, now_us: u64) {
+    fn accept_connections(&mut self) {
         self.listener_ready = false;
         if self.accept_paused_since.is_some() {
             return; // the resume timer or the next close retries
@@ -410,13 +409,13 @@ impl Server {
                 listener::refuse(stream);
                 continue;
             }
-            self.add_connection(stream, now_us);
+            self.add_connection(stream);
         }
         // Budget spent: accept the rest next turn, after the connections had theirs.
         self.listener_ready = true;
     }
 
-    fn add_connection(&mut self, mut stream: Stream, now_us: u64) {
+    fn add_connection(&mut self, mut stream: Stream) {
         let entry = self.connections.vacant_entry();
         let key = entry.key();
         if let Err(e) = self.poll.registry().register(
@@ -427,12 +426,12 @@ impl Server {
             warn!("register: {e}; dropping connection");
             return;
         }
-        let deadline = self.clock.tick_after(now_us + self.idle_us);
+        let deadline = self.clock.tick_after(self.cx.now_us + self.idle_us);
         let timer = self.wheel.arm(deadline, key as u32);
         if log::log_enabled!(log::Level::Debug) {
             debug!("open {} as {key}", stream.peer_name());
         }
-        entry.insert(Connection::new(stream, now_us, timer));
+        entry.insert(Connection::new(stream, self.cx.now_us, timer));
         self.cx.stats.accepted += 1;
     }
 
@@ -463,7 +462,7 @@ impl Server {
         }
     }
 
-    fn on_timer(&mut self, value: u32, now_us: u64) {
+    fn on_timer(&mut self, value: u32) {
         match value {
             TIMER_ACCEPT_RESUME => {
                 if self.accept_paused_since.is_some() {
@@ -486,14 +485,14 @@ impl Server {
                     self.close(key, CloseReason::Shutdown);
                 }
             }
-            key => self.on_connection_timer(key as usize, now_us),
+            key => self.on_connection_timer(key as usize),
         }
     }
 
     /// The lazy idle check: re-arm if progress happened since the timer was armed.
     /// The connection's timer has fired, so its id is dead: it is re-armed or the
     /// connection is released without a cancel.
-    fn on_connection_timer(&mut self, key: usize, now_us: u64) {
+    fn on_connection_timer(&mut self, key: usize) {
         let Some(conn) = self.connections.get_mut(key) else {
             debug_assert!(false, "timer fired for vacant key {key}");
             return;
@@ -516,7 +515,7 @@ impl Server {
         let deadline_us = conn.last_progress_us + self.idle_us;
         let reason = match conn.closing {
             Some(reason) => Some(reason),
-            None if now_us >= deadline_us => Some(CloseReason::Idle),
+            None if self.cx.now_us >= deadline_us => Some(CloseReason::Idle),
             None => None,
         };
         if let Some(reason) = reason {
@@ -541,7 +540,7 @@ impl Server {
         self.wheel.arm(self.clock.tick_after(at), value);
     }
 
-    fn on_signal(&mut self, now_us: u64) {
+    fn on_signal(&mut self) {
         let Some(signals) = &mut self.signals else {
             return;
         };
@@ -549,16 +548,16 @@ impl Server {
             return;
         }
         if self.phase == Phase::Serving {
-            self.begin_shutdown(now_us);
+            self.begin_shutdown();
         } else {
             info!("second signal: closing every connection now");
-            self.on_timer(TIMER_SHUTDOWN, now_us);
+            self.on_timer(TIMER_SHUTDOWN);
         }
     }
 
     /// Stops accepting, closes quiet connections, and lets the others send what they owe
     /// with a lingering close, for at most the grace period.
-    fn begin_shutdown(&mut self, now_us: u64) {
+    fn begin_shutdown(&mut self) {
         info!(
             "shutting down: {} connections open, grace {} ms",
             self.connections.len(),
@@ -587,7 +586,7 @@ impl Server {
             // Input left unread while reading was paused raises no new edge: read (and
             // discard) it now, so the linger sees the peer's EOF.
             self.ready.push(key);
-            self.settle(key, next, false, now_us);
+            self.settle(key, next, false);
         }
     }
 }

@@ -381,11 +381,18 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
-                Err(e) if listener::is_resource_exhaustion(&e) => {
-                    // The connection stays in the backlog and the listener is edge-triggered:
-                    // no event will come for it. Retry from a timer, and after any close.
+                Err(e) => {
+                    // Out of descriptors (EMFILE/ENFILE) or kernel memory, or an error we do
+                    // not expect: retrying at once would spin, and the listener is
+                    // edge-triggered, so no event will come for the connections still in
+                    // the backlog. Retry from a timer, and after any close.
+                    let what = if listener::is_resource_exhaustion(&e) {
+                        "out of resources"
+                    } else {
+                        "unexpected error"
+                    };
                     warn!(
-                        "accept: {e}; pausing accepts for {} ms ({} connections open)",
+                        "accept: {e} ({what}); pausing accepts for {} ms ({} connections open)",
                         ACCEPT_PAUSE.as_millis(),
                         self.connections.len()
                     );
@@ -393,10 +400,6 @@ impl Server {
                     self.accept_paused_since = Some(Instant::now());
                     self.arm_server_timer(ACCEPT_PAUSE, TIMER_ACCEPT_RESUME);
                     return;
-                }
-                Err(e) => {
-                    warn!("accept: {e}");
-                    continue;
                 }
             };
             if self.connections.len() >= self.max_connections {

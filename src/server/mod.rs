@@ -336,8 +336,8 @@ impl Server {
     /// last revisit: one more budget each; what is still unread then waits for the next
     /// turn, after a poll that does not block (the ready list makes its timeout zero).
     fn revisit_ready(&mut self) {
-        std::mem::swap(&mut self.ready, &mut self.ready_spare);
-        let mut ready = std::mem::take(&mut self.ready_spare);
+        // Walk this list while new entries go to the spare one; both keep their buffers.
+        let mut ready = std::mem::replace(&mut self.ready, std::mem::take(&mut self.ready_spare));
         for key in ready.drain(..) {
             self.on_connection_event(key, true, false);
         }

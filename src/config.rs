@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::addr::ListenAddr;
+use crate::protocol;
 
 /// The original Go example's address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8085";
@@ -11,8 +12,15 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
 /// 64 KiB, as Redis's inline-command limit: large enough for any sane message, small
 /// enough that a connection's memory stays bounded.
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024;
-/// Pending output past which the server stops reading from a peer that does not read.
-pub const DEFAULT_HIGH_WATER: usize = 1024 * 1024;
+/// Pending output past which the server stops answering and reading a peer that does not
+/// read; also the largest read. 32 KiB: reads this large cost no more CPU per byte than
+/// 64 KiB reads with 64 KiB frames, and a flooding peer that never reads then holds at
+/// most 2 x 32 KiB (replies plus unanswered input, see `server::connection`). Bulk output
+/// waits in the kernel's socket buffer, not here. (HAProxy serves with 16 KiB buffers.)
+pub const DEFAULT_HIGH_WATER: usize = 32 * 1024;
+/// 256 MiB: the bytes all connection buffers may hold at once, about 4,000 connections at
+/// their worst under the defaults, and 1% of this 24 GiB machine.
+pub const DEFAULT_MAX_BUFFER_MEMORY: usize = 256 * 1024 * 1024;
 /// How long a shutdown waits for replies to drain before it closes what is left.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// How long a closing connection (frame too long, shutdown) discards input after its
@@ -33,8 +41,12 @@ pub struct ServerConfig {
     pub max_frame: usize,
     /// Connections served at once; `None` means the descriptor limit less [`FD_RESERVE`].
     pub max_connections: Option<usize>,
-    /// Pending output at which reading from a connection pauses (resumes below half).
+    /// Pending output at which answering and reading a connection pause (resume below
+    /// half); also the largest read.
     pub high_water: usize,
+    /// The most bytes all connection buffers (partial frames, unanswered input, pending
+    /// replies) may hold at once; at the budget the largest holders are closed.
+    pub max_buffer_memory: usize,
     /// Log a line of counters this often, if set.
     pub stats_interval: Option<Duration>,
     /// Longest a shutdown waits for replies to drain.
@@ -44,6 +56,34 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// The most buffer memory one connection can hold, in bytes: pending output up to the
+    /// high-water mark plus one reply that crosses it and an error line, and either a
+    /// partial frame (at most `max_frame`) or unanswered input (at most one read, at most
+    /// the high-water mark). See `server::connection` and docs/PROTOCOL.md.
+    pub fn max_held_per_connection(&self) -> usize {
+        let output =
+            self.high_water + protocol::reply_len(self.max_frame) + protocol::MAX_ERROR_LINE;
+        let input = self.max_frame.max(self.high_water);
+        output + input
+    }
+
+    /// Checks the options against each other: the buffer budget must hold at least two
+    /// connections at their worst, so closing the largest holder always makes room.
+    pub fn validate(&self) -> Result<(), String> {
+        let floor = 2 * self.max_held_per_connection();
+        if self.max_buffer_memory < floor {
+            return Err(format!(
+                "--max-buffer-memory {} is below {floor} bytes: twice what one connection can \
+                 hold with --high-water {} and --max-frame {}",
+                self.max_buffer_memory, self.high_water, self.max_frame
+            ));
+        }
+        if self.high_water == 0 {
+            return Err("--high-water must be at least 1 byte".to_string());
+        }
+        Ok(())
+    }
+
     /// The defaults, listening on `listen`.
     pub fn new(listen: ListenAddr) -> Self {
         ServerConfig {
@@ -52,6 +92,7 @@ impl ServerConfig {
             max_frame: DEFAULT_MAX_FRAME,
             max_connections: None,
             high_water: DEFAULT_HIGH_WATER,
+            max_buffer_memory: DEFAULT_MAX_BUFFER_MEMORY,
             stats_interval: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             linger: DEFAULT_LINGER,

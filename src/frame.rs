@@ -4,12 +4,24 @@
 //! the caller as slices of the input it passed in (plus, for the first frame of a call,
 //! the saved head), so the reactor answers them without copying them anywhere first.
 //!
+//! The caller may stop after any frame ([`FrameDecoder::decode_until`]): the rest of that
+//! input is then not looked at, and the caller either feeds it again or leaves it with the
+//! decoder as *unanswered input* ([`FrameDecoder::hold`]), to be taken back
+//! ([`FrameDecoder::take_unanswered`]) and fed again once it can be answered. That is how
+//! the server bounds the replies it keeps for a peer that does not read: it stops answering
+//! and keeps the input, which is at most 1/12 the size of its replies.
+//!
 //! # Invariants
-//! - `partial` always holds no TAB: it is the head of a frame whose end has not arrived.
-//!   So bytes are scanned exactly once, when they arrive; a frame trickled one byte at a
-//!   time costs O(n), not O(n^2).
-//! - `partial.len()` is always at most the `max_frame` last passed to [`FrameDecoder::decode`].
-//! - An empty `partial` owns no heap memory: an idle connection's decoder costs 24 bytes.
+//! - Unless input is held, `buf` always holds no TAB: it is the head of a frame whose end
+//!   has not arrived. So bytes are scanned once, when they arrive; a frame trickled one
+//!   byte at a time costs O(n), not O(n^2).
+//! - Unless input is held, `buf.capacity()` (so `buf.len()`) is always at most the
+//!   `max_frame` last passed to [`FrameDecoder::decode_until`]; held input owns exactly
+//!   its length.
+//! - Input is held only at a frame boundary: the held bytes start a new frame.
+//! - An empty `buf` owns no heap memory: an idle connection's decoder costs 32 bytes.
+
+use std::ops::ControlFlow;
 
 use crate::protocol::DELIMITER;
 
@@ -20,34 +32,84 @@ pub struct FrameTooLong {
     pub limit: usize,
 }
 
+/// What one [`FrameDecoder::decode_until`] call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decoded {
+    /// Frames handed out.
+    pub frames: usize,
+    /// Bytes of the input consumed: all of it, unless the caller stopped; then the rest,
+    /// `input[consumed..]`, starts a new frame and has not been looked at.
+    pub consumed: usize,
+}
+
 /// Splits a byte stream into TAB-terminated frames, across any split of the stream.
 #[derive(Debug, Default)]
 pub struct FrameDecoder {
-    /// The head of the frame whose TAB has not arrived yet (no TAB in it, at most the limit).
-    partial: Vec<u8>,
+    /// The head of the frame whose TAB has not arrived yet (no TAB in it, at most the
+    /// limit); or, when `held`, input the caller could not answer yet (any bytes).
+    buf: Vec<u8>,
+    /// `buf` is unanswered input left by [`FrameDecoder::hold`].
+    held: bool,
 }
 
 impl FrameDecoder {
     /// A decoder at the start of a stream.
     pub const fn new() -> Self {
         FrameDecoder {
-            partial: Vec::new(),
+            buf: Vec::new(),
+            held: false,
         }
     }
 
-    /// Bytes held for the unfinished frame.
+    /// Bytes held: the unfinished frame, or the unanswered input.
     pub fn pending(&self) -> usize {
-        self.partial.len()
+        self.buf.len()
     }
 
-    /// Heap bytes owned (0 when no frame is unfinished).
+    /// Heap bytes owned (0 when no frame is unfinished and no input is held).
     pub fn capacity(&self) -> usize {
-        self.partial.capacity()
+        self.buf.capacity()
     }
 
-    /// Forgets the unfinished frame and frees its buffer.
+    /// Unanswered input is waiting to be taken back.
+    pub fn has_unanswered(&self) -> bool {
+        self.held
+    }
+
+    /// Forgets the unfinished frame and any unanswered input, and frees the buffer.
     pub fn clear(&mut self) {
-        self.partial = Vec::new();
+        self.buf = Vec::new();
+        self.held = false;
+    }
+
+    /// Forgets the unfinished frame (the stream ended without its TAB), keeping unanswered
+    /// input, whose frames are owed replies.
+    pub fn discard_unfinished(&mut self) {
+        if !self.held {
+            self.clear();
+        }
+    }
+
+    /// Leaves `rest` (the input after a stop) with the decoder, unanswered. Nothing may be
+    /// pending: the stop came right after a frame.
+    pub fn hold(&mut self, rest: &[u8]) {
+        debug_assert!(
+            self.buf.is_empty() && !self.held,
+            "hold with {} bytes pending (held: {})",
+            self.buf.len(),
+            self.held
+        );
+        if !rest.is_empty() {
+            self.buf = rest.to_vec();
+            self.held = true;
+        }
+    }
+
+    /// Takes back the unanswered input, to be fed again; the decoder is then empty.
+    pub fn take_unanswered(&mut self) -> Vec<u8> {
+        debug_assert!(self.held, "no unanswered input");
+        self.held = false;
+        std::mem::take(&mut self.buf)
     }
 
     /// Feeds `input`; calls `on_frame(head, tail)` for every complete frame, in order, where
@@ -65,35 +127,71 @@ impl FrameDecoder {
     where
         F: FnMut(&[u8], &[u8]),
     {
+        self.decode_until(input, max_frame, |head, tail| {
+            on_frame(head, tail);
+            ControlFlow::Continue(())
+        })
+        .map(|decoded| decoded.frames)
+    }
+
+    /// As [`FrameDecoder::decode`], but `on_frame` may stop the decoding after its frame
+    /// by returning `Break`: the rest of the input is then left untouched (see
+    /// [`Decoded::consumed`]) and nothing is pending. Input must not be held.
+    pub fn decode_until<F>(
+        &mut self,
+        input: &[u8],
+        max_frame: usize,
+        mut on_frame: F,
+    ) -> Result<Decoded, FrameTooLong>
+    where
+        F: FnMut(&[u8], &[u8]) -> ControlFlow<()>,
+    {
+        debug_assert!(!self.held, "decode with unanswered input held");
         let mut frames = 0;
         let mut start = 0;
         for end in memchr::memchr_iter(DELIMITER, input) {
             let tail = &input[start..end];
-            if self.partial.len() + tail.len() > max_frame {
+            if self.buf.len() + tail.len() > max_frame {
                 self.clear();
                 return Err(FrameTooLong { limit: max_frame });
             }
-            on_frame(&self.partial, tail);
-            if !self.partial.is_empty() {
+            let flow = on_frame(&self.buf, tail);
+            if !self.buf.is_empty() {
                 // Free the head's buffer: a connection between frames owns no heap memory.
                 self.clear();
             }
             frames += 1;
             start = end + 1;
+            if flow.is_break() {
+                return Ok(Decoded {
+                    frames,
+                    consumed: start,
+                });
+            }
         }
         let rest = &input[start..];
-        if self.partial.len() + rest.len() > max_frame {
+        if self.buf.len() + rest.len() > max_frame {
             self.clear();
             return Err(FrameTooLong { limit: max_frame });
         }
-        self.partial.extend_from_slice(rest);
+        let needed = self.buf.len() + rest.len();
+        if needed > self.buf.capacity() {
+            // Grow geometrically, so a frame trickled in small pieces costs O(n) copies,
+            // but never past the limit: the server's memory bound counts capacities.
+            let target = (2 * self.buf.capacity()).clamp(needed, max_frame);
+            self.buf.reserve_exact(target - self.buf.len());
+        }
+        self.buf.extend_from_slice(rest);
         debug_assert!(
-            self.partial.len() <= max_frame,
+            self.buf.len() <= max_frame,
             "partial {} > max_frame {}",
-            self.partial.len(),
+            self.buf.len(),
             max_frame
         );
-        Ok(frames)
+        Ok(Decoded {
+            frames,
+            consumed: input.len(),
+        })
     }
 }
 
@@ -244,6 +342,58 @@ mod tests {
         assert_eq!(n, 10_000);
     }
 
+    #[test]
+    fn stop_after_a_frame_leaves_the_rest_untouched_and_nothing_pending() {
+        let mut decoder = FrameDecoder::new();
+        decoder.decode(b"he", 100, |_, _| {}).unwrap();
+        let input = b"llo\tnext\tmore";
+        let mut seen = Vec::new();
+        let decoded = decoder
+            .decode_until(input, 100, |head, tail| {
+                seen.push([head, tail].concat());
+                ControlFlow::Break(())
+            })
+            .unwrap();
+        assert_eq!(seen, vec![b"hello".to_vec()]);
+        assert_eq!(
+            decoded,
+            Decoded {
+                frames: 1,
+                consumed: 4
+            }
+        );
+        assert_eq!(decoder.pending(), 0);
+        assert_eq!(decoder.capacity(), 0);
+    }
+
+    #[test]
+    fn held_input_is_taken_back_whole_and_survives_discard_unfinished() {
+        let mut decoder = FrameDecoder::new();
+        decoder.hold(b"a\tb\tunfinished");
+        assert!(decoder.has_unanswered());
+        assert_eq!(decoder.pending(), 14);
+        // End of stream: an unfinished frame is dropped, unanswered frames are not.
+        decoder.discard_unfinished();
+        assert!(decoder.has_unanswered());
+        let held = decoder.take_unanswered();
+        assert_eq!(held, b"a\tb\tunfinished");
+        assert!(!decoder.has_unanswered());
+        assert_eq!(decoder.capacity(), 0);
+        let n = decoder.decode(&held, 100, |_, _| {}).unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(decoder.pending(), 10);
+        decoder.discard_unfinished();
+        assert_eq!(decoder.capacity(), 0);
+    }
+
+    #[test]
+    fn holding_nothing_holds_nothing() {
+        let mut decoder = FrameDecoder::new();
+        decoder.hold(b"");
+        assert!(!decoder.has_unanswered());
+        assert_eq!(decoder.capacity(), 0);
+    }
+
     /// Property tests: random streams cut at random points against the split-on-TAB model.
     ///
     /// Streams are drawn mostly from a tiny alphabet that includes TAB, so frames are short
@@ -320,6 +470,64 @@ mod tests {
                 prop_assert_eq!(decode_chunks(&chunks, max), model(&stream, max));
             }
 
+            /// Stopping after random frames, then either feeding the rest again at once or
+            /// holding it and taking it back later, yields the frames and the outcome of
+            /// splitting the whole stream on TAB: no frame lost, repeated or reordered.
+            #[test]
+            fn stopping_and_holding_at_random_frames_matches_the_model(
+                stream in stream(),
+                cuts in cuts(),
+                max in max_frame(),
+                stops in prop::collection::vec(any::<(bool, bool)>(), 0..64),
+            ) {
+                let mut decoder = FrameDecoder::new();
+                let mut frames = Vec::new();
+                let mut outcome = Ok(());
+                let mut decisions = stops.iter().cycle();
+                'chunks: for chunk in chunks(&stream, &cuts) {
+                    let mut input: Vec<u8> = chunk.to_vec();
+                    loop {
+                        if decoder.has_unanswered() {
+                            let mut held = decoder.take_unanswered();
+                            held.extend_from_slice(&input);
+                            input = held;
+                        }
+                        let result = decoder.decode_until(&input, max, |head, tail| {
+                            frames.push([head, tail].concat());
+                            match decisions.next() {
+                                Some((true, _)) => ControlFlow::Break(()),
+                                _ => ControlFlow::Continue(()),
+                            }
+                        });
+                        match result {
+                            Err(e) => {
+                                outcome = Err(e);
+                                break 'chunks;
+                            }
+                            Ok(d) if d.consumed == input.len() => break,
+                            Ok(d) => {
+                                prop_assert_eq!(decoder.pending(), 0);
+                                let rest = input[d.consumed..].to_vec();
+                                if matches!(decisions.next(), Some((_, true))) {
+                                    decoder.hold(&rest);
+                                    input = Vec::new();
+                                } else {
+                                    input = rest;
+                                }
+                            }
+                        }
+                    }
+                }
+                if outcome.is_ok() && decoder.has_unanswered() {
+                    // Answer what is still held, as the server does once its peer reads.
+                    let held = decoder.take_unanswered();
+                    outcome = decoder
+                        .decode(&held, max, |head, tail| frames.push([head, tail].concat()))
+                        .map(|_| ());
+                }
+                prop_assert_eq!((frames, outcome), model(&stream, max));
+            }
+
             /// The limit fires in exactly the call whose input holds the `max_frame + 1`-th
             /// byte of the first too-long frame, no earlier and no later; every frame handed
             /// out is at most `max_frame`; the returned count is the frames handed out; `head`
@@ -357,6 +565,7 @@ mod tests {
                         Ok(frames) => {
                             prop_assert_eq!(frames, handed_out);
                             prop_assert!(decoder.pending() <= max);
+                            prop_assert!(decoder.capacity() <= max, "capacity {} > max {}", decoder.capacity(), max);
                         }
                         Err(e) => {
                             prop_assert_eq!(e, FrameTooLong { limit: max });

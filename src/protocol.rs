@@ -12,6 +12,14 @@ pub const REPLY_PREFIX: &[u8] = b"server got:";
 /// Sent, then the connection is closed, when the server is at `--max-connections`.
 pub const TOO_MANY_CONNECTIONS: &[u8] = b"error: too many connections\t";
 
+/// Sent where it can still be read, then the connection is closed, when the server's
+/// buffer-memory budget (`--max-buffer-memory`) is reached and this connection holds the
+/// most: its buffered input and unsent replies are dropped.
+pub const MEMORY_BUDGET_EXCEEDED: &[u8] = b"error: server buffer memory exhausted\t";
+
+/// The longest error line the server sends (`frame_too_long` with a 20-digit limit).
+pub const MAX_ERROR_LINE: usize = 64;
+
 /// Appends the reply to the frame `head ++ tail` to `out`: `server got:` + frame + TAB.
 ///
 /// The frame comes in two parts so that a frame split across reads (its head saved in the

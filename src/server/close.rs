@@ -18,6 +18,8 @@ pub enum CloseReason {
     FrameTooLong,
     /// The server is shutting down.
     Shutdown,
+    /// The buffer-memory budget was reached and this connection held the most.
+    MemoryBudget,
 }
 
 impl CloseReason {
@@ -42,6 +44,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Error => "error",
             CloseReason::FrameTooLong => "frame-too-long",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::MemoryBudget => "memory-budget",
         })
     }
 }

@@ -1,17 +1,33 @@
 //! Connection: one peer's state and its I/O: read, answer the frames, write the replies.
 //!
-//! The reactor (`mod.rs`) owns the registry, the timers and the slab; a `Connection` only
-//! moves bytes and tells the reactor what should happen next ([`Next`]).
+//! The reactor (`mod.rs`) owns the registry, the timers, the slab and the buffer-memory
+//! budget; a `Connection` only moves bytes and tells the reactor what should happen next
+//! ([`Next`]).
+//!
+//! # Memory a peer can make it hold
+//! Replies are written straight to the socket; only what the socket refuses is kept, in
+//! `output`. A read takes at most the room left under the high-water mark `H`, and frames
+//! are answered only while the replies of this round fit in that room (one reply may
+//! cross it). When the socket refuses replies and room runs out, the rest of the input is
+//! left unanswered with the decoder (1 byte in can be 12 bytes out, so input is the cheap
+//! form to keep), reading stops, and the input is answered once the peer has read enough.
+//! So, always: pending output <= `H` + the largest reply + an error line, and unanswered
+//! input <= `H` (it comes from one read); a partial frame (<= `max_frame`) exists only when
+//! nothing is unanswered. Under a flood of empty frames that is at most 2 x `H` + 12.
 //!
 //! # Invariants
 //! - `output[sent..]` is always the reply bytes the socket has not taken yet, whole replies
 //!   in arrival order; when it is empty it owns no heap memory (`output` is `Vec::new()`).
 //! - Replies are written in frame order: new replies go straight to the socket only when
-//!   nothing is pending, else behind the pending bytes.
-//! - Once `closing` is set no frame is answered: input is read and discarded until EOF.
-//! - The write side is shut only when `output` is empty, so output ends on a reply boundary.
+//!   nothing is pending, else behind the pending bytes; unanswered input is answered
+//!   before anything more is read.
+//! - Once `closing` is set no frame read afterwards is answered: input is read and
+//!   discarded until EOF (unanswered input received before is still answered).
+//! - The write side is shut only when `output` is empty and nothing is unanswered, so
+//!   output ends on a reply boundary.
 
 use std::io::{self, Read, Write};
+use std::ops::ControlFlow;
 
 use log::trace;
 
@@ -22,9 +38,10 @@ use crate::protocol;
 use crate::stream::Stream;
 use crate::timer_wheel::TimerId;
 
-/// Reads per readiness event before yielding to the other connections (fairness). With the
-/// 64 KiB read buffer that is 256 KiB per turn; the rest is read on the next turn of the
-/// loop, from the reactor's ready list (edge-triggered: no new event would come for it).
+/// Reads per readiness event before yielding to the other connections (fairness). With
+/// reads of at most the high-water mark (32 KiB by default) that is 128 KiB per turn; the
+/// rest is read on the next turn of the loop, from the reactor's ready list
+/// (edge-triggered: no new event would come for it).
 pub const READS_PER_EVENT: usize = 4;
 
 /// What the reactor should do with a connection after its I/O.
@@ -43,9 +60,10 @@ pub enum Next {
 pub struct Limits {
     /// Longest frame answered.
     pub max_frame: usize,
-    /// Pending output at which reading pauses.
+    /// Pending output past which nothing more is answered or read (`--high-water`); also
+    /// the largest read.
     pub high_water: usize,
-    /// Pending output below which reading resumes (half of high water).
+    /// Pending output below which answering and reading resume (half of high water).
     pub low_water: usize,
 }
 
@@ -54,7 +72,8 @@ pub struct Limits {
 pub struct Context {
     /// The reactor's one read buffer.
     pub read_buf: Box<[u8]>,
-    /// The reactor's one reply buffer: the replies to one read, sent with one write.
+    /// The reactor's one reply buffer: the replies to one round of frames, sent with one
+    /// write.
     pub replies: Vec<u8>,
     /// The limits in force.
     pub limits: Limits,
@@ -65,28 +84,29 @@ pub struct Context {
     pub now_us: u64,
 }
 
-/// One peer. About 80 bytes when idle, and no heap memory.
+/// One peer. 88 bytes when idle, and no heap memory.
 #[derive(Debug)]
 pub struct Connection {
     /// The socket.
     pub stream: Stream,
-    /// The unfinished frame.
+    /// The unfinished frame, or the input not answered yet.
     decoder: FrameDecoder,
     /// Replies not yet taken by the socket, from `sent` on.
     output: Vec<u8>,
-    /// How much of `output` the socket has taken. `output` stays below 4 GiB: reading
-    /// pauses at high water (at most 1 GiB) and one read adds at most 64 KiB x 12 of replies.
+    /// How much of `output` the socket has taken. `output` stays far below 4 GiB: it
+    /// holds at most the high-water mark (at most 1 GiB) plus one reply.
     sent: u32,
     /// When the connection last made progress (a frame received or reply bytes written),
     /// in microseconds since the server started.
     pub last_progress_us: u64,
     /// The connection's one armed timer: its idle check, or its linger deadline once closing.
     pub timer: TimerId,
-    /// Set when the connection is closing (frame too long, shutdown); the reason it closes with.
+    /// Set when the connection is closing (frame too long, shutdown, memory budget); the
+    /// reason it closes with.
     pub closing: Option<CloseReason>,
     /// The peer has shut its write side (read returned 0).
     peer_eof: bool,
-    /// Reading paused: pending output passed high water.
+    /// Reading paused: pending output passed high water, or input is left unanswered.
     read_paused: bool,
     /// Our write side is shut.
     write_shut: bool,
@@ -118,13 +138,50 @@ impl Connection {
         self.output.len() - self.sent as usize
     }
 
-    /// Starts a lingering close: answer nothing more, send what is owed, shut the write
-    /// side, discard input until EOF. The reactor arms the linger deadline.
+    /// Heap bytes this connection holds in its buffers (capacities, not lengths): what it
+    /// costs the reactor's buffer-memory budget.
+    pub fn held_bytes(&self) -> usize {
+        self.decoder.capacity() + self.output.capacity()
+    }
+
+    /// Replies are owed that were never handed to the kernel: pending output, or frames
+    /// received and not answered yet. Closing such a connection loses them, so it is reset.
+    pub fn owes_replies(&self) -> bool {
+        self.pending_output() > 0 || self.decoder.has_unanswered()
+    }
+
+    /// Starts a lingering close: answer nothing more that arrives, send what is owed, shut
+    /// the write side, discard input until EOF. The reactor arms the linger deadline.
     pub fn begin_closing(&mut self, reason: CloseReason) -> Next {
         self.closing = Some(reason);
-        self.decoder.clear();
-        self.read_paused = false;
+        self.decoder.discard_unfinished();
+        if !self.decoder.has_unanswered() {
+            // Reading only discards from now on: it may go on whatever is pending.
+            self.read_paused = false;
+        }
         self.after_output()
+    }
+
+    /// Drops every buffer (unanswered input, pending replies, the unfinished frame) and
+    /// closes for `reason`: with `line` and a lingering close when nothing was pending and
+    /// the socket takes the whole line in one write; else with a reset at once (returns
+    /// `Close`), so the peer cannot take a cut reply for a clean end and the kernel frees
+    /// the socket's buffers now.
+    pub fn abandon(&mut self, line: &[u8], reason: CloseReason, cx: &mut Context) -> Next {
+        let clean_boundary = self.pending_output() == 0 && !self.write_shut;
+        self.decoder.clear();
+        self.output = Vec::new();
+        self.sent = 0;
+        if clean_boundary {
+            if let Ok(n) = self.stream.write(line) {
+                if n == line.len() {
+                    cx.stats.bytes_out += n as u64;
+                    return self.begin_closing(reason);
+                }
+            }
+        }
+        self.stream.reset_on_close();
+        Next::Close(reason)
     }
 
     /// Records that the poller reported the peer's FIN (or an error) for this connection.
@@ -132,17 +189,26 @@ impl Connection {
         self.hangup_seen = true;
     }
 
-    /// Reads what the socket has (at most [`READS_PER_EVENT`] reads), answers complete
-    /// frames, and writes the replies.
+    /// Reads what the socket has (at most [`READS_PER_EVENT`] reads, each at most the room
+    /// under high water), answers complete frames, and writes the replies.
     pub fn on_readable(&mut self, cx: &mut Context) -> Next {
         if self.read_paused || self.peer_eof {
             return Next::Wait;
         }
         for _ in 0..READS_PER_EVENT {
-            let n = match self.stream.read(&mut cx.read_buf) {
+            let len = if self.closing.is_some() {
+                cx.read_buf.len() // discarded: no replies, no room needed
+            } else {
+                let room = cx.limits.high_water.saturating_sub(self.pending_output());
+                room.min(cx.read_buf.len())
+            };
+            if len == 0 || self.decoder.has_unanswered() {
+                return self.pause_reading(cx);
+            }
+            let n = match self.stream.read(&mut cx.read_buf[..len]) {
                 Ok(0) => {
                     self.peer_eof = true;
-                    self.decoder.clear();
+                    self.decoder.discard_unfinished();
                     return self.after_output();
                 }
                 Ok(n) => n,
@@ -152,17 +218,25 @@ impl Connection {
             };
             cx.stats.bytes_in += n as u64;
             if self.closing.is_none() {
-                if let Next::Close(reason) = self.answer(n, cx) {
+                let read_buf = std::mem::take(&mut cx.read_buf);
+                let answered = self.answer(&read_buf[..n], cx);
+                cx.read_buf = read_buf;
+                if let Err(reason) = answered {
                     return Next::Close(reason);
                 }
+                if self.closing.is_some() {
+                    // Frame too long: the error is queued; what follows is read and
+                    // discarded, and the write side is shut once the error is out.
+                    if let Next::Close(reason) = self.after_output() {
+                        return Next::Close(reason);
+                    }
+                } else if self.decoder.has_unanswered()
+                    || self.pending_output() >= cx.limits.high_water
+                {
+                    return self.pause_reading(cx);
+                }
             }
-            if self.pending_output() >= cx.limits.high_water {
-                // Stop reading a peer that does not read; `on_writable` resumes below low water.
-                self.read_paused = true;
-                cx.stats.backpressure_stalls += 1;
-                return Next::Wait;
-            }
-            if n < cx.read_buf.len() && !self.hangup_seen {
+            if n < len && !self.hangup_seen {
                 // A short read drained the socket's receive queue: any byte arriving later
                 // raises a new edge (epoll EPOLLET / kqueue EV_CLEAR), so the read that would
                 // return WouldBlock is skipped, one syscall per turn saved (tokio does the
@@ -176,15 +250,29 @@ impl Connection {
         Next::ReadAgain
     }
 
-    /// Writes pending output; resumes reading below low water; finishes closes.
+    /// Writes pending output; below low water answers the unanswered input and resumes
+    /// reading; finishes closes.
     pub fn on_writable(&mut self, cx: &mut Context) -> Next {
-        if self.pending_output() == 0 {
+        if self.pending_output() == 0 && !self.decoder.has_unanswered() {
             return Next::Wait;
         }
         if let Err(e) = self.flush(cx) {
             return Next::Close(CloseReason::from_error(&e));
         }
-        if self.read_paused && self.pending_output() < cx.limits.low_water {
+        if self.pending_output() >= cx.limits.low_water {
+            return self.after_output();
+        }
+        if self.decoder.has_unanswered() {
+            let held = self.decoder.take_unanswered();
+            if let Err(reason) = self.answer(&held, cx) {
+                return Next::Close(reason);
+            }
+            if self.decoder.has_unanswered() {
+                // Room ran out again: no reading yet.
+                return self.after_output();
+            }
+        }
+        if self.read_paused {
             self.read_paused = false;
             // Input may have piled up while paused and no new edge will announce it.
             if let Next::Close(reason) = self.after_output() {
@@ -195,52 +283,82 @@ impl Connection {
         self.after_output()
     }
 
-    /// Answers the frames in the first `n` bytes of the read buffer.
-    fn answer(&mut self, n: usize, cx: &mut Context) -> Next {
-        let input = &cx.read_buf[..n];
-        let replies = &mut cx.replies;
-        replies.clear();
+    fn pause_reading(&mut self, cx: &mut Context) -> Next {
+        // Stop reading a peer that does not read; `on_writable` resumes below low water.
+        self.read_paused = true;
+        cx.stats.backpressure_stalls += 1;
+        Next::Wait
+    }
+
+    /// Answers the frames in `input` while their replies fit under high water, writing
+    /// each round's replies; leaves the rest unanswered with the decoder when the socket
+    /// refuses and room runs out. Sets `closing` after a frame too long.
+    fn answer(&mut self, input: &[u8], cx: &mut Context) -> Result<(), CloseReason> {
         let tracing = log::log_enabled!(log::Level::Trace);
         let peer = if tracing {
             self.stream.peer_name()
         } else {
             String::new()
         };
+        let mut rest = input;
         let mut frames = 0;
-        let result = self
-            .decoder
-            .decode(input, cx.limits.max_frame, |head, tail| {
-                frames += 1;
-                protocol::encode_reply(replies, head, tail);
-                if tracing {
-                    let frame = [head, tail].concat();
-                    trace!("client: {peer} {}", String::from_utf8_lossy(&frame));
+        loop {
+            let room = cx.limits.high_water.saturating_sub(self.pending_output());
+            let replies = &mut cx.replies;
+            replies.clear();
+            let result = self
+                .decoder
+                .decode_until(rest, cx.limits.max_frame, |head, tail| {
+                    frames += 1;
+                    protocol::encode_reply(replies, head, tail);
+                    if tracing {
+                        let frame = [head, tail].concat();
+                        trace!("client: {peer} {}", String::from_utf8_lossy(&frame));
+                    }
+                    if replies.len() >= room {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                });
+            let consumed = match result {
+                Ok(decoded) => decoded.consumed,
+                Err(too_long) => {
+                    // The frames before the long one were encoded; the error follows them.
+                    replies.extend_from_slice(&protocol::frame_too_long(too_long.limit));
+                    self.closing = Some(CloseReason::FrameTooLong);
+                    rest.len()
                 }
-            });
-        if let Err(too_long) = result {
-            // The frames before the long one were encoded; the error follows them.
-            replies.extend_from_slice(&protocol::frame_too_long(too_long.limit));
-            self.closing = Some(CloseReason::FrameTooLong);
+            };
+            if frames > 0 {
+                cx.stats.frames += frames as u64;
+                self.last_progress_us = cx.now_us;
+                frames = 0;
+            }
+            if !cx.replies.is_empty() {
+                if let Err(e) = self.send(cx) {
+                    return Err(CloseReason::from_error(&e));
+                }
+            }
+            rest = &rest[consumed..];
+            if rest.is_empty() || self.closing == Some(CloseReason::FrameTooLong) {
+                return Ok(());
+            }
+            if self.pending_output() > 0 {
+                // The socket is full and the room is spent: keep the input, not its replies.
+                self.decoder.hold(rest);
+                return Ok(());
+            }
+            // The socket took every reply: the next round has the whole room again.
         }
-        if frames > 0 {
-            cx.stats.frames += frames as u64;
-            self.last_progress_us = cx.now_us;
-        }
-        if replies.is_empty() {
-            return Next::Wait;
-        }
-        if let Err(e) = self.send(cx) {
-            return Next::Close(CloseReason::from_error(&e));
-        }
-        self.after_output()
     }
 
     /// Sends the reactor's reply buffer: straight to the socket when nothing is pending
-    /// (one write for all the replies of a read), keeping only what the socket refused.
+    /// (one write for all the replies of a round), keeping only what the socket refused.
     fn send(&mut self, cx: &mut Context) -> io::Result<()> {
         if self.pending_output() > 0 {
             // Behind bytes the socket refused: a writable event will come for them.
-            self.output.extend_from_slice(&cx.replies);
+            self.queue(cx.replies.len(), &cx.replies);
             return Ok(());
         }
         let mut written = 0;
@@ -259,6 +377,17 @@ impl Connection {
             self.sent = 0;
         }
         Ok(())
+    }
+
+    /// Appends `bytes` (of length `len`) behind the pending output, first moving the
+    /// pending bytes to the front, so the buffer never grows past what is pending.
+    fn queue(&mut self, len: usize, bytes: &[u8]) {
+        if self.sent > 0 {
+            self.output.drain(..self.sent as usize);
+            self.sent = 0;
+        }
+        self.output.reserve_exact(len);
+        self.output.extend_from_slice(bytes);
     }
 
     /// Writes `output[sent..]` until done or the socket is full.
@@ -295,7 +424,7 @@ impl Connection {
     /// What follows once output may have drained: close after EOF, shut the write side of
     /// a closing connection.
     fn after_output(&mut self) -> Next {
-        if self.pending_output() > 0 {
+        if self.owes_replies() {
             return Next::Wait;
         }
         if self.peer_eof {
@@ -317,7 +446,8 @@ mod tests {
 
     #[test]
     fn an_idle_connection_is_small() {
-        // The per-connection budget is 128 bytes with the slab entry and the timer node.
+        // The per-connection budget is 128 bytes with the slab entry and the 24-byte timer
+        // node: 80 + 8 + 24 = 112.
         let size = std::mem::size_of::<Connection>();
         let stream = std::mem::size_of::<Stream>();
         // mio adds a selector id to each source in debug builds; release streams are an fd.
@@ -325,7 +455,7 @@ mod tests {
             assert_eq!(stream, 8);
         }
         assert!(
-            size - stream <= 72,
+            size - stream <= 80,
             "Connection is {size} bytes, {stream} of them the stream"
         );
     }

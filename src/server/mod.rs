@@ -7,9 +7,20 @@
 //!     ├─ SIGNALS   → SIGINT/SIGTERM
 //!     └─ Token(key)→ connection: writable first (free buffer space), then readable
 //!   revisit the ready list (connections that used their read budget)
-//!   expire timers: idle checks (lazy re-arm), linger deadlines, accept resume, stats
+//!   expire timers: idle checks (lazy re-arm), linger deadlines, accept resume, stats,
+//!                  end of a memory-pressure episode
 //!   shutdown: started? all closed or grace over? → return the counters
 //! ```
+//!
+//! # The buffer-memory budget
+//! Every connection's I/O goes through [`Server::drive`], which first makes sure the
+//! most one connection can hold ([`Limits::max_held_per_connection`]) still fits under
+//! `--max-buffer-memory`, closing the connections that hold the most until it does
+//! ([`Server::evict_largest`]), and afterwards adds the change in that connection's
+//! buffers to `buffered`. So `buffered` is always the exact sum of every connection's
+//! [`Connection::held_bytes`], and it never exceeds the budget: no single event can add
+//! more than the headroom kept. Healthy connections hold next to nothing (their replies go
+//! straight to the kernel), so the ones that pay are the ones holding the most.
 //!
 //! # Invariants
 //! - Every connection always has exactly one armed timer (`Connection::timer`), cancelled
@@ -40,6 +51,7 @@ pub use stats::Stats;
 
 use crate::addr::ListenAddr;
 use crate::config::{ServerConfig, FD_RESERVE};
+use crate::protocol;
 use crate::timer_wheel::{Tick, TimerWheel};
 use connection::{Connection, Context, Limits, Next};
 use listener::Listener;
@@ -55,9 +67,15 @@ const TIMER_ACCEPT_RESUME: u32 = u32::MAX;
 const TIMER_STATS: u32 = u32::MAX - 1;
 /// Timer value: the shutdown grace period is over.
 const TIMER_SHUTDOWN: u32 = u32::MAX - 2;
+/// Timer value: see whether a memory-pressure episode is over. The lowest server timer:
+/// slab keys stay below it.
+const TIMER_PRESSURE: u32 = u32::MAX - 3;
+/// A memory-pressure episode ends after this long without a close for the budget; its
+/// summary is logged then (one line per episode, not one per connection).
+const PRESSURE_QUIET: Duration = Duration::from_secs(1);
 
-/// Size of the one read buffer: as much as a loopback read usually returns, and the
-/// largest frame's worth of bytes so a 64 KiB frame needs few reads.
+/// Size of the one read buffer: the largest read (a read takes at most the room under the
+/// high-water mark, but a closing connection's discarded input is read at this size).
 const READ_BUF_SIZE: usize = 64 * 1024;
 /// Accepts per listener event before the connections get a turn; the rest are accepted
 /// on the next turn (the listener is edge-triggered, so the reactor remembers).
@@ -122,6 +140,18 @@ impl Clock {
     }
 }
 
+/// A memory-pressure episode: connections are being closed to keep the budget.
+struct Pressure {
+    /// When the first close of the episode happened.
+    since: Instant,
+    /// When the last one did.
+    last: Instant,
+    /// Connections closed in this episode.
+    closed: u64,
+    /// Buffer bytes those closes freed.
+    freed: u64,
+}
+
 /// Shutdown progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -145,6 +175,14 @@ pub struct Server {
     config: ServerConfig,
     /// Buffers, limits and counters shared by every connection.
     cx: Context,
+    /// Bytes held in connection buffers: always the sum of their `held_bytes()`.
+    buffered: usize,
+    /// `--max-buffer-memory`: `buffered` never exceeds it.
+    buffer_budget: usize,
+    /// The most one connection can hold, kept free under the budget before any I/O.
+    headroom: usize,
+    /// The memory-pressure episode in progress, if any.
+    pressure: Option<Pressure>,
     /// Connections to read again before the next poll (read budget spent, or resumed).
     ready: Vec<usize>,
     /// Spare vector swapped with `ready` while it is walked.
@@ -162,11 +200,14 @@ pub struct Server {
 impl Server {
     /// Binds the listener and raises the descriptor limit; does not serve yet.
     pub fn bind(config: ServerConfig) -> io::Result<Server> {
+        config
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let fd_limit = raise_fd_limit();
         let max_connections = config
             .max_connections
             .unwrap_or_else(|| fd_limit.saturating_sub(FD_RESERVE).max(1) as usize)
-            .min(TIMER_SHUTDOWN as usize - 1);
+            .min(TIMER_PRESSURE as usize - 1);
         let poll = Poll::new()?;
         let mut listener = Listener::bind(&config.listen)?;
         let local_addr = listener.local_addr()?;
@@ -185,6 +226,7 @@ impl Server {
             high_water: config.high_water.clamp(1, MAX_HIGH_WATER),
             low_water: config.high_water.clamp(1, MAX_HIGH_WATER) / 2,
         };
+        let headroom = config.max_held_per_connection();
         Ok(Server {
             poll,
             listener: Some(listener),
@@ -199,6 +241,10 @@ impl Server {
             idle_us,
             linger_us: config.linger.as_micros() as u64,
             max_connections,
+            buffered: 0,
+            buffer_budget: config.max_buffer_memory,
+            headroom,
+            pressure: None,
             config,
             cx: Context {
                 read_buf: vec![0; READ_BUF_SIZE].into_boxed_slice(),
@@ -298,6 +344,10 @@ impl Server {
                 self.phase = Phase::Done;
             }
         }
+        debug_assert_eq!(
+            self.buffered, 0,
+            "buffer bytes left accounted after every close"
+        );
         info!("shutdown: {}", self.cx.stats);
         Ok(self.cx.stats)
     }
@@ -313,23 +363,124 @@ impl Server {
     }
 
     fn on_connection_event(&mut self, key: usize, readable: bool, writable: bool) {
-        let Some(conn) = self.connections.get_mut(key) else {
-            return; // closed earlier in this batch
+        let Some((next, was_closing)) = self.drive(key, |conn, cx| {
+            // Writable first: sending frees buffer space (and may lift backpressure) before
+            // reading adds more output.
+            let mut next = Next::Wait;
+            if writable {
+                next = conn.on_writable(cx);
+            }
+            if readable && next != Next::ReadAgain && !matches!(next, Next::Close(_)) {
+                next = conn.on_readable(cx);
+            }
+            next
+        }) else {
+            return; // closed earlier in this batch, or just now for the budget
         };
-        let was_closing = conn.closing.is_some();
-        // Writable first: sending frees buffer space (and may lift backpressure) before
-        // reading adds more output.
-        let mut next = Next::Wait;
-        if writable {
-            next = conn.on_writable(&mut self.cx);
-        }
-        if readable && next != Next::ReadAgain && !matches!(next, Next::Close(_)) {
-            next = conn.on_readable(&mut self.cx);
-        }
         if next == Next::ReadAgain {
             self.ready.push(key);
         }
         self.settle(key, next, was_closing);
+    }
+
+    /// Runs `io` on connection `key` within the buffer budget: first keeps room for the
+    /// most one connection can hold (closing the largest holders if need be, perhaps this
+    /// one), then accounts the change in its buffers. Returns `io`'s `Next` and whether
+    /// the connection was closing before, or `None` if the connection is gone.
+    fn drive(
+        &mut self,
+        key: usize,
+        io: impl FnOnce(&mut Connection, &mut Context) -> Next,
+    ) -> Option<(Next, bool)> {
+        if self.buffered + self.headroom > self.buffer_budget {
+            self.evict_largest();
+        }
+        let conn = self.connections.get_mut(key)?;
+        let was_closing = conn.closing.is_some();
+        let held_before = conn.held_bytes();
+        let next = io(conn, &mut self.cx);
+        let held_after = conn.held_bytes();
+        self.buffered = self.buffered - held_before + held_after;
+        debug_assert!(
+            self.buffered <= self.buffer_budget,
+            "buffered {} > budget {} (connection {key} went from {held_before} to {held_after})",
+            self.buffered,
+            self.buffer_budget
+        );
+        self.cx.stats.buffered_peak = self.cx.stats.buffered_peak.max(self.buffered as u64);
+        Some((next, was_closing))
+    }
+
+    /// Closes the connections that hold the most buffer memory, largest first, until an
+    /// eighth of the budget and one connection's worst case are free again (so a pass
+    /// frees megabytes and passes are rare). Each gets `error: server buffer memory
+    /// exhausted` where it can still read it (see [`Connection::abandon`]). One scan of
+    /// the slab per pass; passes happen only at the budget.
+    fn evict_largest(&mut self) {
+        let target = (self.buffer_budget - self.buffer_budget / 8).saturating_sub(self.headroom);
+        let mut holders: Vec<(usize, usize)> = self
+            .connections
+            .iter()
+            .map(|(key, conn)| (conn.held_bytes(), key))
+            .filter(|&(held, _)| held > 0)
+            .collect();
+        holders.sort_unstable_by(|a, b| b.cmp(a));
+        let now = Instant::now();
+        if self.pressure.is_none() {
+            warn!(
+                "buffer memory budget reached: {} of {} bytes held by {} connections; \
+                 closing the largest holders",
+                self.buffered,
+                self.buffer_budget,
+                holders.len()
+            );
+            self.pressure = Some(Pressure {
+                since: now,
+                last: now,
+                closed: 0,
+                freed: 0,
+            });
+            self.arm_server_timer(PRESSURE_QUIET, TIMER_PRESSURE);
+        }
+        for (held, key) in holders {
+            if self.buffered <= target {
+                break;
+            }
+            let Some((next, was_closing)) = self.drive_without_budget(key, |conn, cx| {
+                conn.abandon(
+                    protocol::MEMORY_BUDGET_EXCEEDED,
+                    CloseReason::MemoryBudget,
+                    cx,
+                )
+            }) else {
+                continue;
+            };
+            if let Some(pressure) = &mut self.pressure {
+                pressure.last = now;
+                pressure.closed += 1;
+                pressure.freed += held as u64;
+            }
+            if next != Next::Close(CloseReason::MemoryBudget) {
+                // Lingering: input may be waiting with no new edge to announce it.
+                self.ready.push(key);
+            }
+            self.settle(key, next, was_closing);
+        }
+    }
+
+    /// [`Server::drive`] for I/O that only shrinks buffers (no budget check first).
+    fn drive_without_budget(
+        &mut self,
+        key: usize,
+        io: impl FnOnce(&mut Connection, &mut Context) -> Next,
+    ) -> Option<(Next, bool)> {
+        let conn = self.connections.get_mut(key)?;
+        let was_closing = conn.closing.is_some();
+        let held_before = conn.held_bytes();
+        let next = io(conn, &mut self.cx);
+        debug_assert!(conn.held_bytes() <= held_before, "buffers grew");
+        self.buffered = self.buffered - held_before + conn.held_bytes();
+        Some((next, was_closing))
     }
 
     /// Reads again the connections whose read budget ran out, in this turn's events or the
@@ -451,9 +602,12 @@ impl Server {
         // Closing the descriptor would remove it from epoll too; deregistering keeps mio's
         // contract on every platform.
         let _ = self.poll.registry().deregister(&mut conn.stream);
-        if reason == CloseReason::Shutdown && conn.pending_output() > 0 {
-            // Output cut short by the grace deadline: reset, so the peer cannot take a
-            // half reply for a clean end.
+        self.buffered -= conn.held_bytes();
+        if conn.owes_replies() {
+            // Replies owed will never be sent (idle, grace over, budget): reset, so the
+            // peer cannot take a cut reply for a clean end, and the kernel frees the
+            // socket's buffers at once instead of keeping an orphan that still tries to
+            // deliver (nginx's reset_timedout_connection).
             conn.stream.reset_on_close();
         }
         self.cx.stats.count_close(reason);
@@ -473,15 +627,25 @@ impl Server {
                 }
             }
             TIMER_STATS => {
+                debug_assert_eq!(
+                    self.connections
+                        .iter()
+                        .map(|(_, c)| c.held_bytes())
+                        .sum::<usize>(),
+                    self.buffered,
+                    "buffered bytes accounted"
+                );
                 info!(
-                    "stats: {} connections open; {}",
+                    "stats: {} connections open, {} bytes buffered; {}",
                     self.connections.len(),
+                    self.buffered,
                     self.cx.stats
                 );
                 if let Some(every) = self.config.stats_interval {
                     self.arm_server_timer(every, TIMER_STATS);
                 }
             }
+            TIMER_PRESSURE => self.check_pressure_over(),
             TIMER_SHUTDOWN => {
                 let keys: Vec<usize> = self.connections.iter().map(|(k, _)| k).collect();
                 for key in keys {
@@ -496,25 +660,29 @@ impl Server {
     /// The connection's timer has fired, so its id is dead: it is re-armed or the
     /// connection is released without a cancel.
     fn on_connection_timer(&mut self, key: usize) {
-        let Some(conn) = self.connections.get_mut(key) else {
+        let Some(conn) = self.connections.get(key) else {
             debug_assert!(false, "timer fired for vacant key {key}");
             return;
         };
-        if conn.closing.is_none() && conn.pending_output() > 0 {
+        if conn.closing.is_none() && conn.owes_replies() {
             // Probe before judging: a client reading a long run of replies frees send-buffer
             // space continuously, but the edge-triggered writable event comes only when the
             // free space crosses the kernel's wake-up threshold (half the buffer on Linux),
             // which a multi-megabyte autotuned buffer may not do within the timeout.
-            match conn.on_writable(&mut self.cx) {
-                Next::Close(reason) => {
+            match self.drive(key, |conn, cx| conn.on_writable(cx)) {
+                None => return, // closed for the budget: its timer was cancelled
+                Some((Next::Close(reason), _)) => {
                     let conn = self.connections.remove(key);
                     self.release(key, conn, reason);
                     return;
                 }
-                Next::ReadAgain => self.ready.push(key),
-                Next::Wait => {}
+                Some((Next::ReadAgain, _)) => self.ready.push(key),
+                Some((Next::Wait, _)) => {}
             }
         }
+        let Some(conn) = self.connections.get_mut(key) else {
+            return;
+        };
         let deadline_us = conn.last_progress_us + self.idle_us;
         let reason = match conn.closing {
             Some(reason) => Some(reason),
@@ -529,6 +697,28 @@ impl Server {
                 .wheel
                 .arm(self.clock.tick_after(deadline_us), key as u32);
         }
+    }
+
+    /// Ends the memory-pressure episode with one summary line once no connection has
+    /// been closed for the budget for [`PRESSURE_QUIET`]; else checks again later.
+    fn check_pressure_over(&mut self) {
+        let Some(pressure) = &self.pressure else {
+            return;
+        };
+        let quiet_for = pressure.last.elapsed();
+        if quiet_for < PRESSURE_QUIET {
+            self.arm_server_timer(PRESSURE_QUIET - quiet_for, TIMER_PRESSURE);
+            return;
+        }
+        warn!(
+            "buffer memory pressure over after {} ms: closed {} connections holding the most \
+             ({} bytes freed); {} bytes held now",
+            (pressure.last - pressure.since).as_millis(),
+            pressure.closed,
+            pressure.freed,
+            self.buffered
+        );
+        self.pressure = None;
     }
 
     fn resume_accepting(&mut self) {
@@ -577,15 +767,18 @@ impl Server {
         self.arm_server_timer(self.config.shutdown_grace, TIMER_SHUTDOWN);
         let keys: Vec<usize> = self.connections.iter().map(|(k, _)| k).collect();
         for key in keys {
-            let conn = &mut self.connections[key];
-            if conn.closing.is_some() {
+            if self.connections[key].closing.is_some() {
                 continue;
             }
             // Every connection, even one that owes nothing, gets the lingering close: a
             // plain close while the client is still sending would reset the connection
             // and erase replies it has not read yet. One that owes nothing has its write
             // side shut at once, so an idle client sees EOF now.
-            let next = conn.begin_closing(CloseReason::Shutdown);
+            let Some((next, _)) =
+                self.drive_without_budget(key, |conn, _| conn.begin_closing(CloseReason::Shutdown))
+            else {
+                continue;
+            };
             // Input left unread while reading was paused raises no new edge: read (and
             // discard) it now, so the linger sees the peer's EOF.
             self.ready.push(key);

@@ -28,6 +28,10 @@ pub struct Stats {
     pub closed_error: u64,
     /// Closed by the shutdown.
     pub closed_shutdown: u64,
+    /// Closed because the buffer-memory budget was reached and they held the most.
+    pub closed_memory_budget: u64,
+    /// The most bytes connection buffers held at once (never above `--max-buffer-memory`).
+    pub buffered_peak: u64,
     /// Times a connection used its whole read budget and yielded to the others.
     pub read_yields: u64,
     /// Times reading from a connection paused because its pending output passed high water.
@@ -50,13 +54,18 @@ impl Stats {
             CloseReason::Reset => &mut self.closed_reset,
             CloseReason::Error => &mut self.closed_error,
             CloseReason::Shutdown => &mut self.closed_shutdown,
+            CloseReason::MemoryBudget => &mut self.closed_memory_budget,
         };
         *counter += 1;
     }
 
-    /// Connections closed because something went wrong: resets, errors, frames too long.
+    /// Connections closed because something went wrong: resets, errors, frames too long,
+    /// the memory budget.
     pub fn closed_by_error(&self) -> u64 {
-        self.closed_reset + self.closed_error + self.closed_frame_too_long
+        self.closed_reset
+            + self.closed_error
+            + self.closed_frame_too_long
+            + self.closed_memory_budget
     }
 }
 
@@ -66,8 +75,9 @@ impl fmt::Display for Stats {
         write!(
             f,
             "accepted {}, reaped idle {}, closed by error {}, frames {}, bytes in {}, bytes out {} \
-             (eof {}, reset {}, error {}, frame-too-long {}, shutdown {}, rejected {}, \
-             accept pauses {} for {} ms, read yields {}, backpressure stalls {})",
+             (eof {}, reset {}, error {}, frame-too-long {}, shutdown {}, memory-budget {}, \
+             rejected {}, accept pauses {} for {} ms, read yields {}, backpressure stalls {}, \
+             buffered peak {} bytes)",
             self.accepted,
             self.reaped_idle,
             self.closed_by_error(),
@@ -79,11 +89,13 @@ impl fmt::Display for Stats {
             self.closed_error,
             self.closed_frame_too_long,
             self.closed_shutdown,
+            self.closed_memory_budget,
             self.rejected,
             self.accept_pauses,
             self.accept_paused_time.as_millis(),
             self.read_yields,
             self.backpressure_stalls,
+            self.buffered_peak,
         )
     }
 }

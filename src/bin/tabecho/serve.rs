@@ -14,7 +14,8 @@ use tabecho::server::Server;
 #[derive(Args)]
 #[command(
     after_help = "Exit codes: 0 after a clean shutdown (SIGINT/SIGTERM); 1 when the \
-address cannot be bound (in use, permission) or the poll fails; 2 on a bad command line."
+address cannot be bound (in use, permission) or the poll fails; 2 on a bad command line \
+(including a --max-buffer-memory too small for --high-water and --max-frame)."
 )]
 pub struct ServeArgs {
     /// Where to listen: host:port, [v6]:port, or unix:/path.
@@ -30,10 +31,16 @@ pub struct ServeArgs {
     /// Connections served at once [default: the descriptor limit less a reserve of 32].
     #[arg(long)]
     max_connections: Option<usize>,
-    /// Pending output (bytes) past which the server stops reading from a peer that does
-    /// not read; reading resumes below half of it.
+    /// Pending output (bytes) past which the server stops answering and reading a peer
+    /// that does not read (resumes below half of it); also the largest read.
     #[arg(long, default_value_t = config::DEFAULT_HIGH_WATER)]
     high_water: usize,
+    /// The most bytes all connection buffers may hold at once (partial frames, unanswered
+    /// input, pending replies); at the budget the connections holding the most are closed
+    /// with `error: server buffer memory exhausted`. At least twice one connection's worst
+    /// case (see docs/PROTOCOL.md).
+    #[arg(long, default_value_t = config::DEFAULT_MAX_BUFFER_MEMORY)]
+    max_buffer_memory: usize,
     /// Log a line of counters this often (off by default).
     #[arg(long, value_parser = parse_duration)]
     stats_interval: Option<Duration>,
@@ -48,8 +55,13 @@ pub fn run(args: ServeArgs) -> ExitCode {
     config.max_frame = args.max_frame;
     config.max_connections = args.max_connections;
     config.high_water = args.high_water;
+    config.max_buffer_memory = args.max_buffer_memory;
     config.stats_interval = args.stats_interval;
     config.shutdown_grace = args.shutdown_grace;
+    if let Err(e) = config.validate() {
+        error!("{e}");
+        return ExitCode::from(2);
+    }
     let mut server = match Server::bind(config) {
         Ok(server) => server,
         Err(e) => {

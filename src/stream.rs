@@ -51,6 +51,16 @@ impl Stream {
         }
     }
 
+    /// Whether input is waiting to be read (a one-byte peek; EOF is not input).
+    pub fn has_input(&self) -> bool {
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+        let peeked = match self {
+            Stream::Tcp(s) => socket2::SockRef::from(s).peek(&mut byte),
+            Stream::Unix(s) => socket2::SockRef::from(s).peek(&mut byte),
+        };
+        matches!(peeked, Ok(n) if n > 0)
+    }
+
     /// The peer's address, for logs ("client: ADDR FRAME").
     pub fn peer_name(&self) -> String {
         match self {

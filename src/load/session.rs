@@ -77,6 +77,8 @@ pub struct Ctx<'a> {
     pub source: &'a PayloadSource,
     /// The payloads of `noread`'s larger frames.
     pub noread_source: &'a PayloadSource,
+    /// The payloads of `flood`'s frames: empty.
+    pub flood_source: &'a PayloadSource,
 }
 
 /// Open-loop pacing: frame `k` is due at `start + interval * (k + phase)`.

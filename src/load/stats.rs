@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicU64;
 
 use hdrhistogram::Histogram;
 
-use crate::load::fault::FaultCounts;
+use crate::load::fault::{FaultCounts, FaultKind};
 
 /// The largest latency or connect time recorded, in microseconds (one minute); larger
 /// values are clamped to it.
@@ -59,7 +59,7 @@ pub struct WorkerStats {
     /// Set when this worker stopped opening connections because a limit ran out.
     pub limit: Option<LimitHit>,
     /// The faulty connections' cycles, by kind (indexed by `FaultKind::index`).
-    pub faults: [FaultCounts; 7],
+    pub faults: [FaultCounts; FaultKind::ALL.len()],
 }
 
 /// A resource that ran out while opening connections.

@@ -171,6 +171,7 @@ pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats>
     let mut stats = WorkerStats::new();
     let mut read_buf = vec![0u8; READ_BUF];
     let noread_source = PayloadSource::new(NOREAD_FRAME.min(plan.faults.max_frame));
+    let flood_source = PayloadSource::new(0);
     let mut sessions: Vec<Slot> = Vec::with_capacity(config.count);
     let interval = config
         .rate_per_connection
@@ -206,6 +207,7 @@ pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats>
         busy_faults: &mut busy_faults,
         source: &config.source,
         noread_source: &noread_source,
+        flood_source: &flood_source,
     };
 
     loop {

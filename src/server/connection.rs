@@ -184,6 +184,12 @@ impl Connection {
         Next::Close(reason)
     }
 
+    /// The server reads this connection when input comes: it has not paused reading (for
+    /// backpressure or unanswered input) and has not seen EOF.
+    pub fn reads_input(&self) -> bool {
+        !self.read_paused && !self.peer_eof
+    }
+
     /// Records that the poller reported the peer's FIN (or an error) for this connection.
     pub fn note_hangup(&mut self) {
         self.hangup_seen = true;

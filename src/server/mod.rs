@@ -327,6 +327,9 @@ impl Server {
             }
             self.revisit_ready();
             if self.listener_ready {
+                // A long turn must not age the new connections: their idle deadline
+                // counts from now.
+                self.cx.now_us = self.clock.now_us();
                 self.accept_connections();
             }
             // Timers judge by a fresh clock, the same one the wheel is polled with, so an
@@ -683,10 +686,19 @@ impl Server {
         let Some(conn) = self.connections.get_mut(key) else {
             return;
         };
-        let deadline_us = conn.last_progress_us + self.idle_us;
+        let mut deadline_us = conn.last_progress_us + self.idle_us;
         let reason = match conn.closing {
             Some(reason) => Some(reason),
-            None if self.cx.now_us >= deadline_us => Some(CloseReason::Idle),
+            None if self.cx.now_us >= deadline_us => {
+                if conn.reads_input() && conn.stream.has_input() {
+                    // Input arrived that this busy turn has not read yet (its event is
+                    // in the next poll): judge after reading it, one tick from now.
+                    deadline_us = self.cx.now_us + self.clock.tick_us;
+                    None
+                } else {
+                    Some(CloseReason::Idle)
+                }
+            }
             None => None,
         };
         if let Some(reason) = reason {

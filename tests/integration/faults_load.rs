@@ -110,6 +110,19 @@ fn fault_noread_alone_is_throttled_and_reaped() {
 }
 
 #[test]
+fn fault_flood_alone_is_throttled_held_small_and_reaped() {
+    let (counts, stats) = kind_alone(FaultKind::Flood);
+    assert!(stats.backpressure_stalls >= counts.runs, "{stats:?}");
+    assert!(stats.reaped_idle >= counts.runs, "{stats:?}");
+    // Each flooder holds at most two high-water marks (one reply over): see PROTOCOL.md.
+    let per_flooder = 2 * tabecho::config::DEFAULT_HIGH_WATER as u64 + 12;
+    assert!(
+        stats.buffered_peak <= counts.runs * per_flooder,
+        "{stats:?}"
+    );
+}
+
+#[test]
 fn fault_trickle_alone_gets_nothing_and_is_reaped_after_the_idle_timeout() {
     let (counts, stats) = kind_alone(FaultKind::Trickle);
     assert!(stats.reaped_idle >= counts.runs, "{stats:?}");
@@ -172,7 +185,7 @@ fn load_binary_with_every_fault_exits_0_with_json() {
             "-d",
             "10s",
             "--faults",
-            "reset,halfclose,slowread,noread,trickle,oversize,garbage",
+            "reset,halfclose,slowread,noread,flood,trickle,oversize,garbage",
             "--fault-share",
             "0.5",
             "--fault-cycles",

@@ -10,12 +10,14 @@
 //! - `send`: `tabecho send` and the blocking `Client`: replies, stdin, every error exit
 //! - `load`: `tabecho load`: verified runs, and the wrong servers it must catch
 //! - `faults_load`: `tabecho load --faults`: each misbehaving client's documented outcome
+//! - `memory`: what a peer can make the server hold; the buffer-memory budget
 
 mod faults;
 mod faults_load;
 mod idle;
 mod limits;
 mod load;
+mod memory;
 mod process;
 mod protocol;
 mod send;

@@ -122,6 +122,42 @@ pub fn round_trip(s: &mut TcpStream, frame: &[u8]) {
     assert_eq!(read_n(s, want.len()), want);
 }
 
+/// Writes `pattern` over and over as one continuous stream, never reading, until the
+/// server stops reading: then writes make no progress (four in a row, 1 s: one could be a
+/// busy machine not scheduling the server). A short write is resumed where it stopped, so
+/// the stream is exactly `pattern` repeated and cut after the returned number of bytes.
+/// Fails the test past 256 MiB: a server that never stops reading.
+#[track_caller]
+pub fn write_until_server_stops_reading(c: &mut TcpStream, pattern: &[u8]) -> usize {
+    c.set_write_timeout(Some(Duration::from_millis(250)))
+        .unwrap();
+    let mut written = 0usize;
+    let mut stalled_writes = 0;
+    while stalled_writes < 4 {
+        match c.write(&pattern[written % pattern.len()..]) {
+            Ok(n) => {
+                written += n;
+                stalled_writes = 0;
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                stalled_writes += 1
+            }
+            Err(e) => panic!("write after {written} bytes: {e}"),
+        }
+        assert!(
+            written < 256 * 1024 * 1024,
+            "server kept reading {written} bytes from a peer that never reads"
+        );
+    }
+    c.set_write_timeout(Some(WAIT)).unwrap();
+    written
+}
+
 /// The built `tabecho` binary running `serve`, its stderr read line by line.
 pub struct ServerProcess {
     pub child: std::process::Child,

@@ -38,6 +38,8 @@ assume the server's --max-frame and --idle-timeout: give the same values here.
              order, then EOF
   noread     sends frames (up to 4 MiB) and never reads: the server throttles it and
              reaps it (EOF or reset); whatever arrived is a correct prefix
+  flood      empty frames (each a 12-byte reply) as fast as the socket takes them,
+             never read: as noread; the server holds at most 2 x --high-water for it
   trickle    an unfinished frame, one byte at a time: no byte back, and a close no
              sooner than the idle timeout
   oversize   8 frames, then more than --max-frame bytes without a TAB: their replies,
@@ -98,7 +100,7 @@ pub struct LoadArgs {
     /// Send at most this many frames per connection, then end once all are answered.
     #[arg(long)]
     frames: Option<u64>,
-    /// Mix in misbehaving connections: reset, halfclose, slowread, noread, trickle,
+    /// Mix in misbehaving connections: reset, halfclose, slowread, noread, flood, trickle,
     /// oversize, garbage (comma-separated; see below).
     #[arg(long, value_delimiter = ',', value_name = "KIND,...")]
     faults: Vec<FaultKind>,

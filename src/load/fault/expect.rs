@@ -84,6 +84,18 @@ impl Expect {
         self.checker.sent(());
     }
 
+    /// Appends `n` empty frames (flood: the payload source must be of empty payloads).
+    pub fn queue_empty_frames(&mut self, n: usize, out: &mut Vec<u8>) {
+        debug_assert!(
+            self.checker.next_payload().is_empty(),
+            "flood frames are empty"
+        );
+        out.resize(out.len() + n, DELIMITER);
+        for _ in 0..n {
+            self.checker.sent(());
+        }
+    }
+
     /// Garbage: the reply bytes owed for the garbage sent.
     pub fn owe_replies(&mut self, replies: Vec<u8>) {
         self.replies = replies;
@@ -197,7 +209,7 @@ impl Expect {
                 }
             }
             // Reaped: what arrived was checked as it came (a prefix may end mid-reply).
-            FaultKind::NoRead => Ok(()),
+            FaultKind::NoRead | FaultKind::Flood => Ok(()),
             FaultKind::Trickle => {
                 if after < idle.mul_f64(TRICKLE_EARLIEST) {
                     Err(format!(
@@ -236,7 +248,7 @@ impl Expect {
     pub fn no_outcome(&self, within: Duration) -> String {
         let ms = within.as_millis();
         match self.kind {
-            FaultKind::NoRead => format!("not reaped within {ms} ms"),
+            FaultKind::NoRead | FaultKind::Flood => format!("not reaped within {ms} ms"),
             FaultKind::Trickle => format!("not closed within {ms} ms"),
             FaultKind::Garbage => format!(
                 "no EOF within {ms} ms, {} of {} reply bytes",

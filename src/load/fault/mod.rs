@@ -8,6 +8,7 @@
 //! | halfclose | a burst and an unfinished fragment, shuts its write side | every reply, no reply to the fragment, EOF |
 //! | slowread  | a burst, then reads nothing for half the idle timeout | every reply in order, then EOF                |
 //! | noread    | sends frames and never reads                       | reaped (EOF or reset); what came, a correct prefix |
+//! | flood     | sends empty frames (12 bytes of reply each) as fast as the socket takes them, never reads | the same as noread |
 //! | trickle   | an unfinished frame, one byte at a time            | no byte; a close no sooner than the idle timeout |
 //! | oversize  | frames, then more than `max_frame` bytes, still sending | their replies, the exact error line, EOF   |
 //! | garbage   | random bytes (TAB, NUL, 0xFF...), shuts its write side | the replies to the frames they make, EOF    |
@@ -47,6 +48,8 @@ pub enum FaultKind {
     SlowRead,
     /// Never reads.
     NoRead,
+    /// Sends empty frames, the most reply per byte, as fast as it can; never reads.
+    Flood,
     /// Sends an unfinished frame one byte at a time.
     Trickle,
     /// Sends a frame over the limit.
@@ -57,11 +60,12 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// Every kind, in report order.
-    pub const ALL: [FaultKind; 7] = [
+    pub const ALL: [FaultKind; 8] = [
         FaultKind::Reset,
         FaultKind::HalfClose,
         FaultKind::SlowRead,
         FaultKind::NoRead,
+        FaultKind::Flood,
         FaultKind::Trickle,
         FaultKind::Oversize,
         FaultKind::Garbage,
@@ -74,10 +78,16 @@ impl FaultKind {
             FaultKind::HalfClose => "halfclose",
             FaultKind::SlowRead => "slowread",
             FaultKind::NoRead => "noread",
+            FaultKind::Flood => "flood",
             FaultKind::Trickle => "trickle",
             FaultKind::Oversize => "oversize",
             FaultKind::Garbage => "garbage",
         }
+    }
+
+    /// Sends frames without ever reading (noread, flood): the server must throttle it.
+    pub fn never_reads(self) -> bool {
+        matches!(self, FaultKind::NoRead | FaultKind::Flood)
     }
 
     /// The position in [`FaultKind::ALL`], which indexes per-kind counters.

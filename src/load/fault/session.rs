@@ -37,9 +37,13 @@ const GARBAGE_BYTES: usize = 4096;
 /// Frame bytes queued at once by `noread` as its socket takes them.
 const NOREAD_CHUNK: usize = 64 * 1024;
 /// The most `noread` sends per cycle, a safety bound: it stops when its socket stops
-/// taking bytes, after about 5 MB on Linux loopback (the server's autotuned send
-/// buffer, up to 4 MiB, then its 1 MiB high-water mark, at which it stops reading).
+/// taking bytes, after a few MB on Linux loopback (the server's autotuned send buffer,
+/// up to 4 MiB, then its high-water mark, at which it stops reading).
 const NOREAD_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// The most `flood` sends per cycle: 2 Mi empty frames, 24 MiB of replies, far more than
+/// the kernel's buffers on the way hold, so the server must stop reading it; and few
+/// enough that queueing them stays cheap in a debug build.
+const FLOOD_MAX_BYTES: usize = 2 * 1024 * 1024;
 /// Delay before retrying a Unix connect refused with EAGAIN (backlog full).
 const UNIX_RETRY: Duration = Duration::from_millis(10);
 
@@ -188,7 +192,7 @@ impl FaultSession {
                 }
             }
             Phase::Running => {
-                if closed && self.kind == FaultKind::NoRead {
+                if closed && self.kind.never_reads() {
                     // The server reaped it: now read what it sent, to check it.
                     self.reading = true;
                 }
@@ -254,6 +258,7 @@ impl FaultSession {
         let conn = splitmix64(self.id) ^ self.cycle;
         let source = match self.kind {
             FaultKind::NoRead => ctx.noread_source,
+            FaultKind::Flood => ctx.flood_source,
             _ => ctx.source,
         };
         self.expect = Expect::new(
@@ -281,7 +286,7 @@ impl FaultSession {
                 self.reading = false;
                 self.next_at = Some(now + faults.idle_timeout / 2);
             }
-            FaultKind::NoRead => self.reading = false,
+            FaultKind::NoRead | FaultKind::Flood => self.reading = false,
             FaultKind::Trickle => self.next_at = Some(now),
             FaultKind::Oversize => {
                 self.queue_frames(OVERSIZE_FRAMES_BEFORE);
@@ -341,23 +346,30 @@ impl FaultSession {
     /// kind's next step once everything is written.
     fn pump(&mut self, now: Instant, ctx: &mut Ctx) {
         loop {
-            let refill = self.kind == FaultKind::NoRead
-                && !self.write_done
-                && self.out_pos == self.out.len();
+            let refill =
+                self.kind.never_reads() && !self.write_done && self.out_pos == self.out.len();
             if refill {
-                if self.queued >= NOREAD_MAX_BYTES {
+                let budget = match self.kind {
+                    FaultKind::Flood => FLOOD_MAX_BYTES,
+                    _ => NOREAD_MAX_BYTES,
+                };
+                if self.queued >= budget {
                     self.write_done = true;
                     break;
                 }
                 self.out.clear();
                 self.out_pos = 0;
-                let frames = (NOREAD_CHUNK / (ctx.noread_source.size() + 1)).max(1);
-                self.queue_frames(frames);
+                if self.kind == FaultKind::Flood {
+                    self.expect.queue_empty_frames(NOREAD_CHUNK, &mut self.out);
+                } else {
+                    let frames = (NOREAD_CHUNK / (ctx.noread_source.size() + 1)).max(1);
+                    self.queue_frames(frames);
+                }
                 self.queued += self.out.len();
             }
             match self.write_out() {
                 // Bounded by NOREAD_MAX_BYTES.
-                Ok(true) if self.kind == FaultKind::NoRead && !self.write_done => continue,
+                Ok(true) if self.kind.never_reads() && !self.write_done => continue,
                 Ok(true) => break,
                 Ok(false) => return,
                 Err(e)

@@ -1,0 +1,166 @@
+//! Memory: what a peer can make the server hold, and the buffer-memory budget.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use tabecho::config::DEFAULT_HIGH_WATER;
+
+use crate::util::*;
+
+/// The error line of a connection closed for the budget.
+const BUDGET_LINE: &[u8] = b"error: server buffer memory exhausted\t";
+
+#[test]
+fn flood_of_empty_frames_that_never_reads_holds_at_most_two_high_water_marks() {
+    // Idle reaping is not the subject: noticing that the server stopped reading takes 1 s.
+    let server = TestServer::start_with(|c| c.idle_timeout = Duration::from_secs(60));
+    let mut c = connect(server.tcp());
+    // Each 1-byte frame is a 12-byte reply: the worst amplification there is.
+    let written = write_until_server_stops_reading(&mut c, &[b'\t'; 4096]);
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let (got, reset) = read_to_end(&mut c);
+    assert_eq!(reset, None);
+    assert_eq!(got.len(), written * 12, "every empty frame answered");
+    assert!(got.chunks(12).all(|r| r == b"server got:\t"));
+    let stats = server.stop();
+    // Replies up to high water plus the one that crosses it, and at most one read of
+    // input left unanswered (at most high water): see docs/PROTOCOL.md.
+    let bound = 2 * DEFAULT_HIGH_WATER as u64 + 12;
+    assert!(
+        stats.buffered_peak <= bound,
+        "held {} bytes, bound {bound}",
+        stats.buffered_peak
+    );
+    assert!(stats.backpressure_stalls >= 1);
+}
+
+#[test]
+fn slow_reader_of_a_long_flood_keeps_its_buffer_bounded_and_loses_nothing() {
+    // The client reads in small sips while it floods: the server's pending output is
+    // written from its middle again and again; it must not grow with everything sent.
+    let server = TestServer::start_with(|c| c.idle_timeout = Duration::from_secs(60));
+    let c = connect(server.tcp());
+    let mut reader = c.try_clone().unwrap();
+    let mut writer = c;
+    let frames = 2_000_000usize;
+    let w = std::thread::spawn(move || {
+        let chunk = [b'\t'; 8192];
+        let mut left = frames;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            writer.write_all(&chunk[..n]).unwrap();
+            left -= n;
+        }
+        writer.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let mut buf = [0u8; 1000];
+    let mut got = 0usize;
+    loop {
+        let n = reader.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        assert!(buf[..n].iter().enumerate().all(|(i, &b)| {
+            let at = (got + i) % 12;
+            b == b"server got:\t"[at]
+        }));
+        got += n;
+    }
+    w.join().unwrap();
+    assert_eq!(got, frames * 12);
+    let stats = server.stop();
+    assert!(stats.buffered_peak <= 2 * DEFAULT_HIGH_WATER as u64 + 12);
+}
+
+#[test]
+fn budget_reached_closes_the_largest_holders_with_an_error_line_and_serves_the_rest() {
+    // One connection's worst case here is 4096 + (8192 + 12) + 64 + 8192 = 20,556 bytes;
+    // the budget of 64 KiB is reached by about six partial frames of 8,000 bytes.
+    let budget = 64 * 1024;
+    let server = TestServer::start_with(|c| {
+        c.high_water = 4096;
+        c.max_frame = 8192;
+        c.max_buffer_memory = budget;
+        c.idle_timeout = Duration::from_secs(60);
+    });
+    let mut healthy = connect(server.tcp());
+    let big_frame = vec![b'B'; 8000];
+    let small_frame = vec![b's'; 100];
+    let mut big: Vec<TcpStream> = (0..8).map(|_| connect(server.tcp())).collect();
+    let mut small: Vec<TcpStream> = (0..20).map(|_| connect(server.tcp())).collect();
+    for c in &mut big {
+        c.write_all(&big_frame).unwrap();
+    }
+    for c in &mut small {
+        c.write_all(&small_frame).unwrap();
+    }
+    // The budget is checked before a connection's I/O: the healthy client's round trips
+    // keep the server turning until the big holders' bytes are in and some are closed.
+    let deadline = Instant::now() + WAIT;
+    let mut evicted = vec![false; big.len()];
+    while !evicted.iter().any(|&e| e) {
+        round_trip(&mut healthy, b"still served");
+        for (i, c) in big.iter_mut().enumerate() {
+            c.set_nonblocking(true).unwrap();
+            let mut first = [0u8; 1];
+            match c.peek(&mut first) {
+                Ok(1) => evicted[i] = true,
+                Ok(_) => panic!("holder {i} closed without the error line"),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("holder {i}: {e}"),
+            }
+            c.set_nonblocking(false).unwrap();
+        }
+        assert!(Instant::now() < deadline, "the budget never closed anyone");
+    }
+    // The closed ones read the error line, then EOF.
+    for (i, c) in big.iter_mut().enumerate().filter(|(i, _)| evicted[*i]) {
+        let (got, reset) = read_to_end(c);
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(BUDGET_LINE),
+            "holder {i}"
+        );
+        assert_eq!(reset, None, "holder {i}: a lingering close, not a reset");
+    }
+    // Everyone else loses nothing: their frame, finished now, is answered.
+    for (i, c) in big.iter_mut().enumerate().filter(|(i, _)| !evicted[*i]) {
+        c.write_all(b"\t").unwrap();
+        let want = reply(&big_frame);
+        assert!(read_n(c, want.len()) == want, "big holder {i} kept");
+    }
+    for c in &mut small {
+        c.write_all(b"\t").unwrap();
+        assert_eq!(read_n(c, reply(&small_frame).len()), reply(&small_frame));
+    }
+    round_trip(&mut healthy, b"still served");
+    let stats = server.stop();
+    let closed = evicted.iter().filter(|&&e| e).count() as u64;
+    assert_eq!(stats.closed_memory_budget, closed);
+    assert!(
+        stats.buffered_peak <= budget as u64,
+        "peak {} over the budget {budget}",
+        stats.buffered_peak
+    );
+}
+
+#[test]
+fn budget_below_two_connections_worst_case_is_refused() {
+    let mut config = tabecho::config::ServerConfig::new("127.0.0.1:0".parse().unwrap());
+    config.max_buffer_memory = 1000;
+    let err = config.validate().unwrap_err();
+    assert!(err.contains("--max-buffer-memory 1000"), "{err}");
+    let (code, _, stderr) = tabecho(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-buffer-memory",
+            "1000",
+        ],
+        b"",
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--max-buffer-memory"), "{stderr}");
+}

@@ -24,6 +24,7 @@ pub mod client;
 pub mod config;
 pub mod frame;
 pub mod load;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod stream;

@@ -118,6 +118,11 @@ impl Connection {
         self.output.len() - self.sent as usize
     }
 
+    /// Bytes held in buffers: the unfinished frame and the replies not yet sent.
+    pub fn buffered_bytes(&self) -> usize {
+        self.decoder.pending() + self.pending_output()
+    }
+
     /// Starts a lingering close: answer nothing more, send what is owed, shut the write
     /// side, discard input until EOF. The reactor arms the linger deadline.
     pub fn begin_closing(&mut self, reason: CloseReason) -> Next {

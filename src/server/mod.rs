@@ -3,7 +3,7 @@
 //! ```text
 //!   poll(timeout = next timer or 0 if work is left)
 //!     ├─ LISTENER  → accept up to ACCEPTS_PER_EVENT (more? listener_ready stays set)
-//!     ├─ WAKER     → shutdown asked by a ShutdownHandle
+//!     ├─ WAKER     → shutdown asked by a ShutdownHandle, or a snapshot by a SnapshotHandle
 //!     ├─ SIGNALS   → SIGINT/SIGTERM
 //!     └─ Token(key)→ connection: writable first (free buffer space), then readable
 //!   revisit the ready list (connections that used their read budget)
@@ -24,6 +24,7 @@ mod close;
 mod connection;
 mod listener;
 mod signal;
+mod snapshot;
 mod stats;
 
 use std::io;
@@ -36,6 +37,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 pub use close::CloseReason;
+pub use snapshot::{Snapshot, SnapshotHandle, TurnHistogram, TURN_BUCKET_BOUNDS_US};
 pub use stats::Stats;
 
 use crate::addr::ListenAddr;
@@ -157,6 +159,8 @@ pub struct Server {
     shutdown_flag: Arc<AtomicBool>,
     waker: Arc<Waker>,
     signals: Option<ShutdownSignals>,
+    /// Serves snapshot requests and times turns; `None` until a `snapshot_handle` is taken.
+    metrics: Option<Box<snapshot::Publisher>>,
 }
 
 impl Server {
@@ -215,6 +219,7 @@ impl Server {
             shutdown_flag: Arc::new(AtomicBool::new(false)),
             waker,
             signals: None,
+            metrics: None,
         })
     }
 
@@ -259,10 +264,11 @@ impl Server {
                 }
             }
             self.cx.now_us = self.clock.now_us();
+            let turn_start_us = self.cx.now_us;
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.listener_ready = true,
-                    WAKER => {}
+                    WAKER => self.on_wake(),
                     SIGNALS => self.on_signal(),
                     Token(key) => {
                         // Errors and hang-ups show up as a failed read or write.
@@ -297,6 +303,7 @@ impl Server {
             if self.phase == Phase::Draining && self.connections.is_empty() {
                 self.phase = Phase::Done;
             }
+            self.end_turn(turn_start_us);
         }
         info!("shutdown: {}", self.cx.stats);
         Ok(self.cx.stats)

@@ -54,6 +54,18 @@ impl Stats {
         *counter += 1;
     }
 
+    /// Connections closed for `reason` (the counter [`Stats::count_close`] adds to).
+    pub fn closed(&self, reason: CloseReason) -> u64 {
+        match reason {
+            CloseReason::Eof => self.closed_eof,
+            CloseReason::Idle => self.reaped_idle,
+            CloseReason::FrameTooLong => self.closed_frame_too_long,
+            CloseReason::Reset => self.closed_reset,
+            CloseReason::Error => self.closed_error,
+            CloseReason::Shutdown => self.closed_shutdown,
+        }
+    }
+
     /// Connections closed because something went wrong: resets, errors, frames too long.
     pub fn closed_by_error(&self) -> u64 {
         self.closed_reset + self.closed_error + self.closed_frame_too_long
@@ -85,5 +97,23 @@ impl fmt::Display for Stats {
             self.read_yields,
             self.backpressure_stalls,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closed_reads_the_counter_count_close_adds_to() {
+        let mut stats = Stats::default();
+        for (i, reason) in CloseReason::ALL.into_iter().enumerate() {
+            for _ in 0..=i {
+                stats.count_close(reason);
+            }
+        }
+        for (i, reason) in CloseReason::ALL.into_iter().enumerate() {
+            assert_eq!(stats.closed(reason), i as u64 + 1, "{reason}");
+        }
     }
 }

@@ -28,4 +28,5 @@ pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod stream;
+pub mod systemd;
 pub mod timer_wheel;

@@ -166,13 +166,23 @@ pub struct Server {
 impl Server {
     /// Binds the listener and raises the descriptor limit; does not serve yet.
     pub fn bind(config: ServerConfig) -> io::Result<Server> {
+        let listener = Listener::bind(&config.listen)?;
+        Self::with_listener(config, listener)
+    }
+
+    /// As [`Server::bind`], on a listening socket systemd passed (socket activation,
+    /// see `crate::systemd`) instead of `config.listen`.
+    pub fn from_systemd(config: ServerConfig, socket: std::os::fd::OwnedFd) -> io::Result<Server> {
+        Self::with_listener(config, Listener::from_systemd(socket)?)
+    }
+
+    fn with_listener(config: ServerConfig, mut listener: Listener) -> io::Result<Server> {
         let fd_limit = raise_fd_limit();
         let max_connections = config
             .max_connections
             .unwrap_or_else(|| fd_limit.saturating_sub(FD_RESERVE).max(1) as usize)
             .min(TIMER_SHUTDOWN as usize - 1);
         let poll = Poll::new()?;
-        let mut listener = Listener::bind(&config.listen)?;
         let local_addr = listener.local_addr()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -250,7 +260,11 @@ impl Server {
     /// Serves until shut down; returns the counters. Only a failure of the poll itself
     /// is an error: a connection's errors close that connection.
     pub fn run(mut self) -> io::Result<Stats> {
-        info!("listening on {}", self.local_addr);
+        let from = match self.listener.as_ref().map(Listener::origin) {
+            Some(listener::Origin::Systemd) => " (from systemd)",
+            _ => "",
+        };
+        info!("listening on {}{from}", self.local_addr);
         if let Some(every) = self.config.stats_interval {
             self.arm_server_timer(every, TIMER_STATS);
         }
@@ -574,6 +588,7 @@ impl Server {
             self.config.shutdown_grace.as_millis()
         );
         self.phase = Phase::Draining;
+        crate::systemd::notify_stopping();
         self.shutdown_flag.store(true, Ordering::SeqCst);
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);

@@ -10,14 +10,18 @@
 //! - `send`: `tabecho send` and the blocking `Client`: replies, stdin, every error exit
 //! - `load`: `tabecho load`: verified runs, and the wrong servers it must catch
 //! - `faults_load`: `tabecho load --faults`: each misbehaving client's documented outcome
+//! - `metrics`: `serve --metrics` and `tabecho stats`: exact counters, every metric present
+//! - `systemd`: socket activation through `systemd-socket-activate`, the units' rules
 
 mod faults;
 mod faults_load;
 mod idle;
 mod limits;
 mod load;
+mod metrics;
 mod process;
 mod protocol;
 mod send;
+mod systemd;
 mod unix;
 mod util;

@@ -19,7 +19,8 @@ use tabecho::systemd;
 #[command(
     after_help = "Socket activation: without --listen, a listening socket passed by systemd \
 (LISTEN_PID is this process, LISTEN_FDS >= 1) is served instead of the default address; with \
-several, the first is served and the others closed, with a warning. READY=1 and STOPPING=1 \
+several, the first is served and the others closed, with a warning; with --listen, they are \
+closed, with a warning. The LISTEN_* variables are unset either way. READY=1 and STOPPING=1 \
 are sent when NOTIFY_SOCKET is set.
 
 Exit codes: 0 after a clean shutdown (SIGINT/SIGTERM); 1 when the address cannot be bound \
@@ -109,17 +110,24 @@ fn parse_positive_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Binds the server: on the socket systemd passed when `--listen` was not given and there
-/// is one, else on `config.listen`. Logs one line and returns `None` on failure.
+/// is one, else on `config.listen` (closing any socket systemd passed, with a warning).
+/// Logs one line and returns `None` on failure.
 fn bind(listen_not_given: bool, config: ServerConfig) -> Option<Server> {
-    let mut inherited = Vec::new();
-    if listen_not_given {
-        inherited = match systemd::listen_fds() {
-            Ok(fds) => fds,
-            Err(e) => {
-                error!("socket activation: {e}");
-                return None;
-            }
-        };
+    // Taken even when --listen is given, so the LISTEN_* variables are unset and the
+    // descriptors closed rather than inherited by children.
+    let mut inherited = match systemd::listen_fds() {
+        Ok(fds) => fds,
+        Err(e) => {
+            error!("socket activation: {e}");
+            return None;
+        }
+    };
+    if !listen_not_given && !inherited.is_empty() {
+        warn!(
+            "--listen given: closing the {} socket(s) systemd passed",
+            inherited.len()
+        );
+        inherited.clear();
     }
     if inherited.len() > 1 {
         warn!(

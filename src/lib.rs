@@ -2,15 +2,15 @@
 //! with its client and a verifying load generator.
 //!
 //! ```text
-//!  systemd ── LISTEN_FDS (fd 3) ──┐       READY=1 / STOPPING=1 ◀─┐
+//!  systemd: LISTEN_FDS (fd 3) ─▶ Listener; READY=1, STOPPING=1 ◀─ serve, shutdown
 //!            ┌──────────── server::Server (one thread) ──────────────┐
 //!  clients ──┤ mio::Poll ─▶ Listener (accept, limit, EMFILE pause)   │
 //!            │           ─▶ Slab<Connection> ─▶ FrameDecoder (pure)  │
 //!            │                             └──▶ protocol (replies)   │
 //!            │ TimerWheel (pure): idle checks, lingers, pauses       │
-//!            │ Stats + turn histogram ──▶ Snapshot (on request, Waker)│
-//!            └──────────────────────────────────────┬────────────────┘
-//!                                                   ▼
+//!            │ Stats, turn histogram ─▶ Snapshot (on request, Waker) │
+//!            └─────────────────────────────────────────────┬─────────┘
+//!                                                          ▼ snapshots
 //!  Prometheus ── GET /metrics ──▶ metrics::MetricsServer (own thread) ─▶ exposition
 //! ```
 //!

@@ -90,3 +90,23 @@ fn listen_given_ignores_the_inherited_socket() {
     server.signal("TERM");
     assert_eq!(server.wait_exit().0.code(), Some(0));
 }
+
+#[test]
+fn notify_socket_gets_ready_once_serving_then_stopping_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    notify.set_read_timeout(Some(WAIT)).unwrap();
+    let prefix = format!("NOTIFY_SOCKET='{}'", path.display());
+    let server = ServerProcess::spawn_with_shell_prefix(&prefix, &["--listen", "127.0.0.1:0"]);
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).expect("READY=1");
+    assert_eq!(String::from_utf8_lossy(&buf[..n]).trim_end(), "READY=1");
+    let mut c = connect(server.tcp());
+    round_trip(&mut c, b"ready means serving");
+    drop(c);
+    server.signal("TERM");
+    let n = notify.recv(&mut buf).expect("STOPPING=1");
+    assert_eq!(String::from_utf8_lossy(&buf[..n]).trim_end(), "STOPPING=1");
+    assert_eq!(server.wait_exit().0.code(), Some(0));
+}

@@ -2,7 +2,12 @@
 # Instructions per frame at 10 and at 1,000 connections, counted by callgrind, for tabecho
 # and, beside it, for the byte-echo ceiling (benches/ceiling).
 #
-#   scripts/callgrind.sh [FRAMES]        (default FRAMES=100000)
+#   scripts/callgrind.sh [--pipeline N] [--metrics] [FRAMES]     (default FRAMES=100000)
+#
+# --pipeline N: frames in flight per connection (default 1).
+# --metrics: compare tabecho with `--metrics 127.0.0.1:0` against tabecho without it
+#   (instead of against the ceiling): the cost of the metrics on the frame path (its turn
+#   timing; nobody scrapes during the run).
 #
 # Instructions are repeatable where wall time is not. For each connection count the server
 # runs under `valgrind --tool=callgrind` twice, answering FRAMES and then 2*FRAMES frames
@@ -17,6 +22,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
+pipeline=1
+servers=(tabecho ceiling)
+while [ $# -gt 0 ]; do
+  case $1 in
+    --pipeline) pipeline=$2; shift 2 ;;
+    --metrics) servers=(tabecho metrics); shift ;;
+    *) break ;;
+  esac
+done
 frames=${1:-100000}
 
 if ! command -v valgrind >/dev/null; then
@@ -32,13 +46,15 @@ ceiling=benches/ceiling/target/release/ceiling-echo
 out=target/callgrind
 mkdir -p "$out"
 
-# measure SERVER CONNS FRAMES: runs SERVER (tabecho or ceiling) under callgrind for FRAMES
+# measure SERVER CONNS FRAMES: runs SERVER (tabecho, metrics = tabecho --metrics, or ceiling)
+# under callgrind for FRAMES
 # frames over CONNS connections; prints the total instruction count (Ir).
 measure() {
   local server=$1 conns=$2 total=$3
   local log="$out/$server-$conns-$total.log" file="$out/callgrind.$server.$conns.$total.out"
   local cmd=("$bin" serve --listen 127.0.0.1:0 --idle-timeout 600s) raw=""
   if [ "$server" = ceiling ]; then cmd=("$ceiling" 127.0.0.1:0); raw=--raw; fi
+  if [ "$server" = metrics ]; then cmd+=(--metrics 127.0.0.1:0); fi
   rm -f "$file"
   : >"$log"
   valgrind --tool=callgrind --callgrind-out-file="$file" "${cmd[@]}" >"$log" 2>&1 &
@@ -46,7 +62,7 @@ measure() {
   local addr
   addr=$(listening_addr "$log") || true
   [ -n "$addr" ] || { echo "server did not start; see $log" >&2; kill $vpid; exit 1; }
-  "$bin" load --addr "$addr" --connections "$conns" --threads 1 --pipeline 1 --size 32 $raw \
+  "$bin" load --addr "$addr" --connections "$conns" --threads 1 --pipeline "$pipeline" --size 32 $raw \
     --frames $((total / conns)) --duration 600s --connect-timeout 60s --drain 60s \
     >"$out/load-$server-$conns-$total.txt" \
     || { echo "load failed: $server, $conns connections; see $out/load-$server-$conns-$total.txt" >&2; kill $vpid; exit 1; }
@@ -56,9 +72,10 @@ measure() {
   sed -n 's/^summary: \([0-9]*\).*/\1/p' "$file"
 }
 
+echo "pipeline $pipeline, 32-byte frames"
 printf '%-8s %-12s %-14s %-14s %s\n' server connections "Ir(${frames})" "Ir($((2 * frames)))" "instructions/frame"
 declare -A per_frame
-for server in tabecho ceiling; do
+for server in "${servers[@]}"; do
   for conns in 10 1000; do
     one=$(measure $server $conns "$frames")
     two=$(measure $server $conns $((2 * frames)))
@@ -66,6 +83,12 @@ for server in tabecho ceiling; do
     printf '%-8s %-12s %-14s %-14s %s\n' $server "$conns" "$one" "$two" "${per_frame[$server.$conns]}"
   done
 done
+if [ "${servers[1]}" = metrics ]; then
+  awk -v a="${per_frame[tabecho.10]}" -v b="${per_frame[tabecho.1000]}" \
+      -v c="${per_frame[metrics.10]}" -v d="${per_frame[metrics.1000]}" 'BEGIN {
+    printf "--metrics on / off: %.4f at 10 connections, %.4f at 1000 (target <= 1.03)\n", c / a, d / b }'
+  exit 0
+fi
 awk -v a="${per_frame[tabecho.10]}" -v b="${per_frame[tabecho.1000]}" \
     -v c="${per_frame[ceiling.10]}" -v d="${per_frame[ceiling.1000]}" 'BEGIN {
   printf "tabecho 1000/10 connections: %.3f (target <= 1.1)\n", b / a

@@ -2,12 +2,16 @@
 //! with its client and a verifying load generator.
 //!
 //! ```text
-//!            ┌──────────── server::Server (one thread) ─────────────┐
-//!  clients ──┤ mio::Poll ─▶ Listener (accept, limit, EMFILE pause)  │
-//!            │           ─▶ Slab<Connection> ─▶ FrameDecoder (pure) │
-//!            │                             └──▶ protocol (replies)  │
-//!            │ TimerWheel (pure): idle checks, lingers, pauses      │
-//!            └──────────────────────────────────────────────────────┘
+//!  systemd: LISTEN_FDS (fd 3) ─▶ Listener; READY=1, STOPPING=1 ◀─ serve, shutdown
+//!            ┌──────────── server::Server (one thread) ──────────────┐
+//!  clients ──┤ mio::Poll ─▶ Listener (accept, limit, EMFILE pause)   │
+//!            │           ─▶ Slab<Connection> ─▶ FrameDecoder (pure)  │
+//!            │                             └──▶ protocol (replies)   │
+//!            │ TimerWheel (pure): idle checks, lingers, pauses       │
+//!            │ Stats, turn histogram ─▶ Snapshot (on request, Waker) │
+//!            └─────────────────────────────────────────────┬─────────┘
+//!                                                          ▼ snapshots
+//!  Prometheus ── GET /metrics ──▶ metrics::MetricsServer (own thread) ─▶ exposition
 //! ```
 //!
 //! Modules:
@@ -16,7 +20,9 @@
 //! - [`timer_wheel`]: `TimerWheel`, a hashed wheel of tick deadlines (pure).
 //! - [`addr`], [`config`]: `ListenAddr` (tcp | unix), durations; `ServerConfig` defaults.
 //! - [`stream`]: one non-blocking TCP-or-Unix stream type for the server and the load.
-//! - [`server`]: the reactor.
+//! - [`server`]: the reactor; `server::snapshot` copies its counters for other threads.
+//! - [`metrics`]: the `GET /metrics` endpoint on its own thread, and the exposition format.
+//! - [`systemd`]: socket activation (`LISTEN_FDS`) and `READY=1` / `STOPPING=1`.
 //! - [`client`]: a blocking client (`tabecho send`, tests, embedders).
 //! - [`load`]: the verifying load generator (`tabecho load`, the benchmarks).
 pub mod addr;
@@ -24,7 +30,9 @@ pub mod client;
 pub mod config;
 pub mod frame;
 pub mod load;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod stream;
+pub mod systemd;
 pub mod timer_wheel;

@@ -48,3 +48,45 @@ impl fmt::Display for CloseReason {
         })
     }
 }
+
+impl CloseReason {
+    /// Every reason, in declaration order: one `tabecho_closed_total{reason}` series each,
+    /// so a new reason is exported without touching the metrics code. Add a new variant
+    /// here too: the exhaustive matches in [`CloseReason::label`] and `Stats::closed`
+    /// fail to compile until it has a label and a counter, which is the reminder.
+    pub const ALL: [CloseReason; 7] = [
+        CloseReason::Eof,
+        CloseReason::Idle,
+        CloseReason::Reset,
+        CloseReason::Error,
+        CloseReason::FrameTooLong,
+        CloseReason::Shutdown,
+        CloseReason::MemoryBudget,
+    ];
+
+    /// The reason as a metric label value: `snake_case`, as Prometheus label values go.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::Eof => "eof",
+            CloseReason::Idle => "idle",
+            CloseReason::Reset => "reset",
+            CloseReason::Error => "error",
+            CloseReason::FrameTooLong => "frame_too_long",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::MemoryBudget => "memory_budget",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_a_distinct_label() {
+        let mut labels: Vec<&str> = CloseReason::ALL.iter().map(|r| r.label()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), CloseReason::ALL.len());
+    }
+}

@@ -1,6 +1,7 @@
 //! Listener: binding, accepting, and refusing connections over the limit.
 
 use std::io::{self, Write};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 use mio::event::Source;
@@ -16,13 +17,23 @@ use crate::stream::Stream;
 /// current Linux). mio's default of 1024 drops SYNs when 10,000 clients connect at once.
 const BACKLOG: i32 = 4096;
 
-/// A listening TCP or Unix socket. A Unix socket file it created is removed on drop.
+/// Where a listening socket came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// We bound it (`--listen`); a Unix socket file is ours to remove.
+    Bound,
+    /// systemd passed it (socket activation); a Unix socket file is systemd's, left alone.
+    Systemd,
+}
+
+/// A listening TCP or Unix socket. A Unix socket file it created is removed on drop; one
+/// systemd passed is systemd's and left alone.
 #[derive(Debug)]
 pub enum Listener {
     /// TCP.
-    Tcp(TcpListener),
-    /// Unix stream socket, with the path to remove.
-    Unix(UnixListener, PathBuf),
+    Tcp(TcpListener, Origin),
+    /// Unix stream socket, with its path (removed on drop when we bound it).
+    Unix(UnixListener, PathBuf, Origin),
 }
 
 impl Listener {
@@ -37,10 +48,13 @@ impl Listener {
                 socket.set_nonblocking(true)?;
                 socket.bind(&(*sa).into())?;
                 socket.listen(BACKLOG)?;
-                Ok(Listener::Tcp(TcpListener::from_std(socket.into())))
+                Ok(Listener::Tcp(
+                    TcpListener::from_std(socket.into()),
+                    Origin::Bound,
+                ))
             }
             ListenAddr::Unix(path) => match UnixListener::bind(path) {
-                Ok(l) => Ok(Listener::Unix(l, path.clone())),
+                Ok(l) => Ok(Listener::Unix(l, path.clone(), Origin::Bound)),
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
                     use std::os::unix::fs::FileTypeExt;
                     let is_socket = std::fs::symlink_metadata(path)
@@ -50,18 +64,62 @@ impl Listener {
                         return Err(e);
                     }
                     std::fs::remove_file(path)?;
-                    Ok(Listener::Unix(UnixListener::bind(path)?, path.clone()))
+                    Ok(Listener::Unix(
+                        UnixListener::bind(path)?,
+                        path.clone(),
+                        Origin::Bound,
+                    ))
                 }
                 Err(e) => Err(e),
             },
         }
     }
 
+    /// A listening stream socket passed by systemd (socket activation), TCP or Unix as
+    /// `getsockname` says; made non-blocking. Anything else (a datagram socket, a socket
+    /// that does not listen, a FIFO) is refused with `InvalidInput`.
+    pub fn from_systemd(fd: OwnedFd) -> io::Result<Listener> {
+        let socket = Socket::from(fd);
+        let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_string());
+        if socket.r#type()? != Type::STREAM {
+            return Err(invalid("the inherited socket is not a stream socket"));
+        }
+        if !socket.is_listener()? {
+            return Err(invalid("the inherited socket does not listen"));
+        }
+        socket.set_nonblocking(true)?;
+        let addr = socket.local_addr()?;
+        if addr.is_unix() {
+            // An abstract or unnamed socket has no path; show it as such in the logs.
+            let path = addr
+                .as_pathname()
+                .map_or_else(|| PathBuf::from("(unnamed)"), PathBuf::from);
+            let l = std::os::unix::net::UnixListener::from(OwnedFd::from(socket));
+            return Ok(Listener::Unix(
+                UnixListener::from_std(l),
+                path,
+                Origin::Systemd,
+            ));
+        }
+        if addr.as_socket().is_none() {
+            return Err(invalid("the inherited socket is neither TCP nor Unix"));
+        }
+        let l = std::net::TcpListener::from(OwnedFd::from(socket));
+        Ok(Listener::Tcp(TcpListener::from_std(l), Origin::Systemd))
+    }
+
     /// The address actually bound (port 0 resolved).
     pub fn local_addr(&self) -> io::Result<ListenAddr> {
         match self {
-            Listener::Tcp(l) => l.local_addr().map(ListenAddr::Tcp),
-            Listener::Unix(_, path) => Ok(ListenAddr::Unix(path.clone())),
+            Listener::Tcp(l, _) => l.local_addr().map(ListenAddr::Tcp),
+            Listener::Unix(_, path, _) => Ok(ListenAddr::Unix(path.clone())),
+        }
+    }
+
+    /// Where the socket came from.
+    pub fn origin(&self) -> Origin {
+        match self {
+            Listener::Tcp(_, origin) | Listener::Unix(_, _, origin) => *origin,
         }
     }
 
@@ -69,13 +127,13 @@ impl Listener {
     /// must not wait for Nagle).
     pub fn accept(&self) -> io::Result<Stream> {
         match self {
-            Listener::Tcp(l) => {
+            Listener::Tcp(l, _) => {
                 let (s, _) = l.accept()?;
                 // A failure here only costs latency; the connection is still served.
                 let _ = s.set_nodelay(true);
                 Ok(Stream::Tcp(s))
             }
-            Listener::Unix(l, _) => l.accept().map(|(s, _)| Stream::Unix(s)),
+            Listener::Unix(l, _, _) => l.accept().map(|(s, _)| Stream::Unix(s)),
         }
     }
 }
@@ -108,7 +166,7 @@ pub fn is_resource_exhaustion(e: &io::Error) -> bool {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Listener::Unix(_, path) = self {
+        if let Listener::Unix(_, path, Origin::Bound) = self {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -122,8 +180,8 @@ impl Source for Listener {
         interests: Interest,
     ) -> io::Result<()> {
         match self {
-            Listener::Tcp(l) => l.register(registry, token, interests),
-            Listener::Unix(l, _) => l.register(registry, token, interests),
+            Listener::Tcp(l, _) => l.register(registry, token, interests),
+            Listener::Unix(l, _, _) => l.register(registry, token, interests),
         }
     }
 
@@ -134,15 +192,15 @@ impl Source for Listener {
         interests: Interest,
     ) -> io::Result<()> {
         match self {
-            Listener::Tcp(l) => l.reregister(registry, token, interests),
-            Listener::Unix(l, _) => l.reregister(registry, token, interests),
+            Listener::Tcp(l, _) => l.reregister(registry, token, interests),
+            Listener::Unix(l, _, _) => l.reregister(registry, token, interests),
         }
     }
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
         match self {
-            Listener::Tcp(l) => l.deregister(registry),
-            Listener::Unix(l, _) => l.deregister(registry),
+            Listener::Tcp(l, _) => l.deregister(registry),
+            Listener::Unix(l, _, _) => l.deregister(registry),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! ```text
 //!   poll(timeout = next timer or 0 if work is left)
 //!     ├─ LISTENER  → accept up to ACCEPTS_PER_EVENT (more? listener_ready stays set)
-//!     ├─ WAKER     → shutdown asked by a ShutdownHandle
+//!     ├─ WAKER     → shutdown asked by a ShutdownHandle, or a snapshot by a SnapshotHandle
 //!     ├─ SIGNALS   → SIGINT/SIGTERM
 //!     └─ Token(key)→ connection: writable first (free buffer space), then readable
 //!   revisit the ready list (connections that used their read budget)
@@ -35,6 +35,7 @@ mod close;
 mod connection;
 mod listener;
 mod signal;
+mod snapshot;
 mod stats;
 
 use std::io;
@@ -47,6 +48,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 pub use close::CloseReason;
+pub use snapshot::{Snapshot, SnapshotHandle, TurnHistogram, TURN_BUCKET_BOUNDS_US};
 pub use stats::Stats;
 
 use crate::addr::ListenAddr;
@@ -195,11 +197,24 @@ pub struct Server {
     shutdown_flag: Arc<AtomicBool>,
     waker: Arc<Waker>,
     signals: Option<ShutdownSignals>,
+    /// Serves snapshot requests and times turns; `None` until a `snapshot_handle` is taken.
+    metrics: Option<Box<snapshot::Publisher>>,
 }
 
 impl Server {
     /// Binds the listener and raises the descriptor limit; does not serve yet.
     pub fn bind(config: ServerConfig) -> io::Result<Server> {
+        let listener = Listener::bind(&config.listen)?;
+        Self::with_listener(config, listener)
+    }
+
+    /// As [`Server::bind`], on a listening socket systemd passed (socket activation,
+    /// see `crate::systemd`) instead of `config.listen`.
+    pub fn from_systemd(config: ServerConfig, socket: std::os::fd::OwnedFd) -> io::Result<Server> {
+        Self::with_listener(config, Listener::from_systemd(socket)?)
+    }
+
+    fn with_listener(config: ServerConfig, mut listener: Listener) -> io::Result<Server> {
         config
             .validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -209,7 +224,6 @@ impl Server {
             .unwrap_or_else(|| fd_limit.saturating_sub(FD_RESERVE).max(1) as usize)
             .min(TIMER_PRESSURE as usize - 1);
         let poll = Poll::new()?;
-        let mut listener = Listener::bind(&config.listen)?;
         let local_addr = listener.local_addr()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -261,6 +275,7 @@ impl Server {
             shutdown_flag: Arc::new(AtomicBool::new(false)),
             waker,
             signals: None,
+            metrics: None,
         })
     }
 
@@ -291,7 +306,11 @@ impl Server {
     /// Serves until shut down; returns the counters. Only a failure of the poll itself
     /// is an error: a connection's errors close that connection.
     pub fn run(mut self) -> io::Result<Stats> {
-        info!("listening on {}", self.local_addr);
+        let from = match self.listener.as_ref().map(Listener::origin) {
+            Some(listener::Origin::Systemd) => " (from systemd)",
+            _ => "",
+        };
+        info!("listening on {}{from}", self.local_addr);
         if let Some(every) = self.config.stats_interval {
             self.arm_server_timer(every, TIMER_STATS);
         }
@@ -305,10 +324,11 @@ impl Server {
                 }
             }
             self.cx.now_us = self.clock.now_us();
+            let turn_start_us = self.cx.now_us;
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.listener_ready = true,
-                    WAKER => {}
+                    WAKER => self.on_wake(),
                     SIGNALS => self.on_signal(),
                     Token(key) => {
                         // Errors and hang-ups show up as a failed read or write.
@@ -346,6 +366,7 @@ impl Server {
             if self.phase == Phase::Draining && self.connections.is_empty() {
                 self.phase = Phase::Done;
             }
+            self.end_turn(turn_start_us);
         }
         debug_assert_eq!(
             self.buffered, 0,
@@ -769,6 +790,7 @@ impl Server {
             self.config.shutdown_grace.as_millis()
         );
         self.phase = Phase::Draining;
+        crate::systemd::notify_stopping();
         self.shutdown_flag.store(true, Ordering::SeqCst);
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);

@@ -59,6 +59,19 @@ impl Stats {
         *counter += 1;
     }
 
+    /// Connections closed for `reason` (the counter [`Stats::count_close`] adds to).
+    pub fn closed(&self, reason: CloseReason) -> u64 {
+        match reason {
+            CloseReason::Eof => self.closed_eof,
+            CloseReason::Idle => self.reaped_idle,
+            CloseReason::FrameTooLong => self.closed_frame_too_long,
+            CloseReason::Reset => self.closed_reset,
+            CloseReason::Error => self.closed_error,
+            CloseReason::Shutdown => self.closed_shutdown,
+            CloseReason::MemoryBudget => self.closed_memory_budget,
+        }
+    }
+
     /// Connections closed because something went wrong: resets, errors, frames too long,
     /// the memory budget.
     pub fn closed_by_error(&self) -> u64 {
@@ -97,5 +110,23 @@ impl fmt::Display for Stats {
             self.backpressure_stalls,
             self.buffered_peak,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closed_reads_the_counter_count_close_adds_to() {
+        let mut stats = Stats::default();
+        for (i, reason) in CloseReason::ALL.into_iter().enumerate() {
+            for _ in 0..=i {
+                stats.count_close(reason);
+            }
+        }
+        for (i, reason) in CloseReason::ALL.into_iter().enumerate() {
+            assert_eq!(stats.closed(reason), i as u64 + 1, "{reason}");
+        }
     }
 }

@@ -11,6 +11,8 @@
 //! - `load`: `tabecho load`: verified runs, and the wrong servers it must catch
 //! - `faults_load`: `tabecho load --faults`: each misbehaving client's documented outcome
 //! - `memory`: what a peer can make the server hold; the buffer-memory budget
+//! - `metrics`: `serve --metrics` and `tabecho stats`: exact counters, every metric present
+//! - `systemd`: socket activation through `systemd-socket-activate`, the units' rules
 
 mod faults;
 mod faults_load;
@@ -18,8 +20,10 @@ mod idle;
 mod limits;
 mod load;
 mod memory;
+mod metrics;
 mod process;
 mod protocol;
 mod send;
+mod systemd;
 mod unix;
 mod util;

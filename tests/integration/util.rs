@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tabecho::addr::ListenAddr;
 use tabecho::config::ServerConfig;
+use tabecho::metrics::MetricsServer;
 use tabecho::server::{Server, ShutdownHandle, Stats};
 
 /// How long any single wait in a test may take before the test fails.
@@ -17,6 +18,8 @@ pub struct TestServer {
     pub addr: ListenAddr,
     handle: ShutdownHandle,
     thread: Option<JoinHandle<io::Result<Stats>>>,
+    /// The metrics endpoint, if started with [`TestServer::start_with_metrics`].
+    metrics: Option<MetricsServer>,
 }
 
 impl TestServer {
@@ -29,17 +32,42 @@ impl TestServer {
     /// A server on 127.0.0.1:0 with `adjust` applied to the defaults.
     #[track_caller]
     pub fn start_with(adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        Self::start_inner(adjust, false)
+    }
+
+    /// A server on 127.0.0.1:0 with the defaults and its metrics endpoint on 127.0.0.1:0.
+    #[track_caller]
+    pub fn start_with_metrics() -> TestServer {
+        Self::start_inner(|_| {}, true)
+    }
+
+    #[track_caller]
+    fn start_inner(adjust: impl FnOnce(&mut ServerConfig), metrics: bool) -> TestServer {
         let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap());
         adjust(&mut config);
-        let server = Server::bind(config).expect("bind");
+        let mut server = Server::bind(config).expect("bind");
         let addr = server.local_addr().clone();
         let handle = server.shutdown_handle();
+        let metrics = metrics.then(|| {
+            let localhost = "127.0.0.1:0".parse().unwrap();
+            MetricsServer::start(localhost, vec![server.snapshot_handle()]).expect("metrics")
+        });
         let thread = std::thread::spawn(move || server.run());
         TestServer {
             addr,
             handle,
             thread: Some(thread),
+            metrics,
         }
+    }
+
+    /// The metrics endpoint's address.
+    #[track_caller]
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics
+            .as_ref()
+            .expect("started with metrics")
+            .local_addr()
     }
 
     /// The TCP address.
@@ -181,11 +209,54 @@ impl ServerProcess {
     pub fn spawn_logging(level: &str, prefix: &str, args: &[&str]) -> ServerProcess {
         let bin = env!("CARGO_BIN_EXE_tabecho");
         let script = format!("{prefix} exec \"$0\" serve \"$@\"");
-        let mut child = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .arg(bin)
-            .args(args)
+        let mut command = std::process::Command::new("sh");
+        command.arg("-c").arg(script).arg(bin).args(args);
+        let mut p = Self::start(command, level);
+        p.wait_for_listening();
+        p
+    }
+
+    /// Runs `systemd-socket-activate -l LISTEN... tabecho serve <args>` (at log level info)
+    /// and waits until it listens on its sockets; tabecho itself starts at the first
+    /// connection. `None` if it exited first (an address in use).
+    #[track_caller]
+    pub fn spawn_socket_activated(listen: &[String], args: &[&str]) -> Option<ServerProcess> {
+        let mut command = std::process::Command::new("systemd-socket-activate");
+        for addr in listen {
+            command.arg("-l").arg(addr);
+        }
+        command
+            .arg(env!("CARGO_BIN_EXE_tabecho"))
+            .arg("serve")
+            .args(args);
+        let mut p = Self::start(command, "info");
+        let mut listening = 0;
+        while listening < listen.len() {
+            let line = p.next_line()?;
+            if line.starts_with("Listening on ") {
+                listening += 1;
+            }
+        }
+        Some(p)
+    }
+
+    /// Waits for the "listening on ADDR" line and records ADDR.
+    #[track_caller]
+    pub fn wait_for_listening(&mut self) {
+        let line = self.wait_for_line(|l| l.contains("listening on "));
+        self.addr = line
+            .rsplit("listening on ")
+            .next()
+            .unwrap()
+            .trim()
+            .trim_end_matches(" (from systemd)")
+            .to_string();
+    }
+
+    /// Starts `command` with `RUST_LOG=<level>` and a thread reading its stderr.
+    #[track_caller]
+    fn start(mut command: std::process::Command, level: &str) -> ServerProcess {
+        let mut child = command
             .env("RUST_LOG", level)
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -201,20 +272,25 @@ impl ServerProcess {
                 }
             }
         });
-        let mut p = ServerProcess {
+        ServerProcess {
             child,
             addr: String::new(),
             lines,
             log: Vec::new(),
-        };
-        let line = p.wait_for_line(|l| l.contains("listening on "));
-        p.addr = line
-            .rsplit("listening on ")
-            .next()
-            .unwrap()
-            .trim()
-            .to_string();
-        p
+        }
+    }
+
+    /// The next stderr line (at most [`WAIT`]); `None` once stderr is closed.
+    #[track_caller]
+    pub fn next_line(&mut self) -> Option<String> {
+        match self.lines.recv_timeout(WAIT) {
+            Ok(line) => {
+                self.log.push(line.clone());
+                Some(line)
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
+            Err(e) => panic!("{e}; stderr so far:\n{}", self.log.join("\n")),
+        }
     }
 
     /// Runs `tabecho serve <args>` and waits for it to listen.
@@ -448,4 +524,46 @@ pub fn tabecho(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
 #[track_caller]
 pub fn run_load(options: &tabecho::load::LoadOptions) -> tabecho::load::LoadReport {
     tabecho::load::run(options).expect("load run")
+}
+
+/// `GET path` over HTTP/1.0 with a plain TcpStream; returns the status code and the body.
+#[track_caller]
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = connect(addr);
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("write");
+    let (answer, reset) = read_to_end(&mut s);
+    assert_eq!(reset, None, "the metrics endpoint reset the connection");
+    let answer = String::from_utf8(answer).expect("UTF-8 answer");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok());
+    (status.expect("a status code"), body.to_string())
+}
+
+/// The value of `series` (name and labels exactly as written) on a metrics page.
+#[track_caller]
+pub fn metric(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{series} missing in\n{page}"))
+        .parse()
+        .expect("a number")
+}
+
+/// Reads `/metrics` until `done(page)` holds (the server counts a client's close one turn
+/// after the client sees its last reply); fails the test after [`WAIT`].
+#[track_caller]
+pub fn metrics_until(addr: SocketAddr, done: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (status, page) = http_get(addr, "/metrics");
+        assert_eq!(status, 200, "{page}");
+        if done(&page) {
+            return page;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "metrics never reached the expected state:\n{page}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -1,4 +1,5 @@
-//! The `tabecho` command: `serve` (the server), `send` (a client) and `load` (a load generator).
+//! The `tabecho` command: `serve` (the server), `send` (a client), `load` (a load generator)
+//! and `stats` (a live view of a server's metrics).
 //!
 //! Exit codes: 0 success; 1 a runtime failure (address in use, permission, I/O);
 //! 2 a bad command line (clap). Subcommands document any further codes in `--help`.
@@ -6,6 +7,7 @@
 mod load;
 mod send;
 mod serve;
+mod stats;
 
 use std::process::ExitCode;
 
@@ -27,6 +29,8 @@ enum Command {
     Send(send::SendArgs),
     /// Drive a server with many connections and verify every reply.
     Load(load::LoadArgs),
+    /// Show a server's metrics (`serve --metrics ADDR`) as a live table.
+    Stats(stats::StatsArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,5 +40,6 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Send(args) => send::run(args),
         Command::Load(args) => load::run(args),
+        Command::Stats(args) => stats::run(args),
     }
 }

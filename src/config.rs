@@ -35,6 +35,11 @@ pub const FD_RESERVE: u64 = 32;
 pub struct ServerConfig {
     /// Where to listen.
     pub listen: ListenAddr,
+    /// Reactors, each a thread with its own poll, connections and timers (`--threads`).
+    pub threads: usize,
+    /// Set SO_REUSEPORT on the TCP listener(s), so other processes that set it may share
+    /// the port (`--reuseport`); implied between the reactors of one server.
+    pub reuse_port: bool,
     /// A connection with no progress (frame received, reply bytes written) for this long is closed.
     pub idle_timeout: Duration,
     /// The longest frame answered; longer ones get an error and a close.
@@ -67,15 +72,24 @@ impl ServerConfig {
         output + input
     }
 
-    /// Checks the options against each other: the buffer budget must hold at least two
-    /// connections at their worst, so closing the largest holder always makes room.
+    /// Checks the options against each other: the buffer budget must hold one connection
+    /// at its worst for every reactor (each keeps that much leased for good) and one more,
+    /// so closing the largest holder always makes room.
     pub fn validate(&self) -> Result<(), String> {
-        let floor = 2 * self.max_held_per_connection();
+        if self.threads == 0 {
+            return Err("--threads must be at least 1".to_string());
+        }
+        let floor = (self.threads + 1) * self.max_held_per_connection();
         if self.max_buffer_memory < floor {
             return Err(format!(
-                "--max-buffer-memory {} is below {floor} bytes: twice what one connection can \
-                 hold with --high-water {} and --max-frame {}",
-                self.max_buffer_memory, self.high_water, self.max_frame
+                "--max-buffer-memory {} is below {floor} bytes: {} times what one connection \
+                 can hold with --high-water {} and --max-frame {} (one for each of {} \
+                 reactors, and one more)",
+                self.max_buffer_memory,
+                self.threads + 1,
+                self.high_water,
+                self.max_frame,
+                self.threads
             ));
         }
         if self.high_water == 0 {
@@ -88,6 +102,8 @@ impl ServerConfig {
     pub fn new(listen: ListenAddr) -> Self {
         ServerConfig {
             listen,
+            threads: 1,
+            reuse_port: false,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_frame: DEFAULT_MAX_FRAME,
             max_connections: None,

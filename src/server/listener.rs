@@ -38,13 +38,19 @@ pub enum Listener {
 
 impl Listener {
     /// Binds `addr`. A Unix socket path left behind by a dead server (nothing accepts on
-    /// it) is replaced; a live one is "address in use".
-    pub fn bind(addr: &ListenAddr) -> io::Result<Listener> {
+    /// it) is replaced; a live one is "address in use". With `reuse_port`, a TCP socket
+    /// sets SO_REUSEPORT before binding, so that several listeners (of this process's
+    /// reactors, or of other processes that set it too) share the port and the kernel
+    /// spreads new connections over them by a hash of their addresses.
+    pub fn bind(addr: &ListenAddr, reuse_port: bool) -> io::Result<Listener> {
         match addr {
             ListenAddr::Tcp(sa) => {
                 let socket =
                     Socket::new(Domain::for_address(*sa), Type::STREAM, Some(Protocol::TCP))?;
                 socket.set_reuse_address(true)?;
+                if reuse_port {
+                    socket.set_reuse_port(true)?;
+                }
                 socket.set_nonblocking(true)?;
                 socket.bind(&(*sa).into())?;
                 socket.listen(BACKLOG)?;

@@ -1,51 +1,46 @@
-//! The server: one thread, one `mio::Poll`, a `Slab` of connections, a timer wheel.
+//! The server: N share-nothing reactors (`--threads`, default 1), started, joined and
+//! summed here; each reactor is the whole single-threaded loop of [`reactor`].
 //!
 //! ```text
-//!   poll(timeout = next timer or 0 if work is left)
-//!     ├─ LISTENER  → accept up to ACCEPTS_PER_EVENT (more? listener_ready stays set)
-//!     ├─ WAKER     → shutdown asked by a ShutdownHandle, or a snapshot by a SnapshotHandle
-//!     ├─ SIGNALS   → SIGINT/SIGTERM
-//!     └─ Token(key)→ connection: writable first (free buffer space), then readable
-//!   revisit the ready list (connections that used their read budget)
-//!   expire timers: idle checks (lazy re-arm), linger deadlines, accept resume, stats,
-//!                  end of a memory-pressure episode
-//!   shutdown: started? all closed or grace over? → return the counters
+//!   Server::bind ─┬─ TCP: one SO_REUSEPORT listener per reactor; the kernel spreads
+//!                 │       new connections by a hash of their addresses
+//!                 ├─ Unix, or the one socket systemd passed: reactor 0 accepts and
+//!                 │       deals round-robin to the others (handoff: channel + waker)
+//!                 └─ Shared: connection count, buffer-budget leases, shutdown state
+//!   Server::run  ─── reactor 0 on this thread, the others on their own; joined;
+//!                    their counters summed into one summary line
 //! ```
 //!
-//! # The buffer-memory budget
-//! Every connection's I/O goes through [`Server::drive`], which first makes sure the
-//! most one connection can hold ([`Limits::max_held_per_connection`]) still fits under
-//! `--max-buffer-memory`, closing the connections that hold the most until it does
-//! ([`Server::evict_largest`]), and afterwards adds the change in that connection's
-//! buffers to `buffered`. So `buffered` is always the exact sum of every connection's
-//! [`Connection::held_bytes`], and it never exceeds the budget: no single event can add
-//! more than the headroom kept. Healthy connections hold next to nothing (their replies go
-//! straight to the kernel), so the ones that pay are the ones holding the most.
+//! With one reactor nothing changes from the single-threaded design: one listener, no
+//! handoff, the reactor on the calling thread. Nothing is shared on the path of a frame:
+//! [`Shared`](shared::Shared) is touched on accept, on close, when a reactor's buffer
+//! lease grows or shrinks by a mebibyte, and at shutdown.
 //!
-//! # Invariants
-//! - Every connection always has exactly one armed timer (`Connection::timer`), cancelled
-//!   when it closes; so a timer never fires for a slab key that is vacant or reused.
-//! - Timer values below [`TIMER_ACCEPT_RESUME`] are slab keys; the top values are the
-//!   server's own timers.
-//! - Stale events are harmless: an event or ready-list entry for a key closed earlier in
-//!   the same turn finds the slot vacant (skipped) or reused by a new connection (one
-//!   spurious read that returns WouldBlock).
+//! Why SO_REUSEPORT for TCP: the kernel balances with no lock and no hop between threads
+//! (nginx `reuseport`); its hash ignores load, but over many connections the split is
+//! even (measured in BENCHMARKS.md). Its trap, a closed listener resetting the
+//! connections still queued on it, only bites at shutdown here, where every listener
+//! closes anyway and what is queued is refused as with one listener. Unix sockets have
+//! no such balancing (Linux refuses SO_REUSEPORT on them), so one reactor accepts and
+//! hands off, as memcached and actix-server do.
 
 mod close;
 mod connection;
+mod handoff;
 mod listener;
+mod reactor;
+mod shared;
 mod signal;
 mod snapshot;
 mod stats;
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::thread;
+use std::time::Duration;
 
-use log::{debug, info, warn};
-use mio::{Events, Interest, Poll, Token, Waker};
-use slab::Slab;
+use log::{info, warn};
 
 pub use close::CloseReason;
 pub use snapshot::{Snapshot, SnapshotHandle, TurnHistogram, TURN_BUCKET_BOUNDS_US};
@@ -53,229 +48,135 @@ pub use stats::Stats;
 
 use crate::addr::ListenAddr;
 use crate::config::{ServerConfig, FD_RESERVE};
-use crate::protocol;
-use crate::timer_wheel::{Tick, TimerWheel};
-use connection::{Connection, Context, Limits, Next};
-use listener::Listener;
-use signal::ShutdownSignals;
+use handoff::Handoff;
+use listener::{Listener, Origin};
+use reactor::{Reactor, Setup, TIMER_PRESSURE};
+use shared::Shared;
 
-const LISTENER: Token = Token(usize::MAX - 1);
-const WAKER: Token = Token(usize::MAX - 2);
-const SIGNALS: Token = Token(usize::MAX - 3);
-
-/// Timer value: retry accepting after a descriptor-exhaustion pause.
-const TIMER_ACCEPT_RESUME: u32 = u32::MAX;
-/// Timer value: log the counters.
-const TIMER_STATS: u32 = u32::MAX - 1;
-/// Timer value: the shutdown grace period is over.
-const TIMER_SHUTDOWN: u32 = u32::MAX - 2;
-/// Timer value: see whether a memory-pressure episode is over. The lowest server timer:
-/// slab keys stay below it.
-const TIMER_PRESSURE: u32 = u32::MAX - 3;
-/// A memory-pressure episode ends after this long without a close for the budget; its
-/// summary is logged then (one line per episode, not one per connection).
-const PRESSURE_QUIET: Duration = Duration::from_secs(1);
-
-/// Size of the one read buffer: the largest read (a read takes at most the room under the
-/// high-water mark, but a closing connection's discarded input is read at this size).
-const READ_BUF_SIZE: usize = 64 * 1024;
-/// Accepts per listener event before the connections get a turn; the rest are accepted
-/// on the next turn (the listener is edge-triggered, so the reactor remembers).
-const ACCEPTS_PER_EVENT: usize = 256;
-/// How long accepting pauses when descriptors run out, before it is retried.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// Connection slots (and timer entries) reserved at start, at most. Reserving is address
-/// space only: a page is touched when a connection first lands in it, so an idle
-/// server's RSS does not grow, each connection costs exactly its slot and timer entry
-/// (no doubling slack), and a growing slab never copies itself. 2^20 slots of 112 bytes
-/// is 112 MiB of address space at most.
-const MAX_RESERVED_CONNECTIONS: usize = 1 << 20;
-/// The largest high-water mark honoured, so pending output always fits a `u32` offset.
-const MAX_HIGH_WATER: usize = 1 << 30;
-/// Events taken per poll.
-const EVENTS_CAPACITY: usize = 1024;
-/// The coarsest timer tick: an idle close is at most one tick late, and 100 ms is 5% of
-/// the default 2 s timeout.
-const MAX_TICK: Duration = Duration::from_millis(100);
-/// The finest timer tick.
-const MIN_TICK: Duration = Duration::from_millis(1);
-/// Ticks per idle timeout: one tick late is at most 1/20 = 5% late.
-const TICKS_PER_TIMEOUT: u32 = 20;
+/// How long the stats line of a server with several reactors waits for their snapshots.
+const STATS_SNAPSHOT_WAIT: Duration = Duration::from_secs(1);
 
 /// Asks a running server to shut down (as SIGTERM does), from any thread.
 #[derive(Clone)]
 pub struct ShutdownHandle {
-    flag: Arc<AtomicBool>,
-    waker: Arc<Waker>,
+    shared: Arc<Shared>,
 }
 
 impl ShutdownHandle {
-    /// Starts the graceful shutdown. Returns at once; `Server::run` returns when done.
+    /// Starts the graceful shutdown of every reactor. Returns at once; `Server::run`
+    /// returns when done.
     pub fn shutdown(&self) {
-        self.flag.store(true, Ordering::SeqCst);
-        // If the wake fails the server is already gone.
-        let _ = self.waker.wake();
+        self.shared.shut_down(false);
     }
 }
 
-/// Turns instants into wheel ticks.
-struct Clock {
-    start: Instant,
-    tick_us: u64,
-}
-
-impl Clock {
-    fn now_us(&self) -> u64 {
-        self.start.elapsed().as_micros() as u64
-    }
-    /// The tick in progress at `us` (ticks that have fully begun).
-    fn tick_at(&self, us: u64) -> Tick {
-        us / self.tick_us
-    }
-    /// The first tick that begins at or after `us`: a deadline rounded up, never early.
-    fn tick_after(&self, us: u64) -> Tick {
-        us.div_ceil(self.tick_us)
-    }
-    fn until_tick(&self, tick: Tick) -> Duration {
-        let at = Duration::from_micros(tick.saturating_mul(self.tick_us));
-        at.saturating_sub(self.start.elapsed())
-    }
-}
-
-/// A memory-pressure episode: connections are being closed to keep the budget.
-struct Pressure {
-    /// When the first close of the episode happened.
-    since: Instant,
-    /// When the last one did.
-    last: Instant,
-    /// Connections closed in this episode.
-    closed: u64,
-    /// Buffer bytes those closes freed.
-    freed: u64,
-}
-
-/// Shutdown progress.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Serving,
-    Draining,
-    Done,
-}
-
-/// A bound, not yet running, tab-echo server.
+/// A bound, not yet running, tab-echo server of one or more reactors.
 pub struct Server {
-    poll: Poll,
-    /// `None` once shutdown has begun.
-    listener: Option<Listener>,
+    /// The reactors; reactor 0 runs on the thread that calls [`Server::run`].
+    reactors: Vec<Reactor>,
     local_addr: ListenAddr,
-    connections: Slab<Connection>,
-    wheel: TimerWheel,
-    clock: Clock,
-    idle_us: u64,
-    linger_us: u64,
-    max_connections: usize,
-    config: ServerConfig,
-    /// Buffers, limits and counters shared by every connection.
-    cx: Context,
-    /// Bytes held in connection buffers: always the sum of their `held_bytes()`.
-    buffered: usize,
-    /// `--max-buffer-memory`: `buffered` never exceeds it.
-    buffer_budget: usize,
-    /// The most one connection can hold, kept free under the budget before any I/O.
-    headroom: usize,
-    /// The memory-pressure episode in progress, if any.
-    pressure: Option<Pressure>,
-    /// Connections to read again before the next poll (read budget spent, or resumed).
-    ready: Vec<usize>,
-    /// Spare vector swapped with `ready` while it is walked.
-    ready_spare: Vec<usize>,
-    /// The listener may have connections left to accept (budget spent).
-    listener_ready: bool,
-    /// When accepting paused for lack of descriptors, if it is paused.
-    accept_paused_since: Option<Instant>,
-    phase: Phase,
-    shutdown_flag: Arc<AtomicBool>,
-    waker: Arc<Waker>,
-    signals: Option<ShutdownSignals>,
-    /// Serves snapshot requests and times turns; `None` until a `snapshot_handle` is taken.
-    metrics: Option<Box<snapshot::Publisher>>,
+    /// The listener came from systemd.
+    from_systemd: bool,
+    shared: Arc<Shared>,
+    stats_interval: Option<Duration>,
 }
 
 impl Server {
-    /// Binds the listener and raises the descriptor limit; does not serve yet.
+    /// Binds the listener(s) and raises the descriptor limit; does not serve yet.
     pub fn bind(config: ServerConfig) -> io::Result<Server> {
-        let listener = Listener::bind(&config.listen)?;
-        Self::with_listener(config, listener)
+        validate(&config)?;
+        let reuse_port = config.reuse_port || config.threads > 1;
+        let first = Listener::bind(&config.listen, reuse_port)?;
+        let local_addr = first.local_addr()?;
+        let mut listeners = vec![first];
+        if let ListenAddr::Tcp(_) = local_addr {
+            // The others on the port the first one got (port 0 resolved).
+            for _ in 1..config.threads {
+                listeners.push(Listener::bind(&local_addr, true)?);
+            }
+        }
+        Self::with_listeners(config, listeners, local_addr)
     }
 
     /// As [`Server::bind`], on a listening socket systemd passed (socket activation,
-    /// see `crate::systemd`) instead of `config.listen`.
+    /// see `crate::systemd`) instead of `config.listen`; with several reactors, reactor 0
+    /// accepts on it and hands off.
     pub fn from_systemd(config: ServerConfig, socket: std::os::fd::OwnedFd) -> io::Result<Server> {
-        Self::with_listener(config, Listener::from_systemd(socket)?)
+        validate(&config)?;
+        let listener = Listener::from_systemd(socket)?;
+        let local_addr = listener.local_addr()?;
+        Self::with_listeners(config, vec![listener], local_addr)
     }
 
-    fn with_listener(config: ServerConfig, mut listener: Listener) -> io::Result<Server> {
-        config
-            .validate()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    /// One reactor per listener when there is one for each; else reactor 0 gets the one
+    /// listener and a handoff to the others.
+    fn with_listeners(
+        config: ServerConfig,
+        listeners: Vec<Listener>,
+        local_addr: ListenAddr,
+    ) -> io::Result<Server> {
+        let threads = config.threads;
+        let from_systemd = listeners[0].origin() == Origin::Systemd;
         let fd_limit = raise_fd_limit();
         let max_connections = config
             .max_connections
             .unwrap_or_else(|| fd_limit.saturating_sub(FD_RESERVE).max(1) as usize)
             .min(TIMER_PRESSURE as usize - 1);
-        let poll = Poll::new()?;
-        let local_addr = listener.local_addr()?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-
-        let tick = (config.idle_timeout / TICKS_PER_TIMEOUT).clamp(MIN_TICK, MAX_TICK);
-        let tick_us = tick.as_micros() as u64;
-        let idle_us = config.idle_timeout.as_micros() as u64;
-        // One revolution covers the idle timeout: polls touch only entries that expire.
-        let slots = (idle_us / tick_us + 2).min(1 << 16) as usize;
-        let reserved = max_connections.min(MAX_RESERVED_CONNECTIONS);
-        let limits = Limits {
-            max_frame: config.max_frame,
-            high_water: config.high_water.clamp(1, MAX_HIGH_WATER),
-            low_water: config.high_water.clamp(1, MAX_HIGH_WATER) / 2,
-        };
-        let headroom = config.max_held_per_connection();
-        Ok(Server {
-            poll,
-            listener: Some(listener),
-            local_addr,
-            connections: Slab::with_capacity(reserved),
-            // One timer per connection, and the server's own few.
-            wheel: TimerWheel::with_capacity(slots, reserved + 4),
-            clock: Clock {
-                start: Instant::now(),
-                tick_us,
-            },
-            idle_us,
-            linger_us: config.linger.as_micros() as u64,
+        // Each reactor keeps one connection's worst case leased for good; the rest of the
+        // budget is leased as the reactors need it.
+        let lease_floor = config.max_held_per_connection();
+        let shared = Shared::new(
             max_connections,
-            buffered: 0,
-            buffer_budget: config.max_buffer_memory,
-            headroom,
-            pressure: None,
-            config,
-            cx: Context {
-                read_buf: vec![0; READ_BUF_SIZE].into_boxed_slice(),
-                replies: Vec::new(),
-                limits,
-                stats: Stats::default(),
-                now_us: 0,
-            },
-            ready: Vec::new(),
-            ready_spare: Vec::new(),
-            listener_ready: false,
-            accept_paused_since: None,
-            phase: Phase::Serving,
-            shutdown_flag: Arc::new(AtomicBool::new(false)),
-            waker,
-            signals: None,
-            metrics: None,
+            config.max_buffer_memory - threads * lease_floor,
+        );
+        let handing_off = listeners.len() < threads;
+        let mut inboxes = Vec::new();
+        let mut senders = Vec::new();
+        for _ in 1..threads {
+            let (sender, inbox) = mpsc::channel();
+            senders.push(sender);
+            inboxes.push(inbox);
+        }
+        let mut listeners = listeners.into_iter();
+        let mut inboxes = inboxes.into_iter();
+        let mut reactors = Vec::with_capacity(threads);
+        for id in 0..threads {
+            let (listener, inbox) = if handing_off && id > 0 {
+                (None, inboxes.next())
+            } else {
+                (listeners.next(), None)
+            };
+            reactors.push(Reactor::new(
+                config.clone(),
+                Setup {
+                    id,
+                    of: threads,
+                    listener,
+                    handoff: None,
+                    inbox,
+                    shared: shared.clone(),
+                    lease_floor,
+                },
+            )?);
+        }
+        let wakers: Vec<_> = reactors.iter().map(Reactor::waker).collect();
+        if handing_off {
+            let mut targets = vec![None];
+            targets.extend(
+                senders
+                    .into_iter()
+                    .zip(wakers[1..].iter().cloned())
+                    .map(Some),
+            );
+            reactors[0].set_handoff(Handoff::new(targets));
+        }
+        shared.set_wakers(wakers);
+        Ok(Server {
+            reactors,
+            local_addr,
+            from_systemd,
+            shared,
+            stats_interval: config.stats_interval,
         })
     }
 
@@ -284,544 +185,149 @@ impl Server {
         &self.local_addr
     }
 
-    /// The connection limit in force.
+    /// The connection limit in force, over all reactors.
     pub fn max_connections(&self) -> usize {
-        self.max_connections
+        self.shared.max_connections()
+    }
+
+    /// The number of reactors.
+    pub fn threads(&self) -> usize {
+        self.reactors.len()
     }
 
     /// A handle that starts the graceful shutdown from another thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
-            flag: self.shutdown_flag.clone(),
-            waker: self.waker.clone(),
+            shared: self.shared.clone(),
         }
     }
 
-    /// Makes SIGINT and SIGTERM start the graceful shutdown (a second one ends it at once).
+    /// Handles for reading snapshots of each reactor from other threads (the metrics
+    /// endpoint), reactor `i` at index `i`. The first call also starts timing turns.
+    pub fn snapshot_handles(&mut self) -> Vec<SnapshotHandle> {
+        self.reactors
+            .iter_mut()
+            .map(Reactor::snapshot_handle)
+            .collect()
+    }
+
+    /// Makes SIGINT and SIGTERM start the graceful shutdown of every reactor (a second
+    /// one ends it at once). Reactor 0 receives them.
     pub fn handle_signals(&mut self) -> io::Result<()> {
-        self.signals = Some(ShutdownSignals::register(self.poll.registry(), SIGNALS)?);
-        Ok(())
+        self.reactors[0].handle_signals()
     }
 
-    /// Serves until shut down; returns the counters. Only a failure of the poll itself
-    /// is an error: a connection's errors close that connection.
+    /// Serves until shut down; returns the counters summed over the reactors and logs
+    /// them as one summary line. Only a failure of a poll itself is an error: a
+    /// connection's errors close that connection.
     pub fn run(mut self) -> io::Result<Stats> {
-        let from = match self.listener.as_ref().map(Listener::origin) {
-            Some(listener::Origin::Systemd) => " (from systemd)",
-            _ => "",
+        let from = if self.from_systemd {
+            " (from systemd)"
+        } else {
+            ""
         };
+        let threads = self.reactors.len();
         info!("listening on {}{from}", self.local_addr);
-        if let Some(every) = self.config.stats_interval {
-            self.arm_server_timer(every, TIMER_STATS);
-        }
-        let mut events = Events::with_capacity(EVENTS_CAPACITY);
-        let mut expired = Vec::new();
-        while self.phase != Phase::Done {
-            let timeout = self.poll_timeout();
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-            self.cx.now_us = self.clock.now_us();
-            let turn_start_us = self.cx.now_us;
-            for event in events.iter() {
-                match event.token() {
-                    LISTENER => self.listener_ready = true,
-                    WAKER => self.on_wake(),
-                    SIGNALS => self.on_signal(),
-                    Token(key) => {
-                        // Errors and hang-ups show up as a failed read or write.
-                        let failed = event.is_error();
-                        let hangup = event.is_read_closed() || failed;
-                        if hangup {
-                            if let Some(conn) = self.connections.get_mut(key) {
-                                conn.note_hangup();
-                            }
-                        }
-                        let writable = event.is_writable() || failed;
-                        let readable = event.is_readable() || hangup;
-                        self.on_connection_event(key, readable, writable);
-                    }
-                }
-            }
-            self.revisit_ready();
-            if self.listener_ready {
-                // A long turn must not age the new connections: their idle deadline
-                // counts from now.
-                self.cx.now_us = self.clock.now_us();
-                self.accept_connections();
-            }
-            // Timers judge by a fresh clock, the same one the wheel is polled with, so an
-            // idle check never re-arms a deadline the wheel considers passed.
-            self.cx.now_us = self.clock.now_us();
-            self.wheel
-                .poll(self.clock.tick_at(self.cx.now_us), &mut expired);
-            for value in expired.drain(..) {
-                self.on_timer(value);
-            }
-            if self.phase == Phase::Serving && self.shutdown_flag.load(Ordering::SeqCst) {
-                self.begin_shutdown();
-            }
-            if self.phase == Phase::Draining && self.connections.is_empty() {
-                self.phase = Phase::Done;
-            }
-            self.end_turn(turn_start_us);
-        }
-        debug_assert_eq!(
-            self.buffered, 0,
-            "buffer bytes left accounted after every close"
-        );
-        info!("shutdown: {}", self.cx.stats);
-        Ok(self.cx.stats)
-    }
-
-    /// Zero when work is left over (ready list, listener), else until the next timer.
-    fn poll_timeout(&self) -> Option<Duration> {
-        if !self.ready.is_empty() || (self.listener_ready && self.accept_paused_since.is_none()) {
-            return Some(Duration::ZERO);
-        }
-        self.wheel
-            .next_expiration()
-            .map(|tick| self.clock.until_tick(tick))
-    }
-
-    fn on_connection_event(&mut self, key: usize, readable: bool, writable: bool) {
-        let Some((next, was_closing)) = self.drive(key, |conn, cx| {
-            // Writable first: sending frees buffer space (and may lift backpressure) before
-            // reading adds more output.
-            let mut next = Next::Wait;
-            if writable {
-                next = conn.on_writable(cx);
-            }
-            if readable && next != Next::ReadAgain && !matches!(next, Next::Close(_)) {
-                next = conn.on_readable(cx);
-            }
-            next
-        }) else {
-            return; // closed earlier in this batch, or just now for the budget
-        };
-        if next == Next::ReadAgain {
-            self.ready.push(key);
-        }
-        self.settle(key, next, was_closing);
-    }
-
-    /// Runs `io` on connection `key` within the buffer budget: first keeps room for the
-    /// most one connection can hold (closing the largest holders if need be, perhaps this
-    /// one), then accounts the change in its buffers. Returns `io`'s `Next` and whether
-    /// the connection was closing before, or `None` if the connection is gone.
-    fn drive(
-        &mut self,
-        key: usize,
-        io: impl FnOnce(&mut Connection, &mut Context) -> Next,
-    ) -> Option<(Next, bool)> {
-        if self.buffered + self.headroom > self.buffer_budget {
-            self.evict_largest();
-        }
-        let conn = self.connections.get_mut(key)?;
-        let was_closing = conn.closing.is_some();
-        let held_before = conn.held_bytes();
-        let next = io(conn, &mut self.cx);
-        let held_after = conn.held_bytes();
-        self.buffered = self.buffered - held_before + held_after;
-        debug_assert!(
-            self.buffered <= self.buffer_budget,
-            "buffered {} > budget {} (connection {key} went from {held_before} to {held_after})",
-            self.buffered,
-            self.buffer_budget
-        );
-        self.cx.stats.buffered_peak = self.cx.stats.buffered_peak.max(self.buffered as u64);
-        Some((next, was_closing))
-    }
-
-    /// Closes the connections that hold the most buffer memory, largest first, until an
-    /// eighth of the budget and one connection's worst case are free again (so a pass
-    /// frees megabytes and passes are rare). Each gets `error: server buffer memory
-    /// exhausted` where it can still read it (see [`Connection::abandon`]). One scan of
-    /// the slab per pass; passes happen only at the budget.
-    fn evict_largest(&mut self) {
-        let target = (self.buffer_budget - self.buffer_budget / 8).saturating_sub(self.headroom);
-        let mut holders: Vec<(usize, usize)> = self
-            .connections
-            .iter()
-            .map(|(key, conn)| (conn.held_bytes(), key))
-            .filter(|&(held, _)| held > 0)
-            .collect();
-        holders.sort_unstable_by(|a, b| b.cmp(a));
-        let now = Instant::now();
-        if self.pressure.is_none() {
-            warn!(
-                "buffer memory budget reached: {} of {} bytes held by {} connections; \
-                 closing the largest holders",
-                self.buffered,
-                self.buffer_budget,
-                holders.len()
-            );
-            self.pressure = Some(Pressure {
-                since: now,
-                last: now,
-                closed: 0,
-                freed: 0,
-            });
-            self.arm_server_timer(PRESSURE_QUIET, TIMER_PRESSURE);
-        }
-        for (held, key) in holders {
-            if self.buffered <= target {
-                break;
-            }
-            let Some((next, was_closing)) = self.drive_without_budget(key, |conn, cx| {
-                conn.abandon(
-                    protocol::MEMORY_BUDGET_EXCEEDED,
-                    CloseReason::MemoryBudget,
-                    cx,
-                )
-            }) else {
-                continue;
-            };
-            if let Some(pressure) = &mut self.pressure {
-                pressure.last = now;
-                pressure.closed += 1;
-                pressure.freed += held as u64;
-            }
-            if next != Next::Close(CloseReason::MemoryBudget) {
-                // Lingering: input may be waiting with no new edge to announce it.
-                self.ready.push(key);
-            }
-            self.settle(key, next, was_closing);
-        }
-    }
-
-    /// [`Server::drive`] for I/O that only shrinks buffers (no budget check first).
-    fn drive_without_budget(
-        &mut self,
-        key: usize,
-        io: impl FnOnce(&mut Connection, &mut Context) -> Next,
-    ) -> Option<(Next, bool)> {
-        let conn = self.connections.get_mut(key)?;
-        let was_closing = conn.closing.is_some();
-        let held_before = conn.held_bytes();
-        let next = io(conn, &mut self.cx);
-        debug_assert!(conn.held_bytes() <= held_before, "buffers grew");
-        self.buffered = self.buffered - held_before + conn.held_bytes();
-        Some((next, was_closing))
-    }
-
-    /// Reads again the connections whose read budget ran out, in this turn's events or the
-    /// last revisit: one more budget each; what is still unread then waits for the next
-    /// turn, after a poll that does not block (the ready list makes its timeout zero).
-    fn revisit_ready(&mut self) {
-        // Walk this list while new entries go to the spare one; both keep their buffers.
-        let mut ready = std::mem::replace(&mut self.ready, std::mem::take(&mut self.ready_spare));
-        for key in ready.drain(..) {
-            self.on_connection_event(key, true, false);
-        }
-        self.ready_spare = ready;
-    }
-
-    /// Applies a connection's `Next`: close it, or arm its linger deadline if it just
-    /// started closing.
-    fn settle(&mut self, key: usize, next: Next, was_closing: bool) {
-        if let Next::Close(reason) = next {
-            self.close(key, reason);
-            return;
-        }
-        let Some(conn) = self.connections.get_mut(key) else {
-            return;
-        };
-        if let (false, Some(reason)) = (was_closing, conn.closing) {
-            self.wheel.cancel(conn.timer);
-            // A shutdown's linger lasts the grace period: replies owed may take that long.
-            let linger_us = if reason == CloseReason::Shutdown {
-                self.config.shutdown_grace.as_micros() as u64
+        if threads > 1 {
+            let how = if self.reactors.iter().filter(|r| r.accepts()).count() == threads {
+                "one SO_REUSEPORT listener each"
             } else {
-                self.linger_us
+                "reactor 0 accepts and hands off"
             };
-            let deadline = self.clock.tick_after(self.cx.now_us + linger_us);
-            conn.timer = self.wheel.arm(deadline, key as u32);
+            info!("serving with {threads} reactors ({how})");
         }
-    }
-
-    fn accept_connections(&mut self) {
-        self.listener_ready = false;
-        if self.accept_paused_since.is_some() {
-            return; // the resume timer or the next close retries
-        }
-        for _ in 0..ACCEPTS_PER_EVENT {
-            let Some(listener) = &self.listener else {
-                return;
-            };
-            let stream = match listener.accept() {
-                Ok(stream) => stream,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
-                Err(e) => {
-                    // Out of descriptors (EMFILE/ENFILE) or kernel memory, or an error we do
-                    // not expect: retrying at once would spin, and the listener is
-                    // edge-triggered, so no event will come for the connections still in
-                    // the backlog. Retry from a timer, and after any close.
-                    let what = if listener::is_resource_exhaustion(&e) {
-                        "out of resources"
-                    } else {
-                        "unexpected error"
-                    };
-                    warn!(
-                        "accept: {e} ({what}); pausing accepts for {} ms ({} connections open)",
-                        ACCEPT_PAUSE.as_millis(),
-                        self.connections.len()
-                    );
-                    self.cx.stats.accept_pauses += 1;
-                    self.accept_paused_since = Some(Instant::now());
-                    self.arm_server_timer(ACCEPT_PAUSE, TIMER_ACCEPT_RESUME);
-                    return;
-                }
-            };
-            if self.connections.len() >= self.max_connections {
-                self.cx.stats.rejected += 1;
-                debug!(
-                    "refused {}: limit {} reached",
-                    stream.peer_name(),
-                    self.max_connections
-                );
-                listener::refuse(stream);
-                continue;
-            }
-            self.add_connection(stream);
-        }
-        // Budget spent: accept the rest next turn, after the connections had theirs.
-        self.listener_ready = true;
-    }
-
-    fn add_connection(&mut self, mut stream: Stream) {
-        let entry = self.connections.vacant_entry();
-        let key = entry.key();
-        if let Err(e) = self.poll.registry().register(
-            &mut stream,
-            Token(key),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            warn!("register: {e}; dropping connection");
-            return;
-        }
-        let deadline = self.clock.tick_after(self.cx.now_us + self.idle_us);
-        let timer = self.wheel.arm(deadline, key as u32);
-        if log::log_enabled!(log::Level::Debug) {
-            debug!("open {} as {key}", stream.peer_name());
-        }
-        entry.insert(Connection::new(stream, self.cx.now_us, timer));
-        self.cx.stats.accepted += 1;
-    }
-
-    fn close(&mut self, key: usize, reason: CloseReason) {
-        let Some(conn) = self.connections.try_remove(key) else {
-            return;
+        let stats_logger = match (self.stats_interval, threads > 1) {
+            (Some(every), true) => Some(self.start_stats_logger(every)?),
+            _ => None,
         };
-        self.wheel.cancel(conn.timer);
-        self.release(key, conn, reason);
-    }
-
-    /// Closes a connection already out of the slab and the wheel.
-    fn release(&mut self, key: usize, mut conn: Connection, reason: CloseReason) {
-        // Closing the descriptor would remove it from epoll too; deregistering keeps mio's
-        // contract on every platform.
-        let _ = self.poll.registry().deregister(&mut conn.stream);
-        self.buffered -= conn.held_bytes();
-        if conn.owes_replies() {
-            // Replies owed will never be sent (idle, grace over, budget): reset, so the
-            // peer cannot take a cut reply for a clean end, and the kernel frees the
-            // socket's buffers at once instead of keeping an orphan that still tries to
-            // deliver (nginx's reset_timedout_connection).
-            conn.stream.reset_on_close();
+        let mut reactors = std::mem::take(&mut self.reactors).into_iter();
+        let first = reactors.next().expect("a server has a reactor");
+        let others: Vec<_> = reactors
+            .enumerate()
+            .map(|(i, reactor)| {
+                thread::Builder::new()
+                    .name(format!("reactor-{}", i + 1))
+                    .spawn(move || reactor.run())
+            })
+            .collect::<io::Result<_>>()?;
+        let mut result = first.run();
+        if result.is_err() {
+            // This reactor's poll failed: stop the others too.
+            self.shared.shut_down(true);
         }
-        self.cx.stats.count_close(reason);
-        debug!("close {key}: {reason}");
-        drop(conn);
-        if self.accept_paused_since.is_some() {
-            // A descriptor was freed: try the backlog now.
-            self.resume_accepting();
-        }
-    }
-
-    fn on_timer(&mut self, value: u32) {
-        match value {
-            TIMER_ACCEPT_RESUME => {
-                if self.accept_paused_since.is_some() {
-                    self.resume_accepting();
+        let mut total = result.as_ref().cloned().unwrap_or_default();
+        for handle in others {
+            match handle.join() {
+                Ok(Ok(stats)) => total.add(&stats),
+                Ok(Err(e)) => {
+                    self.shared.shut_down(true);
+                    result = Err(e);
+                }
+                Err(_) => {
+                    self.shared.shut_down(true);
+                    result = Err(io::Error::other("a reactor panicked"));
                 }
             }
-            TIMER_STATS => {
-                debug_assert_eq!(
-                    self.connections
-                        .iter()
-                        .map(|(_, c)| c.held_bytes())
-                        .sum::<usize>(),
-                    self.buffered,
-                    "buffered bytes accounted"
-                );
-                info!(
-                    "stats: {} connections open, {} bytes buffered; {}",
-                    self.connections.len(),
-                    self.buffered,
-                    self.cx.stats
-                );
-                if let Some(every) = self.config.stats_interval {
-                    self.arm_server_timer(every, TIMER_STATS);
+        }
+        drop(stats_logger);
+        result?;
+        info!("shutdown: {total}");
+        Ok(total)
+    }
+
+    /// With several reactors, a thread that logs the summed counters every `every`
+    /// (each reactor logs its own at debug); it ends with the server.
+    fn start_stats_logger(&mut self, every: Duration) -> io::Result<StatsLogger> {
+        let handles = self.snapshot_handles();
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = thread::Builder::new().name("stats".into()).spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                let snapshots: Option<Vec<Snapshot>> = handles
+                    .iter()
+                    .map(|h| h.snapshot(STATS_SNAPSHOT_WAIT))
+                    .collect();
+                let Some(snapshots) = snapshots else {
+                    warn!("stats: a reactor did not answer within 1 s");
+                    continue;
+                };
+                let mut total = Stats::default();
+                let (mut open, mut buffered) = (0, 0);
+                for s in &snapshots {
+                    total.add(&s.stats);
+                    open += s.connections_open;
+                    buffered += s.buffered_bytes;
                 }
+                info!("stats: {open} connections open, {buffered} bytes buffered; {total}");
             }
-            TIMER_PRESSURE => self.check_pressure_over(),
-            TIMER_SHUTDOWN => {
-                let keys: Vec<usize> = self.connections.iter().map(|(k, _)| k).collect();
-                for key in keys {
-                    self.close(key, CloseReason::Shutdown);
-                }
-            }
-            key => self.on_connection_timer(key as usize),
-        }
+        })?;
+        Ok(StatsLogger {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
     }
+}
 
-    /// The lazy idle check: re-arm if progress happened since the timer was armed.
-    /// The connection's timer has fired, so its id is dead: it is re-armed or the
-    /// connection is released without a cancel.
-    fn on_connection_timer(&mut self, key: usize) {
-        let Some(conn) = self.connections.get(key) else {
-            debug_assert!(false, "timer fired for vacant key {key}");
-            return;
-        };
-        if conn.closing.is_none() && conn.owes_replies() {
-            // Probe before judging: a client reading a long run of replies frees send-buffer
-            // space continuously, but the edge-triggered writable event comes only when the
-            // free space crosses the kernel's wake-up threshold (half the buffer on Linux),
-            // which a multi-megabyte autotuned buffer may not do within the timeout.
-            match self.drive(key, |conn, cx| conn.on_writable(cx)) {
-                None => return, // closed for the budget: its timer was cancelled
-                Some((Next::Close(reason), _)) => {
-                    let conn = self.connections.remove(key);
-                    self.release(key, conn, reason);
-                    return;
-                }
-                Some((Next::ReadAgain, _)) => self.ready.push(key),
-                Some((Next::Wait, _)) => {}
-            }
-        }
-        let Some(conn) = self.connections.get_mut(key) else {
-            return;
-        };
-        let mut deadline_us = conn.last_progress_us + self.idle_us;
-        let reason = match conn.closing {
-            Some(reason) => Some(reason),
-            None if self.cx.now_us >= deadline_us => {
-                if conn.reads_input() && conn.stream.has_input() {
-                    // Input arrived that this busy turn has not read yet (its event is
-                    // in the next poll): judge after reading it, one tick from now.
-                    deadline_us = self.cx.now_us + self.clock.tick_us;
-                    None
-                } else {
-                    Some(CloseReason::Idle)
-                }
-            }
-            None => None,
-        };
-        if let Some(reason) = reason {
-            let conn = self.connections.remove(key);
-            self.release(key, conn, reason);
-        } else {
-            conn.timer = self
-                .wheel
-                .arm(self.clock.tick_after(deadline_us), key as u32);
-        }
-    }
+/// The thread of [`Server::start_stats_logger`]; stopped and joined on drop.
+struct StatsLogger {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
 
-    /// Ends the memory-pressure episode with one summary line once no connection has
-    /// been closed for the budget for [`PRESSURE_QUIET`]; else checks again later.
-    fn check_pressure_over(&mut self) {
-        let Some(pressure) = &self.pressure else {
-            return;
-        };
-        let quiet_for = pressure.last.elapsed();
-        if quiet_for < PRESSURE_QUIET {
-            self.arm_server_timer(PRESSURE_QUIET - quiet_for, TIMER_PRESSURE);
-            return;
-        }
-        warn!(
-            "buffer memory pressure over after {} ms: closed {} connections holding the most \
-             ({} bytes freed); {} bytes held now",
-            (pressure.last - pressure.since).as_millis(),
-            pressure.closed,
-            pressure.freed,
-            self.buffered
-        );
-        self.pressure = None;
-    }
-
-    fn resume_accepting(&mut self) {
-        if let Some(since) = self.accept_paused_since.take() {
-            self.cx.stats.accept_paused_time += since.elapsed();
-        }
-        self.listener_ready = true;
-    }
-
-    fn arm_server_timer(&mut self, after: Duration, value: u32) {
-        let at = self.clock.now_us() + after.as_micros() as u64;
-        self.wheel.arm(self.clock.tick_after(at), value);
-    }
-
-    fn on_signal(&mut self) {
-        let Some(signals) = &mut self.signals else {
-            return;
-        };
-        if signals.pending() == 0 {
-            return;
-        }
-        if self.phase == Phase::Serving {
-            self.begin_shutdown();
-        } else {
-            info!("second signal: closing every connection now");
-            self.on_timer(TIMER_SHUTDOWN);
-        }
-    }
-
-    /// Stops accepting, closes quiet connections, and lets the others send what they owe
-    /// with a lingering close, for at most the grace period.
-    fn begin_shutdown(&mut self) {
-        info!(
-            "shutting down: {} connections open, grace {} ms",
-            self.connections.len(),
-            self.config.shutdown_grace.as_millis()
-        );
-        self.phase = Phase::Draining;
-        crate::systemd::notify_stopping();
-        self.shutdown_flag.store(true, Ordering::SeqCst);
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
-            // Dropping it closes the socket (refusing what is in the backlog) and removes
-            // a Unix socket file.
-        }
-        self.listener_ready = false;
-        self.arm_server_timer(self.config.shutdown_grace, TIMER_SHUTDOWN);
-        let keys: Vec<usize> = self.connections.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            if self.connections[key].closing.is_some() {
-                continue;
-            }
-            // Every connection, even one that owes nothing, gets the lingering close: a
-            // plain close while the client is still sending would reset the connection
-            // and erase replies it has not read yet. One that owes nothing has its write
-            // side shut at once, so an idle client sees EOF now.
-            let Some((next, _)) =
-                self.drive_without_budget(key, |conn, _| conn.begin_closing(CloseReason::Shutdown))
-            else {
-                continue;
-            };
-            // Input left unread while reading was paused raises no new edge: read (and
-            // discard) it now, so the linger sees the peer's EOF.
-            self.ready.push(key);
-            self.settle(key, next, false);
+impl Drop for StatsLogger {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }
 
-use crate::stream::Stream;
+/// The configuration's own checks, as an `InvalidInput` error.
+fn validate(config: &ServerConfig) -> io::Result<()> {
+    config
+        .validate()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+}
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit; returns the soft limit in force.
 fn raise_fd_limit() -> u64 {

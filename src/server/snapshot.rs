@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 
 use mio::Waker;
 
+use super::reactor::Reactor;
 use super::stats::Stats;
-use super::Server;
 
 /// Upper bounds of the turn-duration buckets, in microseconds: 10 µs to 1 s in 1-2.5-5
 /// steps, as Prometheus' default buckets go. A turn that answers one frame takes a few
@@ -182,7 +182,7 @@ impl Drop for Publisher {
     }
 }
 
-impl Server {
+impl Reactor {
     /// A handle for reading snapshots of this server from other threads (the metrics
     /// endpoint). The first call also starts timing the reactor's turns.
     pub fn snapshot_handle(&mut self) -> SnapshotHandle {

@@ -45,6 +45,48 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Adds another reactor's counters to these (the server's totals). Exhaustive: a new
+    /// field does not compile until it is summed here. `buffered_peak` sums each
+    /// reactor's peak: an upper bound of the server's.
+    pub fn add(&mut self, other: &Stats) {
+        let Stats {
+            accepted,
+            rejected,
+            accept_pauses,
+            accept_paused_time,
+            closed_eof,
+            reaped_idle,
+            closed_frame_too_long,
+            closed_reset,
+            closed_error,
+            closed_shutdown,
+            closed_memory_budget,
+            buffered_peak,
+            read_yields,
+            backpressure_stalls,
+            frames,
+            bytes_in,
+            bytes_out,
+        } = other;
+        self.accepted += accepted;
+        self.rejected += rejected;
+        self.accept_pauses += accept_pauses;
+        self.accept_paused_time += *accept_paused_time;
+        self.closed_eof += closed_eof;
+        self.reaped_idle += reaped_idle;
+        self.closed_frame_too_long += closed_frame_too_long;
+        self.closed_reset += closed_reset;
+        self.closed_error += closed_error;
+        self.closed_shutdown += closed_shutdown;
+        self.closed_memory_budget += closed_memory_budget;
+        self.buffered_peak += buffered_peak;
+        self.read_yields += read_yields;
+        self.backpressure_stalls += backpressure_stalls;
+        self.frames += frames;
+        self.bytes_in += bytes_in;
+        self.bytes_out += bytes_out;
+    }
+
     /// Counts one close.
     pub fn count_close(&mut self, reason: CloseReason) {
         let counter = match reason {

@@ -46,14 +46,14 @@ fn metrics_count_exactly_the_frames_and_bytes_of_a_verified_load() {
 
     // The load has closed its connections; the server counts each close when it reads
     // the EOF, which may be a turn after the load ended.
-    let eof = "tabecho_closed_total{reactor=\"0\",reason=\"eof\"}";
+    let eof = "tabecho_closed_total{reason=\"eof\"}";
     let page = metrics_until(server.metrics_addr(), |p| {
-        metric(p, eof) == connections as f64
+        total(p, eof) == connections as f64
     });
     for series in REQUIRED {
         assert!(page.contains(series), "{series} missing in\n{page}");
     }
-    let value = |series: &str| metric(&page, &format!("{series}{{reactor=\"0\"}}"));
+    let value = |series: &str| total(&page, series);
     assert_eq!(value("tabecho_frames_total"), sent as f64);
     assert_eq!(value("tabecho_accepted_total"), connections as f64);
     assert_eq!(value("tabecho_rejected_total"), 0.0);
@@ -71,25 +71,19 @@ fn metrics_count_exactly_the_frames_and_bytes_of_a_verified_load() {
         (sent * reply_bytes) as f64
     );
     for reason in CloseReason::ALL {
-        let series = format!(
-            "tabecho_closed_total{{reactor=\"0\",reason=\"{}\"}}",
-            reason.label()
-        );
+        let series = format!("tabecho_closed_total{{reason=\"{}\"}}", reason.label());
         let want = if reason == CloseReason::Eof {
             connections as f64
         } else {
             0.0
         };
-        assert_eq!(metric(&page, &series), want, "{series}");
+        assert_eq!(total(&page, &series), want, "{series}");
     }
     // Every turn lands in exactly one bucket: +Inf counts them all.
     let turns = value("tabecho_reactor_turn_seconds_count");
     assert!(turns > 0.0);
     assert_eq!(
-        metric(
-            &page,
-            "tabecho_reactor_turn_seconds_bucket{reactor=\"0\",le=\"+Inf\"}"
-        ),
+        total(&page, "tabecho_reactor_turn_seconds_bucket{le=\"+Inf\"}"),
         turns
     );
 }
@@ -106,16 +100,13 @@ fn metrics_count_gauges_and_closes_by_reason() {
     let (got, _) = read_to_end(&mut long);
     assert!(got.starts_with(b"error: frame exceeds"));
     drop(long);
-    let too_long = "tabecho_closed_total{reactor=\"0\",reason=\"frame_too_long\"}";
-    let buffered = "tabecho_buffered_bytes{reactor=\"0\"}";
+    let too_long = "tabecho_closed_total{reason=\"frame_too_long\"}";
+    let buffered = "tabecho_buffered_bytes";
     let page = metrics_until(server.metrics_addr(), |p| {
-        metric(p, too_long) == 1.0 && metric(p, buffered) == 5.0
+        total(p, too_long) == 1.0 && total(p, buffered) == 5.0
     });
-    assert_eq!(
-        metric(&page, "tabecho_connections_open{reactor=\"0\"}"),
-        1.0
-    );
-    assert_eq!(metric(&page, "tabecho_frames_total{reactor=\"0\"}"), 1.0);
+    assert_eq!(total(&page, "tabecho_connections_open"), 1.0);
+    assert_eq!(total(&page, "tabecho_frames_total"), 1.0);
 }
 
 #[test]
@@ -152,7 +143,7 @@ fn serve_metrics_flag_starts_the_endpoint_and_nothing_without_it() {
     round_trip(&mut c, b"via the binary");
     let (status, page) = http_get(addr, "/metrics");
     assert_eq!(status, 200);
-    assert_eq!(metric(&page, "tabecho_frames_total{reactor=\"0\"}"), 1.0);
+    assert_eq!(total(&page, "tabecho_frames_total"), 1.0);
     server.signal("TERM");
     drop(c);
     let (status, _) = server.wait_exit();
@@ -162,7 +153,7 @@ fn serve_metrics_flag_starts_the_endpoint_and_nothing_without_it() {
 #[test]
 fn snapshot_handle_answers_none_once_the_server_is_gone() {
     let mut server = Server::bind(ServerConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
-    let handle = server.snapshot_handle();
+    let handle = server.snapshot_handles().remove(0);
     let shutdown = server.shutdown_handle();
     let thread = std::thread::spawn(move || server.run());
     let first = handle.snapshot(WAIT).expect("a running server answers");

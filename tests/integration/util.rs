@@ -10,6 +10,16 @@ use tabecho::config::ServerConfig;
 use tabecho::metrics::MetricsServer;
 use tabecho::server::{Server, ShutdownHandle, Stats};
 
+/// Reactors per test server: `TABECHO_TEST_THREADS` (default 1). `.ci/run` runs the
+/// integration tests once with 1 and once with 2, so every rule of docs/PROTOCOL.md is
+/// held by a single reactor and by several.
+pub fn test_threads() -> usize {
+    std::env::var("TABECHO_TEST_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -43,14 +53,26 @@ impl TestServer {
 
     #[track_caller]
     fn start_inner(adjust: impl FnOnce(&mut ServerConfig), metrics: bool) -> TestServer {
-        let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap());
+        Self::start_on("127.0.0.1:0".parse().unwrap(), adjust, metrics)
+    }
+
+    /// A server on `listen` with [`test_threads`] reactors and `adjust` applied to the
+    /// defaults (an explicit `threads` in `adjust` wins).
+    #[track_caller]
+    pub fn start_on(
+        listen: ListenAddr,
+        adjust: impl FnOnce(&mut ServerConfig),
+        metrics: bool,
+    ) -> TestServer {
+        let mut config = ServerConfig::new(listen);
+        config.threads = test_threads();
         adjust(&mut config);
         let mut server = Server::bind(config).expect("bind");
         let addr = server.local_addr().clone();
         let handle = server.shutdown_handle();
         let metrics = metrics.then(|| {
             let localhost = "127.0.0.1:0".parse().unwrap();
-            MetricsServer::start(localhost, vec![server.snapshot_handle()]).expect("metrics")
+            MetricsServer::start(localhost, server.snapshot_handles()).expect("metrics")
         });
         let thread = std::thread::spawn(move || server.run());
         TestServer {
@@ -208,7 +230,8 @@ impl ServerProcess {
     #[track_caller]
     pub fn spawn_logging(level: &str, prefix: &str, args: &[&str]) -> ServerProcess {
         let bin = env!("CARGO_BIN_EXE_tabecho");
-        let script = format!("{prefix} exec \"$0\" serve \"$@\"");
+        let threads = test_threads();
+        let script = format!("{prefix} exec \"$0\" serve --threads {threads} \"$@\"");
         let mut command = std::process::Command::new("sh");
         command.arg("-c").arg(script).arg(bin).args(args);
         let mut p = Self::start(command, level);
@@ -228,6 +251,8 @@ impl ServerProcess {
         command
             .arg(env!("CARGO_BIN_EXE_tabecho"))
             .arg("serve")
+            .arg("--threads")
+            .arg(test_threads().to_string())
             .args(args);
         let mut p = Self::start(command, "info");
         let mut listening = 0;
@@ -539,14 +564,38 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status.expect("a status code"), body.to_string())
 }
 
-/// The value of `series` (name and labels exactly as written) on a metrics page.
+/// The sum over every reactor of `series` (a metric name, with its other labels if any:
+/// `tabecho_frames_total`, `tabecho_closed_total{reason="eof"}`); fails the test if no
+/// reactor has it.
 #[track_caller]
-pub fn metric(page: &str, series: &str) -> f64 {
-    page.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("{series} missing in\n{page}"))
-        .parse()
-        .expect("a number")
+pub fn total(page: &str, series: &str) -> f64 {
+    let (name, labels) = match series.split_once('{') {
+        Some((name, rest)) => (name, rest.trim_end_matches('}')),
+        None => (series, ""),
+    };
+    let mut found = false;
+    let mut sum = 0.0;
+    for line in page.lines() {
+        let Some((key, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Some(inner) = key
+            .strip_prefix(name)
+            .and_then(|k| k.strip_prefix("{reactor=\""))
+        else {
+            continue;
+        };
+        let Some((_, others)) = inner.split_once('"') else {
+            continue;
+        };
+        let others = others.trim_start_matches(',').trim_end_matches('}');
+        if others == labels {
+            found = true;
+            sum += value.parse::<f64>().expect("a number");
+        }
+    }
+    assert!(found, "{series} missing in\n{page}");
+    sum
 }
 
 /// Reads `/metrics` until `done(page)` holds (the server counts a client's close one turn

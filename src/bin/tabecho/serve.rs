@@ -33,6 +33,14 @@ pub struct ServeArgs {
     /// passed, else 127.0.0.1:8085].
     #[arg(long)]
     listen: Option<ListenAddr>,
+    /// Reactors (threads), each with its own poll, connections and timers: a number, or
+    /// `auto` for the cores this process may use.
+    #[arg(long, default_value = "1", value_parser = parse_threads)]
+    threads: usize,
+    /// Set SO_REUSEPORT on the TCP listener, so that several `tabecho serve --reuseport`
+    /// processes share one port (the kernel spreads connections over them).
+    #[arg(long)]
+    reuseport: bool,
     /// Close a connection after this long without progress (a frame received or reply
     /// bytes written): 2s, 250ms, 1m.
     #[arg(long, default_value = "2s", value_parser = parse_positive_duration)]
@@ -71,6 +79,8 @@ pub fn run(args: ServeArgs) -> ExitCode {
             .expect("the default address parses")
     };
     let mut config = ServerConfig::new(args.listen.clone().unwrap_or_else(default_listen));
+    config.threads = args.threads;
+    config.reuse_port = args.reuseport;
     config.idle_timeout = args.idle_timeout;
     config.max_frame = args.max_frame;
     config.max_connections = args.max_connections;
@@ -92,7 +102,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
     // Dropped when `run` returns: the endpoint lives exactly as long as the server.
     let _metrics = match args.metrics {
         None => None,
-        Some(addr) => match MetricsServer::start(addr, vec![server.snapshot_handle()]) {
+        Some(addr) => match MetricsServer::start(addr, server.snapshot_handles()) {
             Ok(metrics) => {
                 info!("metrics on http://{}/metrics", metrics.local_addr());
                 Some(metrics)
@@ -110,6 +120,17 @@ pub fn run(args: ServeArgs) -> ExitCode {
             error!("poll failed: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// `--threads`: a number from 1, or `auto` (the cores available to this process).
+fn parse_threads(s: &str) -> Result<usize, String> {
+    if s == "auto" {
+        return Ok(std::thread::available_parallelism().map_or(1, |n| n.get()));
+    }
+    match s.parse::<usize>() {
+        Ok(0) | Err(_) => Err(format!("{s}: a number of reactors from 1, or auto")),
+        Ok(n) => Ok(n),
     }
 }
 

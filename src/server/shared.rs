@@ -1,0 +1,148 @@
+//! Shared: the little the reactors of one server share, touched only where a connection
+//! is admitted or closed, where a reactor's buffer lease grows or shrinks (a mebibyte at a
+//! time), and at shutdown. Nothing here is on the path of a frame.
+//!
+//! # Invariants
+//! - `open` is always the number of connections admitted and not yet released, over all
+//!   reactors; it never exceeds `max_connections` for long: an admission that would pass
+//!   it is undone at once.
+//! - `unleased` plus every reactor's lease is always the buffer budget: the reactors' lease
+//!   sum never exceeds `--max-buffer-memory`, and each reactor's buffers stay within its
+//!   lease, so the whole process stays within the budget.
+//! - The shutdown state only moves forward: serving, draining, forced.
+
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use mio::Waker;
+
+/// Shutdown states, in the order they are reached.
+const SERVING: u8 = 0;
+const DRAINING: u8 = 1;
+const FORCED: u8 = 2;
+
+/// What a server's reactors share.
+#[derive(Debug)]
+pub struct Shared {
+    /// The most connections served at once, over all reactors.
+    max_connections: usize,
+    /// Connections admitted and not yet released, over all reactors.
+    open: AtomicUsize,
+    /// Buffer-budget bytes no reactor holds a lease on.
+    unleased: AtomicUsize,
+    /// Serving, draining or forced (see the constants).
+    shutdown: AtomicU8,
+    /// Every reactor's waker, by reactor index; set once all are built.
+    wakers: OnceLock<Vec<Arc<Waker>>>,
+}
+
+impl Shared {
+    /// A server of at most `max_connections`, whose reactors lease from `unleased` bytes of
+    /// buffer budget (what is left once each has its floor).
+    pub fn new(max_connections: usize, unleased: usize) -> Arc<Shared> {
+        Arc::new(Shared {
+            max_connections,
+            open: AtomicUsize::new(0),
+            unleased: AtomicUsize::new(unleased),
+            shutdown: AtomicU8::new(SERVING),
+            wakers: OnceLock::new(),
+        })
+    }
+
+    /// Records the reactors' wakers, so a shutdown reaches all of them.
+    pub fn set_wakers(&self, wakers: Vec<Arc<Waker>>) {
+        let _ = self.wakers.set(wakers);
+    }
+
+    /// The connection limit in force.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
+    /// Admits one more connection if the limit allows; then it must be [`Shared::release`]d.
+    pub fn admit(&self) -> bool {
+        let before = self.open.fetch_add(1, Ordering::AcqRel);
+        if before >= self.max_connections {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// A connection admitted earlier is closed.
+    pub fn release(&self) {
+        let before = self.open.fetch_sub(1, Ordering::AcqRel);
+        debug_assert!(before > 0, "released more connections than admitted");
+    }
+
+    /// Takes `bytes` of budget for a reactor's lease, if that much is unleased.
+    pub fn lease(&self, bytes: usize) -> bool {
+        self.unleased
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |free| {
+                free.checked_sub(bytes)
+            })
+            .is_ok()
+    }
+
+    /// Gives `bytes` of a reactor's lease back.
+    pub fn give_back(&self, bytes: usize) {
+        self.unleased.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    /// Starts the graceful shutdown of every reactor (`force`: close everything at once,
+    /// as a second signal does) and wakes them all.
+    pub fn shut_down(&self, force: bool) {
+        let state = if force { FORCED } else { DRAINING };
+        self.shutdown.fetch_max(state, Ordering::AcqRel);
+        for waker in self.wakers.get().into_iter().flatten() {
+            // A failed wake means that reactor is already gone.
+            let _ = waker.wake();
+        }
+    }
+
+    /// A shutdown has begun.
+    pub fn draining(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire) >= DRAINING
+    }
+
+    /// A forced shutdown has begun: close every connection now.
+    pub fn forced(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire) >= FORCED
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_stops_exactly_at_the_limit_and_resumes_after_a_release() {
+        let shared = Shared::new(2, 0);
+        assert!(shared.admit());
+        assert!(shared.admit());
+        assert!(!shared.admit());
+        shared.release();
+        assert!(shared.admit());
+        assert!(!shared.admit());
+    }
+
+    #[test]
+    fn leases_never_exceed_what_is_unleased() {
+        let shared = Shared::new(1, 100);
+        assert!(shared.lease(60));
+        assert!(!shared.lease(41));
+        assert!(shared.lease(40));
+        assert!(!shared.lease(1));
+        shared.give_back(30);
+        assert!(shared.lease(30));
+    }
+
+    #[test]
+    fn shutdown_only_moves_forward() {
+        let shared = Shared::new(1, 0);
+        assert!(!shared.draining());
+        shared.shut_down(true);
+        shared.shut_down(false);
+        assert!(shared.draining() && shared.forced());
+    }
+}

@@ -12,6 +12,7 @@
 //! - `faults_load`: `tabecho load --faults`: each misbehaving client's documented outcome
 //! - `memory`: what a peer can make the server hold; the buffer-memory budget
 //! - `metrics`: `serve --metrics` and `tabecho stats`: exact counters, every metric present
+//! - `threads`: several reactors: the kernel's spread, the Unix handoff, global limits, shutdown
 //! - `systemd`: socket activation through `systemd-socket-activate`, the units' rules
 
 mod faults;
@@ -25,5 +26,6 @@ mod process;
 mod protocol;
 mod send;
 mod systemd;
+mod threads;
 mod unix;
 mod util;

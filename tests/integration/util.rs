@@ -8,7 +8,7 @@ use std::time::Duration;
 use tabecho::addr::ListenAddr;
 use tabecho::config::ServerConfig;
 use tabecho::metrics::MetricsServer;
-use tabecho::server::{Server, ShutdownHandle, Stats};
+use tabecho::server::{Server, ShutdownHandle, Snapshot, SnapshotHandle, Stats};
 
 /// Reactors per test server: `TABECHO_TEST_THREADS` (default 1). `.ci/run` runs the
 /// integration tests once with 1 and once with 2, so every rule of docs/PROTOCOL.md is
@@ -18,6 +18,15 @@ pub fn test_threads() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1)
+}
+
+/// `--threads N` for a server process, from [`test_threads`], unless `args` name their own.
+fn threads_flag(args: &[&str]) -> String {
+    if args.contains(&"--threads") {
+        String::new()
+    } else {
+        format!("--threads {}", test_threads())
+    }
 }
 
 /// How long any single wait in a test may take before the test fails.
@@ -30,6 +39,8 @@ pub struct TestServer {
     thread: Option<JoinHandle<io::Result<Stats>>>,
     /// The metrics endpoint, if started with [`TestServer::start_with_metrics`].
     metrics: Option<MetricsServer>,
+    /// A snapshot handle per reactor.
+    reactors: Vec<SnapshotHandle>,
 }
 
 impl TestServer {
@@ -70,9 +81,10 @@ impl TestServer {
         let mut server = Server::bind(config).expect("bind");
         let addr = server.local_addr().clone();
         let handle = server.shutdown_handle();
+        let reactors = server.snapshot_handles();
         let metrics = metrics.then(|| {
             let localhost = "127.0.0.1:0".parse().unwrap();
-            MetricsServer::start(localhost, server.snapshot_handles()).expect("metrics")
+            MetricsServer::start(localhost, reactors.clone()).expect("metrics")
         });
         let thread = std::thread::spawn(move || server.run());
         TestServer {
@@ -80,7 +92,17 @@ impl TestServer {
             handle,
             thread: Some(thread),
             metrics,
+            reactors,
         }
+    }
+
+    /// A snapshot of each reactor (reactor `i` at index `i`).
+    #[track_caller]
+    pub fn per_reactor(&self) -> Vec<Snapshot> {
+        self.reactors
+            .iter()
+            .map(|h| h.snapshot(WAIT).expect("a running reactor answers"))
+            .collect()
     }
 
     /// The metrics endpoint's address.
@@ -230,8 +252,8 @@ impl ServerProcess {
     #[track_caller]
     pub fn spawn_logging(level: &str, prefix: &str, args: &[&str]) -> ServerProcess {
         let bin = env!("CARGO_BIN_EXE_tabecho");
-        let threads = test_threads();
-        let script = format!("{prefix} exec \"$0\" serve --threads {threads} \"$@\"");
+        let threads = threads_flag(args);
+        let script = format!("{prefix} exec \"$0\" serve {threads} \"$@\"");
         let mut command = std::process::Command::new("sh");
         command.arg("-c").arg(script).arg(bin).args(args);
         let mut p = Self::start(command, level);
@@ -251,8 +273,7 @@ impl ServerProcess {
         command
             .arg(env!("CARGO_BIN_EXE_tabecho"))
             .arg("serve")
-            .arg("--threads")
-            .arg(test_threads().to_string())
+            .args(threads_flag(args).split_whitespace())
             .args(args);
         let mut p = Self::start(command, "info");
         let mut listening = 0;

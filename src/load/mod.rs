@@ -62,6 +62,10 @@ pub const DEFAULT_FAULT_PAUSE: Duration = Duration::from_secs(1);
 pub struct LoadOptions {
     /// The server.
     pub addr: ListenAddr,
+    /// The local address TCP connections are made from (port chosen by the kernel): one
+    /// source address gives about 28,000 ephemeral ports per server address, so several
+    /// loads with distinct sources (127.0.0.2, 127.0.0.3, ...) reach past that.
+    pub source: Option<std::net::IpAddr>,
     /// Connections to open, spread over the threads.
     pub connections: usize,
     /// Worker threads, each with its own `Poll`.
@@ -112,6 +116,7 @@ impl LoadOptions {
     pub fn new(addr: ListenAddr) -> Self {
         LoadOptions {
             addr,
+            source: None,
             connections: 100,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             pipeline: 16,

@@ -141,12 +141,14 @@ pub fn describe(e: &io::Error) -> String {
 /// reading and writing (healthy and faulty sessions alike).
 pub fn open_stream(
     addr: &ListenAddr,
+    source: Option<std::net::IpAddr>,
     registry: &Registry,
     token: Token,
 ) -> Result<Stream, ConnectError> {
-    let connected = match addr {
-        ListenAddr::Tcp(sock) => TcpStream::connect(*sock).map(Stream::Tcp),
-        ListenAddr::Unix(path) => UnixStream::connect(path).map(Stream::Unix),
+    let connected = match (addr, source) {
+        (ListenAddr::Tcp(sock), Some(source)) => connect_from(source, *sock).map(Stream::Tcp),
+        (ListenAddr::Tcp(sock), None) => TcpStream::connect(*sock).map(Stream::Tcp),
+        (ListenAddr::Unix(path), _) => UnixStream::connect(path).map(Stream::Unix),
     };
     let mut stream = match connected {
         Ok(stream) => stream,
@@ -167,6 +169,22 @@ pub fn open_stream(
         return Err(ConnectError::Failed(format!("register: {}", describe(&e))));
     }
     Ok(stream)
+}
+
+/// A non-blocking TCP connect to `to` from `source` (the kernel picks the port).
+fn connect_from(source: std::net::IpAddr, to: std::net::SocketAddr) -> io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(to), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    // Port 0: the kernel picks a port at bind time, unique for this source address
+    // (about 28,000 of them), whatever the destination.
+    socket.bind(&std::net::SocketAddr::new(source, 0).into())?;
+    match socket.connect(&to.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(socket.into()))
 }
 
 /// Whether a non-blocking connect has completed, asked on an event of its stream:
@@ -205,7 +223,7 @@ impl Session {
         token: Token,
         now: Instant,
     ) -> Result<Session, ConnectError> {
-        let stream = open_stream(&plan.addr, registry, token)?;
+        let stream = open_stream(&plan.addr, plan.source, registry, token)?;
         Ok(Session {
             id,
             stream: Some(stream),

@@ -47,6 +47,8 @@ const UNIX_RETRY: Duration = Duration::from_millis(10);
 pub struct Plan {
     /// The server.
     pub addr: ListenAddr,
+    /// The local address to connect from, if given.
+    pub source: Option<std::net::IpAddr>,
     /// Frames in flight per connection, at most.
     pub pipeline: usize,
     /// Bytes of a frame on the wire (payload + TAB).
@@ -85,6 +87,7 @@ impl Plan {
         };
         Plan {
             addr: options.addr.clone(),
+            source: options.source,
             pipeline: options.pipeline.max(1),
             frame_len: options.size + 1,
             reply_len: if options.raw { 0 } else { REPLY_PREFIX.len() } + options.size + 1,

@@ -58,6 +58,10 @@ pub struct LoadArgs {
     /// Server address: host:port or unix:/path.
     #[arg(long, default_value = DEFAULT_LISTEN)]
     addr: ListenAddr,
+    /// Connect from this local address (TCP), e.g. 127.0.0.2: each source address has its
+    /// own ~28,000 ephemeral ports per server address [default: the kernel's choice].
+    #[arg(long, value_name = "IP")]
+    source: Option<std::net::IpAddr>,
     /// Connections to open.
     #[arg(short, long, default_value_t = 100)]
     connections: usize,
@@ -123,6 +127,7 @@ pub struct LoadArgs {
 
 pub fn run(args: LoadArgs) -> ExitCode {
     let mut options = LoadOptions::new(args.addr);
+    options.source = args.source;
     options.connections = args.connections;
     if let Some(threads) = args.threads {
         options.threads = threads;

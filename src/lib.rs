@@ -1,16 +1,21 @@
-//! tabecho: a small, very fast TAB-delimited echo server on a single-threaded mio reactor,
-//! with its client and a verifying load generator.
+//! tabecho: a small, very fast TAB-delimited echo server on single-threaded mio reactors
+//! (one by default, one per core with `--threads`), with its client and a verifying load
+//! generator.
 //!
 //! ```text
 //!  systemd: LISTEN_FDS (fd 3) ─▶ Listener; READY=1, STOPPING=1 ◀─ serve, shutdown
-//!            ┌──────────── server::Server (one thread) ──────────────┐
-//!  clients ──┤ mio::Poll ─▶ Listener (accept, limit, EMFILE pause)   │
-//!            │           ─▶ Slab<Connection> ─▶ FrameDecoder (pure)  │
-//!            │                             └──▶ protocol (replies)   │
-//!            │ TimerWheel (pure): idle checks, lingers, pauses       │
-//!            │ Stats, turn histogram ─▶ Snapshot (on request, Waker) │
-//!            └─────────────────────────────────────────────┬─────────┘
-//!                                                          ▼ snapshots
+//!  server::Server: binds, starts N reactors, joins them, sums their counters
+//!   │ TCP: one SO_REUSEPORT listener each │ Unix / systemd's socket: reactor 0 hands off
+//!   │ server::shared: connection count, buffer-budget leases, shutdown (accept/close only)
+//!   ▼
+//!            ┌──────── server::reactor::Reactor (one thread each) ──────┐
+//!  clients ──┤ mio::Poll ─▶ Listener (accept, admit, EMFILE pause)      │
+//!            │           ─▶ Slab<Connection> ─▶ FrameDecoder (pure)     │
+//!            │                             └──▶ protocol (replies)      │
+//!            │ TimerWheel (pure): idle checks, lingers, pauses          │
+//!            │ Stats, turn histogram ─▶ Snapshot (on request, Waker)    │
+//!            └──────────────────────────────────────────────┬───────────┘
+//!                                                           ▼ snapshots, per reactor
 //!  Prometheus ── GET /metrics ──▶ metrics::MetricsServer (own thread) ─▶ exposition
 //! ```
 //!
@@ -20,7 +25,9 @@
 //! - [`timer_wheel`]: `TimerWheel`, a hashed wheel of tick deadlines (pure).
 //! - [`addr`], [`config`]: `ListenAddr` (tcp | unix), durations; `ServerConfig` defaults.
 //! - [`stream`]: one non-blocking TCP-or-Unix stream type for the server and the load.
-//! - [`server`]: the reactor; `server::snapshot` copies its counters for other threads.
+//! - [`server`]: `Server` starts the reactors (`server::reactor`, the loop), hands Unix
+//!   connections over (`server::handoff`), shares the global limits (`server::shared`);
+//!   `server::snapshot` copies a reactor's counters for other threads.
 //! - [`metrics`]: the `GET /metrics` endpoint on its own thread, and the exposition format.
 //! - [`systemd`]: socket activation (`LISTEN_FDS`) and `READY=1` / `STOPPING=1`.
 //! - [`client`]: a blocking client (`tabecho send`, tests, embedders).

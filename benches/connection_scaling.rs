@@ -2,7 +2,8 @@
 //! byte-echo ceiling and a tokio task-per-connection server, in one run.
 //!
 //! `cargo bench --bench connection_scaling` runs the full sweep (1 to 19,000 connections,
-//! pipeline 1 and 16); `-- --quick` a reduced one for a smoke check.
+//! pipeline 1 and 16); `-- --quick` a reduced one for a smoke check. tabecho runs twice:
+//! with one reactor and with two (`tabecho-2r`, `--threads 2`, both on the server's CPU).
 //!
 //! Each server is a release binary in its own process, started afresh for each point and
 //! pinned to CPU 1 when there are two CPUs; this process (the load generator, the library
@@ -37,14 +38,21 @@ use tabecho::load::{self, LoadOptions, LoadReport};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Tabecho,
+    /// tabecho with `--threads 2`: both reactors on the server's one pinned CPU, so the
+    /// row measures what a second reactor costs, not what a second core gives.
+    Tabecho2,
     Ceiling,
     Tokio,
 }
 
 impl Kind {
+    /// Every server, in table and plot order.
+    const ALL: [Kind; 4] = [Kind::Tabecho, Kind::Tabecho2, Kind::Ceiling, Kind::Tokio];
+
     fn name(self) -> &'static str {
         match self {
             Kind::Tabecho => "tabecho",
+            Kind::Tabecho2 => "tabecho-2r",
             Kind::Ceiling => "ceiling",
             Kind::Tokio => "tokio",
         }
@@ -88,9 +96,12 @@ impl ServerProcess {
             None => Command::new(bins.path(kind)),
         };
         match kind {
-            Kind::Tabecho => {
+            Kind::Tabecho | Kind::Tabecho2 => {
+                let threads = if kind == Kind::Tabecho2 { "2" } else { "1" };
                 cmd.args([
                     "serve",
+                    "--threads",
+                    threads,
                     "--listen",
                     "127.0.0.1:0",
                     "--idle-timeout",
@@ -177,7 +188,7 @@ impl Binaries {
 
     fn path(&self, kind: Kind) -> &Path {
         match kind {
-            Kind::Tabecho => &self.tabecho,
+            Kind::Tabecho | Kind::Tabecho2 => &self.tabecho,
             Kind::Ceiling => &self.ceiling,
             Kind::Tokio => &self.tokio,
         }
@@ -385,7 +396,7 @@ fn main() {
     let mut idles = std::collections::HashMap::new();
     for &p in &[1usize, 16] {
         for &c in counts {
-            for kind in [Kind::Tabecho, Kind::Ceiling, Kind::Tokio] {
+            for kind in Kind::ALL {
                 // Idle memory does not depend on the pipeline: measured once per count.
                 let idle = *idles
                     .entry((kind.name(), c))
@@ -431,7 +442,7 @@ fn print_table(points: &[Point]) {
         "rps/ceil", "cpu/ceil", "rps/tok", "cpu/tok"
     );
     for t in points.iter().filter(|x| x.kind == Kind::Tabecho) {
-        for kind in [Kind::Tabecho, Kind::Ceiling, Kind::Tokio] {
+        for kind in Kind::ALL {
             let Some(x) = find(points, kind, t.connections, t.pipeline) else {
                 continue;
             };
@@ -495,8 +506,9 @@ fn write_csv(path: &Path, points: &[Point]) {
     }
 }
 
-const COLORS: [RGBColor; 3] = [
+const COLORS: [RGBColor; 4] = [
     RGBColor(200, 30, 30),
+    RGBColor(230, 140, 20),
     RGBColor(30, 30, 200),
     RGBColor(30, 150, 30),
 ];
@@ -552,10 +564,7 @@ fn plot_throughput(path: &Path, points: &[Point]) {
             )
             .unwrap();
         draw_mesh(&mut chart);
-        for (k, kind) in [Kind::Tabecho, Kind::Ceiling, Kind::Tokio]
-            .into_iter()
-            .enumerate()
-        {
+        for (k, kind) in Kind::ALL.into_iter().enumerate() {
             draw_line(
                 &mut chart,
                 kind.name(),
@@ -634,10 +643,7 @@ fn plot_memory(path: &Path, points: &[Point]) {
         .build_cartesian_2d((800f64..xmax).log_scale(), (10f64..ymax).log_scale())
         .unwrap();
     draw_mesh(&mut chart);
-    for (k, kind) in [Kind::Tabecho, Kind::Ceiling, Kind::Tokio]
-        .into_iter()
-        .enumerate()
-    {
+    for (k, kind) in Kind::ALL.into_iter().enumerate() {
         let data: Vec<(f64, f64)> = many
             .iter()
             .filter(|x| x.kind == kind)

@@ -26,6 +26,12 @@ pub type Tick = u64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TimerId(u32);
 
+impl TimerId {
+    /// Names no entry: what a holder keeps once its entry has expired, so that it never
+    /// cancels an id the wheel may have given to another entry since.
+    pub const NONE: TimerId = TimerId(NIL);
+}
+
 /// The end of a list.
 const NIL: u32 = u32::MAX;
 

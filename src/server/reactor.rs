@@ -30,8 +30,12 @@
 //!
 //! # Invariants
 //! - Every connection always has exactly one armed timer (`Connection::timer`), cancelled
-//!   when it closes; so a timer never fires for a slab key that is vacant or reused.
-//! - Timer values below [`TIMER_ACCEPT_RESUME`] are slab keys; the top values are the
+//!   when it closes; except while the batch of expiries its timer fired in is handled:
+//!   then `timer` is `TimerId::NONE` until the connection is re-armed or closed. So a
+//!   close never cancels a dead id, and an expiry never meets a reused slab key (no
+//!   connection is added while a batch is handled); one for a connection closed earlier in
+//!   the batch (an eviction) finds it vacant, or re-armed, and is skipped.
+//! - Timer values below [`TIMER_PRESSURE`] are slab keys; the top values are the
 //!   server's own timers.
 //! - Stale events are harmless: an event or ready-list entry for a key closed earlier in
 //!   the same turn finds the slot vacant (skipped) or reused by a new connection (one
@@ -56,7 +60,7 @@ use super::stats::Stats;
 use crate::config::ServerConfig;
 use crate::protocol;
 use crate::stream::Stream;
-use crate::timer_wheel::{Tick, TimerWheel};
+use crate::timer_wheel::{Tick, TimerId, TimerWheel};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -364,6 +368,16 @@ impl Reactor {
             self.cx.now_us = self.clock.now_us();
             self.wheel
                 .poll(self.clock.tick_at(self.cx.now_us), &mut expired);
+            // Every connection whose timer fired holds no armed timer from here on, so a
+            // close while this batch is handled (an eviction closing another connection
+            // of the batch) never cancels an id the wheel may have reused.
+            for &value in &expired {
+                if value < TIMER_PRESSURE {
+                    if let Some(conn) = self.connections.get_mut(value as usize) {
+                        conn.timer = TimerId::NONE;
+                    }
+                }
+            }
             for value in expired.drain(..) {
                 self.on_timer(value);
             }
@@ -565,7 +579,9 @@ impl Reactor {
             return;
         };
         if let (false, Some(reason)) = (was_closing, conn.closing) {
-            self.wheel.cancel(conn.timer);
+            if conn.timer != TimerId::NONE {
+                self.wheel.cancel(conn.timer);
+            }
             // A shutdown's linger lasts the grace period: replies owed may take that long.
             let linger_us = if reason == CloseReason::Shutdown {
                 self.config.shutdown_grace.as_micros() as u64
@@ -694,7 +710,9 @@ impl Reactor {
         let Some(conn) = self.connections.try_remove(key) else {
             return;
         };
-        self.wheel.cancel(conn.timer);
+        if conn.timer != TimerId::NONE {
+            self.wheel.cancel(conn.timer);
+        }
         self.release(key, conn, reason);
     }
 
@@ -767,20 +785,22 @@ impl Reactor {
     }
 
     /// The lazy idle check: re-arm if progress happened since the timer was armed.
-    /// The connection's timer has fired, so its id is dead: it is re-armed or the
+    /// The connection's timer has fired (its `timer` is `NONE`): it is re-armed or the
     /// connection is released without a cancel.
     fn on_connection_timer(&mut self, key: usize) {
         let Some(conn) = self.connections.get(key) else {
-            debug_assert!(false, "timer fired for vacant key {key}");
-            return;
+            return; // closed earlier in this batch, for the budget or the grace period
         };
+        if conn.timer != TimerId::NONE {
+            return; // given a new timer earlier in this batch (closed for the budget)
+        }
         if conn.closing.is_none() && conn.owes_replies() {
             // Probe before judging: a client reading a long run of replies frees send-buffer
             // space continuously, but the edge-triggered writable event comes only when the
             // free space crosses the kernel's wake-up threshold (half the buffer on Linux),
             // which a multi-megabyte autotuned buffer may not do within the timeout.
             match self.drive(key, |conn, cx| conn.on_writable(cx)) {
-                None => return, // closed for the budget: its timer was cancelled
+                None => return, // closed for the budget
                 Some((Next::Close(reason), _)) => {
                     let conn = self.connections.remove(key);
                     self.release(key, conn, reason);
@@ -793,6 +813,9 @@ impl Reactor {
         let Some(conn) = self.connections.get_mut(key) else {
             return;
         };
+        if conn.timer != TimerId::NONE {
+            return; // closed for the budget while probed: lingering, with its own timer
+        }
         let mut deadline_us = conn.last_progress_us + self.idle_us;
         let reason = match conn.closing {
             Some(reason) => Some(reason),

@@ -6,9 +6,15 @@
 #
 #   scripts/c100k.sh [CONNECTIONS]     (default 100000; develop with 12000)
 #
-# PROCS = ceil(CONNECTIONS / 16,700) servers and as many loads (6 and 6 for 100,000; at
-# least 2; C100K_PROCS=N overrides), so each holds about 16,700 connections, under its
-# 20,000 descriptors.
+# SERVERS = ceil(CONNECTIONS / 16,700) (6 for 100,000; at least 2), each holding about
+# 16,700 connections, under its 20,000 descriptors. LOADS = ceil(CONNECTIONS / (90% of
+# half the ephemeral ports)) (8 x 12,500 for 100,000 here): a load binds its source
+# address with port 0 before connecting, and Linux gives bind() the odd ports of
+# ip_local_port_range first (inet_csk_find_open_port; connect() favours the even ones).
+# Past that half (14,116 here) every bind scans all the odd ports before trying an even
+# one: measured here, 7 ms per bind instead of 12 us, which stalls a load's only thread
+# (a first run with 6 loads of 16,667 got connect timeouts and lost frames from ~14,100
+# connections per load on). C100K_SERVERS=N and C100K_LOADS=N override the counts.
 # 1. Trickle: servers with --idle-timeout 30s; the loads ramp every connection up in
 #    ~20 s (--connect-rate), warm up 25 s, then send CONNECTIONS/10 frames/s in total
 #    (each connection one frame per ~10 s, well inside the idle timeout) for 20 s
@@ -24,16 +30,17 @@
 # Prints a summary table and PASS (exit 0) or FAIL (exit 1); exit 2 if it cannot run.
 #
 # What it assumes of the machine (checked at the start, printed):
-# - `ulimit -n` of at least CONNECTIONS/PROCS + 64 (20,000 here: hard limit). A server's
-#   connection limit is its descriptor limit less 32 (19,968), and the kernel's spread
-#   of ~16,700 per server varies by about 1%.
-# - net.ipv4.ip_local_port_range wide enough for one load's share from one source address
-#   (32768-60999: 28,232 ports). The loads bind before connecting, so a port in TIME-WAIT
-#   on that source address is taken whatever the destination: each phase picks a /24
-#   (127.N.0.0, N from 10) with no socket on it, so a rerun within 60 s still finds ports.
+# - `ulimit -n` of at least a server's share + 2% + 64 (20,000 here: the hard limit). A
+#   server's connection limit is its descriptor limit less 32 (19,968), and the kernel's
+#   spread of ~16,700 per server varies by about 1%.
+# - net.ipv4.ip_local_port_range of at least twice a load's share (32768-60999: 28,232
+#   ports, 14,116 odd ones; see LOADS above). The loads bind before connecting, so a
+#   port in TIME-WAIT on that source address is taken whatever the destination: each
+#   phase picks a /24 (127.N.0.0, N from 10) with no socket on it, so a rerun within
+#   60 s (the trickle's client-side TIME-WAIT) still finds free ports.
 # - fs.file-max above 2 x CONNECTIONS (both ends are on this machine; 2,466,186 here).
 # - net.core.somaxconn caps each listener's backlog (4,096 here); the ramp is ~5,000
-#   connects/s over PROCS listeners, far from filling it.
+#   connects/s over SERVERS listeners, far from filling it.
 # - net.ipv4.tcp_max_orphans (131,072 here): when a load exits, its connections close at
 #   once; beyond the limit the kernel resets orphans instead of finishing their FIN,
 #   which changes nothing measured here. net.ipv4.tcp_max_tw_buckets likewise: the idle
@@ -52,10 +59,15 @@ out=target/c100k
 mkdir -p "$out"
 ulimit -n 20000
 
-# Each process's share: the largest share ~16,700 keeps a server's spread under its
-# 19,968-connection limit with margin.
-procs=${C100K_PROCS:-$(( (conns + 16699) / 16700 ))}
-[ "$procs" -ge 2 ] || procs=2
+read -r port_lo port_hi < /proc/sys/net/ipv4/ip_local_port_range
+ports=$(( port_hi - port_lo + 1 ))
+# A server's share of ~16,700 keeps the kernel's spread under its 19,968-connection
+# limit with margin; a load's share stays in the odd half of the ports (see above).
+servers=${C100K_SERVERS:-$(( (conns + 16699) / 16700 ))}
+[ "$servers" -ge 2 ] || servers=2
+per_source=$(( ports / 2 * 9 / 10 ))
+loads=${C100K_LOADS:-$(( (conns + per_source - 1) / per_source ))}
+[ "$loads" -ge 2 ] || loads=2
 ramp=20           # seconds for the whole connection ramp
 window=20         # the trickle phase's measured seconds
 idle_timeout=30   # seconds, both phases
@@ -66,23 +78,25 @@ close_max_ms=$(( idle_timeout * 1000 * 105 / 100 + 1000 ))
 
 # share I: connections of load I (0-based); the last takes the remainder.
 share() {
-  local per=$(( conns / procs ))
-  if [ "$1" -eq $(( procs - 1 )) ]; then echo $(( conns - per * (procs - 1) )); else echo "$per"; fi
+  local per=$(( conns / loads ))
+  if [ "$1" -eq $(( loads - 1 )) ]; then echo $(( conns - per * (loads - 1) )); else echo "$per"; fi
 }
 
 # --- what the machine gives, checked ---
-read -r port_lo port_hi < /proc/sys/net/ipv4/ip_local_port_range
-ports=$(( port_hi - port_lo + 1 ))
 file_max=$(cat /proc/sys/fs/file-max)
 somaxconn=$(cat /proc/sys/net/core/somaxconn)
 orphans=$(cat /proc/sys/net/ipv4/tcp_max_orphans)
 fd_limit=$(ulimit -n)
-biggest=$(share $(( procs - 1 )))
-echo "c100k: $conns connections, $procs servers + $procs loads (~$biggest each), fd limit $fd_limit"
+biggest=$(share $(( loads - 1 )))
+server_share=$(( (conns + servers - 1) / servers ))
+echo "c100k: $conns connections: $servers servers (~$server_share each) + $loads loads" \
+  "(~$biggest each), fd limit $fd_limit"
 echo "sysctl: ip_local_port_range $port_lo-$port_hi ($ports ports per source), somaxconn $somaxconn," \
   "fs.file-max $file_max, tcp_max_orphans $orphans"
-[ "$fd_limit" -ge $(( biggest + 64 )) ] || { echo "ulimit -n $fd_limit < $(( biggest + 64 ))" >&2; exit 2; }
-[ "$ports" -ge $(( biggest + 100 )) ] || { echo "ip_local_port_range: $ports ports < $(( biggest + 100 ))" >&2; exit 2; }
+[ "$fd_limit" -ge $(( server_share * 102 / 100 + 64 )) ] && [ "$fd_limit" -ge $(( biggest + 64 )) ] ||
+  { echo "ulimit -n $fd_limit: too few for ~$server_share per server, $biggest per load" >&2; exit 2; }
+[ "$biggest" -le $(( ports / 2 )) ] ||
+  echo "note: $biggest connections per source address is past the odd half of the ports: binds will be slow"
 [ "$file_max" -ge $(( 2 * conns + 10000 )) ] || { echo "fs.file-max $file_max < 2 x $conns + 10000" >&2; exit 2; }
 [ "$orphans" -ge "$conns" ] || echo "note: tcp_max_orphans $orphans < $conns: closing loads may see resets"
 
@@ -107,12 +121,12 @@ pick_sources() {
 kb() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
 nfd() { ls "/proc/$1/fd" | wc -l; }
 
-# start_servers PHASE: PROCS servers with --reuseport on one port; sets SPIDS, PORT,
+# start_servers PHASE: SERVERS servers with --reuseport on one port; sets SPIDS, PORT,
 # BASEFD (descriptors each held before any connection) and RSS0 (sum of VmRSS, kB).
 start_servers() {
   local phase=$1 i log addr
   SPIDS=()
-  for i in $(seq 0 $(( procs - 1 ))); do
+  for i in $(seq 0 $(( servers - 1 ))); do
     log="$out/$phase-server$i.log"
     : >"$log"
     if [ "$i" -eq 0 ]; then
@@ -263,7 +277,7 @@ run_phase() {
   start_servers "$phase"
   pick_sources
   echo
-  echo "== $phase: $procs servers on 127.0.0.1:$PORT, loads from $SRC.2..$(( procs + 1 ))," \
+  echo "== $phase: $servers servers on 127.0.0.1:$PORT, $loads loads from $SRC.2..$(( loads + 1 ))," \
     "servers' RSS before: $RSS0 kB"
   rm -f "$out/$phase-samples.txt.slab"
   cp /proc/slabinfo "$out/$phase-slabinfo-before.txt"
@@ -274,7 +288,7 @@ run_phase() {
   local spid=$!
   pids+=($spid)
   t0=$(date +%s)
-  for i in $(seq 0 $(( procs - 1 ))); do
+  for i in $(seq 0 $(( loads - 1 ))); do
     n=$(share "$i")
     local crate=$(( (n + ramp - 1) / ramp ))
     files+=("$out/$phase-load$i.json")

@@ -12,9 +12,9 @@
 # address with port 0 before connecting, and Linux gives bind() the odd ports of
 # ip_local_port_range first (inet_csk_find_open_port; connect() favours the even ones).
 # Past that half (14,116 here) every bind scans all the odd ports before trying an even
-# one: measured here, 7 ms per bind instead of 12 us, which stalls a load's only thread
-# (a first run with 6 loads of 16,667 got connect timeouts and lost frames from ~14,100
-# connections per load on). C100K_SERVERS=N and C100K_LOADS=N override the counts.
+# one: measured here, 7 ms per bind instead of 10 to 16 us, which stalls a load's only
+# thread (a first run with 6 loads of 16,667 got connect timeouts and lost frames from
+# ~14,100 connections per load on). C100K_SERVERS=N and C100K_LOADS=N override counts.
 # 1. Trickle: servers with --idle-timeout 30s; the loads ramp every connection up in
 #    ~20 s (--connect-rate), warm up 25 s, then send CONNECTIONS/10 frames/s in total
 #    (each connection one frame per ~10 s, well inside the idle timeout) for 20 s

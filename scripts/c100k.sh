@@ -124,8 +124,15 @@ pick_sources() {
   exit 2
 }
 
-kb() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
-nfd() { ls "/proc/$1/fd" | wc -l; }
+# kb PID FIELD, nfd PID: a /proc/PID/status field in kB, the descriptors PID holds;
+# 0 for a process that is gone or a zombie (stop_servers then fails the phase).
+# alive PID: running, not a zombie (a zombie's status has no VmRSS).
+kb() {
+  { cat "/proc/$1/status" 2>/dev/null || true; } |
+    awk -v k="$2" '$1 == k":" { v = $2 } END { print v + 0 }'
+}
+nfd() { { ls "/proc/$1/fd" 2>/dev/null || true; } | wc -l; }
+alive() { grep -q '^VmRSS:' "/proc/$1/status" 2>/dev/null; }
 
 # start_servers PHASE: SERVERS servers with --reuseport on one port; sets SPIDS, PORT,
 # BASEFD (descriptors each held before any connection) and RSS0 (sum of VmRSS, kB).
@@ -166,6 +173,7 @@ sampler() {
     total=0 rss=0 per=""
     for i in "${!SPIDS[@]}"; do
       c=$(( $(nfd "${SPIDS[$i]}") - BASEFD[i] ))
+      [ "$c" -ge 0 ] || c=0    # a server that died
       total=$(( total + c ))
       per="$per $c"
       rss=$(( rss + $(kb "${SPIDS[$i]}" VmRSS) ))
@@ -185,7 +193,10 @@ sampler() {
 stop_servers() {
   local phase=$1 i p line
   HWM=0
-  for p in "${SPIDS[@]}"; do HWM=$(( HWM + $(kb "$p" VmHWM) )); done
+  for i in "${!SPIDS[@]}"; do
+    alive "${SPIDS[$i]}" || fail "$phase server $i died before the end"
+    HWM=$(( HWM + $(kb "${SPIDS[$i]}" VmHWM) ))
+  done
   for p in "${SPIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${SPIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   ACCEPTED=0 REJECTED=0 REAPED=0
@@ -367,4 +378,5 @@ echo
 printf '%-8s %11s %-24s %13s %-28s %9s %s\n' phase connections "per server (min-max)" \
   "lost/corrupt" "close after connect" "RSS/conn" result
 for r in "${rows[@]}"; do echo "$r"; done
+[ "${#rows[@]}" -eq 2 ] || fail "only ${#rows[@]} of 2 phases finished"
 if [ "$FAIL" -eq 0 ]; then echo PASS; else echo FAIL; exit 1; fi

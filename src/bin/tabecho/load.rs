@@ -59,7 +59,9 @@ pub struct LoadArgs {
     #[arg(long, default_value = DEFAULT_LISTEN)]
     addr: ListenAddr,
     /// Connect from this local address (TCP), e.g. 127.0.0.2: each source address has its
-    /// own ~28,000 ephemeral ports per server address [default: the kernel's choice].
+    /// own ~28,000 ephemeral ports, but binding gets slow past half of them (Linux hands
+    /// out the odd ports to bind first): keep under ~14,000 per source [default: the
+    /// kernel's choice].
     #[arg(long, value_name = "IP")]
     source: Option<std::net::IpAddr>,
     /// Connections to open.

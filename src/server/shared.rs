@@ -10,6 +10,8 @@
 //!   sum never exceeds `--max-buffer-memory`, and each reactor's buffers stay within its
 //!   lease, so the whole process stays within the budget.
 //! - The shutdown state only moves forward: serving, draining, forced.
+//! - The upgrade state (SIGUSR2) is always one of none, in progress, handed over; it goes
+//!   back from in progress to none only when an upgrade fails, and handed over is final.
 
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -20,6 +22,20 @@ use mio::Waker;
 const SERVING: u8 = 0;
 const DRAINING: u8 = 1;
 const FORCED: u8 = 2;
+
+/// Upgrade states (SIGUSR2, see `super::upgrade`).
+const NO_UPGRADE: u8 = 0;
+const UPGRADING: u8 = 1;
+const HANDED_OVER: u8 = 2;
+
+/// Why an upgrade cannot begin now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpgradeBusy {
+    /// A new process is starting and has not reported ready yet.
+    InProgress,
+    /// A new process serves the sockets; this one is draining.
+    HandedOver,
+}
 
 /// What a server's reactors share.
 #[derive(Debug)]
@@ -32,6 +48,8 @@ pub struct Shared {
     unleased: AtomicUsize,
     /// Serving, draining or forced (see the constants).
     shutdown: AtomicU8,
+    /// No upgrade, upgrading or handed over (see the constants).
+    upgrade: AtomicU8,
     /// Every reactor's waker, by reactor index; set once all are built.
     wakers: OnceLock<Vec<Arc<Waker>>>,
 }
@@ -45,6 +63,7 @@ impl Shared {
             open: AtomicUsize::new(0),
             unleased: AtomicUsize::new(unleased),
             shutdown: AtomicU8::new(SERVING),
+            upgrade: AtomicU8::new(NO_UPGRADE),
             wakers: OnceLock::new(),
         })
     }
@@ -100,6 +119,49 @@ impl Shared {
         }
     }
 
+    /// Marks an upgrade as begun, unless one is in progress or done.
+    pub fn begin_upgrade(&self) -> Result<(), UpgradeBusy> {
+        match self.upgrade.compare_exchange(
+            NO_UPGRADE,
+            UPGRADING,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => Ok(()),
+            Err(HANDED_OVER) => Err(UpgradeBusy::HandedOver),
+            Err(_) => Err(UpgradeBusy::InProgress),
+        }
+    }
+
+    /// The upgrade in progress failed: a later SIGUSR2 may try again.
+    pub fn upgrade_failed(&self) {
+        let _ = self.upgrade.compare_exchange(
+            UPGRADING,
+            NO_UPGRADE,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
+    /// The new process is ready: every reactor stops accepting and drains; wakes them all.
+    pub fn hand_over(&self) {
+        let _ = self.upgrade.compare_exchange(
+            UPGRADING,
+            HANDED_OVER,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        for waker in self.wakers.get().into_iter().flatten() {
+            // A failed wake means that reactor is already gone.
+            let _ = waker.wake();
+        }
+    }
+
+    /// The listening sockets are handed over to a new process: stop accepting, drain.
+    pub fn handed_over(&self) -> bool {
+        self.upgrade.load(Ordering::Acquire) == HANDED_OVER
+    }
+
     /// A shutdown has begun.
     pub fn draining(&self) -> bool {
         self.shutdown.load(Ordering::Acquire) >= DRAINING
@@ -144,5 +206,20 @@ mod tests {
         shared.shut_down(true);
         shared.shut_down(false);
         assert!(shared.draining() && shared.forced());
+    }
+
+    #[test]
+    fn one_upgrade_at_a_time_a_failed_one_may_be_retried_a_handover_is_final() {
+        let shared = Shared::new(1, 0);
+        assert_eq!(shared.begin_upgrade(), Ok(()));
+        assert_eq!(shared.begin_upgrade(), Err(UpgradeBusy::InProgress));
+        shared.upgrade_failed();
+        assert!(!shared.handed_over());
+        assert_eq!(shared.begin_upgrade(), Ok(()));
+        shared.hand_over();
+        assert!(shared.handed_over());
+        shared.upgrade_failed();
+        assert!(shared.handed_over());
+        assert_eq!(shared.begin_upgrade(), Err(UpgradeBusy::HandedOver));
     }
 }

@@ -295,7 +295,9 @@ impl ServerProcess {
             .next()
             .unwrap()
             .trim()
-            .trim_end_matches(" (from systemd)")
+            .split(" (")
+            .next()
+            .unwrap()
             .to_string();
     }
 

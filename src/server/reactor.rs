@@ -159,6 +159,15 @@ enum Phase {
     Done,
 }
 
+/// Calls [`Shared::reactor_done`] when a reactor's loop ends, by return or by panic.
+struct DoneGuard(Arc<Shared>);
+
+impl Drop for DoneGuard {
+    fn drop(&mut self) {
+        self.0.reactor_done();
+    }
+}
+
 /// One reactor of a server, bound, not yet running.
 pub struct Reactor {
     /// This reactor's index in its server (0 registers the signals).
@@ -340,6 +349,8 @@ impl Reactor {
     /// Serves until shut down; returns the counters. Only a failure of the poll itself
     /// is an error: a connection's errors close that connection.
     pub fn run(mut self) -> io::Result<Stats> {
+        // Tells reactor 0 this loop has ended, however it ends (a panic included).
+        let _done = DoneGuard(self.shared.clone());
         if let Some(every) = self.config.stats_interval {
             self.arm_server_timer(every, TIMER_STATS);
         }
@@ -403,8 +414,12 @@ impl Reactor {
                 info!("closing every connection now");
                 self.on_timer(TIMER_SHUTDOWN);
             }
+            // The reactor that receives the signals ends last, so a second signal (or a
+            // SIGTERM during an upgrade's drain) is heard while any reactor still drains;
+            // the others wake it as they end.
             if matches!(self.phase, Phase::Draining | Phase::HandedOver)
                 && self.connections.is_empty()
+                && (self.signals.is_none() || self.shared.running() <= 1)
             {
                 self.phase = Phase::Done;
             }

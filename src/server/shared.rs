@@ -52,6 +52,9 @@ pub struct Shared {
     upgrade: AtomicU8,
     /// Every reactor's waker, by reactor index; set once all are built.
     wakers: OnceLock<Vec<Arc<Waker>>>,
+    /// Reactors whose loop has not returned yet: reactor 0, which receives the signals,
+    /// keeps polling them until it is the last.
+    running: AtomicUsize,
 }
 
 impl Shared {
@@ -65,12 +68,31 @@ impl Shared {
             shutdown: AtomicU8::new(SERVING),
             upgrade: AtomicU8::new(NO_UPGRADE),
             wakers: OnceLock::new(),
+            running: AtomicUsize::new(0),
         })
     }
 
     /// Records the reactors' wakers, so a shutdown reaches all of them.
     pub fn set_wakers(&self, wakers: Vec<Arc<Waker>>) {
+        self.running.store(wakers.len(), Ordering::Release);
         let _ = self.wakers.set(wakers);
+    }
+
+    /// A reactor's loop has returned (or panicked): wakes reactor 0, which may be
+    /// waiting for the others to end.
+    pub fn reactor_done(&self) {
+        let _ = self
+            .running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        if let Some(first) = self.wakers.get().and_then(|w| w.first()) {
+            // A failed wake means reactor 0 is already gone.
+            let _ = first.wake();
+        }
+    }
+
+    /// Reactors still running, the caller included.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Acquire)
     }
 
     /// The connection limit in force.

@@ -50,22 +50,29 @@ fn wait_handover(server: &mut ServerProcess) -> NewProcess {
     NewProcess(pid)
 }
 
-/// A copy of the built binary in a fresh temporary directory, to start servers from and
-/// then replace.
-fn copied_binary(dir: &Path) -> PathBuf {
+/// A fresh directory beside the built binary (same file system, so it can be linked).
+fn scratch_dir() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+}
+
+/// The built binary at a path of its own in `dir`, to start servers from and then
+/// replace. A hard link, not a copy: a file this test process has open for writing
+/// leaks into any child another test thread forks meanwhile, and exec'ing it then fails
+/// with ETXTBSY ("Text file busy"), one run in many.
+fn linked_binary(dir: &Path) -> PathBuf {
     let path = dir.join("tabecho");
-    std::fs::copy(env!("CARGO_BIN_EXE_tabecho"), &path).expect("copy the binary");
+    std::fs::hard_link(env!("CARGO_BIN_EXE_tabecho"), &path).expect("link the binary");
     path
 }
 
-/// Replaces the file at `path` with a shell script (renamed over it: a running binary's
-/// file cannot be written).
-fn replace_with_script(path: &Path, script: &str) {
+/// An executable shell script in `dir`, written before any server of the test starts
+/// (see [`linked_binary`] for why), to be renamed over the binary's path later.
+fn script(dir: &Path, name: &str, text: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let next = path.with_extension("next");
-    std::fs::write(&next, script).unwrap();
-    std::fs::set_permissions(&next, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::rename(&next, path).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
 }
 
 #[test]
@@ -180,12 +187,14 @@ fn the_old_process_drains_then_exits_0_with_its_summary() {
 
 #[test]
 fn a_new_process_that_fails_leaves_the_old_one_serving() {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = copied_binary(dir.path());
+    let dir = scratch_dir();
+    let bin = linked_binary(dir.path());
+    let failing = script(dir.path(), "failing", "#!/bin/sh\nexit 1\n");
     let mut server = ServerProcess::spawn_program(&bin, "info", "", &QUICK);
     let mut before = connect(server.tcp());
     round_trip(&mut before, b"before");
-    replace_with_script(&bin, "#!/bin/sh\nexit 1\n");
+    // Renamed over it: a running binary's file cannot be written.
+    std::fs::rename(failing, &bin).unwrap();
     server.signal("USR2");
     let failed = server.wait_for_line(|l| l.contains("upgrade failed"));
     assert!(failed.contains("exited"), "{failed}");
@@ -207,10 +216,10 @@ fn a_new_process_that_fails_leaves_the_old_one_serving() {
 fn a_second_usr2_during_an_upgrade_or_its_drain_is_ignored() {
     // The new binary waits for the test (a line on a FIFO) before it starts: the upgrade
     // is surely in progress when the second SIGUSR2 arrives.
-    let dir = tempfile::tempdir().unwrap();
-    let bin = copied_binary(dir.path());
+    let dir = scratch_dir();
+    let bin = linked_binary(dir.path());
     let real = dir.path().join("tabecho.real");
-    std::fs::copy(&bin, &real).unwrap();
+    std::fs::hard_link(&bin, &real).unwrap();
     let fifo = dir.path().join("go");
     let made = std::process::Command::new("mkfifo")
         .arg(&fifo)
@@ -225,15 +234,17 @@ fn a_second_usr2_during_an_upgrade_or_its_drain_is_ignored() {
         "--shutdown-grace",
         "5s",
     ];
-    let mut server = ServerProcess::spawn_program(&bin, "info", "", &args);
-    replace_with_script(
-        &bin,
+    let waiting = script(
+        dir.path(),
+        "waiting",
         &format!(
             "#!/bin/sh\nread go < '{}'\nexec '{}' \"$@\"\n",
             fifo.display(),
             real.display()
         ),
     );
+    let mut server = ServerProcess::spawn_program(&bin, "info", "", &args);
+    std::fs::rename(waiting, &bin).unwrap();
     // A connection held open (made before the new process exists, so surely the old
     // one's) keeps the old process draining.
     let mut held = connect(server.tcp());

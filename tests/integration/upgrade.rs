@@ -296,6 +296,29 @@ fn sigterm_during_the_drain_is_a_normal_shutdown() {
     );
 }
 
+#[test]
+fn a_unix_socket_is_handed_over_and_its_file_left_for_the_new_process() {
+    use std::os::unix::net::UnixStream;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("upgrade.sock");
+    let listen = format!("unix:{}", path.display());
+    let mut server = ServerProcess::spawn(&["--listen", &listen, "--idle-timeout", "500ms"]);
+    let unix_round_trip = |frame: &[u8]| {
+        let mut c = UnixStream::connect(&path).expect("connect");
+        c.set_read_timeout(Some(WAIT)).unwrap();
+        c.write_all(&[frame, b"\t"].concat()).unwrap();
+        assert_eq!(read_n(&mut c, reply(frame).len()), reply(frame));
+    };
+    unix_round_trip(b"before");
+    server.signal("USR2");
+    let _new = wait_handover(&mut server);
+    let (status, log) = server.wait_exit();
+    assert_eq!(status.code(), Some(0), "{log:?}");
+    // The old process did not unlink the file the new one serves.
+    assert!(path.exists(), "the socket file was removed");
+    unix_round_trip(b"after");
+}
+
 /// What a client connecting over and over saw.
 #[derive(Debug, Default)]
 struct Tally {

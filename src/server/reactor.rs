@@ -420,6 +420,7 @@ impl Reactor {
             if matches!(self.phase, Phase::Draining | Phase::HandedOver)
                 && self.connections.is_empty()
                 && (self.signals.is_none() || self.shared.running() <= 1)
+                && self.inbox_settled()
             {
                 self.phase = Phase::Done;
             }
@@ -699,7 +700,7 @@ impl Reactor {
         self.cx.now_us = self.clock.now_us();
         for stream in streams {
             let key = self.add_connection(stream);
-            if let (Some(key), true) = (key, self.phase != Phase::Serving) {
+            if let (Some(key), true) = (key, self.phase == Phase::Draining) {
                 // Accepted just before the shutdown began: the shutdown's lingering close.
                 if let Some((next, _)) = self
                     .drive_without_budget(key, |conn, _| conn.begin_closing(CloseReason::Shutdown))
@@ -957,12 +958,31 @@ impl Reactor {
             listener.leave_file();
         }
         self.listener_ready = false;
+        if self.handoff.is_some() {
+            // No more connections will be dealt: the others may end once theirs are served.
+            self.shared.end_dealing();
+        }
         debug!(
             "handed over: draining {} connections{}",
             self.connections.len(),
             self.of_reactor()
         );
         self.arm_server_timer(self.config.shutdown_grace, TIMER_HANDOVER);
+    }
+
+    /// Whether no connection handed off to this reactor can still arrive: always, but in an
+    /// upgrade's drain, where a reactor fed by another waits until the dealer has closed its
+    /// listener and then takes what is left in its inbox (served like the others), so that
+    /// no connection accepted just before the handover is dropped unserved.
+    fn inbox_settled(&mut self) -> bool {
+        if self.phase != Phase::HandedOver || self.inbox.is_none() {
+            return true;
+        }
+        if !self.shared.dealing_over() {
+            return false;
+        }
+        self.take_handed_off();
+        self.connections.is_empty()
     }
 
     /// ` of reactor N` in the logs of a server with several reactors, else nothing.

@@ -13,7 +13,7 @@
 //! - The upgrade state (SIGUSR2) is always one of none, in progress, handed over; it goes
 //!   back from in progress to none only when an upgrade fails, and handed over is final.
 
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use mio::Waker;
@@ -55,6 +55,9 @@ pub struct Shared {
     /// Reactors whose loop has not returned yet: reactor 0, which receives the signals,
     /// keeps polling them until it is the last.
     running: AtomicUsize,
+    /// After a handover: the reactor that deals connections to the others has closed its
+    /// listener and will send no more (they may end their drain once their inbox is empty).
+    dealing_over: AtomicBool,
 }
 
 impl Shared {
@@ -69,6 +72,7 @@ impl Shared {
             upgrade: AtomicU8::new(NO_UPGRADE),
             wakers: OnceLock::new(),
             running: AtomicUsize::new(0),
+            dealing_over: AtomicBool::new(false),
         })
     }
 
@@ -88,6 +92,20 @@ impl Shared {
             // A failed wake means reactor 0 is already gone.
             let _ = first.wake();
         }
+    }
+
+    /// The dealing reactor has sent its last connection (after a handover); wakes every
+    /// reactor.
+    pub fn end_dealing(&self) {
+        self.dealing_over.store(true, Ordering::Release);
+        for waker in self.wakers.get().into_iter().flatten() {
+            let _ = waker.wake();
+        }
+    }
+
+    /// [`Shared::end_dealing`] has been called: every connection sent is in the channels.
+    pub fn dealing_over(&self) -> bool {
+        self.dealing_over.load(Ordering::Acquire)
     }
 
     /// Reactors still running, the caller included.

@@ -327,11 +327,33 @@ struct Tally {
     failures: Vec<String>,
 }
 
+/// Where the short connections go.
+#[derive(Clone)]
+enum Target {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
 /// One short connection as the original Go client makes it: connect, one frame, read
 /// the reply, close.
-fn one_short_connection(addr: SocketAddr, n: u64) -> Result<(), String> {
-    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(WAIT)).map_err(|e| e.to_string())?;
+fn one_short_connection(target: &Target, n: u64) -> Result<(), String> {
+    match target {
+        Target::Tcp(addr) => {
+            let s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+            s.set_read_timeout(Some(WAIT)).map_err(|e| e.to_string())?;
+            exchange(s, n)
+        }
+        Target::Unix(path) => {
+            let s = std::os::unix::net::UnixStream::connect(path)
+                .map_err(|e| format!("connect: {e}"))?;
+            s.set_read_timeout(Some(WAIT)).map_err(|e| e.to_string())?;
+            exchange(s, n)
+        }
+    }
+}
+
+/// One frame and its reply on a fresh connection.
+fn exchange(mut s: impl Read + Write, n: u64) -> Result<(), String> {
     let frame = format!("short {n}");
     s.write_all(format!("{frame}\t").as_bytes())
         .map_err(|e| format!("write: {e}"))?;
@@ -344,19 +366,20 @@ fn one_short_connection(addr: SocketAddr, n: u64) -> Result<(), String> {
     Ok(())
 }
 
-#[test]
-fn connections_made_throughout_the_switch_are_all_served() {
-    let mut server = ServerProcess::spawn(&QUICK);
-    let addr = server.tcp();
+/// Upgrades `server` while a thread makes short connections to `target` one after
+/// another, from before the signal until well after the old process has exited; fails
+/// the test if any was not served.
+#[track_caller]
+fn upgrade_under_short_connections(mut server: ServerProcess, target: Target) {
     let stop = Arc::new(AtomicBool::new(false));
-    let (progress, served) = mpsc::channel();
+    let (progress, made) = mpsc::channel();
     let client = {
         let stop = stop.clone();
         thread::spawn(move || {
             let mut tally = Tally::default();
             let mut n = 0;
             while !stop.load(Ordering::Acquire) {
-                match one_short_connection(addr, n) {
+                match one_short_connection(&target, n) {
                     Ok(()) => tally.served += 1,
                     Err(e) => tally.failures.push(e),
                 }
@@ -368,21 +391,35 @@ fn connections_made_throughout_the_switch_are_all_served() {
     };
     // Some before, throughout, and some after the old process has gone.
     let wait_for = |count: u64| {
-        while served
-            .recv_timeout(WAIT)
-            .expect("the client makes progress")
-            < count
-        {}
+        while made.recv_timeout(WAIT).expect("the client makes progress") < count {}
     };
     wait_for(50);
     server.signal("USR2");
     let _new = wait_handover(&mut server);
     let (status, log) = server.wait_exit();
     assert_eq!(status.code(), Some(0), "{log:?}");
-    let at_exit = served.try_iter().last().unwrap_or(0);
+    let at_exit = made.try_iter().last().unwrap_or(0);
     wait_for(at_exit + 50);
     stop.store(true, Ordering::Release);
     let tally = client.join().unwrap();
     assert!(tally.failures.is_empty(), "{tally:?}");
     assert!(tally.served >= 100, "{tally:?}");
+}
+
+#[test]
+fn connections_made_throughout_the_switch_are_all_served() {
+    let server = ServerProcess::spawn(&QUICK);
+    let target = Target::Tcp(server.tcp());
+    upgrade_under_short_connections(server, target);
+}
+
+#[test]
+fn unix_connections_made_throughout_the_switch_are_all_served() {
+    // With several reactors, reactor 0 accepts and deals: the handover must not drop a
+    // connection dealt at that instant.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switch.sock");
+    let listen = format!("unix:{}", path.display());
+    let server = ServerProcess::spawn(&["--listen", &listen, "--idle-timeout", "500ms"]);
+    upgrade_under_short_connections(server, Target::Unix(path));
 }

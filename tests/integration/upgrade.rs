@@ -111,6 +111,13 @@ fn a_connection_open_before_usr2_is_served_on_then_closed_as_idle_new_ones_reach
         )),
         "{inherited}"
     );
+    if test_threads() > 1 {
+        // Every reactor's SO_REUSEPORT listener was passed: one each again, no handoff.
+        let each = "one SO_REUSEPORT listener each";
+        if server.log.iter().filter(|l| l.contains(each)).count() < 2 {
+            server.wait_for_line(|l| l.contains(each));
+        }
+    }
     // The old process still serves the connection it has...
     round_trip(&mut before, b"after the handover");
     // ...until it is idle: then a plain close (EOF), not a reset.

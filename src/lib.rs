@@ -7,6 +7,8 @@
 //!  server::Server: binds, starts N reactors, joins them, sums their counters
 //!   │ TCP: one SO_REUSEPORT listener each │ Unix / systemd's socket: reactor 0 hands off
 //!   │ server::shared: connection count, buffer-budget leases, shutdown (accept/close only)
+//!   │ server::upgrade: SIGUSR2 ─▶ new process on the same sockets (LISTEN_FDS), READY=1
+//!   │                  ─▶ every reactor drops its listener and drains
 //!   ▼
 //!            ┌──────── server::reactor::Reactor (one thread each) ──────┐
 //!  clients ──┤ mio::Poll ─▶ Listener (accept, admit, EMFILE pause)      │
@@ -27,7 +29,8 @@
 //! - [`stream`]: one non-blocking TCP-or-Unix stream type for the server and the load.
 //! - [`server`]: `Server` starts the reactors (`server::reactor`, the loop), hands Unix
 //!   connections over (`server::handoff`), shares the global limits (`server::shared`);
-//!   `server::snapshot` copies a reactor's counters for other threads.
+//!   `server::snapshot` copies a reactor's counters for other threads; `server::upgrade`
+//!   hands the listening sockets to a new process on SIGUSR2.
 //! - [`metrics`]: the `GET /metrics` endpoint on its own thread, and the exposition format.
 //! - [`systemd`]: socket activation (`LISTEN_FDS`) and `READY=1` / `STOPPING=1`.
 //! - [`client`]: a blocking client (`tabecho send`, tests, embedders).

@@ -8,6 +8,10 @@
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set once notifications must stop (see [`stop_notifying`]).
+static NOTIFY_STOPPED: AtomicBool = AtomicBool::new(false);
 
 /// The listening sockets systemd passed to this process, in the order of the `.socket`
 /// unit's `Listen*=` lines; empty when `LISTEN_PID` is unset or names another process.
@@ -34,7 +38,16 @@ pub fn notify_stopping() {
     notify(sd_notify::NotifyState::Stopping);
 }
 
+/// Sends nothing more to `NOTIFY_SOCKET`: a process started by an upgrade reports
+/// `READY=1` to the old process's private socket, which is gone once the upgrade is over.
+pub fn stop_notifying() {
+    NOTIFY_STOPPED.store(true, Ordering::Release);
+}
+
 fn notify(state: sd_notify::NotifyState) {
+    if NOTIFY_STOPPED.load(Ordering::Acquire) {
+        return;
+    }
     // NOTIFY_SOCKET stays set: STOPPING=1 follows READY=1.
     if let Err(e) = sd_notify::notify(false, &[state]) {
         log::warn!("systemd notification failed: {e}");

@@ -22,7 +22,8 @@ const BACKLOG: i32 = 4096;
 pub enum Origin {
     /// We bound it (`--listen`); a Unix socket file is ours to remove.
     Bound,
-    /// systemd passed it (socket activation); a Unix socket file is systemd's, left alone.
+    /// systemd passed it (socket activation), or the process this one upgraded (SIGUSR2);
+    /// a Unix socket file is left alone: it is systemd's, or served by another process.
     Systemd,
 }
 
@@ -119,6 +120,23 @@ impl Listener {
         match self {
             Listener::Tcp(l, _) => l.local_addr().map(ListenAddr::Tcp),
             Listener::Unix(_, path, _) => Ok(ListenAddr::Unix(path.clone())),
+        }
+    }
+
+    /// Leaves a Unix socket file in place when this listener is dropped: another process
+    /// (an upgrade's new one) serves the same socket.
+    pub fn leave_file(&mut self) {
+        if let Listener::Unix(_, _, origin) = self {
+            *origin = Origin::Systemd;
+        }
+    }
+
+    /// A duplicate of the listening socket's descriptor (to hand it to another process).
+    pub fn try_clone_fd(&self) -> io::Result<OwnedFd> {
+        use std::os::fd::AsFd;
+        match self {
+            Listener::Tcp(l, _) => l.as_fd().try_clone_to_owned(),
+            Listener::Unix(l, _, _) => l.as_fd().try_clone_to_owned(),
         }
     }
 

@@ -6,9 +6,14 @@
 //!                 │       new connections by a hash of their addresses
 //!                 ├─ Unix, or the one socket systemd passed: reactor 0 accepts and
 //!                 │       deals round-robin to the others (handoff: channel + waker)
-//!                 └─ Shared: connection count, buffer-budget leases, shutdown state
+//!                 └─ Shared: connection count, buffer-budget leases, shutdown and
+//!                            upgrade state
+//!   Server::from_inherited ─ the sockets systemd or an upgrading process passed: N TCP
+//!                    listeners on one address for N reactors are one each, as bound
 //!   Server::run  ─── reactor 0 on this thread, the others on their own; joined;
 //!                    their counters summed into one summary line
+//!   SIGUSR2      ─── upgrade: a new process on the same sockets, then this one drains
+//!                    (see [`upgrade`])
 //! ```
 //!
 //! With one reactor nothing changes from the single-threaded design: one listener, no
@@ -33,6 +38,7 @@ mod shared;
 mod signal;
 mod snapshot;
 mod stats;
+mod upgrade;
 
 use std::io;
 use std::sync::mpsc;
@@ -45,6 +51,7 @@ use log::{info, warn};
 pub use close::CloseReason;
 pub use snapshot::{Snapshot, SnapshotHandle, TurnHistogram, TURN_BUCKET_BOUNDS_US};
 pub use stats::Stats;
+pub use upgrade::{without_listen, Relaunch, UPGRADED_FROM_ENV};
 
 use crate::addr::ListenAddr;
 use crate::config::{ServerConfig, FD_RESERVE};
@@ -52,6 +59,7 @@ use handoff::Handoff;
 use listener::{Listener, Origin};
 use reactor::{Reactor, Setup, TIMER_PRESSURE};
 use shared::Shared;
+use upgrade::Upgrader;
 
 /// How long the stats line of a server with several reactors waits for their snapshots.
 const STATS_SNAPSHOT_WAIT: Duration = Duration::from_secs(1);
@@ -75,8 +83,11 @@ pub struct Server {
     /// The reactors; reactor 0 runs on the thread that calls [`Server::run`].
     reactors: Vec<Reactor>,
     local_addr: ListenAddr,
-    /// The listener came from systemd.
-    from_systemd: bool,
+    /// Where the listeners came from, for the "listening on" line: empty when bound,
+    /// ` (from systemd)`, ` (inherited from PID N)`.
+    origin_note: String,
+    /// A duplicate of every listener, in reactor order: what an upgrade hands over.
+    listener_fds: Vec<std::os::fd::OwnedFd>,
     shared: Arc<Shared>,
     stats_interval: Option<Duration>,
 }
@@ -98,14 +109,62 @@ impl Server {
         Self::with_listeners(config, listeners, local_addr)
     }
 
-    /// As [`Server::bind`], on a listening socket systemd passed (socket activation,
-    /// see `crate::systemd`) instead of `config.listen`; with several reactors, reactor 0
-    /// accepts on it and hands off.
-    pub fn from_systemd(config: ServerConfig, socket: std::os::fd::OwnedFd) -> io::Result<Server> {
+    /// As [`Server::bind`], on the listening sockets systemd passed (socket activation,
+    /// see `crate::systemd`) or the process this one upgrades (`upgraded_from`, its pid)
+    /// instead of `config.listen`.
+    ///
+    /// When there are several and all are TCP listeners on one address (an upgrade's
+    /// SO_REUSEPORT group), and as many as reactors, each reactor takes one, as if bound.
+    /// Otherwise the first is served (with several reactors, reactor 0 accepts on it and
+    /// hands off) and the others are closed with a warning.
+    pub fn from_inherited(
+        config: ServerConfig,
+        sockets: Vec<std::os::fd::OwnedFd>,
+        upgraded_from: Option<u32>,
+    ) -> io::Result<Server> {
         validate(&config)?;
-        let listener = Listener::from_systemd(socket)?;
-        let local_addr = listener.local_addr()?;
-        Self::with_listeners(config, vec![listener], local_addr)
+        let count = sockets.len();
+        let mut sockets = sockets.into_iter();
+        let first = sockets
+            .next()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no socket was passed"))?;
+        let first = Listener::from_systemd(first)?;
+        let local_addr = first.local_addr()?;
+        let mut listeners = vec![first];
+        // The others, if they are all TCP listeners on the first one's address.
+        let mut same_group = matches!(local_addr, ListenAddr::Tcp(_));
+        for socket in sockets {
+            if !same_group {
+                break; // the rest are closed as they drop
+            }
+            match Listener::from_systemd(socket) {
+                Ok(l @ Listener::Tcp(..)) if l.local_addr().ok().as_ref() == Some(&local_addr) => {
+                    listeners.push(l)
+                }
+                _ => same_group = false,
+            }
+        }
+        let from = match upgraded_from {
+            Some(pid) => format!("PID {pid}"),
+            None => "systemd".to_string(),
+        };
+        if count > 1 && !same_group {
+            warn!("{from} passed {count} sockets; serving the first, closing the others");
+            listeners.truncate(1);
+        } else if count > 1 && count != config.threads {
+            warn!(
+                "{from} passed {count} listeners on {local_addr} for {} reactor(s); \
+                 serving the first, closing the others",
+                config.threads
+            );
+            listeners.truncate(1);
+        }
+        let mut server = Self::with_listeners(config, listeners, local_addr)?;
+        server.origin_note = match upgraded_from {
+            Some(pid) => format!(" (inherited from PID {pid})"),
+            None => " (from systemd)".to_string(),
+        };
+        Ok(server)
     }
 
     /// One reactor per listener when there is one for each; else reactor 0 gets the one
@@ -116,7 +175,14 @@ impl Server {
         local_addr: ListenAddr,
     ) -> io::Result<Server> {
         let threads = config.threads;
-        let from_systemd = listeners[0].origin() == Origin::Systemd;
+        let origin_note = match listeners[0].origin() {
+            Origin::Systemd => " (from systemd)".to_string(),
+            Origin::Bound => String::new(),
+        };
+        let listener_fds = listeners
+            .iter()
+            .map(Listener::try_clone_fd)
+            .collect::<io::Result<_>>()?;
         let fd_limit = raise_fd_limit();
         let max_connections = config
             .max_connections
@@ -174,7 +240,8 @@ impl Server {
         Ok(Server {
             reactors,
             local_addr,
-            from_systemd,
+            origin_note,
+            listener_fds,
             shared,
             stats_interval: config.stats_interval,
         })
@@ -212,20 +279,23 @@ impl Server {
     }
 
     /// Makes SIGINT and SIGTERM start the graceful shutdown of every reactor (a second
-    /// one ends it at once). Reactor 0 receives them.
-    pub fn handle_signals(&mut self) -> io::Result<()> {
-        self.reactors[0].handle_signals()
+    /// one ends it at once), and, with `upgrade`, SIGUSR2 an upgrade in place: `upgrade`
+    /// says how to start the new process (docs/PROTOCOL.md "Upgrade in place"). Reactor 0
+    /// receives them.
+    pub fn handle_signals(&mut self, upgrade: Option<Relaunch>) -> io::Result<()> {
+        let fds = std::mem::take(&mut self.listener_fds);
+        let upgrader = upgrade.map(|relaunch| Upgrader::new(relaunch, fds, self.shared.clone()));
+        self.reactors[0].handle_signals(upgrader)
     }
 
     /// Serves until shut down; returns the counters summed over the reactors and logs
     /// them as one summary line. Only a failure of a poll itself is an error: a
     /// connection's errors close that connection.
     pub fn run(mut self) -> io::Result<Stats> {
-        let from = if self.from_systemd {
-            " (from systemd)"
-        } else {
-            ""
-        };
+        // Only an upgrade uses them, and reactor 0 has its own duplicates if enabled: the
+        // sockets must close when the reactors' listeners do.
+        self.listener_fds.clear();
+        let from = &self.origin_note;
         let threads = self.reactors.len();
         info!("listening on {}{from}", self.local_addr);
         if threads > 1 {

@@ -8,12 +8,14 @@
 //!     ├─ LISTENER  → accept up to ACCEPTS_PER_EVENT (more? listener_ready stays set);
 //!     │              admit (Shared), serve here or hand off
 //!     ├─ WAKER     → shutdown begun, a snapshot asked, or connections handed to us
-//!     ├─ SIGNALS   → SIGINT/SIGTERM (one reactor of the server registers them)
+//!     ├─ SIGNALS   → SIGINT/SIGTERM, SIGUSR2 (reactor 0 registers them)
 //!     └─ Token(key)→ connection: writable first (free buffer space), then readable
 //!   revisit the ready list (connections that used their read budget)
 //!   expire timers: idle checks (lazy re-arm), linger deadlines, accept resume, stats,
 //!                  end of a memory-pressure episode
 //!   shutdown: started? all closed or grace over? → return the counters
+//!   handover (an upgrade's new process serves the sockets): drop the listener, serve
+//!             on until every connection is closed (idle, or the shutdown at grace end)
 //! ```
 //!
 //! # The buffer-memory budget
@@ -53,10 +55,11 @@ use super::close::CloseReason;
 use super::connection::{Connection, Context, Limits, Next};
 use super::handoff::{Dealt, Handoff, Inbox};
 use super::listener::{self, Listener};
-use super::shared::Shared;
-use super::signal::ShutdownSignals;
+use super::shared::{Shared, UpgradeBusy};
+use super::signal::ServerSignals;
 use super::snapshot;
 use super::stats::Stats;
+use super::upgrade::Upgrader;
 use crate::config::ServerConfig;
 use crate::protocol;
 use crate::stream::Stream;
@@ -72,9 +75,11 @@ const TIMER_ACCEPT_RESUME: u32 = u32::MAX;
 const TIMER_STATS: u32 = u32::MAX - 1;
 /// Timer value: the shutdown grace period is over.
 const TIMER_SHUTDOWN: u32 = u32::MAX - 2;
+/// Timer value: an upgrade's drain has lasted the grace period: shut down what is left.
+const TIMER_HANDOVER: u32 = u32::MAX - 3;
 /// Timer value: see whether a memory-pressure episode is over. The lowest server timer:
 /// slab keys stay below it.
-pub const TIMER_PRESSURE: u32 = u32::MAX - 3;
+pub const TIMER_PRESSURE: u32 = u32::MAX - 4;
 /// A memory-pressure episode ends after this long without a close for the budget; its
 /// summary is logged then (one line per episode, not one per connection).
 const PRESSURE_QUIET: Duration = Duration::from_secs(1);
@@ -148,9 +153,23 @@ struct Pressure {
 /// Shutdown progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// Accepting and serving.
     Serving,
+    /// An upgrade's new process serves the listening sockets: no listener, the open
+    /// connections served as usual (idle ones reaped) for at most the grace period.
+    HandedOver,
+    /// Shutting down: lingering closes, for at most the grace period.
     Draining,
     Done,
+}
+
+/// Calls [`Shared::reactor_done`] when a reactor's loop ends, by return or by panic.
+struct DoneGuard(Arc<Shared>);
+
+impl Drop for DoneGuard {
+    fn drop(&mut self) {
+        self.0.reactor_done();
+    }
 }
 
 /// One reactor of a server, bound, not yet running.
@@ -197,8 +216,14 @@ pub struct Reactor {
     /// When accepting paused for lack of descriptors, if it is paused.
     accept_paused_since: Option<Instant>,
     phase: Phase,
+    /// How long a shutdown's lingering closes may last: the grace period, or the
+    /// ordinary linger when an upgrade's drain has had the grace already.
+    shutdown_linger: Duration,
     pub(super) waker: Arc<Waker>,
-    signals: Option<ShutdownSignals>,
+    signals: Option<ServerSignals>,
+    /// Starts an upgrade on SIGUSR2 (reactor 0, when upgrades are enabled); dropped, with
+    /// its duplicates of the listeners, when a shutdown or a handover begins.
+    upgrader: Option<Upgrader>,
     /// Serves snapshot requests and times turns; `None` until a `snapshot_handle` is taken.
     pub(super) metrics: Option<Box<snapshot::Publisher>>,
 }
@@ -253,6 +278,7 @@ impl Reactor {
             low_water: config.high_water.clamp(1, MAX_HIGH_WATER) / 2,
         };
         let headroom = config.max_held_per_connection();
+        let shutdown_linger = config.shutdown_grace;
         Ok(Reactor {
             id,
             alone: of == 1,
@@ -260,7 +286,7 @@ impl Reactor {
             listener,
             connections: Slab::with_capacity(reserved),
             // One timer per connection, and the server's own few.
-            wheel: TimerWheel::with_capacity(slots, reserved + 4),
+            wheel: TimerWheel::with_capacity(slots, reserved + 5),
             clock: Clock {
                 start: Instant::now(),
                 tick_us,
@@ -289,8 +315,10 @@ impl Reactor {
             listener_ready: false,
             accept_paused_since: None,
             phase: Phase::Serving,
+            shutdown_linger,
             waker,
             signals: None,
+            upgrader: None,
             metrics: None,
         })
     }
@@ -310,15 +338,23 @@ impl Reactor {
         self.waker.clone()
     }
 
-    /// Makes SIGINT and SIGTERM start the graceful shutdown (a second one ends it at once).
-    pub fn handle_signals(&mut self) -> io::Result<()> {
-        self.signals = Some(ShutdownSignals::register(self.poll.registry(), SIGNALS)?);
+    /// Makes SIGINT and SIGTERM start the graceful shutdown (a second one ends it at once),
+    /// and SIGUSR2 an upgrade if `upgrader` is given.
+    pub fn handle_signals(&mut self, upgrader: Option<Upgrader>) -> io::Result<()> {
+        self.signals = Some(ServerSignals::register(
+            self.poll.registry(),
+            SIGNALS,
+            upgrader.is_some(),
+        )?);
+        self.upgrader = upgrader;
         Ok(())
     }
 
     /// Serves until shut down; returns the counters. Only a failure of the poll itself
     /// is an error: a connection's errors close that connection.
     pub fn run(mut self) -> io::Result<Stats> {
+        // Tells reactor 0 this loop has ended, however it ends (a panic included).
+        let _done = DoneGuard(self.shared.clone());
         if let Some(every) = self.config.stats_interval {
             self.arm_server_timer(every, TIMER_STATS);
         }
@@ -381,15 +417,25 @@ impl Reactor {
             for value in expired.drain(..) {
                 self.on_timer(value);
             }
-            if self.phase == Phase::Serving && self.shared.draining() {
-                self.begin_shutdown();
+            if matches!(self.phase, Phase::Serving | Phase::HandedOver) && self.shared.draining() {
+                self.begin_shutdown(self.config.shutdown_grace);
+            }
+            if self.phase == Phase::Serving && self.shared.handed_over() {
+                self.begin_handover();
             }
             if self.phase == Phase::Draining && self.shared.forced() && !self.connections.is_empty()
             {
                 info!("closing every connection now");
                 self.on_timer(TIMER_SHUTDOWN);
             }
-            if self.phase == Phase::Draining && self.connections.is_empty() {
+            // The reactor that receives the signals ends last, so a second signal (or a
+            // SIGTERM during an upgrade's drain) is heard while any reactor still drains;
+            // the others wake it as they end.
+            if matches!(self.phase, Phase::Draining | Phase::HandedOver)
+                && self.connections.is_empty()
+                && (self.signals.is_none() || self.shared.running() <= 1)
+                && self.inbox_settled()
+            {
                 self.phase = Phase::Done;
             }
             self.end_turn(turn_start_us);
@@ -584,7 +630,7 @@ impl Reactor {
             }
             // A shutdown's linger lasts the grace period: replies owed may take that long.
             let linger_us = if reason == CloseReason::Shutdown {
-                self.config.shutdown_grace.as_micros() as u64
+                self.shutdown_linger.as_micros() as u64
             } else {
                 self.linger_us
             };
@@ -670,7 +716,7 @@ impl Reactor {
         self.cx.now_us = self.clock.now_us();
         for stream in streams {
             let key = self.add_connection(stream);
-            if let (Some(key), true) = (key, self.phase != Phase::Serving) {
+            if let (Some(key), true) = (key, self.phase == Phase::Draining) {
                 // Accepted just before the shutdown began: the shutdown's lingering close.
                 if let Some((next, _)) = self
                     .drive_without_budget(key, |conn, _| conn.begin_closing(CloseReason::Shutdown))
@@ -774,6 +820,13 @@ impl Reactor {
                 }
             }
             TIMER_PRESSURE => self.check_pressure_over(),
+            TIMER_HANDOVER => {
+                if self.phase == Phase::HandedOver {
+                    // The drain's grace is over: the shutdown's lingering close, bounded
+                    // by the ordinary linger (the grace has been given already).
+                    self.begin_shutdown(self.config.linger);
+                }
+            }
             TIMER_SHUTDOWN => {
                 let keys: Vec<usize> = self.connections.iter().map(|(k, _)| k).collect();
                 for key in keys {
@@ -880,16 +933,79 @@ impl Reactor {
         let Some(signals) = &mut self.signals else {
             return;
         };
-        if signals.pending() == 0 {
+        let received = signals.pending();
+        if received.shutdown > 0 {
+            if !self.shared.draining() {
+                // Every reactor begins its shutdown on its next turn, this one included.
+                self.shared.shut_down(false);
+            } else {
+                info!("second signal: closing every connection now");
+                self.shared.shut_down(true);
+            }
+        }
+        if received.upgrade > 0 {
+            self.on_upgrade_signal();
+        }
+    }
+
+    /// SIGUSR2: starts an upgrade, unless one is under way, done, or a shutdown is.
+    fn on_upgrade_signal(&mut self) {
+        if self.shared.draining() {
+            info!("upgrade ignored: shutting down");
             return;
         }
-        if self.phase == Phase::Serving {
-            // Every reactor begins its shutdown on its next turn, this one included.
-            self.shared.shut_down(false);
-        } else {
-            info!("second signal: closing every connection now");
-            self.shared.shut_down(true);
+        match self.shared.begin_upgrade() {
+            Ok(()) => match &self.upgrader {
+                Some(upgrader) => upgrader.start(),
+                None => self.shared.upgrade_failed(),
+            },
+            Err(UpgradeBusy::InProgress) => {
+                info!("upgrade already in progress; SIGUSR2 ignored")
+            }
+            Err(UpgradeBusy::HandedOver) => {
+                info!("upgrade already in progress (this process is draining); SIGUSR2 ignored")
+            }
         }
+    }
+
+    /// An upgrade's new process serves the listening sockets: stop accepting (it accepts
+    /// what is queued in them, the same sockets), serve the open connections on until each
+    /// is closed as usual, idle at the latest, and shut down what is left after the grace
+    /// period.
+    fn begin_handover(&mut self) {
+        self.phase = Phase::HandedOver;
+        self.upgrader = None;
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+            // The new process serves this socket now: its Unix socket file stays.
+            listener.leave_file();
+        }
+        self.listener_ready = false;
+        if self.handoff.is_some() {
+            // No more connections will be dealt: the others may end once theirs are served.
+            self.shared.end_dealing();
+        }
+        debug!(
+            "handed over: draining {} connections{}",
+            self.connections.len(),
+            self.of_reactor()
+        );
+        self.arm_server_timer(self.config.shutdown_grace, TIMER_HANDOVER);
+    }
+
+    /// Whether no connection handed off to this reactor can still arrive: always, but in an
+    /// upgrade's drain, where a reactor fed by another waits until the dealer has closed its
+    /// listener and then takes what is left in its inbox (served like the others), so that
+    /// no connection accepted just before the handover is dropped unserved.
+    fn inbox_settled(&mut self) -> bool {
+        if self.phase != Phase::HandedOver || self.inbox.is_none() {
+            return true;
+        }
+        if !self.shared.dealing_over() {
+            return false;
+        }
+        self.take_handed_off();
+        self.connections.is_empty()
     }
 
     /// ` of reactor N` in the logs of a server with several reactors, else nothing.
@@ -902,10 +1018,12 @@ impl Reactor {
     }
 
     /// Stops accepting, closes quiet connections, and lets the others send what they owe
-    /// with a lingering close, for at most the grace period.
-    fn begin_shutdown(&mut self) {
+    /// with a lingering close, for at most `grace`.
+    fn begin_shutdown(&mut self, grace: Duration) {
+        self.shutdown_linger = grace;
+        self.upgrader = None;
         let open = self.connections.len();
-        let grace = self.config.shutdown_grace.as_millis();
+        let grace = grace.as_millis();
         if self.alone {
             info!("shutting down: {open} connections open, grace {grace} ms");
         } else {
@@ -927,7 +1045,7 @@ impl Reactor {
             // a Unix socket file.
         }
         self.listener_ready = false;
-        self.arm_server_timer(self.config.shutdown_grace, TIMER_SHUTDOWN);
+        self.arm_server_timer(self.shutdown_linger, TIMER_SHUTDOWN);
         let keys: Vec<usize> = self.connections.iter().map(|(k, _)| k).collect();
         for key in keys {
             if self.connections[key].closing.is_some() {

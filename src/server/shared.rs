@@ -10,8 +10,10 @@
 //!   sum never exceeds `--max-buffer-memory`, and each reactor's buffers stay within its
 //!   lease, so the whole process stays within the budget.
 //! - The shutdown state only moves forward: serving, draining, forced.
+//! - The upgrade state (SIGUSR2) is always one of none, in progress, handed over; it goes
+//!   back from in progress to none only when an upgrade fails, and handed over is final.
 
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use mio::Waker;
@@ -20,6 +22,20 @@ use mio::Waker;
 const SERVING: u8 = 0;
 const DRAINING: u8 = 1;
 const FORCED: u8 = 2;
+
+/// Upgrade states (SIGUSR2, see `super::upgrade`).
+const NO_UPGRADE: u8 = 0;
+const UPGRADING: u8 = 1;
+const HANDED_OVER: u8 = 2;
+
+/// Why an upgrade cannot begin now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpgradeBusy {
+    /// A new process is starting and has not reported ready yet.
+    InProgress,
+    /// A new process serves the sockets; this one is draining.
+    HandedOver,
+}
 
 /// What a server's reactors share.
 #[derive(Debug)]
@@ -32,8 +48,16 @@ pub struct Shared {
     unleased: AtomicUsize,
     /// Serving, draining or forced (see the constants).
     shutdown: AtomicU8,
+    /// No upgrade, upgrading or handed over (see the constants).
+    upgrade: AtomicU8,
     /// Every reactor's waker, by reactor index; set once all are built.
     wakers: OnceLock<Vec<Arc<Waker>>>,
+    /// Reactors whose loop has not returned yet: reactor 0, which receives the signals,
+    /// keeps polling them until it is the last.
+    running: AtomicUsize,
+    /// After a handover: the reactor that deals connections to the others has closed its
+    /// listener and will send no more (they may end their drain once their inbox is empty).
+    dealing_over: AtomicBool,
 }
 
 impl Shared {
@@ -45,13 +69,48 @@ impl Shared {
             open: AtomicUsize::new(0),
             unleased: AtomicUsize::new(unleased),
             shutdown: AtomicU8::new(SERVING),
+            upgrade: AtomicU8::new(NO_UPGRADE),
             wakers: OnceLock::new(),
+            running: AtomicUsize::new(0),
+            dealing_over: AtomicBool::new(false),
         })
     }
 
     /// Records the reactors' wakers, so a shutdown reaches all of them.
     pub fn set_wakers(&self, wakers: Vec<Arc<Waker>>) {
+        self.running.store(wakers.len(), Ordering::Release);
         let _ = self.wakers.set(wakers);
+    }
+
+    /// A reactor's loop has returned (or panicked): wakes reactor 0, which may be
+    /// waiting for the others to end.
+    pub fn reactor_done(&self) {
+        let _ = self
+            .running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        if let Some(first) = self.wakers.get().and_then(|w| w.first()) {
+            // A failed wake means reactor 0 is already gone.
+            let _ = first.wake();
+        }
+    }
+
+    /// The dealing reactor has sent its last connection (after a handover); wakes every
+    /// reactor.
+    pub fn end_dealing(&self) {
+        self.dealing_over.store(true, Ordering::Release);
+        for waker in self.wakers.get().into_iter().flatten() {
+            let _ = waker.wake();
+        }
+    }
+
+    /// [`Shared::end_dealing`] has been called: every connection sent is in the channels.
+    pub fn dealing_over(&self) -> bool {
+        self.dealing_over.load(Ordering::Acquire)
+    }
+
+    /// Reactors still running, the caller included.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Acquire)
     }
 
     /// The connection limit in force.
@@ -100,6 +159,49 @@ impl Shared {
         }
     }
 
+    /// Marks an upgrade as begun, unless one is in progress or done.
+    pub fn begin_upgrade(&self) -> Result<(), UpgradeBusy> {
+        match self.upgrade.compare_exchange(
+            NO_UPGRADE,
+            UPGRADING,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => Ok(()),
+            Err(HANDED_OVER) => Err(UpgradeBusy::HandedOver),
+            Err(_) => Err(UpgradeBusy::InProgress),
+        }
+    }
+
+    /// The upgrade in progress failed: a later SIGUSR2 may try again.
+    pub fn upgrade_failed(&self) {
+        let _ = self.upgrade.compare_exchange(
+            UPGRADING,
+            NO_UPGRADE,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
+    /// The new process is ready: every reactor stops accepting and drains; wakes them all.
+    pub fn hand_over(&self) {
+        let _ = self.upgrade.compare_exchange(
+            UPGRADING,
+            HANDED_OVER,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        for waker in self.wakers.get().into_iter().flatten() {
+            // A failed wake means that reactor is already gone.
+            let _ = waker.wake();
+        }
+    }
+
+    /// The listening sockets are handed over to a new process: stop accepting, drain.
+    pub fn handed_over(&self) -> bool {
+        self.upgrade.load(Ordering::Acquire) == HANDED_OVER
+    }
+
     /// A shutdown has begun.
     pub fn draining(&self) -> bool {
         self.shutdown.load(Ordering::Acquire) >= DRAINING
@@ -144,5 +246,20 @@ mod tests {
         shared.shut_down(true);
         shared.shut_down(false);
         assert!(shared.draining() && shared.forced());
+    }
+
+    #[test]
+    fn one_upgrade_at_a_time_a_failed_one_may_be_retried_a_handover_is_final() {
+        let shared = Shared::new(1, 0);
+        assert_eq!(shared.begin_upgrade(), Ok(()));
+        assert_eq!(shared.begin_upgrade(), Err(UpgradeBusy::InProgress));
+        shared.upgrade_failed();
+        assert!(!shared.handed_over());
+        assert_eq!(shared.begin_upgrade(), Ok(()));
+        shared.hand_over();
+        assert!(shared.handed_over());
+        shared.upgrade_failed();
+        assert!(shared.handed_over());
+        assert_eq!(shared.begin_upgrade(), Err(UpgradeBusy::HandedOver));
     }
 }

@@ -14,6 +14,7 @@
 //! - `metrics`: `serve --metrics` and `tabecho stats`: exact counters, every metric present
 //! - `threads`: several reactors: the kernel's spread, the Unix handoff, global limits, shutdown
 //! - `systemd`: socket activation through `systemd-socket-activate`, the units' rules
+//! - `upgrade`: SIGUSR2: the new process on the same sockets, the old one's drain, failures
 
 mod faults;
 mod faults_load;
@@ -28,4 +29,5 @@ mod send;
 mod systemd;
 mod threads;
 mod unix;
+mod upgrade;
 mod util;

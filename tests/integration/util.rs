@@ -251,7 +251,18 @@ impl ServerProcess {
     /// As [`ServerProcess::spawn_with_shell_prefix`], with `RUST_LOG=<level>`.
     #[track_caller]
     pub fn spawn_logging(level: &str, prefix: &str, args: &[&str]) -> ServerProcess {
-        let bin = env!("CARGO_BIN_EXE_tabecho");
+        Self::spawn_program(env!("CARGO_BIN_EXE_tabecho").as_ref(), level, prefix, args)
+    }
+
+    /// As [`ServerProcess::spawn_logging`], running the binary at `bin` (a copy of
+    /// tabecho's, say, that a test then replaces).
+    #[track_caller]
+    pub fn spawn_program(
+        bin: &std::path::Path,
+        level: &str,
+        prefix: &str,
+        args: &[&str],
+    ) -> ServerProcess {
         let threads = threads_flag(args);
         let script = format!("{prefix} exec \"$0\" serve {threads} \"$@\"");
         let mut command = std::process::Command::new("sh");
@@ -295,7 +306,9 @@ impl ServerProcess {
             .next()
             .unwrap()
             .trim()
-            .trim_end_matches(" (from systemd)")
+            .split(" (")
+            .next()
+            .unwrap()
             .to_string();
     }
 

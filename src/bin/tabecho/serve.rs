@@ -1,5 +1,6 @@
-//! `tabecho serve`: parse the flags, take the socket systemd passed if any, start the
-//! metrics endpoint if asked, run the server until SIGINT/SIGTERM.
+//! `tabecho serve`: parse the flags, take the sockets systemd (or an upgrading process)
+//! passed if any, start the metrics endpoint if asked, run the server until SIGINT/SIGTERM;
+//! SIGUSR2 upgrades in place.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
@@ -11,7 +12,7 @@ use log::{error, info, warn};
 use tabecho::addr::{parse_duration, ListenAddr};
 use tabecho::config::{self, ServerConfig};
 use tabecho::metrics::MetricsServer;
-use tabecho::server::Server;
+use tabecho::server::{Relaunch, Server, UPGRADED_FROM_ENV};
 use tabecho::systemd;
 
 /// Flags of `tabecho serve`.
@@ -22,6 +23,12 @@ use tabecho::systemd;
 several, the first is served and the others closed, with a warning; with --listen, they are \
 closed, with a warning. The LISTEN_* variables are unset either way. READY=1 and STOPPING=1 \
 are sent when NOTIFY_SOCKET is set.
+
+Upgrade in place: SIGUSR2 starts the binary now at the path this process was started from, \
+with the same arguments but --listen, on the very listening sockets (LISTEN_FDS); once it \
+reports READY=1 this process stops accepting, serves its open connections until they are \
+idle or --shutdown-grace ends, and exits 0. If the new process fails, this one keeps \
+serving. Refused under a service manager (NOTIFY_SOCKET set): restart the unit instead.
 
 Exit codes: 0 after a clean shutdown (SIGINT/SIGTERM); 1 when the address cannot be bound \
 (in use, permission), the socket systemd passed is unusable, the metrics address cannot be \
@@ -73,6 +80,8 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: ServeArgs) -> ExitCode {
+    // Resolved now: on Linux a file later replaced at this path is what an upgrade starts.
+    let relaunch = relaunch();
     let default_listen = || {
         config::DEFAULT_LISTEN
             .parse()
@@ -92,10 +101,10 @@ pub fn run(args: ServeArgs) -> ExitCode {
         error!("{e}");
         return ExitCode::from(2);
     }
-    let Some(mut server) = bind(args.listen.is_none(), config) else {
+    let Some((mut server, upgraded_from)) = bind(args.listen.is_none(), config) else {
         return ExitCode::from(1);
     };
-    if let Err(e) = server.handle_signals() {
+    if let Err(e) = server.handle_signals(Some(relaunch)) {
         error!("cannot install signal handlers: {e}");
         return ExitCode::from(1);
     }
@@ -114,6 +123,10 @@ pub fn run(args: ServeArgs) -> ExitCode {
         },
     };
     systemd::notify_ready();
+    if upgraded_from.is_some() {
+        // That READY=1 went to the upgrading process, whose socket is gone after it.
+        systemd::stop_notifying();
+    }
     match server.run() {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
@@ -142,10 +155,31 @@ fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
-/// Binds the server: on the socket systemd passed when `--listen` was not given and there
-/// is one, else on `config.listen` (closing any socket systemd passed, with a warning).
-/// Logs one line and returns `None` on failure.
-fn bind(listen_not_given: bool, config: ServerConfig) -> Option<Server> {
+/// How an upgrade (SIGUSR2) starts the new process: this binary, resolved now, and these
+/// arguments without `--listen`. Refused under a service manager, which would take the
+/// old process's exit for the service's end (see docs/PROTOCOL.md "Upgrade in place").
+fn relaunch() -> Relaunch {
+    let upgraded = std::env::var_os(UPGRADED_FROM_ENV).is_some();
+    let mut relaunch = Relaunch::from_current_process().unwrap_or_else(|e| Relaunch {
+        program: Default::default(),
+        args: Vec::new(),
+        refused: Some(format!("cannot resolve this binary's path: {e}")),
+    });
+    if std::env::var_os("NOTIFY_SOCKET").is_some() && !upgraded {
+        relaunch.refused = Some(
+            "running under a service manager (NOTIFY_SOCKET is set); restart the unit, with \
+             socket activation, instead"
+                .to_string(),
+        );
+    }
+    relaunch
+}
+
+/// Binds the server: on the sockets systemd (or an upgrading process) passed when
+/// `--listen` was not given and there are some, else on `config.listen` (closing any
+/// socket passed, with a warning). Returns it with the pid of the process it upgrades,
+/// if it does. Logs one line and returns `None` on failure.
+fn bind(listen_not_given: bool, config: ServerConfig) -> Option<(Server, Option<u32>)> {
     // Taken even when --listen is given, so the LISTEN_* variables are unset and the
     // descriptors closed rather than inherited by children.
     let mut inherited = match systemd::listen_fds() {
@@ -162,21 +196,20 @@ fn bind(listen_not_given: bool, config: ServerConfig) -> Option<Server> {
         );
         inherited.clear();
     }
-    if inherited.len() > 1 {
-        warn!(
-            "systemd passed {} sockets; serving the first, closing the others",
-            inherited.len()
-        );
-    }
-    let Some(socket) = inherited.into_iter().next() else {
+    if inherited.is_empty() {
         let listen = config.listen.clone();
         return Server::bind(config)
             .map_err(|e| error!("cannot listen on {listen}: {e}"))
-            .ok();
-    };
-    Server::from_systemd(config, socket)
-        .map_err(|e| error!("cannot serve the socket systemd passed: {e}"))
+            .ok()
+            .map(|server| (server, None));
+    }
+    let upgraded_from = std::env::var(UPGRADED_FROM_ENV)
         .ok()
+        .and_then(|pid| pid.parse().ok());
+    Server::from_inherited(config, inherited, upgraded_from)
+        .map_err(|e| error!("cannot serve the socket(s) passed: {e}"))
+        .ok()
+        .map(|server| (server, upgraded_from))
 }
 
 /// `host:port` (a name is resolved, first address wins), for `--metrics`.

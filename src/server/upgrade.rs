@@ -1,0 +1,273 @@
+//! Upgrade in place (SIGUSR2): start the binary now on disk with the same arguments, hand
+//! it this server's very listening sockets (`LISTEN_FDS`, descriptors 3..), wait for its
+//! `READY=1`, then let every reactor stop accepting and drain.
+//!
+//! ```text
+//!   SIGUSR2 ─ reactor 0 ─ Shared::begin_upgrade ─ thread "upgrade":
+//!     bind NOTIFY_SOCKET in a private temp dir
+//!     spawn /bin/sh -c 'export LISTEN_PID=$$; exec "$0" "$@"' EXE ARGS (no --listen)
+//!        with the listeners dup2'ed to 3.., LISTEN_FDS=N, TABECHO_UPGRADED_FROM=our pid
+//!     wait for READY=1 (at most READY_WAIT; the child exiting first is a failure)
+//!       ├─ ready  → "upgrade: PID N serves now; draining"; Shared::hand_over wakes
+//!       │           every reactor, each drops its listener and drains
+//!       └─ failed → "upgrade failed: ..."; kill and reap the child; keep serving
+//! ```
+//!
+//! # Invariants
+//! - An upgrade never leaves no one listening: this process closes its listeners only
+//!   after the new process has said it serves them.
+//! - The sockets handed over are the same sockets (not new binds): whatever is queued in
+//!   them is accepted by one process or the other, never reset.
+//! - At most one upgrade is in progress ([`Shared::begin_upgrade`]).
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use command_fds::{CommandFdExt, FdMapping};
+use log::{info, warn};
+
+use super::shared::Shared;
+
+/// The environment variable that tells a new process which process it upgrades (its
+/// "listening on" line names it).
+pub const UPGRADED_FROM_ENV: &str = "TABECHO_UPGRADED_FROM";
+
+/// How long the new process has to report `READY=1`: generous for a busy machine (start-up
+/// is milliseconds), short enough that a hung binary does not block upgrades for long.
+const READY_WAIT: Duration = Duration::from_secs(10);
+/// How often the wait for `READY=1` looks whether the new process has exited instead: its
+/// exit sends nothing on the notify socket, so the wait wakes to ask.
+const EXIT_CHECK_EVERY: Duration = Duration::from_millis(50);
+/// The first descriptor of socket activation (`SD_LISTEN_FDS_START`).
+const LISTEN_FDS_START: i32 = 3;
+/// Sets `LISTEN_PID` to the shell's own pid, which `exec` keeps for the binary: the
+/// environment is set before the binary starts, with no unsafe code between fork and exec.
+const EXEC_WITH_LISTEN_PID: &str = r#"export LISTEN_PID=$$; exec "$0" "$@""#;
+
+/// How to start the new process: the binary's path, resolved once at start-up (on Linux a
+/// file replaced at that path is the new binary), and the arguments without `--listen`.
+#[derive(Debug, Clone)]
+pub struct Relaunch {
+    /// The binary, as this process was started from it.
+    pub program: PathBuf,
+    /// The arguments after the program name, `--listen` removed.
+    pub args: Vec<OsString>,
+    /// Why upgrades are refused in this process, if they are (a service manager's
+    /// readiness socket, see docs/PROTOCOL.md "Upgrade in place").
+    pub refused: Option<String>,
+}
+
+impl Relaunch {
+    /// This process's binary (`std::env::current_exe`, resolved now) and arguments.
+    pub fn from_current_process() -> io::Result<Relaunch> {
+        Ok(Relaunch {
+            program: std::env::current_exe()?,
+            args: without_listen(std::env::args_os().skip(1)),
+            refused: None,
+        })
+    }
+}
+
+/// `args` without `--listen ADDR` and `--listen=ADDR`: the new process serves the sockets
+/// it inherits, not a new bind.
+pub fn without_listen(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut out = Vec::new();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == OsStr::new("--listen") {
+            args.next();
+            continue;
+        }
+        if arg.as_encoded_bytes().starts_with(b"--listen=") {
+            continue;
+        }
+        out.push(arg);
+    }
+    out
+}
+
+/// Starts upgrades for one server: owned by reactor 0, which receives SIGUSR2.
+pub struct Upgrader {
+    relaunch: Relaunch,
+    /// A duplicate of every listener, reactor 0's first: the descriptors the new process
+    /// gets. Dropped with the upgrader when a shutdown or a handover begins, so the
+    /// sockets close when the reactors' own listeners do.
+    sockets: Vec<OwnedFd>,
+    shared: Arc<Shared>,
+}
+
+impl Upgrader {
+    /// An upgrader handing `sockets` (duplicates of the listeners) over when asked.
+    pub fn new(relaunch: Relaunch, sockets: Vec<OwnedFd>, shared: Arc<Shared>) -> Upgrader {
+        Upgrader {
+            relaunch,
+            sockets,
+            shared,
+        }
+    }
+
+    /// Starts an upgrade on its own thread (the caller has won
+    /// [`Shared::begin_upgrade`]); returns at once. Its end is logged, and a success
+    /// reaches the reactors through [`Shared::hand_over`].
+    pub fn start(&self) {
+        if let Some(why) = &self.relaunch.refused {
+            warn!("upgrade refused: {why}");
+            self.shared.upgrade_failed();
+            return;
+        }
+        let sockets: io::Result<Vec<OwnedFd>> =
+            self.sockets.iter().map(|s| s.try_clone()).collect();
+        let relaunch = self.relaunch.clone();
+        let shared = self.shared.clone();
+        let started = sockets.and_then(|sockets| {
+            thread::Builder::new()
+                .name("upgrade".into())
+                .spawn(move || match upgrade(&relaunch, sockets) {
+                    Ok(pid) => {
+                        info!("upgrade: PID {pid} serves now; draining");
+                        shared.hand_over();
+                    }
+                    Err(e) => {
+                        warn!("upgrade failed: {e}; still serving");
+                        shared.upgrade_failed();
+                    }
+                })
+        });
+        if let Err(e) = started {
+            warn!("upgrade failed: {e}; still serving");
+            self.shared.upgrade_failed();
+        }
+    }
+}
+
+/// Starts the new process on `sockets` and waits for its `READY=1`; returns its pid, or
+/// why not (then it has been killed and reaped).
+fn upgrade(relaunch: &Relaunch, sockets: Vec<OwnedFd>) -> io::Result<u32> {
+    let dir = tempfile::Builder::new()
+        .prefix("tabecho-upgrade-")
+        .tempdir()?;
+    let notify_path = dir.path().join("notify");
+    let notify = UnixDatagram::bind(&notify_path)?;
+    notify.set_read_timeout(Some(EXIT_CHECK_EVERY))?;
+    let count = sockets.len();
+    let mappings = sockets
+        .into_iter()
+        .zip(LISTEN_FDS_START..)
+        .map(|(parent_fd, child_fd)| FdMapping {
+            parent_fd,
+            child_fd,
+        })
+        .collect();
+    let mut command = Command::new("/bin/sh");
+    command
+        .arg("-c")
+        .arg(EXEC_WITH_LISTEN_PID)
+        .arg(&relaunch.program)
+        .args(&relaunch.args)
+        .env("LISTEN_FDS", count.to_string())
+        .env_remove("LISTEN_FDNAMES")
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env(UPGRADED_FROM_ENV, std::process::id().to_string())
+        .fd_mappings(mappings)
+        .map_err(io::Error::other)?;
+    let child = command.spawn();
+    // The command holds our duplicates of the sockets until dropped: close them now.
+    drop(command);
+    let mut child = child.map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot start {}: {e}", relaunch.program.display()),
+        )
+    })?;
+    let pid = child.id();
+    info!(
+        "upgrade: started PID {pid} ({}) on {count} listening socket(s)",
+        relaunch.program.display()
+    );
+    match wait_ready(&notify, &mut child) {
+        Ok(()) => Ok(pid),
+        Err(e) => {
+            // Still running (not ready in time): it must not serve half-started.
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(io::Error::new(e.kind(), format!("PID {pid}: {e}")))
+        }
+    }
+}
+
+/// Waits for `READY=1` on `notify`; fails if `child` exits first or [`READY_WAIT`] passes.
+fn wait_ready(notify: &UnixDatagram, child: &mut Child) -> io::Result<()> {
+    let deadline = Instant::now() + READY_WAIT;
+    let mut buf = [0u8; 4096];
+    loop {
+        match notify.recv(&mut buf) {
+            Ok(n) => {
+                let message = String::from_utf8_lossy(&buf[..n]);
+                if message.lines().any(|l| l.trim() == "READY=1") {
+                    return Ok(());
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        if let Some(status) = child.try_wait()? {
+            return Err(io::Error::other(format!(
+                "the new process exited ({status}) before it was ready"
+            )));
+        }
+        if Instant::now() >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("not ready within {} s", READY_WAIT.as_secs()),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn listen_and_its_value_are_removed_in_both_spellings() {
+        assert_eq!(
+            without_listen(args(&[
+                "serve",
+                "--listen",
+                "127.0.0.1:1",
+                "--threads",
+                "2",
+                "--listen=unix:/x",
+                "--idle-timeout",
+                "1s"
+            ])),
+            args(&["serve", "--threads", "2", "--idle-timeout", "1s"])
+        );
+    }
+
+    #[test]
+    fn arguments_without_listen_are_kept_as_they_are() {
+        let kept = args(&["serve", "--threads", "2", "--metrics", "127.0.0.1:0"]);
+        assert_eq!(without_listen(kept.clone()), kept);
+        assert_eq!(
+            without_listen(args(&["serve", "--listen"])),
+            args(&["serve"])
+        );
+    }
+}

@@ -18,6 +18,10 @@
 //!             on until every connection is closed (idle, or the shutdown at grace end)
 //! ```
 //!
+//! Files: this one, the loop and a connection's way through it; `reactor/budget.rs`, the
+//! buffer-memory budget (`drive`, leases, eviction); `reactor/lifecycle.rs`, signals,
+//! the shutdown and the drain after an upgrade.
+//!
 //! # The buffer-memory budget
 //! Every connection's I/O goes through [`Reactor::drive`], which first makes sure the
 //! most one connection can hold (`ServerConfig::max_held_per_connection`) still fits in
@@ -43,6 +47,10 @@
 //!   the same turn finds the slot vacant (skipped) or reused by a new connection (one
 //!   spurious read that returns WouldBlock).
 
+mod budget;
+mod lifecycle;
+
+use budget::Pressure;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,13 +63,12 @@ use super::close::CloseReason;
 use super::connection::{Connection, Context, Limits, Next};
 use super::handoff::{Dealt, Handoff, Inbox};
 use super::listener::{self, Listener};
-use super::shared::{Shared, UpgradeBusy};
+use super::shared::Shared;
 use super::signal::ServerSignals;
 use super::snapshot;
 use super::stats::Stats;
 use super::upgrade::Upgrader;
 use crate::config::ServerConfig;
-use crate::protocol;
 use crate::stream::Stream;
 use crate::timer_wheel::{Tick, TimerId, TimerWheel};
 
@@ -80,10 +87,6 @@ const TIMER_HANDOVER: u32 = u32::MAX - 3;
 /// Timer value: see whether a memory-pressure episode is over. The lowest server timer:
 /// slab keys stay below it.
 pub const TIMER_PRESSURE: u32 = u32::MAX - 4;
-/// A memory-pressure episode ends after this long without a close for the budget; its
-/// summary is logged then (one line per episode, not one per connection).
-const PRESSURE_QUIET: Duration = Duration::from_secs(1);
-
 /// Size of the one read buffer: the largest read (a read takes at most the room under the
 /// high-water mark, but a closing connection's discarded input is read at this size).
 const READ_BUF_SIZE: usize = 64 * 1024;
@@ -110,10 +113,6 @@ const MIN_TICK: Duration = Duration::from_millis(1);
 /// Ticks per idle timeout: one tick late is at most 1/20 = 5% late.
 const TICKS_PER_TIMEOUT: u32 = 20;
 
-/// Buffer budget a reactor leases from [`Shared`] at a time, and the surplus past which
-/// it gives some back: the shared counter is touched once per mebibyte of growth.
-const LEASE_CHUNK: usize = 1 << 20;
-
 /// Turns instants into wheel ticks.
 pub(super) struct Clock {
     start: Instant,
@@ -136,18 +135,6 @@ impl Clock {
         let at = Duration::from_micros(tick.saturating_mul(self.tick_us));
         at.saturating_sub(self.start.elapsed())
     }
-}
-
-/// A memory-pressure episode: connections are being closed to keep the budget.
-struct Pressure {
-    /// When the first close of the episode happened.
-    since: Instant,
-    /// When the last one did.
-    last: Instant,
-    /// Connections closed in this episode.
-    closed: u64,
-    /// Buffer bytes those closes freed.
-    freed: u64,
 }
 
 /// Shutdown progress.
@@ -482,126 +469,6 @@ impl Reactor {
         self.settle(key, next, was_closing);
     }
 
-    /// Runs `io` on connection `key` within the buffer budget: first keeps room for the
-    /// most one connection can hold (closing the largest holders if need be, perhaps this
-    /// one), then accounts the change in its buffers. Returns `io`'s `Next` and whether
-    /// the connection was closing before, or `None` if the connection is gone.
-    fn drive(
-        &mut self,
-        key: usize,
-        io: impl FnOnce(&mut Connection, &mut Context) -> Next,
-    ) -> Option<(Next, bool)> {
-        if self.buffered + self.headroom > self.lease && !self.grow_lease() {
-            self.evict_largest();
-        }
-        let conn = self.connections.get_mut(key)?;
-        let was_closing = conn.closing.is_some();
-        let held_before = conn.held_bytes();
-        let next = io(conn, &mut self.cx);
-        let held_after = conn.held_bytes();
-        self.buffered = self.buffered - held_before + held_after;
-        debug_assert!(
-            self.buffered <= self.lease,
-            "buffered {} > lease {} (connection {key} went from {held_before} to {held_after})",
-            self.buffered,
-            self.lease
-        );
-        self.cx.stats.buffered_peak = self.cx.stats.buffered_peak.max(self.buffered as u64);
-        if self.lease - self.buffered > self.lease_floor + 2 * LEASE_CHUNK + self.headroom {
-            // Far more leased than held: let the other reactors have a chunk.
-            self.lease -= LEASE_CHUNK;
-            self.shared.give_back(LEASE_CHUNK);
-        }
-        Some((next, was_closing))
-    }
-
-    /// Leases enough more of the budget for one connection's worst case past what is
-    /// held, at least a chunk; false if that much is not unleased.
-    fn grow_lease(&mut self) -> bool {
-        let short = (self.buffered + self.headroom).saturating_sub(self.lease);
-        let want = short.max(LEASE_CHUNK);
-        for bytes in [want, short] {
-            if bytes > 0 && self.shared.lease(bytes) {
-                self.lease += bytes;
-                return true;
-            }
-        }
-        short == 0
-    }
-
-    /// Closes the connections that hold the most buffer memory, largest first, until an
-    /// eighth of the budget and one connection's worst case are free again (so a pass
-    /// frees megabytes and passes are rare). Each gets `error: server buffer memory
-    /// exhausted` where it can still read it (see [`Connection::abandon`]). One scan of
-    /// the slab per pass; passes happen only at the budget.
-    fn evict_largest(&mut self) {
-        let target = (self.lease - self.lease / 8).saturating_sub(self.headroom);
-        let mut holders: Vec<(usize, usize)> = self
-            .connections
-            .iter()
-            .map(|(key, conn)| (conn.held_bytes(), key))
-            .filter(|&(held, _)| held > 0)
-            .collect();
-        holders.sort_unstable_by(|a, b| b.cmp(a));
-        let now = Instant::now();
-        if self.pressure.is_none() {
-            warn!(
-                "buffer memory budget reached: {} bytes held by {} connections{} (budget {}); \
-                 closing the largest holders",
-                self.buffered,
-                holders.len(),
-                self.of_reactor(),
-                self.buffer_budget
-            );
-            self.pressure = Some(Pressure {
-                since: now,
-                last: now,
-                closed: 0,
-                freed: 0,
-            });
-            self.arm_server_timer(PRESSURE_QUIET, TIMER_PRESSURE);
-        }
-        for (held, key) in holders {
-            if self.buffered <= target {
-                break;
-            }
-            let Some((next, was_closing)) = self.drive_without_budget(key, |conn, cx| {
-                conn.abandon(
-                    protocol::MEMORY_BUDGET_EXCEEDED,
-                    CloseReason::MemoryBudget,
-                    cx,
-                )
-            }) else {
-                continue;
-            };
-            if let Some(pressure) = &mut self.pressure {
-                pressure.last = now;
-                pressure.closed += 1;
-                pressure.freed += held as u64;
-            }
-            if next != Next::Close(CloseReason::MemoryBudget) {
-                // Lingering: input may be waiting with no new edge to announce it.
-                self.ready.push(key);
-            }
-            self.settle(key, next, was_closing);
-        }
-    }
-
-    /// [`Reactor::drive`] for I/O that only shrinks buffers (no budget check first).
-    fn drive_without_budget(
-        &mut self,
-        key: usize,
-        io: impl FnOnce(&mut Connection, &mut Context) -> Next,
-    ) -> Option<(Next, bool)> {
-        let conn = self.connections.get_mut(key)?;
-        let was_closing = conn.closing.is_some();
-        let held_before = conn.held_bytes();
-        let next = io(conn, &mut self.cx);
-        debug_assert!(conn.held_bytes() <= held_before, "buffers grew");
-        self.buffered = self.buffered - held_before + conn.held_bytes();
-        Some((next, was_closing))
-    }
-
     /// Reads again the connections whose read budget ran out, in this turn's events or the
     /// last revisit: one more budget each; what is still unread then waits for the next
     /// turn, after a poll that does not block (the ready list makes its timeout zero).
@@ -894,29 +761,6 @@ impl Reactor {
         }
     }
 
-    /// Ends the memory-pressure episode with one summary line once no connection has
-    /// been closed for the budget for [`PRESSURE_QUIET`]; else checks again later.
-    fn check_pressure_over(&mut self) {
-        let Some(pressure) = &self.pressure else {
-            return;
-        };
-        let quiet_for = pressure.last.elapsed();
-        if quiet_for < PRESSURE_QUIET {
-            self.arm_server_timer(PRESSURE_QUIET - quiet_for, TIMER_PRESSURE);
-            return;
-        }
-        warn!(
-            "buffer memory pressure over after {} ms: closed {} connections holding the most \
-             ({} bytes freed); {} bytes held now{}",
-            (pressure.last - pressure.since).as_millis(),
-            pressure.closed,
-            pressure.freed,
-            self.buffered,
-            self.of_reactor()
-        );
-        self.pressure = None;
-    }
-
     fn resume_accepting(&mut self) {
         if let Some(since) = self.accept_paused_since.take() {
             self.cx.stats.accept_paused_time += since.elapsed();
@@ -929,141 +773,12 @@ impl Reactor {
         self.wheel.arm(self.clock.tick_after(at), value);
     }
 
-    fn on_signal(&mut self) {
-        let Some(signals) = &mut self.signals else {
-            return;
-        };
-        let received = signals.pending();
-        if received.shutdown > 0 {
-            if !self.shared.draining() {
-                // Every reactor begins its shutdown on its next turn, this one included.
-                self.shared.shut_down(false);
-            } else {
-                info!("second signal: closing every connection now");
-                self.shared.shut_down(true);
-            }
-        }
-        if received.upgrade > 0 {
-            self.on_upgrade_signal();
-        }
-    }
-
-    /// SIGUSR2: starts an upgrade, unless one is under way, done, or a shutdown is.
-    fn on_upgrade_signal(&mut self) {
-        if self.shared.draining() {
-            info!("upgrade ignored: shutting down");
-            return;
-        }
-        match self.shared.begin_upgrade() {
-            Ok(()) => match &self.upgrader {
-                Some(upgrader) => upgrader.start(),
-                None => self.shared.upgrade_failed(),
-            },
-            Err(UpgradeBusy::InProgress) => {
-                info!("upgrade already in progress; SIGUSR2 ignored")
-            }
-            Err(UpgradeBusy::HandedOver) => {
-                info!("upgrade already in progress (this process is draining); SIGUSR2 ignored")
-            }
-        }
-    }
-
-    /// An upgrade's new process serves the listening sockets: stop accepting (it accepts
-    /// what is queued in them, the same sockets), serve the open connections on until each
-    /// is closed as usual, idle at the latest, and shut down what is left after the grace
-    /// period.
-    fn begin_handover(&mut self) {
-        self.phase = Phase::HandedOver;
-        self.upgrader = None;
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
-            // The new process serves this socket now: its Unix socket file stays.
-            listener.leave_file();
-        }
-        self.listener_ready = false;
-        if self.handoff.is_some() {
-            // No more connections will be dealt: the others may end once theirs are served.
-            self.shared.end_dealing();
-        }
-        debug!(
-            "handed over: draining {} connections{}",
-            self.connections.len(),
-            self.of_reactor()
-        );
-        self.arm_server_timer(self.config.shutdown_grace, TIMER_HANDOVER);
-    }
-
-    /// Whether no connection handed off to this reactor can still arrive: always, but in an
-    /// upgrade's drain, where a reactor fed by another waits until the dealer has closed its
-    /// listener and then takes what is left in its inbox (served like the others), so that
-    /// no connection accepted just before the handover is dropped unserved.
-    fn inbox_settled(&mut self) -> bool {
-        if self.phase != Phase::HandedOver || self.inbox.is_none() {
-            return true;
-        }
-        if !self.shared.dealing_over() {
-            return false;
-        }
-        self.take_handed_off();
-        self.connections.is_empty()
-    }
-
     /// ` of reactor N` in the logs of a server with several reactors, else nothing.
     fn of_reactor(&self) -> String {
         if self.alone {
             String::new()
         } else {
             format!(" of reactor {}", self.id)
-        }
-    }
-
-    /// Stops accepting, closes quiet connections, and lets the others send what they owe
-    /// with a lingering close, for at most `grace`.
-    fn begin_shutdown(&mut self, grace: Duration) {
-        self.shutdown_linger = grace;
-        self.upgrader = None;
-        let open = self.connections.len();
-        let grace = grace.as_millis();
-        if self.alone {
-            info!("shutting down: {open} connections open, grace {grace} ms");
-        } else {
-            if self.id == 0 {
-                info!("shutting down every reactor, grace {grace} ms");
-            }
-            debug!(
-                "shutting down: {open} connections open{}",
-                self.of_reactor()
-            );
-        }
-        self.phase = Phase::Draining;
-        if self.id == 0 {
-            crate::systemd::notify_stopping();
-        }
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
-            // Dropping it closes the socket (refusing what is in the backlog) and removes
-            // a Unix socket file.
-        }
-        self.listener_ready = false;
-        self.arm_server_timer(self.shutdown_linger, TIMER_SHUTDOWN);
-        let keys: Vec<usize> = self.connections.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            if self.connections[key].closing.is_some() {
-                continue;
-            }
-            // Every connection, even one that owes nothing, gets the lingering close: a
-            // plain close while the client is still sending would reset the connection
-            // and erase replies it has not read yet. One that owes nothing has its write
-            // side shut at once, so an idle client sees EOF now.
-            let Some((next, _)) =
-                self.drive_without_budget(key, |conn, _| conn.begin_closing(CloseReason::Shutdown))
-            else {
-                continue;
-            };
-            // Input left unread while reading was paused raises no new edge: read (and
-            // discard) it now, so the linger sees the peer's EOF.
-            self.ready.push(key);
-            self.settle(key, next, false);
         }
     }
 }

@@ -1,0 +1,197 @@
+//! The buffer-memory budget of one reactor: every connection's I/O runs through
+//! [`Reactor::drive`], which keeps one connection's worst case free in this reactor's
+//! lease of `--max-buffer-memory` (growing the lease from `Shared` a mebibyte at a time)
+//! or closes the connections that hold the most, and accounts the change in that
+//! connection's buffers.
+//!
+//! # Invariants
+//! - `buffered` is always the sum of every connection's `held_bytes()`, and never more
+//!   than `lease`; the leases of all reactors never sum past the budget.
+//! - A memory-pressure episode is logged twice: when it starts and once it has been
+//!   quiet for [`PRESSURE_QUIET`].
+
+use std::time::{Duration, Instant};
+
+use log::warn;
+
+use super::{Reactor, TIMER_PRESSURE};
+use crate::protocol;
+use crate::server::close::CloseReason;
+use crate::server::connection::{Connection, Context, Next};
+
+/// Buffer budget a reactor leases from [`Shared`] at a time, and the surplus past which
+/// it gives some back: the shared counter is touched once per mebibyte of growth.
+const LEASE_CHUNK: usize = 1 << 20;
+
+/// A memory-pressure episode ends after this long without a close for the budget; its
+/// summary is logged then (one line per episode, not one per connection).
+const PRESSURE_QUIET: Duration = Duration::from_secs(1);
+
+/// A memory-pressure episode: connections are being closed to keep the budget.
+pub(super) struct Pressure {
+    /// When the first close of the episode happened.
+    since: Instant,
+    /// When the last one did.
+    last: Instant,
+    /// Connections closed in this episode.
+    closed: u64,
+    /// Buffer bytes those closes freed.
+    freed: u64,
+}
+
+impl Reactor {
+    /// Runs `io` on connection `key` within the buffer budget: first keeps room for the
+    /// most one connection can hold (closing the largest holders if need be, perhaps this
+    /// one), then accounts the change in its buffers. Returns `io`'s `Next` and whether
+    /// the connection was closing before, or `None` if the connection is gone.
+    pub(super) fn drive(
+        &mut self,
+        key: usize,
+        io: impl FnOnce(&mut Connection, &mut Context) -> Next,
+    ) -> Option<(Next, bool)> {
+        if self.buffered + self.headroom > self.lease && !self.grow_lease() {
+            self.evict_largest();
+        }
+        let (next, was_closing) = self.run_accounted(key, io)?;
+        debug_assert!(
+            self.buffered <= self.lease,
+            "buffered {} > lease {} after connection {key}'s I/O",
+            self.buffered,
+            self.lease
+        );
+        self.cx.stats.buffered_peak = self.cx.stats.buffered_peak.max(self.buffered as u64);
+        if self.lease - self.buffered > self.lease_floor + 2 * LEASE_CHUNK + self.headroom {
+            // Far more leased than held: let the other reactors have a chunk.
+            self.lease -= LEASE_CHUNK;
+            self.shared.give_back(LEASE_CHUNK);
+        }
+        Some((next, was_closing))
+    }
+
+    /// Leases enough more of the budget for one connection's worst case past what is
+    /// held, at least a chunk; false if that much is not unleased.
+    fn grow_lease(&mut self) -> bool {
+        let short = (self.buffered + self.headroom).saturating_sub(self.lease);
+        let want = short.max(LEASE_CHUNK);
+        for bytes in [want, short] {
+            if bytes > 0 && self.shared.lease(bytes) {
+                self.lease += bytes;
+                return true;
+            }
+        }
+        short == 0
+    }
+
+    /// Closes the connections that hold the most buffer memory, largest first, until an
+    /// eighth of the budget and one connection's worst case are free again (so a pass
+    /// frees megabytes and passes are rare). Each gets `error: server buffer memory
+    /// exhausted` where it can still read it (see [`Connection::abandon`]). One scan of
+    /// the slab per pass; passes happen only at the budget.
+    fn evict_largest(&mut self) {
+        let target = (self.lease - self.lease / 8).saturating_sub(self.headroom);
+        let mut holders: Vec<(usize, usize)> = self
+            .connections
+            .iter()
+            .map(|(key, conn)| (conn.held_bytes(), key))
+            .filter(|&(held, _)| held > 0)
+            .collect();
+        holders.sort_unstable_by(|a, b| b.cmp(a));
+        let now = Instant::now();
+        if self.pressure.is_none() {
+            warn!(
+                "buffer memory budget reached: {} bytes held by {} connections{} (budget {}); \
+                 closing the largest holders",
+                self.buffered,
+                holders.len(),
+                self.of_reactor(),
+                self.buffer_budget
+            );
+            self.pressure = Some(Pressure {
+                since: now,
+                last: now,
+                closed: 0,
+                freed: 0,
+            });
+            self.arm_server_timer(PRESSURE_QUIET, TIMER_PRESSURE);
+        }
+        for (held, key) in holders {
+            if self.buffered <= target {
+                break;
+            }
+            let Some((next, was_closing)) = self.drive_without_budget(key, |conn, cx| {
+                conn.abandon(
+                    protocol::MEMORY_BUDGET_EXCEEDED,
+                    CloseReason::MemoryBudget,
+                    cx,
+                )
+            }) else {
+                continue;
+            };
+            if let Some(pressure) = &mut self.pressure {
+                pressure.last = now;
+                pressure.closed += 1;
+                pressure.freed += held as u64;
+            }
+            if next != Next::Close(CloseReason::MemoryBudget) {
+                // Lingering: input may be waiting with no new edge to announce it.
+                self.ready.push(key);
+            }
+            self.settle(key, next, was_closing);
+        }
+    }
+
+    /// [`Reactor::drive`] for I/O that only shrinks buffers (no budget check first).
+    pub(super) fn drive_without_budget(
+        &mut self,
+        key: usize,
+        io: impl FnOnce(&mut Connection, &mut Context) -> Next,
+    ) -> Option<(Next, bool)> {
+        let before = self.buffered;
+        let result = self.run_accounted(key, io);
+        debug_assert!(
+            self.buffered <= before,
+            "buffers grew: {before} to {}",
+            self.buffered
+        );
+        result
+    }
+
+    /// Runs `io` on connection `key` and adds the change in its buffers to `buffered`;
+    /// returns `io`'s `Next` and whether the connection was closing before, or `None` if
+    /// it is gone.
+    fn run_accounted(
+        &mut self,
+        key: usize,
+        io: impl FnOnce(&mut Connection, &mut Context) -> Next,
+    ) -> Option<(Next, bool)> {
+        let conn = self.connections.get_mut(key)?;
+        let was_closing = conn.closing.is_some();
+        let held_before = conn.held_bytes();
+        let next = io(conn, &mut self.cx);
+        self.buffered = self.buffered - held_before + conn.held_bytes();
+        Some((next, was_closing))
+    }
+
+    /// Ends the memory-pressure episode with one summary line once no connection has
+    /// been closed for the budget for [`PRESSURE_QUIET`]; else checks again later.
+    pub(super) fn check_pressure_over(&mut self) {
+        let Some(pressure) = &self.pressure else {
+            return;
+        };
+        let quiet_for = pressure.last.elapsed();
+        if quiet_for < PRESSURE_QUIET {
+            self.arm_server_timer(PRESSURE_QUIET - quiet_for, TIMER_PRESSURE);
+            return;
+        }
+        warn!(
+            "buffer memory pressure over after {} ms: closed {} connections holding the most \
+             ({} bytes freed); {} bytes held now{}",
+            (pressure.last - pressure.since).as_millis(),
+            pressure.closed,
+            pressure.freed,
+            self.buffered,
+            self.of_reactor()
+        );
+        self.pressure = None;
+    }
+}

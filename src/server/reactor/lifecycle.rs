@@ -1,0 +1,141 @@
+//! How a reactor stops: signals (received by reactor 0), the graceful shutdown, and the
+//! drain after an upgrade has handed the listening sockets to a new process.
+
+use std::time::Duration;
+
+use log::{debug, info};
+
+use super::{Phase, Reactor, TIMER_HANDOVER, TIMER_SHUTDOWN};
+use crate::server::close::CloseReason;
+use crate::server::shared::UpgradeBusy;
+
+impl Reactor {
+    pub(super) fn on_signal(&mut self) {
+        let Some(signals) = &mut self.signals else {
+            return;
+        };
+        let received = signals.pending();
+        if received.shutdown > 0 {
+            if !self.shared.draining() {
+                // Every reactor begins its shutdown on its next turn, this one included.
+                self.shared.shut_down(false);
+            } else {
+                info!("second signal: closing every connection now");
+                self.shared.shut_down(true);
+            }
+        }
+        if received.upgrade > 0 {
+            self.on_upgrade_signal();
+        }
+    }
+
+    /// SIGUSR2: starts an upgrade, unless one is under way, done, or a shutdown is.
+    fn on_upgrade_signal(&mut self) {
+        if self.shared.draining() {
+            info!("upgrade ignored: shutting down");
+            return;
+        }
+        match self.shared.begin_upgrade() {
+            Ok(()) => match &self.upgrader {
+                Some(upgrader) => upgrader.start(),
+                None => self.shared.upgrade_failed(),
+            },
+            Err(UpgradeBusy::InProgress) => {
+                info!("upgrade already in progress; SIGUSR2 ignored")
+            }
+            Err(UpgradeBusy::HandedOver) => {
+                info!("upgrade already in progress (this process is draining); SIGUSR2 ignored")
+            }
+        }
+    }
+
+    /// An upgrade's new process serves the listening sockets: stop accepting (it accepts
+    /// what is queued in them, the same sockets), serve the open connections on until each
+    /// is closed as usual, idle at the latest, and shut down what is left after the grace
+    /// period.
+    pub(super) fn begin_handover(&mut self) {
+        self.phase = Phase::HandedOver;
+        self.upgrader = None;
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+            // The new process serves this socket now: its Unix socket file stays.
+            listener.leave_file();
+        }
+        self.listener_ready = false;
+        if self.handoff.is_some() {
+            // No more connections will be dealt: the others may end once theirs are served.
+            self.shared.end_dealing();
+        }
+        debug!(
+            "handed over: draining {} connections{}",
+            self.connections.len(),
+            self.of_reactor()
+        );
+        self.arm_server_timer(self.config.shutdown_grace, TIMER_HANDOVER);
+    }
+
+    /// Whether no connection handed off to this reactor can still arrive: always, but in an
+    /// upgrade's drain, where a reactor fed by another waits until the dealer has closed its
+    /// listener and then takes what is left in its inbox (served like the others), so that
+    /// no connection accepted just before the handover is dropped unserved.
+    pub(super) fn inbox_settled(&mut self) -> bool {
+        if self.phase != Phase::HandedOver || self.inbox.is_none() {
+            return true;
+        }
+        if !self.shared.dealing_over() {
+            return false;
+        }
+        self.take_handed_off();
+        self.connections.is_empty()
+    }
+
+    /// Stops accepting, closes quiet connections, and lets the others send what they owe
+    /// with a lingering close, for at most `grace`.
+    pub(super) fn begin_shutdown(&mut self, grace: Duration) {
+        self.shutdown_linger = grace;
+        self.upgrader = None;
+        let open = self.connections.len();
+        let grace = grace.as_millis();
+        if self.alone {
+            info!("shutting down: {open} connections open, grace {grace} ms");
+        } else {
+            if self.id == 0 {
+                info!("shutting down every reactor, grace {grace} ms");
+            }
+            debug!(
+                "shutting down: {open} connections open{}",
+                self.of_reactor()
+            );
+        }
+        self.phase = Phase::Draining;
+        if self.id == 0 {
+            crate::systemd::notify_stopping();
+        }
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+            // Dropping it closes the socket (refusing what is in the backlog) and removes
+            // a Unix socket file.
+        }
+        self.listener_ready = false;
+        self.arm_server_timer(self.shutdown_linger, TIMER_SHUTDOWN);
+        let keys: Vec<usize> = self.connections.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            if self.connections[key].closing.is_some() {
+                continue;
+            }
+            // Every connection, even one that owes nothing, gets the lingering close: a
+            // plain close while the client is still sending would reset the connection
+            // and erase replies it has not read yet. One that owes nothing has its write
+            // side shut at once, so an idle client sees EOF now.
+            let Some((next, _)) =
+                self.drive_without_budget(key, |conn, _| conn.begin_closing(CloseReason::Shutdown))
+            else {
+                continue;
+            };
+            // Input left unread while reading was paused raises no new edge: read (and
+            // discard) it now, so the linger sees the peer's EOF.
+            self.ready.push(key);
+            self.settle(key, next, false);
+        }
+    }
+}

@@ -364,7 +364,7 @@ impl Connection {
     fn send(&mut self, cx: &mut Context) -> io::Result<()> {
         if self.pending_output() > 0 {
             // Behind bytes the socket refused: a writable event will come for them.
-            self.queue(cx.replies.len(), &cx.replies);
+            self.queue(&cx.replies);
             return Ok(());
         }
         let mut written = 0;
@@ -385,14 +385,14 @@ impl Connection {
         Ok(())
     }
 
-    /// Appends `bytes` (of length `len`) behind the pending output, first moving the
-    /// pending bytes to the front, so the buffer never grows past what is pending.
-    fn queue(&mut self, len: usize, bytes: &[u8]) {
+    /// Appends `bytes` behind the pending output, first moving the pending bytes to the
+    /// front, so the buffer never grows past what is pending.
+    fn queue(&mut self, bytes: &[u8]) {
         if self.sent > 0 {
             self.output.drain(..self.sent as usize);
             self.sent = 0;
         }
-        self.output.reserve_exact(len);
+        self.output.reserve_exact(bytes.len());
         self.output.extend_from_slice(bytes);
     }
 

@@ -55,7 +55,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{debug, warn};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
@@ -386,45 +386,8 @@ impl Reactor {
                 self.cx.now_us = self.clock.now_us();
                 self.accept_connections();
             }
-            // Timers judge by a fresh clock, the same one the wheel is polled with, so an
-            // idle check never re-arms a deadline the wheel considers passed.
-            self.cx.now_us = self.clock.now_us();
-            self.wheel
-                .poll(self.clock.tick_at(self.cx.now_us), &mut expired);
-            // Every connection whose timer fired holds no armed timer from here on, so a
-            // close while this batch is handled (an eviction closing another connection
-            // of the batch) never cancels an id the wheel may have reused.
-            for &value in &expired {
-                if value < TIMER_PRESSURE {
-                    if let Some(conn) = self.connections.get_mut(value as usize) {
-                        conn.timer = TimerId::NONE;
-                    }
-                }
-            }
-            for value in expired.drain(..) {
-                self.on_timer(value);
-            }
-            if matches!(self.phase, Phase::Serving | Phase::HandedOver) && self.shared.draining() {
-                self.begin_shutdown(self.config.shutdown_grace);
-            }
-            if self.phase == Phase::Serving && self.shared.handed_over() {
-                self.begin_handover();
-            }
-            if self.phase == Phase::Draining && self.shared.forced() && !self.connections.is_empty()
-            {
-                info!("closing every connection now");
-                self.on_timer(TIMER_SHUTDOWN);
-            }
-            // The reactor that receives the signals ends last, so a second signal (or a
-            // SIGTERM during an upgrade's drain) is heard while any reactor still drains;
-            // the others wake it as they end.
-            if matches!(self.phase, Phase::Draining | Phase::HandedOver)
-                && self.connections.is_empty()
-                && (self.signals.is_none() || self.shared.running() <= 1)
-                && self.inbox_settled()
-            {
-                self.phase = Phase::Done;
-            }
+            self.expire_timers(&mut expired);
+            self.advance_phase();
             self.end_turn(turn_start_us);
         }
         debug_assert_eq!(
@@ -436,6 +399,28 @@ impl Reactor {
         }
         debug!("reactor {} done: {}", self.id, self.cx.stats);
         Ok(self.cx.stats)
+    }
+
+    /// Runs the timers due by now: idle checks, lingers, accept resume, stats, the ends
+    /// of the grace period and of a memory-pressure episode.
+    fn expire_timers(&mut self, expired: &mut Vec<u32>) {
+        // Timers judge by a fresh clock, the same one the wheel is polled with, so an
+        // idle check never re-arms a deadline the wheel considers passed.
+        self.cx.now_us = self.clock.now_us();
+        self.wheel.poll(self.clock.tick_at(self.cx.now_us), expired);
+        // Every connection whose timer fired holds no armed timer from here on, so a
+        // close while this batch is handled (an eviction closing another connection
+        // of the batch) never cancels an id the wheel may have reused.
+        for &value in expired.iter() {
+            if value < TIMER_PRESSURE {
+                if let Some(conn) = self.connections.get_mut(value as usize) {
+                    conn.timer = TimerId::NONE;
+                }
+            }
+        }
+        for value in expired.drain(..) {
+            self.on_timer(value);
+        }
     }
 
     /// Zero when work is left over (ready list, listener), else until the next timer.

@@ -10,6 +10,31 @@ use crate::server::close::CloseReason;
 use crate::server::shared::UpgradeBusy;
 
 impl Reactor {
+    /// Moves the phase on at the end of a turn: a shutdown or an upgrade's handover that
+    /// began, a forced shutdown, and the end once every connection is closed.
+    pub(super) fn advance_phase(&mut self) {
+        if matches!(self.phase, Phase::Serving | Phase::HandedOver) && self.shared.draining() {
+            self.begin_shutdown(self.config.shutdown_grace);
+        }
+        if self.phase == Phase::Serving && self.shared.handed_over() {
+            self.begin_handover();
+        }
+        if self.phase == Phase::Draining && self.shared.forced() && !self.connections.is_empty() {
+            info!("closing every connection now");
+            self.on_timer(TIMER_SHUTDOWN);
+        }
+        // The reactor that receives the signals ends last, so a second signal (or a
+        // SIGTERM during an upgrade's drain) is heard while any reactor still drains;
+        // the others wake it as they end.
+        if matches!(self.phase, Phase::Draining | Phase::HandedOver)
+            && self.connections.is_empty()
+            && (self.signals.is_none() || self.shared.running() <= 1)
+            && self.inbox_settled()
+        {
+            self.phase = Phase::Done;
+        }
+    }
+
     pub(super) fn on_signal(&mut self) {
         let Some(signals) = &mut self.signals else {
             return;

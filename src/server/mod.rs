@@ -188,9 +188,14 @@ impl Server {
             .max_connections
             .unwrap_or_else(|| fd_limit.saturating_sub(FD_RESERVE).max(1) as usize)
             .min(TIMER_PRESSURE as usize - 1);
-        // Each reactor keeps one connection's worst case leased for good; the rest of the
-        // budget is leased as the reactors need it.
-        let lease_floor = config.max_held_per_connection();
+        // Each reactor keeps a share leased for good: half the budget split evenly, and at
+        // least one connection's worst case. The rest is leased as the reactors need it.
+        // A reactor that cannot lease more closes its own largest holders, so the share
+        // keeps a reactor with only small holders from closing them while another holds
+        // the whole pool.
+        let lease_floor = config
+            .max_held_per_connection()
+            .max(config.max_buffer_memory / (2 * threads));
         let shared = Shared::new(
             max_connections,
             config.max_buffer_memory - threads * lease_floor,

@@ -8,6 +8,31 @@ use tabecho::config::DEFAULT_HIGH_WATER;
 
 use crate::util::*;
 
+/// Round trips on `healthy` until some of `holders` have been closed for the budget (the
+/// budget is checked before a connection's I/O: the round trips keep the server turning
+/// until the holders' bytes are in); returns which ones have bytes waiting, the error line.
+#[track_caller]
+fn wait_for_budget_closes(healthy: &mut TcpStream, holders: &mut [TcpStream]) -> Vec<bool> {
+    let deadline = Instant::now() + WAIT;
+    let mut evicted = vec![false; holders.len()];
+    while !evicted.iter().any(|&e| e) {
+        round_trip(healthy, b"still served");
+        for (i, c) in holders.iter_mut().enumerate() {
+            c.set_nonblocking(true).unwrap();
+            let mut first = [0u8; 1];
+            match c.peek(&mut first) {
+                Ok(1) => evicted[i] = true,
+                Ok(_) => panic!("holder {i} closed without the error line"),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("holder {i}: {e}"),
+            }
+            c.set_nonblocking(false).unwrap();
+        }
+        assert!(Instant::now() < deadline, "the budget never closed anyone");
+    }
+    evicted
+}
+
 /// Reads up to and including the first TAB (or to EOF); returns the bytes and whether the
 /// stream ended first.
 #[track_caller]
@@ -118,25 +143,7 @@ fn budget_reached_closes_the_largest_holders_with_an_error_line_and_serves_the_r
     for c in &mut small {
         c.write_all(&small_frame).unwrap();
     }
-    // The budget is checked before a connection's I/O: the healthy client's round trips
-    // keep the server turning until the big holders' bytes are in and some are closed.
-    let deadline = Instant::now() + WAIT;
-    let mut evicted = vec![false; big.len()];
-    while !evicted.iter().any(|&e| e) {
-        round_trip(&mut healthy, b"still served");
-        for (i, c) in big.iter_mut().enumerate() {
-            c.set_nonblocking(true).unwrap();
-            let mut first = [0u8; 1];
-            match c.peek(&mut first) {
-                Ok(1) => evicted[i] = true,
-                Ok(_) => panic!("holder {i} closed without the error line"),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => panic!("holder {i}: {e}"),
-            }
-            c.set_nonblocking(false).unwrap();
-        }
-        assert!(Instant::now() < deadline, "the budget never closed anyone");
-    }
+    let evicted = wait_for_budget_closes(&mut healthy, &mut big);
     // The closed ones read the error line, then EOF.
     for (i, c) in big.iter_mut().enumerate().filter(|(i, _)| evicted[*i]) {
         let (got, reset) = read_to_end(c);
@@ -188,23 +195,7 @@ fn budget_holds_over_two_reactors_and_every_closed_holder_reads_the_line() {
     for c in &mut big {
         c.write_all(&big_frame).unwrap();
     }
-    let deadline = Instant::now() + WAIT;
-    let mut evicted = vec![false; big.len()];
-    while !evicted.iter().any(|&e| e) {
-        round_trip(&mut healthy, b"still served");
-        for (i, c) in big.iter_mut().enumerate() {
-            c.set_nonblocking(true).unwrap();
-            let mut first = [0u8; 1];
-            match c.peek(&mut first) {
-                Ok(1) => evicted[i] = true,
-                Ok(_) => panic!("holder {i} closed without the error line"),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => panic!("holder {i}: {e}"),
-            }
-            c.set_nonblocking(false).unwrap();
-        }
-        assert!(Instant::now() < deadline, "the budget never closed anyone");
-    }
+    let evicted = wait_for_budget_closes(&mut healthy, &mut big);
     for (i, c) in big.iter_mut().enumerate().filter(|(i, _)| evicted[*i]) {
         let (got, reset) = read_to_end(c);
         assert_eq!(got, BUDGET_LINE, "holder {i}");

@@ -8,9 +8,23 @@ use tabecho::config::DEFAULT_HIGH_WATER;
 
 use crate::util::*;
 
+/// A server of `threads` reactors and a buffer budget of `budget` bytes, with 4 KiB high
+/// water and an 8 KiB frame limit: one connection's worst case is 4096 + (8192 + 12) + 64
+/// + 8192 = 20,556 bytes. Idle reaping is not the subject.
+fn budget_server(threads: usize, budget: usize) -> TestServer {
+    TestServer::start_with(|c| {
+        c.threads = threads;
+        c.high_water = 4096;
+        c.max_frame = 8192;
+        c.max_buffer_memory = budget;
+        c.idle_timeout = Duration::from_secs(60);
+    })
+}
+
 /// Round trips on `healthy` until some of `holders` have been closed for the budget (the
 /// budget is checked before a connection's I/O: the round trips keep the server turning
-/// until the holders' bytes are in); returns which ones have bytes waiting, the error line.
+/// until the holders' bytes are in); checks that each closed one reads exactly the error
+/// line, then a clean EOF (a lingering close, not a reset); returns which were closed.
 #[track_caller]
 fn wait_for_budget_closes(healthy: &mut TcpStream, holders: &mut [TcpStream]) -> Vec<bool> {
     let deadline = Instant::now() + WAIT;
@@ -29,6 +43,15 @@ fn wait_for_budget_closes(healthy: &mut TcpStream, holders: &mut [TcpStream]) ->
             c.set_nonblocking(false).unwrap();
         }
         assert!(Instant::now() < deadline, "the budget never closed anyone");
+    }
+    for (i, c) in holders.iter_mut().enumerate().filter(|(i, _)| evicted[*i]) {
+        let (got, reset) = read_to_end(c);
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(BUDGET_LINE),
+            "holder {i}"
+        );
+        assert_eq!(reset, None, "holder {i}: a lingering close, not a reset");
     }
     evicted
 }
@@ -125,13 +148,7 @@ fn budget_reached_closes_the_largest_holders_with_an_error_line_and_serves_the_r
     // One reactor: which connections pay is decided per reactor (see
     // `budget_holds_over_two_reactors` for what holds with several).
     let budget = 64 * 1024;
-    let server = TestServer::start_with(|c| {
-        c.threads = 1;
-        c.high_water = 4096;
-        c.max_frame = 8192;
-        c.max_buffer_memory = budget;
-        c.idle_timeout = Duration::from_secs(60);
-    });
+    let server = budget_server(1, budget);
     let mut healthy = connect(server.tcp());
     let big_frame = vec![b'B'; 8000];
     let small_frame = vec![b's'; 100];
@@ -144,16 +161,6 @@ fn budget_reached_closes_the_largest_holders_with_an_error_line_and_serves_the_r
         c.write_all(&small_frame).unwrap();
     }
     let evicted = wait_for_budget_closes(&mut healthy, &mut big);
-    // The closed ones read the error line, then EOF.
-    for (i, c) in big.iter_mut().enumerate().filter(|(i, _)| evicted[*i]) {
-        let (got, reset) = read_to_end(c);
-        assert_eq!(
-            String::from_utf8_lossy(&got),
-            String::from_utf8_lossy(BUDGET_LINE),
-            "holder {i}"
-        );
-        assert_eq!(reset, None, "holder {i}: a lingering close, not a reset");
-    }
     // Everyone else loses nothing: their frame, finished now, is answered.
     for (i, c) in big.iter_mut().enumerate().filter(|(i, _)| !evicted[*i]) {
         c.write_all(b"\t").unwrap();
@@ -182,13 +189,7 @@ fn budget_holds_over_two_reactors_and_every_closed_holder_reads_the_line() {
     // 8,000 bytes (131,072 bytes of buffers) cannot all be held, wherever the kernel puts
     // them. Which ones pay is decided by the reactor that runs out: its largest.
     let budget = 128 * 1024;
-    let server = TestServer::start_with(|c| {
-        c.threads = 2;
-        c.high_water = 4096;
-        c.max_frame = 8192;
-        c.max_buffer_memory = budget;
-        c.idle_timeout = Duration::from_secs(60);
-    });
+    let server = budget_server(2, budget);
     let mut healthy = connect(server.tcp());
     let big_frame = vec![b'B'; 8000];
     let mut big: Vec<TcpStream> = (0..16).map(|_| connect(server.tcp())).collect();
@@ -196,11 +197,6 @@ fn budget_holds_over_two_reactors_and_every_closed_holder_reads_the_line() {
         c.write_all(&big_frame).unwrap();
     }
     let evicted = wait_for_budget_closes(&mut healthy, &mut big);
-    for (i, c) in big.iter_mut().enumerate().filter(|(i, _)| evicted[*i]) {
-        let (got, reset) = read_to_end(c);
-        assert_eq!(got, BUDGET_LINE, "holder {i}");
-        assert_eq!(reset, None, "holder {i}: a lingering close");
-    }
     // A holder not closed yet may still be closed when its frame grows; each one either
     // gets its reply or the line, never anything else.
     for (i, c) in big.iter_mut().enumerate().filter(|(i, _)| !evicted[*i]) {

@@ -17,7 +17,7 @@ use crate::stream::Stream;
 /// current Linux). mio's default of 1024 drops SYNs when 10,000 clients connect at once.
 const BACKLOG: i32 = 4096;
 
-/// Where a listening socket came from.
+/// Where a listening Unix socket came from: whose its file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
     /// We bound it (`--listen`); a Unix socket file is ours to remove.
@@ -32,7 +32,7 @@ pub enum Origin {
 #[derive(Debug)]
 pub enum Listener {
     /// TCP.
-    Tcp(TcpListener, Origin),
+    Tcp(TcpListener),
     /// Unix stream socket, with its path (removed on drop when we bound it).
     Unix(UnixListener, PathBuf, Origin),
 }
@@ -55,10 +55,7 @@ impl Listener {
                 socket.set_nonblocking(true)?;
                 socket.bind(&(*sa).into())?;
                 socket.listen(BACKLOG)?;
-                Ok(Listener::Tcp(
-                    TcpListener::from_std(socket.into()),
-                    Origin::Bound,
-                ))
+                Ok(Listener::Tcp(TcpListener::from_std(socket.into())))
             }
             ListenAddr::Unix(path) => match UnixListener::bind(path) {
                 Ok(l) => Ok(Listener::Unix(l, path.clone(), Origin::Bound)),
@@ -112,13 +109,13 @@ impl Listener {
             return Err(invalid("the inherited socket is neither TCP nor Unix"));
         }
         let l = std::net::TcpListener::from(OwnedFd::from(socket));
-        Ok(Listener::Tcp(TcpListener::from_std(l), Origin::Systemd))
+        Ok(Listener::Tcp(TcpListener::from_std(l)))
     }
 
     /// The address actually bound (port 0 resolved).
     pub fn local_addr(&self) -> io::Result<ListenAddr> {
         match self {
-            Listener::Tcp(l, _) => l.local_addr().map(ListenAddr::Tcp),
+            Listener::Tcp(l) => l.local_addr().map(ListenAddr::Tcp),
             Listener::Unix(_, path, _) => Ok(ListenAddr::Unix(path.clone())),
         }
     }
@@ -135,15 +132,8 @@ impl Listener {
     pub fn try_clone_fd(&self) -> io::Result<OwnedFd> {
         use std::os::fd::AsFd;
         match self {
-            Listener::Tcp(l, _) => l.as_fd().try_clone_to_owned(),
+            Listener::Tcp(l) => l.as_fd().try_clone_to_owned(),
             Listener::Unix(l, _, _) => l.as_fd().try_clone_to_owned(),
-        }
-    }
-
-    /// Where the socket came from.
-    pub fn origin(&self) -> Origin {
-        match self {
-            Listener::Tcp(_, origin) | Listener::Unix(_, _, origin) => *origin,
         }
     }
 
@@ -151,7 +141,7 @@ impl Listener {
     /// must not wait for Nagle).
     pub fn accept(&self) -> io::Result<Stream> {
         match self {
-            Listener::Tcp(l, _) => {
+            Listener::Tcp(l) => {
                 let (s, _) = l.accept()?;
                 // A failure here only costs latency; the connection is still served.
                 let _ = s.set_nodelay(true);
@@ -204,7 +194,7 @@ impl Source for Listener {
         interests: Interest,
     ) -> io::Result<()> {
         match self {
-            Listener::Tcp(l, _) => l.register(registry, token, interests),
+            Listener::Tcp(l) => l.register(registry, token, interests),
             Listener::Unix(l, _, _) => l.register(registry, token, interests),
         }
     }
@@ -216,14 +206,14 @@ impl Source for Listener {
         interests: Interest,
     ) -> io::Result<()> {
         match self {
-            Listener::Tcp(l, _) => l.reregister(registry, token, interests),
+            Listener::Tcp(l) => l.reregister(registry, token, interests),
             Listener::Unix(l, _, _) => l.reregister(registry, token, interests),
         }
     }
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
         match self {
-            Listener::Tcp(l, _) => l.deregister(registry),
+            Listener::Tcp(l) => l.deregister(registry),
             Listener::Unix(l, _, _) => l.deregister(registry),
         }
     }

@@ -56,7 +56,7 @@ pub use upgrade::{without_listen, Relaunch, UPGRADED_FROM_ENV};
 use crate::addr::ListenAddr;
 use crate::config::{ServerConfig, FD_RESERVE};
 use handoff::Handoff;
-use listener::{Listener, Origin};
+use listener::Listener;
 use reactor::{Reactor, Setup, TIMER_PRESSURE};
 use shared::Shared;
 use upgrade::Upgrader;
@@ -106,7 +106,7 @@ impl Server {
                 listeners.push(Listener::bind(&local_addr, true)?);
             }
         }
-        Self::with_listeners(config, listeners, local_addr)
+        Self::with_listeners(config, listeners, local_addr, String::new())
     }
 
     /// As [`Server::bind`], on the listening sockets systemd passed (socket activation,
@@ -159,26 +159,23 @@ impl Server {
             );
             listeners.truncate(1);
         }
-        let mut server = Self::with_listeners(config, listeners, local_addr)?;
-        server.origin_note = match upgraded_from {
+        let origin_note = match upgraded_from {
             Some(pid) => format!(" (inherited from PID {pid})"),
             None => " (from systemd)".to_string(),
         };
-        Ok(server)
+        Self::with_listeners(config, listeners, local_addr, origin_note)
     }
 
     /// One reactor per listener when there is one for each; else reactor 0 gets the one
-    /// listener and a handoff to the others.
+    /// listener and a handoff to the others. `origin_note` follows the address in the
+    /// "listening on" line: where the sockets came from, if not bound here.
     fn with_listeners(
         config: ServerConfig,
         listeners: Vec<Listener>,
         local_addr: ListenAddr,
+        origin_note: String,
     ) -> io::Result<Server> {
         let threads = config.threads;
-        let origin_note = match listeners[0].origin() {
-            Origin::Systemd => " (from systemd)".to_string(),
-            Origin::Bound => String::new(),
-        };
         let listener_fds = listeners
             .iter()
             .map(Listener::try_clone_fd)

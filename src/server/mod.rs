@@ -238,6 +238,7 @@ impl Server {
             );
             reactors[0].set_handoff(Handoff::new(targets));
         }
+        shared.set_accepting(reactors.iter().filter(|r| r.accepts()).count());
         shared.set_wakers(wakers);
         Ok(Server {
             reactors,

@@ -58,6 +58,9 @@ pub struct Shared {
     /// After a handover: the reactor that deals connections to the others has closed its
     /// listener and will send no more (they may end their drain once their inbox is empty).
     dealing_over: AtomicBool,
+    /// Reactors that still hold a listener: a shutdown is announced once none does, so a
+    /// connection made after the announcement is refused by every reactor alike.
+    accepting: AtomicUsize,
 }
 
 impl Shared {
@@ -73,7 +76,18 @@ impl Shared {
             wakers: OnceLock::new(),
             running: AtomicUsize::new(0),
             dealing_over: AtomicBool::new(false),
+            accepting: AtomicUsize::new(0),
         })
+    }
+
+    /// Records how many reactors hold a listener.
+    pub fn set_accepting(&self, reactors: usize) {
+        self.accepting.store(reactors, Ordering::Release);
+    }
+
+    /// A reactor has closed its listener; true for the last one.
+    pub fn stop_accepting(&self) -> bool {
+        self.accepting.fetch_sub(1, Ordering::AcqRel) == 1
     }
 
     /// Records the reactors' wakers, so a shutdown reaches all of them.

@@ -85,6 +85,7 @@ impl Reactor {
             let _ = self.poll.registry().deregister(&mut listener);
             // The new process serves this socket now: its Unix socket file stays.
             listener.leave_file();
+            self.shared.stop_accepting();
         }
         self.listener_ready = false;
         if self.handoff.is_some() {
@@ -119,27 +120,35 @@ impl Reactor {
     pub(super) fn begin_shutdown(&mut self, grace: Duration) {
         self.shutdown_linger = grace;
         self.upgrader = None;
+        let handed_over = self.phase == Phase::HandedOver;
+        self.phase = Phase::Draining;
+        if self.id == 0 {
+            crate::systemd::notify_stopping();
+        }
+        // The shutdown is announced once no reactor accepts any more: by the last to close
+        // its listener, or by reactor 0 when the listeners went with an upgrade's handover.
+        let announce = match self.listener.take() {
+            Some(mut listener) => {
+                let _ = self.poll.registry().deregister(&mut listener);
+                // Dropping it closes the socket (refusing what is in the backlog) and
+                // removes a Unix socket file.
+                drop(listener);
+                self.shared.stop_accepting()
+            }
+            None => self.id == 0 && handed_over,
+        };
         let open = self.connections.len();
         let grace = grace.as_millis();
         if self.alone {
             info!("shutting down: {open} connections open, grace {grace} ms");
         } else {
-            if self.id == 0 {
+            if announce {
                 info!("shutting down every reactor, grace {grace} ms");
             }
             debug!(
                 "shutting down: {open} connections open{}",
                 self.of_reactor()
             );
-        }
-        self.phase = Phase::Draining;
-        if self.id == 0 {
-            crate::systemd::notify_stopping();
-        }
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
-            // Dropping it closes the socket (refusing what is in the backlog) and removes
-            // a Unix socket file.
         }
         self.listener_ready = false;
         self.arm_server_timer(self.shutdown_linger, TIMER_SHUTDOWN);

@@ -144,6 +144,19 @@ impl Connection {
         self.decoder.capacity() + self.output.capacity()
     }
 
+    /// What this connection costs the buffer budget: its heap bytes, plus `kernel_held`
+    /// while its socket refuses replies. Pending output means the kernel's send queue
+    /// is full, and reading pauses soon after, so its receive queue fills too: the bytes
+    /// a peer that does not read pins in the kernel are counted until it reads again.
+    pub fn charged_bytes(&self, kernel_held: usize) -> usize {
+        let stalled = if self.pending_output() > 0 {
+            kernel_held
+        } else {
+            0
+        };
+        self.held_bytes() + stalled
+    }
+
     /// Replies are owed that were never handed to the kernel: pending output, or frames
     /// received and not answered yet. Closing such a connection loses them, so it is reset.
     pub fn owes_replies(&self) -> bool {

@@ -128,6 +128,27 @@ impl Listener {
         }
     }
 
+    /// Caps the kernel socket buffers of the TCP connections this listener accepts:
+    /// SO_SNDBUF and SO_RCVBUF set on the listening socket are inherited by every accepted
+    /// socket (Linux copies them, with their lock against autotuning, in `sk_clone_lock`;
+    /// BSD in `sonewconn`), so accepting costs no extra system call, and the window scale
+    /// offered in the SYN-ACK already fits the cap (as nginx's `listen ... rcvbuf= sndbuf=`).
+    /// 0 leaves that buffer alone. Unix sockets are left alone: their buffers are fixed
+    /// (`net.core.wmem_default`), never autotuned.
+    pub fn cap_socket_buffers(&self, send: usize, recv: usize) -> io::Result<()> {
+        let Listener::Tcp(l) = self else {
+            return Ok(());
+        };
+        let socket = socket2::SockRef::from(l);
+        if send > 0 {
+            socket.set_send_buffer_size(send)?;
+        }
+        if recv > 0 {
+            socket.set_recv_buffer_size(recv)?;
+        }
+        Ok(())
+    }
+
     /// A duplicate of the listening socket's descriptor (to hand it to another process).
     pub fn try_clone_fd(&self) -> io::Result<OwnedFd> {
         use std::os::fd::AsFd;

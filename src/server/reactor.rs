@@ -182,8 +182,12 @@ pub struct Reactor {
     inbox: Option<Inbox>,
     /// Buffers, limits and counters shared by every connection.
     pub(super) cx: Context,
-    /// Bytes held in connection buffers: always the sum of their `held_bytes()`.
+    /// Bytes charged to the budget: always the sum of every connection's
+    /// `charged_bytes(kernel_held)`.
     pub(super) buffered: usize,
+    /// What the kernel holds for a stalled connection (its socket refuses replies),
+    /// charged to the budget while it is (`ServerConfig::kernel_held_when_stalled`).
+    kernel_held: usize,
     /// Budget bytes this reactor holds from [`Shared`]: `buffered` never exceeds it.
     lease: usize,
     /// The part of the lease kept for good: one connection's worst case.
@@ -284,6 +288,7 @@ impl Reactor {
             handoff,
             inbox,
             buffered: 0,
+            kernel_held: config.kernel_held_when_stalled(),
             lease: lease_floor,
             lease_floor,
             buffer_budget: config.max_buffer_memory,
@@ -619,7 +624,7 @@ impl Reactor {
         // Closing the descriptor would remove it from epoll too; deregistering keeps mio's
         // contract on every platform.
         let _ = self.poll.registry().deregister(&mut conn.stream);
-        self.buffered -= conn.held_bytes();
+        self.buffered -= conn.charged_bytes(self.kernel_held);
         self.shared.release();
         if conn.owes_replies() {
             // Replies owed will never be sent (idle, grace over, budget): reset, so the
@@ -648,7 +653,7 @@ impl Reactor {
                 debug_assert_eq!(
                     self.connections
                         .iter()
-                        .map(|(_, c)| c.held_bytes())
+                        .map(|(_, c)| c.charged_bytes(self.kernel_held))
                         .sum::<usize>(),
                     self.buffered,
                     "buffered bytes accounted"

@@ -92,7 +92,7 @@ impl Reactor {
         let mut holders: Vec<(usize, usize)> = self
             .connections
             .iter()
-            .map(|(key, conn)| (conn.held_bytes(), key))
+            .map(|(key, conn)| (conn.charged_bytes(self.kernel_held), key))
             .filter(|&(held, _)| held > 0)
             .collect();
         holders.sort_unstable_by(|a, b| b.cmp(a));
@@ -166,9 +166,9 @@ impl Reactor {
     ) -> Option<(Next, bool)> {
         let conn = self.connections.get_mut(key)?;
         let was_closing = conn.closing.is_some();
-        let held_before = conn.held_bytes();
+        let held_before = conn.charged_bytes(self.kernel_held);
         let next = io(conn, &mut self.cx);
-        self.buffered = self.buffered - held_before + conn.held_bytes();
+        self.buffered = self.buffered - held_before + conn.charged_bytes(self.kernel_held);
         Some((next, was_closing))
     }
 

@@ -21,18 +21,18 @@ pub const DEFAULT_HIGH_WATER: usize = 32 * 1024;
 /// 256 MiB: the bytes all connection buffers may hold at once, about 4,000 connections at
 /// their worst under the defaults, and 1% of this 24 GiB machine.
 pub const DEFAULT_MAX_BUFFER_MEMORY: usize = 256 * 1024 * 1024;
-/// SO_SNDBUF asked for every accepted TCP connection (`--sndbuf`); the kernel doubles it
-/// for its bookkeeping, so a connection's send queue holds at most 2 x this. Linux
-/// autotunes an uncapped send buffer up to `tcp_wmem[2]` (4 MiB on current kernels): 500
-/// peers that never read then pin 1.5 GB of kernel memory, past `tcp_mem`'s pressure mark,
-/// and the kernel throttles every TCP socket on the machine. 64 KiB keeps bulk pipelining
-/// of 64 KiB frames within 5% of autotuning on loopback (BENCHMARKS.md, section 8).
-pub const DEFAULT_SEND_BUFFER: usize = 64 * 1024;
+/// SO_SNDBUF asked for every accepted TCP connection (`--sndbuf`). Linux autotunes an
+/// uncapped send buffer up to `tcp_wmem[2]` (4 MiB here): 500 peers that never read then
+/// pinned 1.5 GB of kernel memory, past `tcp_mem`'s pressure mark, and the kernel
+/// throttled every TCP socket on the machine (healthy p99 2.2 s). 128 KiB kept bulk
+/// pipelining of 64 KiB frames within 5% of autotuning (BENCHMARKS.md, section 8); 64 KiB
+/// cost 20% of it. The kernel doubles the value for its bookkeeping (socket(7)).
+pub const DEFAULT_SEND_BUFFER: usize = 128 * 1024;
 /// SO_RCVBUF asked for every accepted TCP connection (`--rcvbuf`), for the same reason:
 /// uncapped, a peer the server has stopped reading (backpressure) fills up to
-/// `tcp_rmem[2]` (32 MiB here). The server reads at most `--high-water` (32 KiB) at a time,
-/// so a larger window than this only queues more in the kernel (BENCHMARKS.md, section 8).
-pub const DEFAULT_RECV_BUFFER: usize = 64 * 1024;
+/// `tcp_rmem[2]` (32 MiB here). 128 KiB for the same measurement: with 64 KiB, 64 KiB
+/// frames lost 20% of their throughput.
+pub const DEFAULT_RECV_BUFFER: usize = 128 * 1024;
 /// How long a shutdown waits for replies to drain before it closes what is left.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// How long a closing connection (frame too long, shutdown) discards input after its

@@ -50,7 +50,7 @@
 mod budget;
 mod lifecycle;
 
-use budget::Pressure;
+use budget::{Driven, Pressure};
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -90,9 +90,15 @@ pub const TIMER_PRESSURE: u32 = u32::MAX - 4;
 /// Size of the one read buffer: the largest read (a read takes at most the room under the
 /// high-water mark, but a closing connection's discarded input is read at this size).
 const READ_BUF_SIZE: usize = 64 * 1024;
-/// Accepts per listener event before the connections get a turn; the rest are accepted
-/// on the next turn (the listener is edge-triggered, so the reactor remembers).
-const ACCEPTS_PER_EVENT: usize = 256;
+/// Accepts per turn before the connections get theirs; the rest are accepted on the next
+/// turn (the listener is edge-triggered, so the reactor remembers). Each new connection
+/// may bring a turn's worth of work at once (a flooder answers about 10,000 frames before
+/// its socket stalls), so this bounds how much a connection storm adds to the turn the
+/// established connections wait on: with 256, 5,000 flooders arriving in one second kept
+/// turns at 20-50 ms for seconds and healthy clients' p99 at 170-520 ms; with 32, p99 was
+/// 18-39 ms (scripts/attack.sh mix, BENCHMARKS.md section 8). The backlog waits in the
+/// kernel's accept queue meanwhile. HAProxy bounds the same way (`tune.maxaccept`, 64).
+const ACCEPTS_PER_EVENT: usize = 32;
 /// How long accepting pauses when descriptors run out, before it is retried.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Connection slots (and timer entries) reserved at start, at most. Reserving is address
@@ -202,6 +208,11 @@ pub struct Reactor {
     ready: Vec<usize>,
     /// Spare vector swapped with `ready` while it is walked.
     ready_spare: Vec<usize>,
+    /// Connections whose I/O found no room under the budget once this turn's closes were
+    /// spent: served again next turn, for reading and writing (their edge is used up).
+    waiting_for_room: Vec<usize>,
+    /// Closes for the budget left in this turn (`budget::EVICTIONS_PER_TURN` each turn).
+    evictions_left: usize,
     /// The listener may have connections left to accept (budget spent).
     listener_ready: bool,
     /// When accepting paused for lack of descriptors, if it is paused.
@@ -304,6 +315,8 @@ impl Reactor {
             },
             ready: Vec::new(),
             ready_spare: Vec::new(),
+            waiting_for_room: Vec::new(),
+            evictions_left: 0,
             listener_ready: false,
             accept_paused_since: None,
             phase: Phase::Serving,
@@ -361,6 +374,7 @@ impl Reactor {
             }
             self.cx.now_us = self.clock.now_us();
             let turn_start_us = self.cx.now_us;
+            self.new_budget_turn();
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.listener_ready = true,
@@ -430,7 +444,10 @@ impl Reactor {
 
     /// Zero when work is left over (ready list, listener), else until the next timer.
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.ready.is_empty() || (self.listener_ready && self.accept_paused_since.is_none()) {
+        if !self.ready.is_empty()
+            || !self.waiting_for_room.is_empty()
+            || (self.listener_ready && self.accept_paused_since.is_none())
+        {
             return Some(Duration::ZERO);
         }
         self.wheel
@@ -439,7 +456,7 @@ impl Reactor {
     }
 
     fn on_connection_event(&mut self, key: usize, readable: bool, writable: bool) {
-        let Some((next, was_closing)) = self.drive(key, |conn, cx| {
+        let driven = self.drive(key, |conn, cx| {
             // Writable first: sending frees buffer space (and may lift backpressure) before
             // reading adds more output.
             let mut next = Next::Wait;
@@ -450,8 +467,14 @@ impl Reactor {
                 next = conn.on_readable(cx);
             }
             next
-        }) else {
-            return; // closed earlier in this batch, or just now for the budget
+        });
+        let (next, was_closing) = match driven {
+            Driven::Ran(next, was_closing) => (next, was_closing),
+            Driven::Gone => return, // closed earlier in this batch, or now for the budget
+            Driven::NoRoom => {
+                self.waiting_for_room.push(key);
+                return;
+            }
         };
         if next == Next::ReadAgain {
             self.ready.push(key);
@@ -462,6 +485,7 @@ impl Reactor {
     /// Reads again the connections whose read budget ran out, in this turn's events or the
     /// last revisit: one more budget each; what is still unread then waits for the next
     /// turn, after a poll that does not block (the ready list makes its timeout zero).
+    /// Then serves the connections that waited for room under the budget last turn.
     fn revisit_ready(&mut self) {
         // Walk this list while new entries go to the spare one; both keep their buffers.
         let mut ready = std::mem::replace(&mut self.ready, std::mem::take(&mut self.ready_spare));
@@ -469,6 +493,12 @@ impl Reactor {
             self.on_connection_event(key, true, false);
         }
         self.ready_spare = ready;
+        if !self.waiting_for_room.is_empty() {
+            // Rare (the budget's closes spent): those still without room wait again.
+            for key in std::mem::take(&mut self.waiting_for_room) {
+                self.on_connection_event(key, true, true);
+            }
+        }
     }
 
     /// Applies a connection's `Next`: close it, or arm its linger deadline if it just
@@ -497,6 +527,12 @@ impl Reactor {
     }
 
     fn accept_connections(&mut self) {
+        if !self.waiting_for_room.is_empty() {
+            // The budget's closes for this turn did not make room for everyone: new
+            // connections would only add to the shortage. They wait in the kernel's accept
+            // queue until the next turn, and `listener_ready` stays set.
+            return;
+        }
         self.listener_ready = false;
         if self.accept_paused_since.is_some() {
             return; // the resume timer or the next close retries
@@ -710,14 +746,23 @@ impl Reactor {
             // free space crosses the kernel's wake-up threshold (half the buffer on Linux),
             // which a multi-megabyte autotuned buffer may not do within the timeout.
             match self.drive(key, |conn, cx| conn.on_writable(cx)) {
-                None => return, // closed for the budget
-                Some((Next::Close(reason), _)) => {
+                Driven::Gone => return, // closed for the budget
+                Driven::Ran(Next::Close(reason), _) => {
                     let conn = self.connections.remove(key);
                     self.release(key, conn, reason);
                     return;
                 }
-                Some((Next::ReadAgain, _)) => self.ready.push(key),
-                Some((Next::Wait, _)) => {}
+                Driven::Ran(Next::ReadAgain, _) => self.ready.push(key),
+                Driven::Ran(Next::Wait, _) => {}
+                Driven::NoRoom => {
+                    // No probe without room: judge it one tick from now, after the next
+                    // turn's closes for the budget.
+                    let deadline = self.clock.tick_after(self.cx.now_us + self.clock.tick_us);
+                    if let Some(conn) = self.connections.get_mut(key) {
+                        conn.timer = self.wheel.arm(deadline, key as u32);
+                    }
+                    return;
+                }
             }
         }
         let Some(conn) = self.connections.get_mut(key) else {

@@ -27,6 +27,25 @@ const LEASE_CHUNK: usize = 1 << 20;
 /// summary is logged then (one line per episode, not one per connection).
 const PRESSURE_QUIET: Duration = Duration::from_secs(1);
 
+/// Connections closed for the budget per loop turn, at most; I/O that needs room past
+/// them waits for the next turn. A close for the budget frees the connection's kernel
+/// queues in this thread (up to 512 KiB at the default socket buffers): 126 such closes
+/// in one turn made it last 30-50 ms, which every other connection waited out
+/// (scripts/attack.sh mix, BENCHMARKS.md section 8). Redis bounds its eviction per
+/// command the same way (`maxmemory-eviction-tenacity`).
+const EVICTIONS_PER_TURN: usize = 32;
+
+/// What became of a connection's I/O under the budget ([`Reactor::drive`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Driven {
+    /// It ran: the connection's `Next`, and whether it was closing before.
+    Ran(Next, bool),
+    /// The connection is gone (closed earlier in this turn, or for the budget just now).
+    Gone,
+    /// No room under the budget, and this turn's closes are spent: it did not run.
+    NoRoom,
+}
+
 /// A memory-pressure episode: connections are being closed to keep the budget.
 pub(super) struct Pressure {
     /// When the first close of the episode happened.
@@ -42,17 +61,22 @@ pub(super) struct Pressure {
 impl Reactor {
     /// Runs `io` on connection `key` within the buffer budget: first keeps room for the
     /// most one connection can hold (closing the largest holders if need be, perhaps this
-    /// one), then accounts the change in its buffers. Returns `io`'s `Next` and whether
-    /// the connection was closing before, or `None` if the connection is gone.
+    /// one), then accounts the change in its buffers. When this turn's evictions are spent
+    /// and there is no room, `io` does not run: the connection waits for the next turn.
     pub(super) fn drive(
         &mut self,
         key: usize,
         io: impl FnOnce(&mut Connection, &mut Context) -> Next,
-    ) -> Option<(Next, bool)> {
+    ) -> Driven {
         if self.buffered + self.headroom > self.lease && !self.grow_lease() {
             self.evict_largest();
+            if self.buffered + self.headroom > self.lease {
+                return Driven::NoRoom;
+            }
         }
-        let (next, was_closing) = self.run_accounted(key, io)?;
+        let Some((next, was_closing)) = self.run_accounted(key, io) else {
+            return Driven::Gone;
+        };
         debug_assert!(
             self.buffered <= self.lease,
             "buffered {} > lease {} after connection {key}'s I/O",
@@ -65,7 +89,12 @@ impl Reactor {
             self.lease -= LEASE_CHUNK;
             self.shared.give_back(LEASE_CHUNK);
         }
-        Some((next, was_closing))
+        Driven::Ran(next, was_closing)
+    }
+
+    /// A new loop turn: its share of closes for the budget.
+    pub(super) fn new_budget_turn(&mut self) {
+        self.evictions_left = EVICTIONS_PER_TURN;
     }
 
     /// Leases enough more of the budget for one connection's worst case past what is
@@ -84,10 +113,15 @@ impl Reactor {
 
     /// Closes the connections that hold the most buffer memory, largest first, until an
     /// eighth of the budget and one connection's worst case are free again (so a pass
-    /// frees megabytes and passes are rare). Each gets `error: server buffer memory
-    /// exhausted` where it can still read it (see [`Connection::abandon`]). One scan of
-    /// the slab per pass; passes happen only at the budget.
+    /// frees megabytes and passes are rare), at most this turn's share of closes
+    /// ([`EVICTIONS_PER_TURN`]). Each gets `error: server buffer memory exhausted` where it
+    /// can still read it (see [`Connection::abandon`]). One scan of the slab per pass, and
+    /// the largest picked without sorting them all (`select_nth_unstable`); passes happen
+    /// only at the budget.
     fn evict_largest(&mut self) {
+        if self.evictions_left == 0 {
+            return; // the next turn closes more; meanwhile I/O that needs room waits
+        }
         let target = (self.lease - self.lease / 8).saturating_sub(self.headroom);
         let mut holders: Vec<(usize, usize)> = self
             .connections
@@ -95,6 +129,11 @@ impl Reactor {
             .map(|(key, conn)| (conn.charged_bytes(self.kernel_held), key))
             .filter(|&(held, _)| held > 0)
             .collect();
+        let candidates = self.evictions_left.min(holders.len());
+        if candidates < holders.len() {
+            holders.select_nth_unstable_by(candidates, |a, b| b.cmp(a));
+            holders.truncate(candidates);
+        }
         holders.sort_unstable_by(|a, b| b.cmp(a));
         let now = Instant::now();
         if self.pressure.is_none() {
@@ -114,10 +153,14 @@ impl Reactor {
             });
             self.arm_server_timer(PRESSURE_QUIET, TIMER_PRESSURE);
         }
+        if holders.is_empty() {
+            self.evictions_left = 0; // nothing to close: do not scan again this turn
+        }
         for (held, key) in holders {
             if self.buffered <= target {
                 break;
             }
+            self.evictions_left -= 1;
             let Some((next, was_closing)) = self.drive_without_budget(key, |conn, cx| {
                 conn.abandon(
                     protocol::MEMORY_BUDGET_EXCEEDED,

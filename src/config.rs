@@ -145,3 +145,22 @@ impl ServerConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worst_case_includes_the_kernel_queues_of_a_stalled_connection() {
+        let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap());
+        // 128 KiB each, doubled by the kernel: 512 KiB.
+        assert_eq!(config.kernel_held_when_stalled(), 512 * 1024);
+        let with_kernel = config.max_held_per_connection();
+        config.send_buffer = 0;
+        config.recv_buffer = 0;
+        assert_eq!(config.kernel_held_when_stalled(), 0);
+        assert_eq!(with_kernel - config.max_held_per_connection(), 512 * 1024);
+        // The user-space worst case at the defaults: 160 KiB and 76 bytes.
+        assert_eq!(config.max_held_per_connection(), 32768 + 65548 + 64 + 65536);
+    }
+}

@@ -239,3 +239,68 @@ impl Source for Listener {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Accepts one connection from `listener`, made by a client to `addr`.
+    fn accept_one(listener: &Listener, addr: std::net::SocketAddr) -> Stream {
+        let _client = std::net::TcpStream::connect(addr).expect("connect");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match listener.accept() {
+                Ok(stream) => return stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(std::time::Instant::now() < deadline, "no connection came");
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn accepted_sockets_inherit_the_listeners_buffer_caps() {
+        let listener = Listener::bind(&"127.0.0.1:0".parse().unwrap(), false).unwrap();
+        listener.cap_socket_buffers(48 * 1024, 40 * 1024).unwrap();
+        let ListenAddr::Tcp(addr) = listener.local_addr().unwrap() else {
+            panic!("a TCP listener");
+        };
+        let Stream::Tcp(stream) = accept_one(&listener, addr) else {
+            panic!("a TCP stream");
+        };
+        let socket = socket2::SockRef::from(&stream);
+        let (send, recv) = (
+            socket.send_buffer_size().unwrap(),
+            socket.recv_buffer_size().unwrap(),
+        );
+        // Linux reports twice what was set (its bookkeeping, socket(7)); BSDs the value.
+        let factor = if cfg!(target_os = "linux") { 2 } else { 1 };
+        assert_eq!((send, recv), (factor * 48 * 1024, factor * 40 * 1024));
+    }
+
+    #[test]
+    fn zero_leaves_the_buffers_to_the_kernel() {
+        let listener = Listener::bind(&"127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let ListenAddr::Tcp(addr) = listener.local_addr().unwrap() else {
+            panic!("a TCP listener");
+        };
+        let before = socket2::SockRef::from(&listener_socket(&listener))
+            .send_buffer_size()
+            .unwrap();
+        listener.cap_socket_buffers(0, 0).unwrap();
+        let after = socket2::SockRef::from(&listener_socket(&listener))
+            .send_buffer_size()
+            .unwrap();
+        assert_eq!(before, after);
+        let _ = accept_one(&listener, addr);
+    }
+
+    fn listener_socket(listener: &Listener) -> &TcpListener {
+        match listener {
+            Listener::Tcp(l) => l,
+            Listener::Unix(..) => panic!("a TCP listener"),
+        }
+    }
+}

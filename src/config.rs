@@ -25,7 +25,7 @@ pub const DEFAULT_MAX_BUFFER_MEMORY: usize = 256 * 1024 * 1024;
 /// uncapped send buffer up to `tcp_wmem[2]` (4 MiB here): 500 peers that never read then
 /// pinned 1.5 GB of kernel memory, past `tcp_mem`'s pressure mark, and the kernel
 /// throttled every TCP socket on the machine (healthy p99 2.2 s). 128 KiB kept bulk
-/// pipelining of 64 KiB frames within 5% of autotuning (BENCHMARKS.md, section 8); 64 KiB
+/// pipelining of 64 KiB frames within 5% of autotuning (BENCHMARKS.md, section 13); 64 KiB
 /// cost 20% of it. The kernel doubles the value for its bookkeeping (socket(7)).
 pub const DEFAULT_SEND_BUFFER: usize = 128 * 1024;
 /// SO_RCVBUF asked for every accepted TCP connection (`--rcvbuf`), for the same reason:

@@ -27,12 +27,15 @@
 //! most one connection can hold (`ServerConfig::max_held_per_connection`) still fits in
 //! this reactor's lease of the budget, growing the lease from [`Shared`] a mebibyte at a
 //! time or, when the budget is all leased, closing this reactor's connections that hold
-//! the most until it fits ([`Reactor::evict_largest`]); afterwards it adds the change in
-//! that connection's buffers to `buffered`. So `buffered` is always the exact sum of
-//! every connection's [`Connection::held_bytes`], and it never exceeds the lease, whose
-//! sum over the reactors never exceeds `--max-buffer-memory`. Healthy connections hold
-//! next to nothing (their replies go straight to the kernel), so the ones that pay are the
-//! ones holding the most.
+//! the most until it fits ([`Reactor::evict_largest`], at most `EVICTIONS_PER_TURN` per
+//! turn: past them the I/O waits for the next turn, in `waiting_for_room`, and nothing
+//! is accepted meanwhile); afterwards it adds the change in that connection's charge to
+//! `buffered`. A connection is charged its buffers, and its kernel queues while its
+//! socket refuses replies ([`Connection::charged_bytes`]). So `buffered` is always the
+//! exact sum of every connection's charge, and it never exceeds the lease, whose sum over
+//! the reactors never exceeds `--max-buffer-memory`. Healthy connections hold next to
+//! nothing (their replies go straight to the kernel), so the ones that pay are the ones
+//! holding the most.
 //!
 //! # Invariants
 //! - Every connection always has exactly one armed timer (`Connection::timer`), cancelled
@@ -92,13 +95,15 @@ pub const TIMER_PRESSURE: u32 = u32::MAX - 4;
 const READ_BUF_SIZE: usize = 64 * 1024;
 /// Accepts per turn before the connections get theirs; the rest are accepted on the next
 /// turn (the listener is edge-triggered, so the reactor remembers). Each new connection
-/// may bring a turn's worth of work at once (a flooder answers about 10,000 frames before
-/// its socket stalls), so this bounds how much a connection storm adds to the turn the
-/// established connections wait on: with 256, 5,000 flooders arriving in one second kept
-/// turns at 20-50 ms for seconds and healthy clients' p99 at 170-520 ms; with 32, p99 was
-/// 18-39 ms (scripts/attack.sh mix, BENCHMARKS.md section 8). The backlog waits in the
-/// kernel's accept queue meanwhile. HAProxy bounds the same way (`tune.maxaccept`, 64).
-const ACCEPTS_PER_EVENT: usize = 32;
+/// may bring a turn's worth of work at once (a flooder is answered about 20,000 frames
+/// before its socket stalls), so this bounds how much a connection storm adds to the turn
+/// the established connections wait on: with 256, 5,000 flooders arriving in one second
+/// kept turns at 20-50 ms for seconds and healthy clients' p99 at 170-520 ms; with 32,
+/// p99 was 17-77 ms over runs; with 16, 16-36 ms, with 1 and 2 reactors (scripts/attack.sh
+/// mix, BENCHMARKS.md section 13). The backlog waits in the kernel's accept queue
+/// meanwhile; 16 per turn is still tens of thousands of accepts a second. HAProxy bounds
+/// the same way (`tune.maxaccept`).
+const ACCEPTS_PER_EVENT: usize = 16;
 /// How long accepting pauses when descriptors run out, before it is retried.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Connection slots (and timer entries) reserved at start, at most. Reserving is address

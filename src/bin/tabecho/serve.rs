@@ -70,7 +70,7 @@ pub struct ServeArgs {
     max_buffer_memory: usize,
     /// SO_SNDBUF of every accepted TCP connection, in bytes (the kernel doubles it): what
     /// one peer that does not read can pin in the kernel's send queue. 0: the kernel's
-    /// autotuning, up to net.ipv4.tcp_wmem's maximum (see docs/OPERATIONS.md).
+    /// autotuning, up to net.ipv4.tcp_wmem's maximum (see docs/PROTOCOL.md, "Kernel socket buffers").
     #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_SEND_BUFFER)]
     sndbuf: usize,
     /// SO_RCVBUF of every accepted TCP connection, in bytes (the kernel doubles it): what

@@ -1,12 +1,15 @@
 //! The buffer-memory budget of one reactor: every connection's I/O runs through
 //! [`Reactor::drive`], which keeps one connection's worst case free in this reactor's
 //! lease of `--max-buffer-memory` (growing the lease from `Shared` a mebibyte at a time)
-//! or closes the connections that hold the most, and accounts the change in that
-//! connection's buffers.
+//! or closes the connections charged the most, and accounts the change in that
+//! connection's charge: its buffers, and its kernel queues while its socket refuses
+//! replies.
 //!
 //! # Invariants
-//! - `buffered` is always the sum of every connection's `held_bytes()`, and never more
+//! - `buffered` is always the sum of every connection's `charged_bytes()`, and never more
 //!   than `lease`; the leases of all reactors never sum past the budget.
+//! - At most [`EVICTIONS_PER_TURN`] connections are closed for the budget in one loop
+//!   turn; I/O that finds no room after them does not run ([`Driven::NoRoom`]).
 //! - A memory-pressure episode is logged twice: when it starts and once it has been
 //!   quiet for [`PRESSURE_QUIET`].
 
@@ -31,7 +34,7 @@ const PRESSURE_QUIET: Duration = Duration::from_secs(1);
 /// them waits for the next turn. A close for the budget frees the connection's kernel
 /// queues in this thread (up to 512 KiB at the default socket buffers): 126 such closes
 /// in one turn made it last 30-50 ms, which every other connection waited out
-/// (scripts/attack.sh mix, BENCHMARKS.md section 8). Redis bounds its eviction per
+/// (scripts/attack.sh mix, BENCHMARKS.md section 13). Redis bounds its eviction per
 /// command the same way (`maxmemory-eviction-tenacity`).
 const EVICTIONS_PER_TURN: usize = 32;
 

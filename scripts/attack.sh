@@ -8,7 +8,8 @@
 #     flood   500 flooders: empty frames as fast as the socket takes them, never read
 #     mix     5,000 flooders + 5,000 partial-frame holders (65,535 bytes, no TAB, held)
 #   SERVERS="tabecho tabecho2 tokio" picks the servers; TABECHO_ARGS adds `serve` flags
-#   (as in TABECHO_ARGS="--sndbuf 0 --rcvbuf 0" for the kernel's autotuning).
+#   (as in TABECHO_ARGS="--sndbuf 0 --rcvbuf 0" for the kernel's autotuning);
+#   TABECHO_BIN=PATH serves with another tabecho binary (an older build, to compare).
 #
 # The healthy load: 100 connections at pipeline 16 in an open loop of 100,000 frames/s
 # for 20 s, latency counted from each frame's scheduled send time (`tabecho load --rate`).
@@ -34,6 +35,7 @@ cargo build --release --quiet
 cargo build --release --quiet --manifest-path benches/tokio-echo/Cargo.toml
 target=${CARGO_TARGET_DIR:-target}
 bin=$target/release/tabecho
+server_bin=${TABECHO_BIN:-$bin}
 tokio=benches/tokio-echo/target/release/tokio-echo
 out=$target/attack
 mkdir -p "$out"
@@ -52,9 +54,9 @@ start() {
   local log="$out/$1.log"
   : >"$log"
   case $1 in
-    tabecho) "$bin" serve --listen 127.0.0.1:0 --idle-timeout 30s --metrics 127.0.0.1:0 \
+    tabecho) "$server_bin" serve --listen 127.0.0.1:0 --idle-timeout 30s --metrics 127.0.0.1:0 \
       "${extra[@]}" 2>"$log" & ;;
-    tabecho2) "$bin" serve --listen 127.0.0.1:0 --idle-timeout 30s --metrics 127.0.0.1:0 \
+    tabecho2) "$server_bin" serve --listen 127.0.0.1:0 --idle-timeout 30s --metrics 127.0.0.1:0 \
       --threads 2 "${extra[@]}" 2>"$log" & ;;
     tokio) "$tokio" 127.0.0.1:0 30 >"$log" 2>&1 & ;;
   esac

@@ -193,12 +193,9 @@ pub struct Reactor {
     inbox: Option<Inbox>,
     /// Buffers, limits and counters shared by every connection.
     pub(super) cx: Context,
-    /// Bytes charged to the budget: always the sum of every connection's
-    /// `charged_bytes(kernel_held)`.
+    /// Bytes held in connection buffers: always the sum of their `held_bytes()`. With
+    /// `cx.kernel_charged`, what is charged to the budget ([`Reactor::charged`]).
     pub(super) buffered: usize,
-    /// What the kernel holds for a stalled connection (its socket refuses replies),
-    /// charged to the budget while it is (`ServerConfig::kernel_held_when_stalled`).
-    kernel_held: usize,
     /// Budget bytes this reactor holds from [`Shared`]: `buffered` never exceeds it.
     lease: usize,
     /// The part of the lease kept for good: one connection's worst case.
@@ -283,6 +280,7 @@ impl Reactor {
             max_frame: config.max_frame,
             high_water: config.high_water.clamp(1, MAX_HIGH_WATER),
             low_water: config.high_water.clamp(1, MAX_HIGH_WATER) / 2,
+            kernel_held: config.kernel_held_when_stalled(),
         };
         let headroom = config.max_held_per_connection();
         let shutdown_linger = config.shutdown_grace;
@@ -304,7 +302,6 @@ impl Reactor {
             handoff,
             inbox,
             buffered: 0,
-            kernel_held: config.kernel_held_when_stalled(),
             lease: lease_floor,
             lease_floor,
             buffer_budget: config.max_buffer_memory,
@@ -316,6 +313,7 @@ impl Reactor {
                 replies: Vec::new(),
                 limits,
                 stats: Stats::default(),
+                kernel_charged: 0,
                 now_us: 0,
             },
             ready: Vec::new(),
@@ -415,8 +413,9 @@ impl Reactor {
             self.end_turn(turn_start_us);
         }
         debug_assert_eq!(
-            self.buffered, 0,
-            "buffer bytes left accounted after every close"
+            self.charged(),
+            0,
+            "buffer bytes or kernel queues left accounted after every close"
         );
         if let Some(lease) = self.lease.checked_sub(self.lease_floor) {
             self.shared.give_back(lease);
@@ -460,6 +459,7 @@ impl Reactor {
             .map(|tick| self.clock.until_tick(tick))
     }
 
+    #[inline(always)]
     fn on_connection_event(&mut self, key: usize, readable: bool, writable: bool) {
         let driven = self.drive(key, |conn, cx| {
             // Writable first: sending frees buffer space (and may lift backpressure) before
@@ -665,7 +665,10 @@ impl Reactor {
         // Closing the descriptor would remove it from epoll too; deregistering keeps mio's
         // contract on every platform.
         let _ = self.poll.registry().deregister(&mut conn.stream);
-        self.buffered -= conn.charged_bytes(self.kernel_held);
+        self.buffered -= conn.held_bytes();
+        if conn.is_stalled() {
+            self.cx.kernel_charged -= self.cx.limits.kernel_held;
+        }
         self.shared.release();
         if conn.owes_replies() {
             // Replies owed will never be sent (idle, grace over, budget): reset, so the
@@ -694,10 +697,10 @@ impl Reactor {
                 debug_assert_eq!(
                     self.connections
                         .iter()
-                        .map(|(_, c)| c.charged_bytes(self.kernel_held))
+                        .map(|(_, c)| c.charged_bytes(self.cx.limits.kernel_held))
                         .sum::<usize>(),
-                    self.buffered,
-                    "buffered bytes accounted"
+                    self.charged(),
+                    "buffered bytes and kernel queues accounted"
                 );
                 // With several reactors the server logs the totals; each its own at debug.
                 let level = if self.alone {
@@ -710,7 +713,7 @@ impl Reactor {
                     "stats{}: {} connections open, {} bytes buffered; {}",
                     self.of_reactor(),
                     self.connections.len(),
-                    self.buffered,
+                    self.charged(),
                     self.cx.stats
                 );
                 if let Some(every) = self.config.stats_interval {

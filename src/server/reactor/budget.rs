@@ -71,28 +71,34 @@ impl Reactor {
         key: usize,
         io: impl FnOnce(&mut Connection, &mut Context) -> Next,
     ) -> Driven {
-        if self.buffered + self.headroom > self.lease && !self.grow_lease() {
+        if self.charged() + self.headroom > self.lease && !self.grow_lease() {
             self.evict_largest();
-            if self.buffered + self.headroom > self.lease {
+            if self.charged() + self.headroom > self.lease {
                 return Driven::NoRoom;
             }
         }
         let Some((next, was_closing)) = self.run_accounted(key, io) else {
             return Driven::Gone;
         };
+        let charged = self.charged();
         debug_assert!(
-            self.buffered <= self.lease,
-            "buffered {} > lease {} after connection {key}'s I/O",
-            self.buffered,
+            charged <= self.lease,
+            "charged {charged} > lease {} after connection {key}'s I/O",
             self.lease
         );
-        self.cx.stats.buffered_peak = self.cx.stats.buffered_peak.max(self.buffered as u64);
-        if self.lease - self.buffered > self.lease_floor + 2 * LEASE_CHUNK + self.headroom {
+        self.cx.stats.buffered_peak = self.cx.stats.buffered_peak.max(charged as u64);
+        if self.lease - charged > self.lease_floor + 2 * LEASE_CHUNK + self.headroom {
             // Far more leased than held: let the other reactors have a chunk.
             self.lease -= LEASE_CHUNK;
             self.shared.give_back(LEASE_CHUNK);
         }
         Driven::Ran(next, was_closing)
+    }
+
+    /// What is charged to the budget: the connections' buffers and the kernel queues of
+    /// those whose sockets refuse replies.
+    pub(in crate::server) fn charged(&self) -> usize {
+        self.buffered + self.cx.kernel_charged
     }
 
     /// A new loop turn: its share of closes for the budget.
@@ -103,7 +109,7 @@ impl Reactor {
     /// Leases enough more of the budget for one connection's worst case past what is
     /// held, at least a chunk; false if that much is not unleased.
     fn grow_lease(&mut self) -> bool {
-        let short = (self.buffered + self.headroom).saturating_sub(self.lease);
+        let short = (self.charged() + self.headroom).saturating_sub(self.lease);
         let want = short.max(LEASE_CHUNK);
         for bytes in [want, short] {
             if bytes > 0 && self.shared.lease(bytes) {
@@ -129,7 +135,7 @@ impl Reactor {
         let mut holders: Vec<(usize, usize)> = self
             .connections
             .iter()
-            .map(|(key, conn)| (conn.charged_bytes(self.kernel_held), key))
+            .map(|(key, conn)| (conn.charged_bytes(self.cx.limits.kernel_held), key))
             .filter(|&(held, _)| held > 0)
             .collect();
         let candidates = self.evictions_left.min(holders.len());
@@ -143,7 +149,7 @@ impl Reactor {
             warn!(
                 "buffer memory budget reached: {} bytes held by {} connections{} (budget {}); \
                  closing the largest holders",
-                self.buffered,
+                self.charged(),
                 holders.len(),
                 self.of_reactor(),
                 self.buffer_budget
@@ -160,7 +166,7 @@ impl Reactor {
             self.evictions_left = 0; // nothing to close: do not scan again this turn
         }
         for (held, key) in holders {
-            if self.buffered <= target {
+            if self.charged() <= target {
                 break;
             }
             self.evictions_left -= 1;
@@ -192,12 +198,12 @@ impl Reactor {
         key: usize,
         io: impl FnOnce(&mut Connection, &mut Context) -> Next,
     ) -> Option<(Next, bool)> {
-        let before = self.buffered;
+        let before = self.charged();
         let result = self.run_accounted(key, io);
         debug_assert!(
-            self.buffered <= before,
+            self.charged() <= before,
             "buffers grew: {before} to {}",
-            self.buffered
+            self.charged()
         );
         result
     }
@@ -212,9 +218,9 @@ impl Reactor {
     ) -> Option<(Next, bool)> {
         let conn = self.connections.get_mut(key)?;
         let was_closing = conn.closing.is_some();
-        let held_before = conn.charged_bytes(self.kernel_held);
+        let held_before = conn.held_bytes();
         let next = io(conn, &mut self.cx);
-        self.buffered = self.buffered - held_before + conn.charged_bytes(self.kernel_held);
+        self.buffered = self.buffered - held_before + conn.held_bytes();
         Some((next, was_closing))
     }
 
@@ -235,7 +241,7 @@ impl Reactor {
             (pressure.last - pressure.since).as_millis(),
             pressure.closed,
             pressure.freed,
-            self.buffered,
+            self.charged(),
             self.of_reactor()
         );
         self.pressure = None;

@@ -18,17 +18,20 @@
 #   changelog.Debian          the package's own changelog: one entry, dated as CHANGELOG.md
 #                             dates this version (cargo-deb gzips it)
 #   maintainer-scripts/       empty: cargo-deb writes the systemd steps into the scripts
-# and then `cargo deb --no-build` packs it with the binary.
+# and then `cargo deb --no-build --strip` packs it with the binary, stripped. (cargo-deb
+# still warns that "the debug symbols may be bloated": it reads [profile.release] debug =
+# true, kept for profilers; the binary in the package has none.)
 #
 # Installs what it needs, and says so: cargo-deb (cargo install --locked), and for --check
 # lintian and man-db (apt-get). --check needs root (dpkg -i), or sudo.
 #
 # lintian: the script fails on any error (E:) or warning (W:) but those kept below, each for
 # its reason. Every tag, down to info (I:) and pedantic (P:), is printed. Info tags today:
-#   hardening-no-fortify-functions: glibc's _FORTIFY_SOURCE checks (memcpy_chk, ...) guard
-#     C's unchecked buffers; Rust code bounds-checks its own and calls none of them.
-#   no-md5sums-control-file: cargo-deb writes no md5sums; dpkg --verify then checks nothing,
-#     and apt still checks the whole .deb's hash from its repository.
+#   hardening-no-fortify-functions: _FORTIFY_SOURCE is a C compiler step that swaps
+#     unchecked libc calls for checked ones (__memcpy_chk, ...); rustc has no such step, and
+#     Rust code is bounds-checked by the language.
+#   no-md5sums-control-file: cargo-deb writes no md5sums file, so `dpkg --verify tabecho`
+#     has no checksums to compare the installed files with; nothing else uses it.
 #   package-supports-alternative-init-but-no-init.d-script: tabecho's service needs systemd
 #     (socket activation, Type=notify); without systemd run `tabecho serve` directly.
 set -euo pipefail

@@ -14,6 +14,7 @@
 #   completions/              `tabecho completions bash|zsh|fish`
 #   systemd/                  deploy/tabecho.{socket,service}, ExecStart at /usr/bin/tabecho
 #   copyright                 the Debian copyright file (DEP-5) from LICENSE-MIT
+#   THIRD-PARTY-LICENSES.gz   the license and notice files of every crate in the binary
 #   changelog.gz              CHANGELOG.md, gzip -9n, named as Debian names upstream changelogs
 #   changelog.Debian          the package's own changelog: one entry, dated as CHANGELOG.md
 #                             dates this version (cargo-deb gzips it)
@@ -22,8 +23,8 @@
 # still warns that "the debug symbols may be bloated": it reads [profile.release] debug =
 # true, kept for profilers; the binary in the package has none.)
 #
-# Installs what it needs, and says so: cargo-deb (cargo install --locked), and for --check
-# lintian and man-db (apt-get). --check needs root (dpkg -i), or sudo.
+# Installs what it needs, and says so: cargo-deb (cargo install --locked), jq, and for
+# --check lintian and man-db (apt-get). --check needs root (dpkg -i), or sudo.
 #
 # lintian: the script fails on any error (E:) or warning (W:) but those kept below, each for
 # its reason. Every tag, down to info (I:) and pedantic (P:), is printed. Info tags today:
@@ -100,6 +101,8 @@ maintainer=$(sed -n 's/^maintainer = "\(.*\)"$/\1/p' Cargo.toml)
   echo "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/"
   echo "Upstream-Name: tabecho"
   echo "Upstream-Contact: The tabecho developers"
+  echo "Comment: /usr/bin/tabecho also holds the crates it is built from; their licenses and"
+  echo " notices are in /usr/share/doc/tabecho/THIRD-PARTY-LICENSES.gz."
   echo
   echo "Files: *"
   echo "Copyright: 2026 The tabecho developers"
@@ -114,6 +117,39 @@ maintainer=$(sed -n 's/^maintainer = "\(.*\)"$/\1/p' Cargo.toml)
   echo " On Debian systems, the full text of the Apache License, Version 2.0, is in"
   echo " /usr/share/common-licenses/Apache-2.0 (and in LICENSE-APACHE in the source)."
 } >"$assets/copyright"
+
+# The notices of the crates in the binary: it links them (normal dependencies; proc-macros
+# run only at compile time), and their licenses (MIT, Apache-2.0 and the like) ask that
+# their notices go with it. Each crate's license as its Cargo.toml states it, then the
+# license and notice files it ships; a text seen before is named, not repeated.
+apt_install jq jq
+manifests=$(cargo metadata --format-version 1 --locked \
+  | jq -r '.packages[] | "\(.name) v\(.version) \(.manifest_path)"')
+crates=$(cargo tree -e normal,no-proc-macro --prefix none -f '{p}|{l}' --locked \
+  | sed 's/ (\*)$//' | grep -v '^tabecho ' | sort -u)
+declare -A seen=()
+{
+  echo "tabecho $version links the $(wc -l <<<"$crates") crates below, from crates.io."
+  while IFS='|' read -r crate license; do
+    dir=$(dirname "$(awk -v c="$crate" '$1 " " $2 == c { print $3 }' <<<"$manifests")")
+    echo
+    echo "=== $crate: $license"
+    found=0
+    for file in "$dir"/LICEN[CS]E* "$dir"/COPYING* "$dir"/NOTICE* "$dir"/UNLICENSE*; do
+      [ -f "$file" ] || continue
+      found=1
+      sum=$(sha256sum <"$file")
+      if [ -n "${seen[$sum]:-}" ]; then
+        echo "--- $(basename "$file"): the same text as ${seen[$sum]}"
+      else
+        seen[$sum]="$crate, $(basename "$file")"
+        echo "--- $(basename "$file")"
+        cat "$file"
+      fi
+    done
+    [ $found = 1 ] || echo "--- (the crate ships no license file)"
+  done <<<"$crates"
+} | gzip -9n >"$assets/THIRD-PARTY-LICENSES.gz"
 
 echo "== cargo deb --no-build --strip"
 cargo deb --no-build --strip --locked

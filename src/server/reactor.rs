@@ -459,6 +459,9 @@ impl Reactor {
             .map(|tick| self.clock.until_tick(tick))
     }
 
+    // Inlined into the loop and the revisits: the event path of every frame. Left to the
+    // compiler once `drive` could answer `NoRoom`, it became a call, +8 instructions per
+    // frame at pipeline 1 (callgrind, BENCHMARKS.md section 13).
     #[inline(always)]
     fn on_connection_event(&mut self, key: usize, readable: bool, writable: bool) {
         let driven = self.drive(key, |conn, cx| {

@@ -6,8 +6,10 @@
 //! replies.
 //!
 //! # Invariants
-//! - `buffered` is always the sum of every connection's `charged_bytes()`, and never more
-//!   than `lease`; the leases of all reactors never sum past the budget.
+//! - `buffered` is always the sum of every connection's `held_bytes()`, and
+//!   `cx.kernel_charged` the charge for the kernel queues of those whose sockets refuse
+//!   replies; their sum ([`Reactor::charged`]) is every connection's `charged_bytes()`, and
+//!   never more than `lease`; the leases of all reactors never sum past the budget.
 //! - At most [`EVICTIONS_PER_TURN`] connections are closed for the budget in one loop
 //!   turn; I/O that finds no room after them does not run ([`Driven::NoRoom`]).
 //! - A memory-pressure episode is logged twice: when it starts and once it has been

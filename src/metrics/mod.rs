@@ -15,6 +15,7 @@
 //! - Dropping the [`MetricsServer`] closes the listening socket and joins its thread.
 
 pub mod exposition;
+pub mod http;
 
 use std::io;
 use std::net::SocketAddr;
@@ -35,6 +36,15 @@ pub const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The path of the page.
 pub const PATH: &str = "/metrics";
+
+/// The path of the readiness answer.
+pub const READY_PATH: &str = "/ready";
+
+/// At most this many metrics connections at once; the next is answered 503 and closed.
+/// A Prometheus server keeps one connection per target; 64 leaves room for several
+/// Prometheus replicas, `tabecho stats` and a person with curl, and bounds what the
+/// endpoint may hold to 64 heads of 8 KiB and 64 responses.
+pub const MAX_CONNECTIONS: usize = 64;
 
 /// A running metrics endpoint; stopped on drop.
 pub struct MetricsServer {

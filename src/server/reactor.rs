@@ -20,7 +20,8 @@
 //!
 //! Files: this one, the loop and a connection's way through it; `reactor/budget.rs`, the
 //! buffer-memory budget (`drive`, leases, eviction); `reactor/lifecycle.rs`, signals,
-//! the shutdown and the drain after an upgrade.
+//! the shutdown and the drain after an upgrade; `reactor/publish.rs`, snapshots for
+//! readers and the turn histogram.
 //!
 //! # The buffer-memory budget
 //! Every connection's I/O goes through [`Reactor::drive`], which first makes sure the
@@ -52,6 +53,7 @@
 
 mod budget;
 mod lifecycle;
+mod publish;
 
 use budget::{Driven, Pressure};
 use std::io;
@@ -68,7 +70,7 @@ use super::handoff::{Dealt, Handoff, Inbox};
 use super::listener::{self, Listener};
 use super::shared::Shared;
 use super::signal::ServerSignals;
-use super::snapshot;
+use super::snapshot::Publisher;
 use super::stats::Stats;
 use super::upgrade::Upgrader;
 use crate::config::ServerConfig;
@@ -179,9 +181,9 @@ pub struct Reactor {
     poll: Poll,
     /// `None` once shutdown has begun, or if other reactors accept for this one.
     listener: Option<Listener>,
-    pub(super) connections: Slab<Connection>,
+    connections: Slab<Connection>,
     wheel: TimerWheel,
-    pub(super) clock: Clock,
+    clock: Clock,
     idle_us: u64,
     linger_us: u64,
     config: ServerConfig,
@@ -192,10 +194,10 @@ pub struct Reactor {
     /// Connections other reactors accepted for this one.
     inbox: Option<Inbox>,
     /// Buffers, limits and counters shared by every connection.
-    pub(super) cx: Context,
+    cx: Context,
     /// Bytes charged to the budget: always the sum of every connection's
     /// `charged_bytes(kernel_held)`.
-    pub(super) buffered: usize,
+    buffered: usize,
     /// What the kernel holds for a stalled connection (its socket refuses replies),
     /// charged to the budget while it is (`ServerConfig::kernel_held_when_stalled`).
     kernel_held: usize,
@@ -204,7 +206,7 @@ pub struct Reactor {
     /// The part of the lease kept for good: one connection's worst case.
     lease_floor: usize,
     /// `--max-buffer-memory`, for the metrics and the logs.
-    pub(super) buffer_budget: usize,
+    buffer_budget: usize,
     /// The most one connection can hold, kept free under the budget before any I/O.
     headroom: usize,
     /// The memory-pressure episode in progress, if any.
@@ -226,13 +228,13 @@ pub struct Reactor {
     /// How long a shutdown's lingering closes may last: the grace period, or the
     /// ordinary linger when an upgrade's drain has had the grace already.
     shutdown_linger: Duration,
-    pub(super) waker: Arc<Waker>,
+    waker: Arc<Waker>,
     signals: Option<ServerSignals>,
     /// Starts an upgrade on SIGUSR2 (reactor 0, when upgrades are enabled); dropped, with
     /// its duplicates of the listeners, when a shutdown or a handover begins.
     upgrader: Option<Upgrader>,
     /// Serves snapshot requests and times turns; `None` until a `snapshot_handle` is taken.
-    pub(super) metrics: Option<Box<snapshot::Publisher>>,
+    publisher: Option<Box<Publisher>>,
 }
 
 /// How a reactor is set up: what [`Reactor::new`] takes.
@@ -329,7 +331,7 @@ impl Reactor {
             waker,
             signals: None,
             upgrader: None,
-            metrics: None,
+            publisher: None,
         })
     }
 

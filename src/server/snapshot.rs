@@ -276,6 +276,11 @@ impl Publisher {
     pub(super) fn observe_turn(&mut self, us: u64) {
         self.turns.observe(us);
     }
+
+    /// The turn histogram so far.
+    pub(super) fn turns(&self) -> &TurnHistogram {
+        &self.turns
+    }
 }
 
 impl Drop for Publisher {

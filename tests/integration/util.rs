@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use tabecho::addr::ListenAddr;
 use tabecho::config::ServerConfig;
-use tabecho::metrics::MetricsServer;
 use tabecho::server::{Server, ShutdownHandle, Snapshot, SnapshotHandle, Stats};
 
 /// Reactors per test server: `TABECHO_TEST_THREADS` (default 1). `.ci/run` runs the
@@ -37,8 +36,8 @@ pub struct TestServer {
     pub addr: ListenAddr,
     handle: ShutdownHandle,
     thread: Option<JoinHandle<io::Result<Stats>>>,
-    /// The metrics endpoint, if started with [`TestServer::start_with_metrics`].
-    metrics: Option<MetricsServer>,
+    /// The metrics endpoint's address, if started with [`TestServer::start_with_metrics`].
+    metrics: Option<SocketAddr>,
     /// A snapshot handle per reactor.
     reactors: Vec<SnapshotHandle>,
 }
@@ -84,7 +83,7 @@ impl TestServer {
         let reactors = server.snapshot_handles();
         let metrics = metrics.then(|| {
             let localhost = "127.0.0.1:0".parse().unwrap();
-            MetricsServer::start(localhost, reactors.clone()).expect("metrics")
+            server.serve_metrics(localhost).expect("metrics")
         });
         let thread = std::thread::spawn(move || server.run());
         TestServer {
@@ -108,10 +107,7 @@ impl TestServer {
     /// The metrics endpoint's address.
     #[track_caller]
     pub fn metrics_addr(&self) -> SocketAddr {
-        self.metrics
-            .as_ref()
-            .expect("started with metrics")
-            .local_addr()
+        self.metrics.expect("started with metrics")
     }
 
     /// The TCP address.

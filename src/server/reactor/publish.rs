@@ -29,6 +29,15 @@ impl Reactor {
         self.publisher = Some(publisher);
     }
 
+    /// This reactor's snapshot now, with its turn histogram so far (empty if turns are not
+    /// timed).
+    pub(super) fn own_snapshot(&self) -> Snapshot {
+        match &self.publisher {
+            Some(publisher) => self.snapshot_now(publisher.turns()),
+            None => self.snapshot_now(&TurnHistogram::default()),
+        }
+    }
+
     fn snapshot_now(&self, turns: &TurnHistogram) -> Snapshot {
         Snapshot {
             stats: self.cx.stats.clone(),

@@ -502,7 +502,7 @@ fn parse(input: &[u8]) -> Parsed {
         "GET" => false,
         "HEAD" => true,
         _ => {
-            let request = small(http10, keep_alive, true);
+            let request = small(http10, keep_alive, false);
             let body: &[u8] = b"only GET and HEAD\n";
             let response = build_response(Status::MethodNotAllowed, TEXT, body, &request);
             return Parsed::Answered(response, keep_alive, len);

@@ -646,3 +646,64 @@ pub fn metrics_until(addr: SocketAddr, done: impl Fn(&str) -> bool) -> String {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// One HTTP response read off a kept connection: the status, the head and the body
+/// (`Content-Length` bytes).
+pub struct HttpResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+/// Reads one whole response from `r` (framed by its `Content-Length`); `None` at EOF
+/// before a head. Fails the test on a malformed response.
+#[track_caller]
+pub fn read_response(r: &mut impl io::BufRead) -> Option<HttpResponse> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).expect("read a response head") == 0 {
+            assert!(head.is_empty(), "EOF inside a head: {head:?}");
+            return None;
+        }
+        let end = line == "\r\n";
+        head.push_str(&line);
+        if end {
+            break;
+        }
+    }
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Content-Length in {head:?}"));
+    let mut body = vec![0; length];
+    r.read_exact(&mut body).expect("a whole body");
+    Some(HttpResponse { status, head, body })
+}
+
+/// The threads of process `pid` (`/proc/PID/task`).
+#[track_caller]
+pub fn thread_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("/proc/PID/task")
+        .count()
+}
+
+impl ServerProcess {
+    /// The metrics address from the "metrics on http://ADDR/metrics" line.
+    #[track_caller]
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.log
+            .iter()
+            .find_map(|l| l.rsplit_once("metrics on http://"))
+            .and_then(|(_, a)| a.strip_suffix("/metrics"))
+            .and_then(|a| a.parse().ok())
+            .expect("a 'metrics on' line")
+    }
+}

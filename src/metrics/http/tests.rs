@@ -183,6 +183,7 @@ fn other_method_is_405_with_allow() {
         "{sent}"
     );
     assert!(sent.contains("Allow: GET, HEAD\r\n"));
+    assert!(sent.ends_with("\r\n\r\nonly GET and HEAD\n"), "{sent}");
     assert!(!s.shut);
 }
 

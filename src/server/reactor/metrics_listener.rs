@@ -273,6 +273,7 @@ impl Reactor {
 
     /// Drives connection `key` until it waits, answering what it asks.
     fn drive_http(&mut self, ep: &mut MetricsEndpoint, key: usize) {
+        let mut waiting = false;
         for _ in 0..DRIVES_PER_EVENT {
             let Some(slot) = ep.conns.get_mut(key) else {
                 return; // closed earlier in this turn
@@ -286,17 +287,22 @@ impl Reactor {
             let next = slot.conn.drive(&mut slot.stream, self.cx.now_us);
             self.settle_charge(slot);
             match next {
-                Next::Wait => break,
-                Next::Again => {
-                    ep.ready.push(key);
+                Next::Wait => {
+                    waiting = true;
                     break;
                 }
+                Next::Again => break,
                 Next::Close(why) => {
                     self.close_http(ep, key, why);
                     return;
                 }
                 Next::Answer(request) => self.answer(ep, key, request),
             }
+        }
+        if !waiting {
+            // Drives spent with work left (pipelined requests, a flood while lingering):
+            // the socket is edge-triggered, so no event will say so. Next turn.
+            ep.ready.push(key);
         }
         if ep.conns.contains(key) {
             self.arm_http(ep, key);

@@ -324,3 +324,51 @@ fn n_reactors_are_n_threads_with_metrics() {
     );
     assert_eq!(thread_count(server.child.id()), 3);
 }
+
+#[test]
+fn hostile_scrapers_cost_a_verified_load_nothing_and_a_scrape_after_is_quick() {
+    let server = TestServer::start_with_metrics();
+    let metrics = server.metrics_addr();
+    // 20 garbage heads, each answered 400 (and closed).
+    for _ in 0..20 {
+        let mut s = connect(metrics);
+        s.write_all(b"\x00\x01garbage\r\n\r\n").unwrap();
+        let (got, _) = read_to_end(&mut s);
+        assert!(got.starts_with(b"HTTP/1.1 400 "), "{got:?}");
+    }
+    // 100 heads trickled a byte every 0.5 s, and 100 silent connections: 64 take the
+    // slots, the rest are answered 503; the slots free at the head timeout.
+    let slow: Vec<TcpStream> = (0..100).map(|_| connect(metrics)).collect();
+    let silent: Vec<TcpStream> = (0..100).map(|_| connect(metrics)).collect();
+    let trickler = std::thread::spawn(move || {
+        let mut slow = slow;
+        let head = b"GET /metrics HTTP/1.1\r\nX-Slow: ";
+        let until = Instant::now() + HEAD_TIMEOUT + Duration::from_secs(3);
+        let mut i = 0;
+        while Instant::now() < until && !slow.is_empty() {
+            let byte = head.get(i).copied().unwrap_or(b'a');
+            slow.retain_mut(|s| s.write_all(&[byte]).is_ok());
+            i += 1;
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    // Meanwhile a verified load on the echo port, lasting past the head timeout.
+    let mut options = tabecho::load::LoadOptions::new(server.addr.clone());
+    options.connections = 8;
+    options.threads = 1;
+    options.rate = Some(1000.0);
+    options.duration = HEAD_TIMEOUT + Duration::from_secs(1);
+    options.drain = Duration::from_secs(2);
+    let report = run_load(&options);
+    assert!(report.verified(), "{}", report.to_text());
+    assert_eq!(report.lost, 0);
+    assert!(report.frames_answered > 0);
+    // Right after, a scrape is answered at once.
+    let start = Instant::now();
+    let (status, page) = http_get(metrics, "/metrics");
+    let took = start.elapsed();
+    assert_eq!(status, 200, "{page}");
+    assert!(took < Duration::from_secs(1), "the scrape took {took:?}");
+    trickler.join().unwrap();
+    drop(silent);
+}

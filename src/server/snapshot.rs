@@ -263,7 +263,11 @@ impl Publisher {
         let mut slot = self.exchange.lock();
         slot.snapshot = Some(snapshot);
         slot.served = wanted;
-        let notify = slot.notify.take();
+        // Tickets are taken under this lock: if one came after `wanted` was read, its
+        // waker stays for the publication its own wake-up brings (woken now, its asker
+        // would find it unserved and never be woken again).
+        let all_served = self.exchange.requests.load(Ordering::SeqCst) == wanted;
+        let notify = if all_served { slot.notify.take() } else { None };
         drop(slot);
         self.exchange.published.notify_all();
         if let Some(notify) = notify {
@@ -318,6 +322,55 @@ mod tests {
         );
         assert_eq!(h.count(), 7);
         assert_eq!(h.buckets().count(), TURN_BUCKET_BOUNDS_US.len() + 1);
+    }
+
+    /// A publisher on a poll of its own, and a second poll's waker for the asker.
+    fn pair() -> (Publisher, mio::Poll, Arc<Waker>, mio::Poll) {
+        let reactor = mio::Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(reactor.registry(), mio::Token(0)).unwrap());
+        let asker = mio::Poll::new().unwrap();
+        let notify = Arc::new(Waker::new(asker.registry(), mio::Token(1)).unwrap());
+        (Publisher::new(waker), reactor, notify, asker)
+    }
+
+    /// Whether `poll` has an event within 1 s (a waker's wake-up is immediate).
+    fn woken(poll: &mut mio::Poll) -> bool {
+        let mut events = mio::Events::with_capacity(4);
+        poll.poll(&mut events, Some(Duration::from_secs(1)))
+            .unwrap();
+        !events.is_empty()
+    }
+
+    #[test]
+    fn a_request_without_waiting_is_collected_once_published_and_its_asker_woken() {
+        let (mut publisher, mut reactor, notify, mut asker) = pair();
+        let handle = publisher.handle();
+        let ticket = handle.request(&notify).unwrap();
+        assert_eq!(handle.try_take(ticket), Taken::Pending);
+        assert!(woken(&mut reactor), "the reactor is woken by the request");
+        publisher.serve(|_| Snapshot {
+            connections_open: 3,
+            ..Snapshot::default()
+        });
+        assert!(woken(&mut asker), "the asker is woken by the publication");
+        let Taken::Ready(snapshot) = handle.try_take(ticket) else {
+            panic!("not published")
+        };
+        assert_eq!(snapshot.connections_open, 3);
+        // A later ticket is not served by the earlier copy.
+        let later = handle.request(&notify).unwrap();
+        assert_eq!(handle.try_take(later), Taken::Pending);
+    }
+
+    #[test]
+    fn a_request_to_a_gone_reactor_is_gone_and_its_asker_woken() {
+        let (publisher, _reactor, notify, mut asker) = pair();
+        let handle = publisher.handle();
+        let ticket = handle.request(&notify).unwrap();
+        drop(publisher);
+        assert!(woken(&mut asker));
+        assert_eq!(handle.try_take(ticket), Taken::Gone);
+        assert_eq!(handle.request(&notify), None);
     }
 
     #[test]

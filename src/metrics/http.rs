@@ -253,6 +253,19 @@ impl HttpConn {
         self.input.capacity() + output
     }
 
+    /// The most the next [`HttpConn::drive`] can add to [`HttpConn::held_bytes`]: a head
+    /// buffer and a small answer if it may read a head ([`MAX_DRIVE_GROWTH`]), else 0
+    /// (waiting for the reactor's answer, closing after one, or answering and closing).
+    pub fn growth_bound(&self) -> usize {
+        match self.state {
+            State::Head { .. }
+            | State::Writing {
+                close_after: false, ..
+            } => MAX_DRIVE_GROWTH,
+            _ => 0,
+        }
+    }
+
     /// When the state's time is up, in microseconds.
     pub fn deadline_us(&self) -> u64 {
         let after = |since: u64, d: Duration| since + d.as_micros() as u64;

@@ -443,6 +443,7 @@ impl Reactor {
         if let Some(lease) = self.lease.checked_sub(self.lease_floor) {
             self.shared.give_back(lease);
         }
+        self.publish_last();
         debug!("reactor {} done: {}", self.id, self.cx.stats);
         Ok(self.cx.stats)
     }

@@ -128,6 +128,9 @@ struct Slot {
     /// A reactor that asked without waiting ([`SnapshotHandle::request`]): woken, once,
     /// when a snapshot is published or the reactor is gone.
     notify: Option<Arc<Waker>>,
+    /// The reactor's last state, published as its loop ended ([`Publisher::finish`]):
+    /// what a request without waiting gets once it is gone (nothing changes after).
+    last: Option<Snapshot>,
 }
 
 impl Exchange {
@@ -186,12 +189,13 @@ impl SnapshotHandle {
 
     /// Asks for a snapshot without waiting: returns the ticket to collect it with
     /// [`SnapshotHandle::try_take`], and `notify` is woken once it is published (or the
-    /// reactor is gone). `None` if the reactor is gone already. For a reactor gathering
-    /// its siblings' snapshots: it never blocks on them.
+    /// reactor is gone). For a reactor gathering its siblings' snapshots: it never blocks
+    /// on them. Once the reactor has ended, ticket 0, for its last state at once; `None`
+    /// if it ended without one (a panic).
     pub fn request(&self, notify: &Arc<Waker>) -> Option<u64> {
         let mut slot = self.exchange.lock();
         if slot.closed {
-            return None;
+            return slot.last.is_some().then_some(0);
         }
         slot.notify = Some(notify.clone());
         let ticket = self.exchange.requests.fetch_add(1, Ordering::SeqCst) + 1;
@@ -200,11 +204,13 @@ impl SnapshotHandle {
         Some(ticket)
     }
 
-    /// The snapshot for `ticket` (from [`SnapshotHandle::request`]), if published.
+    /// The snapshot for `ticket` (from [`SnapshotHandle::request`]), if published; once
+    /// the reactor has ended, its last state.
     pub fn try_take(&self, ticket: u64) -> Taken {
         let slot = self.exchange.lock();
-        match (&slot.snapshot, slot.served >= ticket) {
-            (Some(snapshot), true) => Taken::Ready(Box::new(snapshot.clone())),
+        match (&slot.snapshot, slot.served >= ticket, &slot.last) {
+            (Some(snapshot), true, _) => Taken::Ready(Box::new(snapshot.clone())),
+            (_, _, Some(last)) if slot.closed => Taken::Ready(Box::new(last.clone())),
             _ if slot.closed => Taken::Gone,
             _ => Taken::Pending,
         }
@@ -234,6 +240,7 @@ impl Publisher {
                     snapshot: None,
                     closed: false,
                     notify: None,
+                    last: None,
                 }),
                 published: Condvar::new(),
             }),
@@ -284,6 +291,15 @@ impl Publisher {
     /// The turn histogram so far.
     pub(super) fn turns(&self) -> &TurnHistogram {
         &self.turns
+    }
+}
+
+impl Publisher {
+    /// The reactor's loop has ended: `last` is its final state, for requests without
+    /// waiting from now on (blocking readers get `None`, as from any ended reactor).
+    pub(super) fn finish(self, last: Snapshot) {
+        self.exchange.lock().last = Some(last);
+        // Dropped: closed, and whoever waits is woken.
     }
 }
 
@@ -360,6 +376,30 @@ mod tests {
         // A later ticket is not served by the earlier copy.
         let later = handle.request(&notify).unwrap();
         assert_eq!(handle.try_take(later), Taken::Pending);
+    }
+
+    #[test]
+    fn a_request_to_a_finished_reactor_gets_its_last_state() {
+        let (publisher, _reactor, notify, mut asker) = pair();
+        let handle = publisher.handle();
+        let ticket = handle.request(&notify).unwrap();
+        let last = Snapshot {
+            connections_open: 7,
+            ..Snapshot::default()
+        };
+        publisher.finish(last.clone());
+        assert!(woken(&mut asker));
+        assert_eq!(
+            handle.try_take(ticket),
+            Taken::Ready(Box::new(last.clone()))
+        );
+        let later = handle.request(&notify).unwrap();
+        assert_eq!(handle.try_take(later), Taken::Ready(Box::new(last)));
+        assert_eq!(
+            handle.snapshot(Duration::from_secs(1)),
+            None,
+            "blocking: gone"
+        );
     }
 
     #[test]

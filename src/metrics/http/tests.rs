@@ -390,12 +390,21 @@ fn lingering_drops_input_in_bounded_steps() {
 
 #[test]
 fn drive_grows_held_bytes_by_at_most_its_bound() {
-    let (_, conn, _) = after(b"GET /nowhere HTTP/1.1\r\n\r\nGET /m");
+    let conn = HttpConn::new(0);
+    assert_eq!(conn.growth_bound(), MAX_DRIVE_GROWTH);
+    // A 404 that cannot be sent, and a head begun behind it.
+    let mut s = Script::new(0);
+    s.push(b"GET /nowhere HTTP/1.1\r\n\r\nGET /m");
+    let mut conn = HttpConn::new(0);
+    conn.drive(&mut s, 1);
     assert!(
         conn.held_bytes() <= MAX_DRIVE_GROWTH,
         "{}",
         conn.held_bytes()
     );
+    // Waiting for the reactor's answer, nothing is read: no growth.
+    let (_, conn, _) = after(GET_METRICS);
+    assert_eq!(conn.growth_bound(), 0);
 }
 
 #[test]

@@ -36,8 +36,8 @@ use slab::Slab;
 
 use super::{Phase, Reactor, TIMER_HTTP};
 use crate::metrics::http::{
-    Expired, HttpClose, HttpConn, Next, Request, Route, Status, MAX_DRIVE_GROWTH,
-    MAX_RESPONSE_HEAD, TEXT, TOO_MANY_CONNECTIONS,
+    Expired, HttpClose, HttpConn, Next, Request, Route, Status, MAX_RESPONSE_HEAD, TEXT,
+    TOO_MANY_CONNECTIONS,
 };
 use crate::metrics::{exposition, MAX_CONNECTIONS};
 use crate::server::snapshot::{Snapshot, SnapshotHandle, Taken};
@@ -278,12 +278,13 @@ impl Reactor {
             let Some(slot) = ep.conns.get_mut(key) else {
                 return; // closed earlier in this turn
             };
-            if !self.lease_for_http(MAX_DRIVE_GROWTH) {
-                debug!("metrics {key}: no room under the buffer budget");
+            let growth = slot.conn.growth_bound();
+            if !self.lease_for_http(growth) {
+                debug!("metrics {key}: no room under the buffer budget to read a head");
                 self.close_http(ep, key, HttpClose::NoRoom);
                 return;
             }
-            slot.charged += MAX_DRIVE_GROWTH;
+            slot.charged += growth;
             let next = slot.conn.drive(&mut slot.stream, self.cx.now_us);
             self.settle_charge(slot);
             match next {

@@ -38,6 +38,15 @@ impl Reactor {
         }
     }
 
+    /// The loop has ended: publishes this reactor's last state for the metrics endpoint
+    /// (a page during a drain shows a finished reactor's final counters).
+    pub(super) fn publish_last(&mut self) {
+        if let Some(publisher) = self.publisher.take() {
+            let last = self.snapshot_now(publisher.turns());
+            publisher.finish(last);
+        }
+    }
+
     fn snapshot_now(&self, turns: &TurnHistogram) -> Snapshot {
         Snapshot {
             stats: self.cx.stats.clone(),

@@ -12,6 +12,9 @@
 //!    └─ other paths 404, other methods 405: answered here, keep-alive as asked
 //! ```
 //!
+//! Files: this one, the state machine; `http/message.rs`, a head parsed into what is
+//! asked and a response built.
+//!
 //! # Invariants
 //! - Always at most one response held: input is read only in `Head`, so a scraper that
 //!   does not read its responses stops being read; its further requests wait in the
@@ -22,19 +25,20 @@
 //! - Always one deadline ([`HttpConn::deadline_us`]), set by the state: the reactor's one
 //!   timer for the connection follows it.
 
+mod message;
+
 use std::borrow::Cow;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::time::Duration;
 
+use message::{build_response, parse, Parsed};
+pub use message::{Request, Route, Status, MAX_HEADERS, TEXT};
+
 /// The largest request head accepted, request line and headers: Prometheus sends about
 /// 300 bytes, and 8 KiB is the limit nginx (`large_client_header_buffers`) and Apache
 /// (`LimitRequestLine`) start from. A longer head gets 431.
 pub const MAX_HEAD: usize = 8 * 1024;
-
-/// Headers parsed per request, at most: `httparse` parses into a fixed array. Prometheus
-/// sends 5; more than 32 get 431, as a head too large.
-pub const MAX_HEADERS: usize = 32;
 
 /// How long a request head may take to arrive whole, from its first byte (or from the
 /// accept, for the first request): a client that trickles a head is closed after this.
@@ -75,10 +79,6 @@ const LINGER_READ_PER_DRIVE: usize = 64 * 1024;
 /// The longest body of an answer built here (404, 405).
 const SMALL_BODY_MAX: usize = 32;
 
-/// `400` and a close: the head is not HTTP/1.x, or the request has a body.
-const BAD_REQUEST: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 12\r\nConnection: close\r\n\r\nbad request\n";
-/// `431` and a close: the head is over [`MAX_HEAD`] or has over [`MAX_HEADERS`] headers.
-const HEAD_TOO_LARGE: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 21\r\nConnection: close\r\n\r\nrequest head too big\n";
 /// `503` and a close, for a request the server cannot take: no room under the buffer
 /// budget, or no slot left ([`TOO_MANY_CONNECTIONS`] is this answer).
 pub const UNAVAILABLE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 12\r\nConnection: close\r\n\r\nunavailable\n";
@@ -94,52 +94,6 @@ pub trait Transport: Read + Write {
 impl Transport for mio::net::TcpStream {
     fn shutdown_write(&mut self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
-    }
-}
-
-/// What a request asks the reactor for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    /// `/metrics`: the page.
-    Metrics,
-    /// `/ready`: whether the server accepts connections.
-    Ready,
-}
-
-/// A request the reactor answers with [`HttpConn::respond`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Request {
-    /// What is asked.
-    pub route: Route,
-    /// `HEAD`: the answer's head only.
-    pub head_only: bool,
-    /// The connection stays open after the answer (HTTP/1.1 unless `Connection: close`;
-    /// HTTP/1.0 with `Connection: keep-alive`).
-    pub keep_alive: bool,
-    /// HTTP/1.0: a kept connection is announced with `Connection: keep-alive`.
-    pub http10: bool,
-}
-
-/// A status the endpoint answers with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Ok,
-    NotFound,
-    MethodNotAllowed,
-    InternalError,
-    Unavailable,
-}
-
-impl Status {
-    /// The status line's code and reason.
-    fn line(self) -> &'static str {
-        match self {
-            Status::Ok => "200 OK",
-            Status::NotFound => "404 Not Found",
-            Status::MethodNotAllowed => "405 Method Not Allowed",
-            Status::InternalError => "500 Internal Server Error",
-            Status::Unavailable => "503 Service Unavailable",
-        }
     }
 }
 
@@ -214,20 +168,6 @@ pub struct HttpConn {
     /// Bytes of `output` sent.
     written: usize,
     state: State,
-}
-
-/// The result of parsing the input.
-#[derive(Debug, PartialEq, Eq)]
-enum Parsed {
-    /// More bytes needed.
-    Partial,
-    /// A request for the reactor, `len` bytes of head.
-    Request(Request, usize),
-    /// An answer built here (404, 405) and whether to keep the connection, `len` bytes
-    /// of head.
-    Answered(Vec<u8>, bool, usize),
-    /// An error answer and a close.
-    Rejected(&'static [u8]),
 }
 
 impl HttpConn {
@@ -465,126 +405,6 @@ fn linger(s: &mut impl Transport) -> Next {
         }
     }
     Next::Again
-}
-
-/// Parses a request head at the start of `input`.
-fn parse(input: &[u8]) -> Parsed {
-    if input.is_empty() {
-        return Parsed::Partial;
-    }
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut headers);
-    let len = match request.parse(input) {
-        Ok(httparse::Status::Partial) if input.len() > MAX_HEAD => {
-            return Parsed::Rejected(HEAD_TOO_LARGE)
-        }
-        Ok(httparse::Status::Partial) => return Parsed::Partial,
-        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => {
-            return Parsed::Rejected(HEAD_TOO_LARGE)
-        }
-        Ok(httparse::Status::Complete(len)) => len,
-        Err(httparse::Error::TooManyHeaders) => return Parsed::Rejected(HEAD_TOO_LARGE),
-        Err(_) => return Parsed::Rejected(BAD_REQUEST),
-    };
-    // A complete parse always has a method, a path and a version.
-    let (Some(method), Some(path), Some(version)) = (request.method, request.path, request.version)
-    else {
-        return Parsed::Rejected(BAD_REQUEST);
-    };
-    let http10 = version == 0;
-    let mut keep_alive = !http10;
-    for header in request.headers.iter() {
-        let name = header.name;
-        if name.eq_ignore_ascii_case("connection") {
-            for token in header.value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive = true;
-                }
-            }
-        } else if name.eq_ignore_ascii_case("transfer-encoding")
-            || (name.eq_ignore_ascii_case("content-length") && header.value.trim_ascii() != b"0")
-        {
-            // A request body: we never read one, so the next head could not be found.
-            return Parsed::Rejected(BAD_REQUEST);
-        }
-    }
-    let head_only = match method {
-        "GET" => false,
-        "HEAD" => true,
-        _ => {
-            let request = small(http10, keep_alive, false);
-            let body: &[u8] = b"only GET and HEAD\n";
-            let response = build_response(Status::MethodNotAllowed, TEXT, body, &request);
-            return Parsed::Answered(response, keep_alive, len);
-        }
-    };
-    // The query string, if any, is ignored (Prometheus sends none).
-    let route = match path.split('?').next() {
-        Some(super::PATH) => Route::Metrics,
-        Some(super::READY_PATH) => Route::Ready,
-        _ => {
-            let request = small(http10, keep_alive, head_only);
-            let body: &[u8] = b"see /metrics or /ready\n";
-            let response = build_response(Status::NotFound, TEXT, body, &request);
-            return Parsed::Answered(response, keep_alive, len);
-        }
-    };
-    Parsed::Request(
-        Request {
-            route,
-            head_only,
-            keep_alive,
-            http10,
-        },
-        len,
-    )
-}
-
-/// The plain-text content type of the small answers.
-pub const TEXT: &str = "text/plain; charset=utf-8";
-
-/// A request answered here (404, 405): how to frame the answer.
-fn small(http10: bool, keep_alive: bool, head_only: bool) -> Request {
-    Request {
-        route: Route::Ready, // not used for framing
-        head_only,
-        keep_alive,
-        http10,
-    }
-}
-
-/// A whole response: status line, `Content-Type`, `Content-Length`, `Connection` when it
-/// says something the version does not imply, then the body unless `HEAD`. 405 adds
-/// `Allow`.
-fn build_response(status: Status, content_type: &str, body: &[u8], request: &Request) -> Vec<u8> {
-    let connection = match (request.keep_alive, request.http10) {
-        (false, _) => "Connection: close\r\n",
-        (true, true) => "Connection: keep-alive\r\n",
-        (true, false) => "",
-    };
-    let allow = if status == Status::MethodNotAllowed {
-        "Allow: GET, HEAD\r\n"
-    } else {
-        ""
-    };
-    let head = format!(
-        "HTTP/1.1 {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}{connection}\r\n",
-        status.line(),
-        body.len()
-    );
-    debug_assert!(
-        head.len() <= MAX_RESPONSE_HEAD,
-        "response head {} > {MAX_RESPONSE_HEAD}: {head:?}",
-        head.len()
-    );
-    let body = if request.head_only { &[][..] } else { body };
-    let mut response = Vec::with_capacity(head.len() + body.len());
-    response.extend_from_slice(head.as_bytes());
-    response.extend_from_slice(body);
-    response
 }
 
 #[cfg(test)]

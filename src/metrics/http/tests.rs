@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 
+use super::message::{BAD_REQUEST, HEAD_TOO_LARGE};
 use super::*;
 
 const S: u64 = 1_000_000;

@@ -486,6 +486,10 @@ impl Reactor {
             .map(|tick| self.clock.until_tick(tick))
     }
 
+    // Inlined into the loop, as it always was until the loop grew the metrics arms: LLVM
+    // then stopped inlining it on its own, and the call cost 19 instructions per frame at
+    // pipeline 1 (callgrind, BENCHMARKS.md section 8).
+    #[inline(always)]
     fn on_connection_event(&mut self, key: usize, readable: bool, writable: bool) {
         let driven = self.drive(key, |conn, cx| {
             // Writable first: sending frees buffer space (and may lift backpressure) before

@@ -122,6 +122,7 @@ impl Reactor {
     }
 
     /// The metrics listener's event: accept.
+    #[inline(never)] // off the frame path: keeps the loop small enough to inline it
     pub(super) fn on_metrics_listener(&mut self) {
         self.with_endpoint(|reactor, ep| {
             ep.accept_ready = true;
@@ -130,12 +131,21 @@ impl Reactor {
     }
 
     /// A metrics connection's event (readable or writable alike: `drive` does both).
+    #[inline(never)]
     pub(super) fn on_http_event(&mut self, key: usize) {
         self.with_endpoint(|reactor, ep| reactor.drive_http(ep, key));
     }
 
-    /// Work left from earlier events: accepts, and connections whose drives ran out.
+    /// Work left from earlier events: accepts, and connections whose drives ran out. One
+    /// check per turn; the work itself out of line.
     pub(super) fn revisit_metrics(&mut self) {
+        if self.metrics_work_left() {
+            self.revisit_metrics_work();
+        }
+    }
+
+    #[inline(never)]
+    fn revisit_metrics_work(&mut self) {
         self.with_endpoint(|reactor, ep| {
             if ep.accept_ready {
                 reactor.accept_metrics(ep);
@@ -154,6 +164,7 @@ impl Reactor {
     }
 
     /// The waker's event: answers the pages whose sibling snapshots have all arrived.
+    #[inline(never)]
     pub(super) fn collect_sibling_snapshots(&mut self) {
         self.with_endpoint(|reactor, ep| {
             if ep.gathering == 0 {
@@ -173,6 +184,7 @@ impl Reactor {
     }
 
     /// Metrics connection `key`'s timer fired (its `timer` is `NONE`).
+    #[inline(never)]
     pub(super) fn on_http_timer(&mut self, key: usize) {
         self.with_endpoint(|reactor, ep| {
             let Some(slot) = ep.conns.get_mut(key) else {
@@ -204,6 +216,7 @@ impl Reactor {
     }
 
     /// The loop has ended: closes every metrics connection and the listener.
+    #[inline(never)]
     pub(super) fn close_metrics(&mut self) {
         self.with_endpoint(|reactor, ep| {
             let keys: Vec<usize> = ep.conns.iter().map(|(key, _)| key).collect();

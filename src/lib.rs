@@ -16,9 +16,9 @@
 //!            │                             └──▶ protocol (replies)      │
 //!            │ TimerWheel (pure): idle checks, lingers, pauses          │
 //!            │ Stats, turn histogram ─▶ Snapshot (on request, Waker)    │
-//!            └──────────────────────────────────────────────┬───────────┘
-//!                                                           ▼ snapshots, per reactor
-//!  Prometheus ── GET /metrics ──▶ metrics::MetricsServer (own thread) ─▶ exposition
+//!  Prometheus┤ reactor 0, --metrics: metrics listener ─▶ HttpConn (pure)│
+//!   GET /metrics, /ready  ─▶ own snapshot + siblings' (Waker) ─▶ exposition
+//!            └──────────────────────────────────────────────────────────┘
 //! ```
 //!
 //! Modules:
@@ -31,7 +31,8 @@
 //!   connections over (`server::handoff`), shares the global limits (`server::shared`);
 //!   `server::snapshot` copies a reactor's counters for other threads; `server::upgrade`
 //!   hands the listening sockets to a new process on SIGUSR2.
-//! - [`metrics`]: the `GET /metrics` endpoint on its own thread, and the exposition format.
+//! - [`metrics`]: the endpoint's pure parts: `metrics::http`, one HTTP connection's state
+//!   machine, and the exposition format; reactor 0 serves them on its own poll.
 //! - [`systemd`]: socket activation (`LISTEN_FDS`) and `READY=1` / `STOPPING=1`.
 //! - [`client`]: a blocking client (`tabecho send`, tests, embedders).
 //! - [`load`]: the verifying load generator (`tabecho load`, the benchmarks).

@@ -57,7 +57,7 @@ use crate::addr::ListenAddr;
 use crate::config::{ServerConfig, FD_RESERVE};
 use handoff::Handoff;
 use listener::Listener;
-use reactor::{Reactor, Setup, TIMER_PRESSURE};
+use reactor::{Reactor, Setup, MAX_CONNECTION_KEYS};
 use shared::Shared;
 use upgrade::Upgrader;
 
@@ -187,7 +187,7 @@ impl Server {
         let max_connections = config
             .max_connections
             .unwrap_or_else(|| fd_limit.saturating_sub(FD_RESERVE).max(1) as usize)
-            .min(TIMER_PRESSURE as usize - 1);
+            .min(MAX_CONNECTION_KEYS - 1);
         // Each reactor keeps a share leased for good: half the budget split evenly, and at
         // least one connection's worst case. The rest is leased as the reactors need it.
         // A reactor that cannot lease more closes its own largest holders, so the share
@@ -275,13 +275,28 @@ impl Server {
         }
     }
 
-    /// Handles for reading snapshots of each reactor from other threads (the metrics
-    /// endpoint), reactor `i` at index `i`. The first call also starts timing turns.
+    /// Handles for reading snapshots of each reactor from other threads (tests, the stats
+    /// logger), reactor `i` at index `i`. The first call also starts timing turns.
     pub fn snapshot_handles(&mut self) -> Vec<SnapshotHandle> {
         self.reactors
             .iter_mut()
             .map(Reactor::snapshot_handle)
             .collect()
+    }
+
+    /// Serves the metrics endpoint (`GET /metrics`, `GET /ready`) on `addr` (port 0 picks
+    /// one) from reactor 0's own poll: no thread of its own. Its pages hold every
+    /// reactor's series, the others' gathered through their snapshots. Returns the address
+    /// bound.
+    pub fn serve_metrics(
+        &mut self,
+        addr: std::net::SocketAddr,
+    ) -> io::Result<std::net::SocketAddr> {
+        let siblings = self.reactors[1..]
+            .iter_mut()
+            .map(Reactor::snapshot_handle)
+            .collect();
+        self.reactors[0].serve_metrics(addr, siblings)
     }
 
     /// Makes SIGINT and SIGTERM start the graceful shutdown of every reactor (a second

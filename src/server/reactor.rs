@@ -9,8 +9,10 @@
 //!     │              admit (Shared), serve here or hand off
 //!     ├─ WAKER     → shutdown begun, a snapshot asked, or connections handed to us
 //!     ├─ SIGNALS   → SIGINT/SIGTERM, SIGUSR2 (reactor 0 registers them)
+//!     ├─ METRICS_LISTENER, HTTP tokens → the metrics endpoint (reactor 0, `--metrics`)
 //!     └─ Token(key)→ connection: writable first (free buffer space), then readable
-//!   revisit the ready list (connections that used their read budget)
+//!   revisit the ready list (connections that used their read budget), and the metrics
+//!             endpoint's (accepts and connections left over)
 //!   expire timers: idle checks (lazy re-arm), linger deadlines, accept resume, stats,
 //!                  end of a memory-pressure episode
 //!   shutdown: started? all closed or grace over? → return the counters
@@ -20,7 +22,9 @@
 //!
 //! Files: this one, the loop and a connection's way through it; `reactor/budget.rs`, the
 //! buffer-memory budget (`drive`, leases, eviction); `reactor/lifecycle.rs`, signals,
-//! the shutdown and the drain after an upgrade.
+//! the shutdown and the drain after an upgrade; `reactor/publish.rs`, snapshots for
+//! readers and the turn histogram; `reactor/metrics_listener.rs`, the metrics endpoint's
+//! listener and HTTP connections.
 //!
 //! # The buffer-memory budget
 //! Every connection's I/O goes through [`Reactor::drive`], which first makes sure the
@@ -44,14 +48,17 @@
 //!   close never cancels a dead id, and an expiry never meets a reused slab key (no
 //!   connection is added while a batch is handled); one for a connection closed earlier in
 //!   the batch (an eviction) finds it vacant, or re-armed, and is skipped.
-//! - Timer values below [`TIMER_PRESSURE`] are slab keys; the top values are the
-//!   server's own timers.
+//! - Timer values below [`TIMER_HTTP`] are slab keys; from it to [`TIMER_PRESSURE`],
+//!   metrics connections (`TIMER_HTTP + key`); the top values are the server's own
+//!   timers.
 //! - Stale events are harmless: an event or ready-list entry for a key closed earlier in
 //!   the same turn finds the slot vacant (skipped) or reused by a new connection (one
 //!   spurious read that returns WouldBlock).
 
 mod budget;
 mod lifecycle;
+mod metrics_listener;
+mod publish;
 
 use budget::{Driven, Pressure};
 use std::io;
@@ -68,12 +75,13 @@ use super::handoff::{Dealt, Handoff, Inbox};
 use super::listener::{self, Listener};
 use super::shared::Shared;
 use super::signal::ServerSignals;
-use super::snapshot;
+use super::snapshot::Publisher;
 use super::stats::Stats;
 use super::upgrade::Upgrader;
 use crate::config::ServerConfig;
 use crate::stream::Stream;
 use crate::timer_wheel::{Tick, TimerId, TimerWheel};
+use metrics_listener::{MetricsEndpoint, HTTP_TOKENS, METRICS_LISTENER};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -87,9 +95,13 @@ const TIMER_STATS: u32 = u32::MAX - 1;
 const TIMER_SHUTDOWN: u32 = u32::MAX - 2;
 /// Timer value: an upgrade's drain has lasted the grace period: shut down what is left.
 const TIMER_HANDOVER: u32 = u32::MAX - 3;
-/// Timer value: see whether a memory-pressure episode is over. The lowest server timer:
-/// slab keys stay below it.
-pub const TIMER_PRESSURE: u32 = u32::MAX - 4;
+/// Timer value: see whether a memory-pressure episode is over. The lowest server timer.
+const TIMER_PRESSURE: u32 = u32::MAX - 4;
+/// Timer values `TIMER_HTTP + key`: metrics connection `key` (below
+/// `metrics::MAX_CONNECTIONS`), up to [`TIMER_PRESSURE`]. Slab keys stay below it.
+const TIMER_HTTP: u32 = TIMER_PRESSURE - crate::metrics::MAX_CONNECTIONS as u32;
+/// Connections a reactor may hold: their slab keys name their timers, below [`TIMER_HTTP`].
+pub const MAX_CONNECTION_KEYS: usize = TIMER_HTTP as usize;
 /// Size of the one read buffer: the largest read (a read takes at most the room under the
 /// high-water mark, but a closing connection's discarded input is read at this size).
 const READ_BUF_SIZE: usize = 64 * 1024;
@@ -179,9 +191,9 @@ pub struct Reactor {
     poll: Poll,
     /// `None` once shutdown has begun, or if other reactors accept for this one.
     listener: Option<Listener>,
-    pub(super) connections: Slab<Connection>,
+    connections: Slab<Connection>,
     wheel: TimerWheel,
-    pub(super) clock: Clock,
+    clock: Clock,
     idle_us: u64,
     linger_us: u64,
     config: ServerConfig,
@@ -192,16 +204,16 @@ pub struct Reactor {
     /// Connections other reactors accepted for this one.
     inbox: Option<Inbox>,
     /// Buffers, limits and counters shared by every connection.
-    pub(super) cx: Context,
+    cx: Context,
     /// Bytes held in connection buffers: always the sum of their `held_bytes()`. With
     /// `cx.kernel_charged`, what is charged to the budget ([`Reactor::charged`]).
-    pub(super) buffered: usize,
+    buffered: usize,
     /// Budget bytes this reactor holds from [`Shared`]: `buffered` never exceeds it.
     lease: usize,
     /// The part of the lease kept for good: one connection's worst case.
     lease_floor: usize,
     /// `--max-buffer-memory`, for the metrics and the logs.
-    pub(super) buffer_budget: usize,
+    buffer_budget: usize,
     /// The most one connection can hold, kept free under the budget before any I/O.
     headroom: usize,
     /// The memory-pressure episode in progress, if any.
@@ -223,13 +235,15 @@ pub struct Reactor {
     /// How long a shutdown's lingering closes may last: the grace period, or the
     /// ordinary linger when an upgrade's drain has had the grace already.
     shutdown_linger: Duration,
-    pub(super) waker: Arc<Waker>,
+    waker: Arc<Waker>,
     signals: Option<ServerSignals>,
     /// Starts an upgrade on SIGUSR2 (reactor 0, when upgrades are enabled); dropped, with
     /// its duplicates of the listeners, when a shutdown or a handover begins.
     upgrader: Option<Upgrader>,
     /// Serves snapshot requests and times turns; `None` until a `snapshot_handle` is taken.
-    pub(super) metrics: Option<Box<snapshot::Publisher>>,
+    publisher: Option<Box<Publisher>>,
+    /// The metrics endpoint, served on this reactor's poll (reactor 0 with `--metrics`).
+    metrics: Option<Box<MetricsEndpoint>>,
 }
 
 /// How a reactor is set up: what [`Reactor::new`] takes.
@@ -290,8 +304,8 @@ impl Reactor {
             poll,
             listener,
             connections: Slab::with_capacity(reserved),
-            // One timer per connection, and the server's own few.
-            wheel: TimerWheel::with_capacity(slots, reserved + 5),
+            // One timer per connection, the metrics connections' and the server's own few.
+            wheel: TimerWheel::with_capacity(slots, reserved + crate::metrics::MAX_CONNECTIONS + 5),
             clock: Clock {
                 start: Instant::now(),
                 tick_us,
@@ -327,6 +341,7 @@ impl Reactor {
             waker,
             signals: None,
             upgrader: None,
+            publisher: None,
             metrics: None,
         })
     }
@@ -384,8 +399,13 @@ impl Reactor {
                     WAKER => {
                         self.on_wake();
                         self.take_handed_off();
+                        self.collect_sibling_snapshots();
                     }
                     SIGNALS => self.on_signal(),
+                    METRICS_LISTENER => self.on_metrics_listener(),
+                    Token(token) if token >= HTTP_TOKENS => {
+                        self.on_http_event(token - HTTP_TOKENS);
+                    }
                     Token(key) => {
                         // Errors and hang-ups show up as a failed read or write.
                         let failed = event.is_error();
@@ -402,6 +422,7 @@ impl Reactor {
                 }
             }
             self.revisit_ready();
+            self.revisit_metrics();
             if self.listener_ready {
                 // A long turn must not age the new connections: their idle deadline
                 // counts from now.
@@ -412,6 +433,7 @@ impl Reactor {
             self.advance_phase();
             self.end_turn(turn_start_us);
         }
+        self.close_metrics();
         debug_assert_eq!(
             self.charged(),
             0,
@@ -420,6 +442,7 @@ impl Reactor {
         if let Some(lease) = self.lease.checked_sub(self.lease_floor) {
             self.shared.give_back(lease);
         }
+        self.publish_last();
         debug!("reactor {} done: {}", self.id, self.cx.stats);
         Ok(self.cx.stats)
     }
@@ -435,10 +458,12 @@ impl Reactor {
         // close while this batch is handled (an eviction closing another connection
         // of the batch) never cancels an id the wheel may have reused.
         for &value in expired.iter() {
-            if value < TIMER_PRESSURE {
+            if value < TIMER_HTTP {
                 if let Some(conn) = self.connections.get_mut(value as usize) {
                     conn.timer = TimerId::NONE;
                 }
+            } else if value < TIMER_PRESSURE {
+                self.http_timer_fired((value - TIMER_HTTP) as usize);
             }
         }
         for value in expired.drain(..) {
@@ -451,6 +476,7 @@ impl Reactor {
         if !self.ready.is_empty()
             || !self.waiting_for_room.is_empty()
             || (self.listener_ready && self.accept_paused_since.is_none())
+            || self.metrics_work_left()
         {
             return Some(Duration::ZERO);
         }
@@ -460,8 +486,9 @@ impl Reactor {
     }
 
     // Inlined into the loop and the revisits: the event path of every frame. Left to the
-    // compiler once `drive` could answer `NoRoom`, it became a call, +8 instructions per
-    // frame at pipeline 1 (callgrind, BENCHMARKS.md section 13).
+    // compiler (once `drive` could answer `NoRoom`, and once the loop grew the metrics
+    // arms), it became a call: 8 to 19 more instructions per frame at pipeline 1
+    // (callgrind, BENCHMARKS.md sections 8 and 13).
     #[inline(always)]
     fn on_connection_event(&mut self, key: usize, readable: bool, writable: bool) {
         let driven = self.drive(key, |conn, cx| {
@@ -737,6 +764,7 @@ impl Reactor {
                     self.close(key, CloseReason::Shutdown);
                 }
             }
+            key if key >= TIMER_HTTP => self.on_http_timer((key - TIMER_HTTP) as usize),
             key => self.on_connection_timer(key as usize),
         }
     }

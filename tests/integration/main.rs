@@ -12,6 +12,8 @@
 //! - `faults_load`: `tabecho load --faults`: each misbehaving client's documented outcome
 //! - `memory`: what a peer can make the server hold; the buffer-memory budget
 //! - `metrics`: `serve --metrics` and `tabecho stats`: exact counters, every metric present
+//! - `metrics_http`: the endpoint on reactor 0's loop: keep-alive, `/ready`, every HTTP
+//!   limit, the thread count
 //! - `threads`: several reactors: the kernel's spread, the Unix handoff, global limits, shutdown
 //! - `systemd`: socket activation through `systemd-socket-activate`, the units' rules
 //! - `upgrade`: SIGUSR2: the new process on the same sockets, the old one's drain, failures
@@ -25,6 +27,7 @@ mod limits;
 mod load;
 mod memory;
 mod metrics;
+mod metrics_http;
 mod process;
 mod protocol;
 mod send;

@@ -430,3 +430,39 @@ fn unix_connections_made_throughout_the_switch_are_all_served() {
     let server = ServerProcess::spawn(&["--listen", &listen, "--idle-timeout", "500ms"]);
     upgrade_under_short_connections(server, Target::Unix(path));
 }
+
+#[test]
+fn ready_turns_503_in_the_old_process_once_it_has_handed_over() {
+    let mut server = ServerProcess::spawn(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+        "--idle-timeout",
+        "20s",
+        "--shutdown-grace",
+        "20s",
+    ]);
+    let metrics = server.metrics_addr();
+    assert_eq!(http_get(metrics, "/ready").0, 200);
+    // A client that keeps its connection open holds the old process in its drain.
+    let mut client = connect(server.tcp());
+    round_trip(&mut client, b"hold");
+    server.signal("USR2");
+    let _new = wait_handover(&mut server);
+    // The handover reaches reactor 0 on its next turn: ask until it has.
+    let deadline = std::time::Instant::now() + WAIT;
+    while http_get(metrics, "/ready").0 != 503 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/ready never turned 503"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    // Still draining, still serving the page.
+    assert_eq!(http_get(metrics, "/metrics").0, 200);
+    round_trip(&mut client, b"still served");
+    drop(client);
+    let (status, _) = server.wait_exit();
+    assert_eq!(status.code(), Some(0));
+}

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use tabecho::addr::ListenAddr;
 use tabecho::config::ServerConfig;
-use tabecho::metrics::MetricsServer;
 use tabecho::server::{Server, ShutdownHandle, Snapshot, SnapshotHandle, Stats};
 
 /// Reactors per test server: `TABECHO_TEST_THREADS` (default 1). `.ci/run` runs the
@@ -37,8 +36,8 @@ pub struct TestServer {
     pub addr: ListenAddr,
     handle: ShutdownHandle,
     thread: Option<JoinHandle<io::Result<Stats>>>,
-    /// The metrics endpoint, if started with [`TestServer::start_with_metrics`].
-    metrics: Option<MetricsServer>,
+    /// The metrics endpoint's address, if started with [`TestServer::start_with_metrics`].
+    metrics: Option<SocketAddr>,
     /// A snapshot handle per reactor.
     reactors: Vec<SnapshotHandle>,
 }
@@ -84,7 +83,7 @@ impl TestServer {
         let reactors = server.snapshot_handles();
         let metrics = metrics.then(|| {
             let localhost = "127.0.0.1:0".parse().unwrap();
-            MetricsServer::start(localhost, reactors.clone()).expect("metrics")
+            server.serve_metrics(localhost).expect("metrics")
         });
         let thread = std::thread::spawn(move || server.run());
         TestServer {
@@ -108,10 +107,7 @@ impl TestServer {
     /// The metrics endpoint's address.
     #[track_caller]
     pub fn metrics_addr(&self) -> SocketAddr {
-        self.metrics
-            .as_ref()
-            .expect("started with metrics")
-            .local_addr()
+        self.metrics.expect("started with metrics")
     }
 
     /// The TCP address.
@@ -648,5 +644,66 @@ pub fn metrics_until(addr: SocketAddr, done: impl Fn(&str) -> bool) -> String {
             "metrics never reached the expected state:\n{page}"
         );
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// One HTTP response read off a kept connection: the status, the head and the body
+/// (`Content-Length` bytes).
+pub struct HttpResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+/// Reads one whole response from `r` (framed by its `Content-Length`); `None` at EOF
+/// before a head. Fails the test on a malformed response.
+#[track_caller]
+pub fn read_response(r: &mut impl io::BufRead) -> Option<HttpResponse> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).expect("read a response head") == 0 {
+            assert!(head.is_empty(), "EOF inside a head: {head:?}");
+            return None;
+        }
+        let end = line == "\r\n";
+        head.push_str(&line);
+        if end {
+            break;
+        }
+    }
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Content-Length in {head:?}"));
+    let mut body = vec![0; length];
+    r.read_exact(&mut body).expect("a whole body");
+    Some(HttpResponse { status, head, body })
+}
+
+/// The threads of process `pid` (`/proc/PID/task`).
+#[track_caller]
+pub fn thread_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("/proc/PID/task")
+        .count()
+}
+
+impl ServerProcess {
+    /// The metrics address from the "metrics on http://ADDR/metrics" line.
+    #[track_caller]
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.log
+            .iter()
+            .find_map(|l| l.rsplit_once("metrics on http://"))
+            .and_then(|(_, a)| a.strip_suffix("/metrics"))
+            .and_then(|a| a.parse().ok())
+            .expect("a 'metrics on' line")
     }
 }

@@ -11,7 +11,6 @@ use log::{error, info, warn};
 
 use tabecho::addr::{parse_duration, ListenAddr};
 use tabecho::config::{self, ServerConfig};
-use tabecho::metrics::MetricsServer;
 use tabecho::server::{Relaunch, Server, UPGRADED_FROM_ENV};
 use tabecho::systemd;
 
@@ -120,20 +119,16 @@ pub fn run(args: ServeArgs) -> ExitCode {
         error!("cannot install signal handlers: {e}");
         return ExitCode::from(1);
     }
-    // Dropped when `run` returns: the endpoint lives exactly as long as the server.
-    let _metrics = match args.metrics {
-        None => None,
-        Some(addr) => match MetricsServer::start(addr, server.snapshot_handles()) {
-            Ok(metrics) => {
-                info!("metrics on http://{}/metrics", metrics.local_addr());
-                Some(metrics)
-            }
+    // Served by reactor 0's own loop: it lives exactly as long as the server.
+    if let Some(addr) = args.metrics {
+        match server.serve_metrics(addr) {
+            Ok(local) => info!("metrics on http://{local}/metrics"),
             Err(e) => {
                 error!("cannot serve metrics on {addr}: {e}");
                 return ExitCode::from(1);
             }
-        },
-    };
+        }
+    }
     systemd::notify_ready();
     if upgraded_from.is_some() {
         // That READY=1 went to the upgrading process, whose socket is gone after it.

@@ -9,7 +9,8 @@
 //! - `buffered` is always the sum of every connection's `held_bytes()`, and
 //!   `cx.kernel_charged` the charge for the kernel queues of those whose sockets refuse
 //!   replies; their sum ([`Reactor::charged`]) is every connection's `charged_bytes()`, and
-//!   never more than `lease`; the leases of all reactors never sum past the budget.
+//!   never more than `lease`; the leases of all reactors and the metrics connections'
+//!   bytes ([`Reactor::lease_for_http`]) never sum past the budget.
 //! - At most [`EVICTIONS_PER_TURN`] connections are closed for the budget in one loop
 //!   turn; I/O that finds no room after them does not run ([`Driven::NoRoom`]).
 //! - A memory-pressure episode is logged twice: when it starts and once it has been
@@ -191,6 +192,29 @@ impl Reactor {
                 self.ready.push(key);
             }
             self.settle(key, next, was_closing);
+        }
+    }
+
+    /// Leases `bytes` of the budget for the metrics connections: from the unleased pool,
+    /// else from this reactor's lease where it is not needed (one connection's worst case
+    /// stays free). False if neither has them: the metrics endpoint never closes an echo
+    /// connection to make room. Not on the frame path: once per metrics read or answer.
+    pub(super) fn lease_for_http(&mut self, bytes: usize) -> bool {
+        if bytes == 0 || self.shared.lease(bytes) {
+            return true;
+        }
+        if self.lease.saturating_sub(self.charged() + self.headroom) >= bytes {
+            // Moved from this reactor's lease; given back to the pool when released.
+            self.lease -= bytes;
+            return true;
+        }
+        false
+    }
+
+    /// Gives back `bytes` leased by [`Reactor::lease_for_http`], to the pool.
+    pub(super) fn release_for_http(&mut self, bytes: usize) {
+        if bytes > 0 {
+            self.shared.give_back(bytes);
         }
     }
 

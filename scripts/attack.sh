@@ -77,42 +77,6 @@ sample_kernel() {
   done
 }
 
-# holders N SECS ADDR: N connections (send buffer 16 KiB) that each send 65,535 bytes
-# without a TAB and hold them for SECS; prints how each ended.
-holders() {
-  python3 - "$@" <<'PY'
-import socket, sys, time
-n, secs, addr = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
-host, port = addr.rsplit(":", 1)
-socks = []
-end = time.monotonic() + secs
-for _ in range(n):
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-    s.connect((host, int(port)))
-    s.sendall(b"p" * 65535)
-    s.setblocking(False)
-    socks.append(s)
-time.sleep(max(0, end - time.monotonic()))
-held = evicted = closed = 0
-for s in socks:
-    try:
-        data = s.recv(256)
-    except BlockingIOError:
-        held += 1
-        continue
-    except ConnectionError:
-        closed += 1
-        continue
-    if data.startswith(b"error: server buffer memory exhausted"):
-        evicted += 1
-    else:
-        closed += 1
-print(f"holders: {held} held, {evicted} closed with the budget's line, {closed} closed bare")
-PY
-}
-
 printf '%-9s %-6s %9s %9s %9s %9s %6s %12s %10s\n' \
   server attack "p50 ms" "p99 ms" "p99.9 ms" "max ms" lost "kernel MiB" "rss +MiB"
 for scenario in "${scenarios[@]}"; do
@@ -136,7 +100,7 @@ for scenario in "${scenarios[@]}"; do
           >"$out/flood-$server.json" 2>&1 &
         attack+=($!) ;;
       mix)
-        nice -n 19 bash -c "$(declare -f holders); holders 5000 12 $ADDR" >"$out/holders-$server.txt" &
+        nice -n 19 bash -c "$(declare -f holders); holders 5000 12 $ADDR 16384" >"$out/holders-$server.txt" &
         attack+=($!)
         nice -n 19 "$bin" load --addr "$ADDR" -c 5000 --connect-rate 5000 --socket-buffer 16384 \
           --faults flood --fault-share 1 --fault-cycles 1 -d 12s --drain 0s --idle-timeout 30s \

@@ -46,38 +46,6 @@ start() {
 }
 kb() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
 
-# holders N SECS ADDR: N connections that each send 65,535 bytes without a TAB and hold
-# them; prints how each ended: held, closed with the budget's error line, closed bare.
-holders() {
-  python3 - "$@" <<'PY'
-import socket, sys, time
-n, secs, addr = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
-host, port = addr.rsplit(":", 1)
-socks = []
-for _ in range(n):
-    s = socket.create_connection((host, int(port)))
-    s.sendall(b"p" * 65535)
-    s.setblocking(False)
-    socks.append(s)
-time.sleep(secs)
-held = evicted = closed = 0
-for s in socks:
-    try:
-        data = s.recv(256)
-    except BlockingIOError:
-        held += 1
-        continue
-    except ConnectionError:
-        closed += 1
-        continue
-    if data.startswith(b"error: server buffer memory exhausted"):
-        evicted += 1
-    else:
-        closed += 1
-print(f"partial holders: {held} held, {evicted} closed with the budget's error line, {closed} closed without it")
-PY
-}
-
 echo "== 1. $flooders flooding connections that never read, 8 s"
 printf '%-8s %12s %12s %14s\n' server "rss before" "rss peak" "per flooder"
 for server in tabecho tokio; do

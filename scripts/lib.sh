@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the scripts: source it, do not run it.
 
 # listening_addr LOG [SECONDS]: waits (default 60 s) for the first "listening on ADDR" line
@@ -14,3 +15,44 @@ listening_addr() {
   done
   return 1
 }
+
+# holders N SECS ADDR [SOCKBUF]: N connections that each send 65,535 bytes without a TAB
+# and hold them for SECS (from the start); prints how each ended: held, closed with the
+# budget's error line, closed without it. SOCKBUF caps their socket buffers (bytes), as an
+# attacker on its own machine would not count against the server's kernel.
+holders() {
+  python3 - "$@" <<'PY'
+import socket, sys, time
+n, secs, addr = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+sockbuf = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+host, port = addr.rsplit(":", 1)
+end = time.monotonic() + secs
+socks = []
+for _ in range(n):
+    s = socket.socket()
+    if sockbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sockbuf)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, sockbuf)
+    s.connect((host, int(port)))
+    s.sendall(b"p" * 65535)
+    s.setblocking(False)
+    socks.append(s)
+time.sleep(max(0, end - time.monotonic()))
+held = evicted = closed = 0
+for s in socks:
+    try:
+        data = s.recv(256)
+    except BlockingIOError:
+        held += 1
+        continue
+    except ConnectionError:
+        closed += 1
+        continue
+    if data.startswith(b"error: server buffer memory exhausted"):
+        evicted += 1
+    else:
+        closed += 1
+print(f"partial holders: {held} held, {evicted} closed with the budget's error line, {closed} closed without it")
+PY
+}
+

@@ -11,10 +11,11 @@ use tabecho::server::{CloseReason, Server};
 use crate::util::*;
 
 /// Every metric docs/PROTOCOL.md promises, as its sample lines start.
-const REQUIRED: [&str; 13] = [
+const REQUIRED: [&str; 14] = [
     "tabecho_frames_total{reactor=\"0\"}",
     "tabecho_accepted_total{reactor=\"0\"}",
-    "tabecho_rejected_total{reactor=\"0\"}",
+    "tabecho_rejected_total{reactor=\"0\",reason=\"global\"}",
+    "tabecho_rejected_total{reactor=\"0\",reason=\"per_source\"}",
     "tabecho_closed_total{reactor=\"0\",reason=",
     "tabecho_bytes_received_total{reactor=\"0\"}",
     "tabecho_bytes_sent_total{reactor=\"0\"}",

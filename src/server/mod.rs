@@ -51,9 +51,9 @@ use std::time::Duration;
 use log::{info, warn};
 
 pub use close::CloseReason;
+pub use snapshot::{Snapshot, SnapshotHandle, TurnHistogram, TURN_BUCKET_BOUNDS_US};
 pub use source::{Source, DEFAULT_SOURCE_PREFIX_V6};
 pub use source_table::SourceTable;
-pub use snapshot::{Snapshot, SnapshotHandle, TurnHistogram, TURN_BUCKET_BOUNDS_US};
 pub use stats::Stats;
 pub use upgrade::{without_listen, Relaunch, UPGRADED_FROM_ENV};
 

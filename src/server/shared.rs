@@ -91,11 +91,7 @@ impl Shared {
     /// A server of at most `max_connections`, and at most `per_source` from one source if
     /// given, whose reactors lease from `unleased` bytes of buffer budget (what is left
     /// once each has its floor).
-    pub fn new(
-        max_connections: usize,
-        per_source: Option<u32>,
-        unleased: usize,
-    ) -> Arc<Shared> {
+    pub fn new(max_connections: usize, per_source: Option<u32>, unleased: usize) -> Arc<Shared> {
         Arc::new(Shared {
             max_connections,
             open: AtomicUsize::new(0),

@@ -63,7 +63,11 @@ impl Source {
 
     /// The source of an accepted connection: the TCP peer's address `peer` (what accept
     /// returned), or a Unix peer's uid, asked of the kernel.
-    pub fn of_stream(stream: &Stream, peer: Option<SocketAddr>, prefix_len_v6: u8) -> io::Result<Source> {
+    pub fn of_stream(
+        stream: &Stream,
+        peer: Option<SocketAddr>,
+        prefix_len_v6: u8,
+    ) -> io::Result<Source> {
         match (stream, peer) {
             (Stream::Tcp(_), Some(addr)) => Ok(Source::of_addr(addr, prefix_len_v6)),
             (Stream::Tcp(s), None) => s.peer_addr().map(|a| Source::of_addr(a, prefix_len_v6)),

@@ -118,7 +118,10 @@ impl SourceTable {
                 return None;
             }
             let unlogged = last.unlogged;
-            *last = LastLogged { at: now, unlogged: 0 };
+            *last = LastLogged {
+                at: now,
+                unlogged: 0,
+            };
             return Some(unlogged);
         }
         if self.logged.len() >= self.sweep_at {
@@ -126,7 +129,13 @@ impl SourceTable {
                 .retain(|_, last| now.saturating_duration_since(last.at) < LOG_EVERY);
             self.sweep_at = (2 * self.logged.len()).max(SWEEP_FLOOR);
         }
-        self.logged.insert(source, LastLogged { at: now, unlogged: 0 });
+        self.logged.insert(
+            source,
+            LastLogged {
+                at: now,
+                unlogged: 0,
+            },
+        );
         Some(0)
     }
 

@@ -57,7 +57,8 @@ fn metrics_count_exactly_the_frames_and_bytes_of_a_verified_load() {
     let value = |series: &str| total(&page, series);
     assert_eq!(value("tabecho_frames_total"), sent as f64);
     assert_eq!(value("tabecho_accepted_total"), connections as f64);
-    assert_eq!(value("tabecho_rejected_total"), 0.0);
+    assert_eq!(value("tabecho_rejected_total{reason=\"global\"}"), 0.0);
+    assert_eq!(value("tabecho_rejected_total{reason=\"per_source\"}"), 0.0);
     assert_eq!(value("tabecho_connections_open"), 0.0);
     assert_eq!(value("tabecho_buffered_bytes"), 0.0);
     // Each frame is its payload and a TAB; each reply adds `server got:`.

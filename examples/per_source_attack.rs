@@ -1,0 +1,366 @@
+//! The attacker of `scripts/per-source.sh`: from one source address, tries to hold
+//! `--connections` connections to a tabecho server, each sending an empty frame every
+//! `--period` (inside the 2 s idle timeout), and counts exactly what the server does with
+//! them: served (a reply came back), or refused with
+//! `error: too many connections from your address`.
+//!
+//! Each of the connections is a slot acting once per period, the slots spread evenly over
+//! it: an open slot sends an empty frame; a closed one (refused, or never opened) connects
+//! again, so the attacker keeps knocking as a real one would (`--no-reconnect`: once).
+//! A connection's first frame goes out one period after it opens, by when a refusal line
+//! has long arrived.
+//! Replies are counted, never a payload checked beyond `server got:` + TAB, since an empty
+//! frame has no payload.
+//!
+//! At the end (`--duration`) it stops acting, sends one more empty frame on every open
+//! connection the server has not yet answered, waits (at most 5 s) until every one of them
+//! is answered or refused, and prints one line of `key=value` counts:
+//! - `attempts`: connects tried; `connect_errors`: those that failed;
+//! - `refused`: error lines received (each one refusal the server must have counted);
+//! - `served`: connections that got at least one reply; `held_max`: the most of them open at
+//!   once; `held_end`: open at the end;
+//! - `frames`, `replies`: empty frames sent and their replies; `frames_on_refused`: sent
+//!   on a connection before its refusal line was read (never answered, by rule); `lost`:
+//!   frames without a reply on a connection not refused;
+//! - `closed_unexpectedly`: connections the server closed without the line (an idle
+//!   close, a reset), `unexpected_bytes`: anything but replies and the line.
+//!
+//! Exit 0 when `lost`, `closed_unexpectedly` and `unexpected_bytes` are 0, else 1.
+//!
+//! Descriptors: one per open connection; it raises its soft RLIMIT_NOFILE to the hard
+//! limit and refuses to start if that is below `--connections` + 64.
+//!
+//! Run: `cargo run --release --example per_source_attack -- --addr 127.0.0.1:PORT
+//! --source 127.0.0.2 --connections 19000 --period 1.5s --duration 30s`.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+/// The reply to an empty frame.
+const REPLY: &[u8] = b"server got:\t";
+/// The per-source refusal.
+const LINE: &[u8] = b"error: too many connections from your address\t";
+/// How long the end waits for the last replies and refusals.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// One connection the attacker holds or tries to.
+struct Conn {
+    stream: TcpStream,
+    /// Bytes received that do not yet make a whole reply or line.
+    partial: Vec<u8>,
+    /// A reply has come back on it.
+    served: bool,
+    /// Frames sent and not yet answered.
+    owed: u64,
+}
+
+/// The counts printed at the end.
+#[derive(Default)]
+struct Counts {
+    attempts: u64,
+    connect_errors: u64,
+    refused: u64,
+    served: u64,
+    held: u64,
+    held_max: u64,
+    frames: u64,
+    replies: u64,
+    /// Frames sent on connections that then turned out refused (never answered, by rule).
+    frames_on_refused: u64,
+    /// Frames owed on connections the server closed without the line.
+    lost: u64,
+    closed_unexpectedly: u64,
+    unexpected_bytes: u64,
+}
+
+/// The command line.
+struct Options {
+    addr: SocketAddr,
+    source: IpAddr,
+    connections: usize,
+    period: Duration,
+    duration: Duration,
+    reconnect: bool,
+}
+
+fn main() -> ExitCode {
+    let options = match parse(std::env::args().skip(1)) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("per_source_attack: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&options) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("per_source_attack: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn run(o: &Options) -> io::Result<bool> {
+    let limit = rlimit::increase_nofile_limit(u64::MAX)?;
+    if limit < o.connections as u64 + 64 {
+        return Err(io::Error::other(format!(
+            "the descriptor limit is {limit}: raise it above {} (ulimit -n)",
+            o.connections + 64
+        )));
+    }
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(4096);
+    let mut slots: Vec<Option<Conn>> = (0..o.connections).map(|_| None).collect();
+    let mut tried = vec![false; o.connections];
+    let mut c = Counts::default();
+    let start = Instant::now();
+    let end = start + o.duration;
+    let step = o.period / o.connections as u32;
+    // The next action: slot `next` of round `round`, due at start + round x period + next x step.
+    let (mut round, mut next) = (0u32, 0usize);
+    let due = |round: u32, next: usize| start + o.period * round + step * next as u32;
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        // Every action due by now (bounded: one round at most, then the events).
+        let mut acted = 0;
+        while due(round, next) <= now && acted < o.connections {
+            act(o, &poll, &mut slots, &mut tried, next, &mut c);
+            acted += 1;
+            next += 1;
+            if next == o.connections {
+                next = 0;
+                round += 1;
+            }
+        }
+        let timeout = due(round, next)
+            .saturating_duration_since(Instant::now())
+            .min(end.saturating_duration_since(Instant::now()));
+        poll.poll(&mut events, Some(timeout))?;
+        for event in events.iter() {
+            on_readable(&mut slots, event.token().0, &mut c);
+        }
+    }
+    // The end: one more frame on every open connection not yet known to be served, so
+    // each is answered or refused; then wait for every frame owed.
+    for conn in slots.iter_mut().flatten() {
+        if !conn.served && conn.owed == 0 {
+            send_frame(conn, &mut c);
+        }
+    }
+    let drain_end = Instant::now() + DRAIN;
+    while Instant::now() < drain_end && slots.iter().flatten().any(|c| c.owed > 0) {
+        poll.poll(&mut events, Some(Duration::from_millis(50)))?;
+        for event in events.iter() {
+            on_readable(&mut slots, event.token().0, &mut c);
+        }
+    }
+    let lost = c.lost + slots.iter().flatten().map(|c| c.owed).sum::<u64>();
+    println!(
+        "attempts={} connect_errors={} refused={} served={} held_max={} held_end={} \
+         frames={} replies={} frames_on_refused={} lost={} closed_unexpectedly={} \
+         unexpected_bytes={} seconds={:.1}",
+        c.attempts,
+        c.connect_errors,
+        c.refused,
+        c.served,
+        c.held_max,
+        c.held,
+        c.frames,
+        c.replies,
+        c.frames_on_refused,
+        lost,
+        c.closed_unexpectedly,
+        c.unexpected_bytes,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(lost == 0 && c.closed_unexpectedly == 0 && c.unexpected_bytes == 0)
+}
+
+/// Slot `i`'s turn: an empty frame if it is open, else a connect (the first time, or
+/// again with `--reconnect`).
+fn act(
+    o: &Options,
+    poll: &Poll,
+    slots: &mut [Option<Conn>],
+    tried: &mut [bool],
+    i: usize,
+    c: &mut Counts,
+) {
+    if let Some(conn) = &mut slots[i] {
+        send_frame(conn, c);
+        return;
+    }
+    if tried[i] && !o.reconnect {
+        return;
+    }
+    tried[i] = true;
+    c.attempts += 1;
+    match connect(o.source, o.addr) {
+        Ok(mut stream) => {
+            if poll
+                .registry()
+                .register(&mut stream, Token(i), Interest::READABLE)
+                .is_err()
+            {
+                c.connect_errors += 1;
+                return;
+            }
+            slots[i] = Some(Conn {
+                stream,
+                partial: Vec::new(),
+                served: false,
+                owed: 0,
+            });
+        }
+        Err(_) => c.connect_errors += 1,
+    }
+}
+
+/// Sends one empty frame (a TAB); a failed write means the server closed it, which the
+/// read side reports.
+fn send_frame(conn: &mut Conn, c: &mut Counts) {
+    if let Ok(1) = conn.stream.write(b"\t") {
+        conn.owed += 1;
+        c.frames += 1;
+    }
+}
+
+/// Reads what slot `i` received: replies, the refusal line, EOF or an error.
+fn on_readable(slots: &mut [Option<Conn>], i: usize, c: &mut Counts) {
+    let Some(conn) = slots.get_mut(i).and_then(Option::as_mut) else {
+        return; // closed earlier in this batch
+    };
+    let mut buf = [0u8; 4096];
+    let close = loop {
+        match conn.stream.read(&mut buf) {
+            Ok(0) => break Some(false),
+            Ok(n) => conn.partial.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break Some(false),
+        }
+        // Whole replies off the front; the line, if that is what came.
+        let replies = conn
+            .partial
+            .chunks_exact(REPLY.len())
+            .take_while(|r| *r == REPLY)
+            .count();
+        if replies > 0 {
+            conn.partial.drain(..replies * REPLY.len());
+            c.replies += replies as u64;
+            conn.owed = conn.owed.saturating_sub(replies as u64);
+            if !conn.served {
+                conn.served = true;
+                c.served += 1;
+                c.held += 1;
+                c.held_max = c.held_max.max(c.held);
+            }
+        }
+        if conn.partial.starts_with(LINE) {
+            break Some(true);
+        }
+    };
+    let Some(refused) = close else {
+        if !conn.partial.is_empty()
+            && !REPLY.starts_with(&conn.partial)
+            && !LINE.starts_with(&conn.partial)
+        {
+            c.unexpected_bytes += conn.partial.len() as u64;
+            conn.partial.clear();
+        }
+        return;
+    };
+    if refused {
+        c.refused += 1;
+        c.frames_on_refused += conn.owed;
+        if conn.partial.len() > LINE.len() {
+            c.unexpected_bytes += (conn.partial.len() - LINE.len()) as u64;
+        }
+    } else {
+        c.closed_unexpectedly += 1;
+        c.lost += conn.owed;
+        c.unexpected_bytes += conn.partial.len() as u64;
+    }
+    if conn.served {
+        c.held -= 1;
+    }
+    slots[i] = None;
+}
+
+/// A connection from `source` to `addr`, established (a blocking connect on loopback
+/// takes microseconds), then non-blocking.
+fn connect(source: IpAddr, addr: SocketAddr) -> io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    bind_address_no_port(&socket)?;
+    socket.bind(&SocketAddr::new(source, 0).into())?;
+    socket.connect(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    socket.set_nodelay(true)?;
+    Ok(TcpStream::from_std(socket.into()))
+}
+
+/// IP_BIND_ADDRESS_NO_PORT (Linux 4.2, ip(7)): the port is chosen at connect, for the whole
+/// address pair, instead of at bind for the source alone. Binding with port 0 past half
+/// the ephemeral range scans every odd port first (BENCHMARKS.md, c100k), which makes
+/// 19,000 connections from one address, and reconnecting ones, crawl.
+fn bind_address_no_port(socket: &socket2::Socket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: the descriptor is a live socket owned by `socket` for the whole call; the
+    // option value is a valid c_int local whose size is the length passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `--addr A --source IP --connections N --period DUR --duration DUR [--no-reconnect]`.
+fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
+    let mut o = Options {
+        addr: "127.0.0.1:8085".parse().expect("a literal address"),
+        source: "127.0.0.2".parse().expect("a literal address"),
+        connections: 19_000,
+        period: Duration::from_millis(1500),
+        duration: Duration::from_secs(30),
+        reconnect: true,
+    };
+    while let Some(flag) = args.next() {
+        if flag == "--no-reconnect" {
+            o.reconnect = false;
+            continue;
+        }
+        let value = args.next().ok_or(format!("{flag} needs a value"))?;
+        let bad = |e: String| format!("{flag} {value}: {e}");
+        match flag.as_str() {
+            "--addr" => o.addr = value.parse().map_err(|e| bad(format!("{e}")))?,
+            "--source" => o.source = value.parse().map_err(|e| bad(format!("{e}")))?,
+            "--connections" => o.connections = value.parse().map_err(|e| bad(format!("{e}")))?,
+            "--period" => o.period = tabecho::addr::parse_duration(&value).map_err(bad)?,
+            "--duration" => o.duration = tabecho::addr::parse_duration(&value).map_err(bad)?,
+            _ => return Err(format!("unknown flag {flag}")),
+        }
+    }
+    if o.connections == 0 || o.period.is_zero() {
+        return Err("--connections and --period must be above zero".to_string());
+    }
+    Ok(o)
+}

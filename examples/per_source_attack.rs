@@ -6,7 +6,7 @@
 //!
 //! Each of the connections is a slot acting once per period, the slots spread evenly over
 //! it: an open slot sends an empty frame; a closed one (refused, or never opened) connects
-//! again, so the attacker keeps knocking as a real one would (`--no-reconnect`: once).
+//! again with `--reconnect`, so the attacker keeps knocking (by default it tries each once).
 //! A connection's first frame goes out one period after it opens, by when a refusal line
 //! has long arrived.
 //! Replies are counted, never a payload checked beyond `server got:` + TAB, since an empty
@@ -23,7 +23,9 @@
 //!   on a connection before its refusal line was read (never answered, by rule); `lost`:
 //!   frames without a reply on a connection not refused;
 //! - `closed_unexpectedly`: connections the server closed without the line (an idle
-//!   close, a reset), `unexpected_bytes`: anything but replies and the line.
+//!   close, a reset), `unexpected_bytes`: anything but replies and the line;
+//! - `late_frames`: frames sent 500 ms or more after their due time (this process short
+//!   of CPU: its connection may then idle out, by its own fault), `late_max_ms`.
 //!
 //! Exit 0 when `lost`, `closed_unexpectedly` and `unexpected_bytes` are 0, else 1.
 //!
@@ -45,6 +47,12 @@ use mio::{Events, Interest, Poll, Token};
 const REPLY: &[u8] = b"server got:\t";
 /// The per-source refusal.
 const LINE: &[u8] = b"error: too many connections from your address\t";
+/// Connects per loop turn, after the frames due and the events: the rest wait for the next
+/// turn (which then polls without blocking).
+const CONNECTS_PER_TURN: usize = 64;
+/// A frame this late after its due time leaves less than 2 s - 1.5 s - this, nothing, of
+/// the idle timeout: its connection may be reaped for the attacker's own delay.
+const LATE: Duration = Duration::from_millis(500);
 /// How long the end waits for the last replies and refusals.
 const DRAIN: Duration = Duration::from_secs(5);
 
@@ -76,6 +84,10 @@ struct Counts {
     lost: u64,
     closed_unexpectedly: u64,
     unexpected_bytes: u64,
+    /// The latest a frame went out after its due time (this process starved of CPU).
+    late_max: Duration,
+    /// Frames that went out [`LATE`] or more after their due time.
+    late_frames: u64,
 }
 
 /// The command line.
@@ -118,6 +130,10 @@ fn run(o: &Options) -> io::Result<bool> {
     let mut events = Events::with_capacity(4096);
     let mut slots: Vec<Option<Conn>> = (0..o.connections).map(|_| None).collect();
     let mut tried = vec![false; o.connections];
+    // Slots waiting to connect, each at most once (`queued`): connects come after the
+    // frames due, so a busy attacker keeps what it holds alive first.
+    let mut to_connect = std::collections::VecDeque::new();
+    let mut queued = vec![false; o.connections];
     let mut c = Counts::default();
     let start = Instant::now();
     let end = start + o.duration;
@@ -133,7 +149,21 @@ fn run(o: &Options) -> io::Result<bool> {
         // Every action due by now (bounded: one round at most, then the events).
         let mut acted = 0;
         while due(round, next) <= now && acted < o.connections {
-            act(o, &poll, &mut slots, &mut tried, next, &mut c);
+            match &mut slots[next] {
+                Some(conn) => {
+                    let late = now.saturating_duration_since(due(round, next));
+                    c.late_max = c.late_max.max(late);
+                    if late >= LATE {
+                        c.late_frames += 1;
+                    }
+                    send_frame(conn, &mut c)
+                }
+                None if (!tried[next] || o.reconnect) && !queued[next] => {
+                    queued[next] = true;
+                    to_connect.push_back(next);
+                }
+                None => {}
+            }
             acted += 1;
             next += 1;
             if next == o.connections {
@@ -141,9 +171,21 @@ fn run(o: &Options) -> io::Result<bool> {
                 round += 1;
             }
         }
-        let timeout = due(round, next)
-            .saturating_duration_since(Instant::now())
-            .min(end.saturating_duration_since(Instant::now()));
+        for _ in 0..CONNECTS_PER_TURN {
+            let Some(i) = to_connect.pop_front() else {
+                break;
+            };
+            queued[i] = false;
+            tried[i] = true;
+            slots[i] = connect_slot(o, &poll, i, &mut c);
+        }
+        let timeout = if to_connect.is_empty() {
+            due(round, next)
+                .saturating_duration_since(Instant::now())
+                .min(end.saturating_duration_since(Instant::now()))
+        } else {
+            Duration::ZERO
+        };
         poll.poll(&mut events, Some(timeout))?;
         for event in events.iter() {
             on_readable(&mut slots, event.token().0, &mut c);
@@ -167,7 +209,7 @@ fn run(o: &Options) -> io::Result<bool> {
     println!(
         "attempts={} connect_errors={} refused={} served={} held_max={} held_end={} \
          frames={} replies={} frames_on_refused={} lost={} closed_unexpectedly={} \
-         unexpected_bytes={} seconds={:.1}",
+         unexpected_bytes={} late_frames={} late_max_ms={} seconds={:.1}",
         c.attempts,
         c.connect_errors,
         c.refused,
@@ -180,48 +222,32 @@ fn run(o: &Options) -> io::Result<bool> {
         lost,
         c.closed_unexpectedly,
         c.unexpected_bytes,
+        c.late_frames,
+        c.late_max.as_millis(),
         start.elapsed().as_secs_f64()
     );
     Ok(lost == 0 && c.closed_unexpectedly == 0 && c.unexpected_bytes == 0)
 }
 
-/// Slot `i`'s turn: an empty frame if it is open, else a connect (the first time, or
-/// again with `--reconnect`).
-fn act(
-    o: &Options,
-    poll: &Poll,
-    slots: &mut [Option<Conn>],
-    tried: &mut [bool],
-    i: usize,
-    c: &mut Counts,
-) {
-    if let Some(conn) = &mut slots[i] {
-        send_frame(conn, c);
-        return;
-    }
-    if tried[i] && !o.reconnect {
-        return;
-    }
-    tried[i] = true;
+/// A new connection for slot `i`, registered; `None` if the connect failed (counted).
+fn connect_slot(o: &Options, poll: &Poll, i: usize, c: &mut Counts) -> Option<Conn> {
     c.attempts += 1;
-    match connect(o.source, o.addr) {
-        Ok(mut stream) => {
-            if poll
-                .registry()
-                .register(&mut stream, Token(i), Interest::READABLE)
-                .is_err()
-            {
-                c.connect_errors += 1;
-                return;
-            }
-            slots[i] = Some(Conn {
-                stream,
-                partial: Vec::new(),
-                served: false,
-                owed: 0,
-            });
+    let registered = connect(o.source, o.addr).and_then(|mut stream| {
+        poll.registry()
+            .register(&mut stream, Token(i), Interest::READABLE)
+            .map(|()| stream)
+    });
+    match registered {
+        Ok(stream) => Some(Conn {
+            stream,
+            partial: Vec::new(),
+            served: false,
+            owed: 0,
+        }),
+        Err(_) => {
+            c.connect_errors += 1;
+            None
         }
-        Err(_) => c.connect_errors += 1,
     }
 }
 
@@ -333,7 +359,7 @@ fn bind_address_no_port(socket: &socket2::Socket) -> io::Result<()> {
     Ok(())
 }
 
-/// `--addr A --source IP --connections N --period DUR --duration DUR [--no-reconnect]`.
+/// `--addr A --source IP --connections N --period DUR --duration DUR [--reconnect]`.
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut o = Options {
         addr: "127.0.0.1:8085".parse().expect("a literal address"),
@@ -341,11 +367,11 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
         connections: 19_000,
         period: Duration::from_millis(1500),
         duration: Duration::from_secs(30),
-        reconnect: true,
+        reconnect: false,
     };
     while let Some(flag) = args.next() {
-        if flag == "--no-reconnect" {
-            o.reconnect = false;
+        if flag == "--reconnect" {
+            o.reconnect = true;
             continue;
         }
         let value = args.next().ok_or(format!("{flag} needs a value"))?;

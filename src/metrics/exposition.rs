@@ -65,8 +65,11 @@ const COUNTERS: [Scalar; 6] = [
     ),
 ];
 
+/// A labelled series of one family: its label value and its value.
+type Labelled = (&'static str, fn(&Snapshot) -> u64);
+
 /// `tabecho_rejected_total`'s series: the `reason` label and the counter, per limit.
-const REJECTED: [(&str, fn(&Snapshot) -> u64); 2] = [
+const REJECTED: [Labelled; 2] = [
     ("global", |s| s.stats.rejected),
     ("per_source", |s| s.stats.rejected_per_source),
 ];

@@ -378,3 +378,33 @@ fn a_per_source_limit_of_zero_or_a_prefix_over_128_is_a_usage_error_exit_2() {
         );
     }
 }
+
+#[test]
+fn refusals_are_counted_by_limit_in_the_metrics() {
+    let server = TestServer::start_on(
+        "127.0.0.1:0".parse().unwrap(),
+        |c| {
+            c.max_connections = Some(2);
+            c.max_connections_per_source = Some(1);
+            c.idle_timeout = Duration::from_secs(60);
+        },
+        true,
+    );
+    let addr = server.tcp();
+    let _a = tcp_from(A, addr).expect("127.0.0.2");
+    for _ in 0..3 {
+        assert!(tcp_from(A, addr).is_none());
+    }
+    let _b = tcp_from(B, addr).expect("127.0.0.3");
+    // The server is full: a third source gets the global line, not the per-source one.
+    let mut c = connect_from(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 4)), addr);
+    let (got, _) = read_to_end(&mut c);
+    assert_eq!(got, b"error: too many connections\t");
+    let page = metrics_until(server.metrics_addr(), |p| {
+        total(p, "tabecho_rejected_total{reason=\"global\"}") == 1.0
+    });
+    assert_eq!(
+        total(&page, "tabecho_rejected_total{reason=\"per_source\"}"),
+        3.0
+    );
+}

@@ -6,10 +6,10 @@
 //! # Invariants
 //! - `open` is always the number of connections admitted and not yet released, over all
 //!   reactors; it never exceeds `max_connections` for long: an admission that would pass
-//!   it is undone at once.
+//!   it is undone at once (with a per-source limit, it is never raised past it at all).
 //! - With a per-source limit, the [`SourceTable`] always counts exactly the connections
-//!   admitted and not yet released, by source: an admission it refuses is undone in `open`
-//!   too, and a release names the source its admission named.
+//!   admitted and not yet released, by source: an admission is counted in both or in
+//!   neither, under the table's lock, and a release names the source its admission named.
 //! - `unleased` plus every reactor's lease is always the buffer budget: the reactors' lease
 //!   sum never exceeds `--max-buffer-memory`, and each reactor's buffers stay within its
 //!   lease, so the whole process stays within the budget.
@@ -167,22 +167,30 @@ impl Shared {
     /// if the limits allow; then it must be [`Shared::release`]d with the same `source`.
     /// `now` dates a refusal, for its log line.
     pub fn admit(&self, source: Option<Source>, now: Instant) -> Result<(), Refusal> {
-        let before = self.open.fetch_add(1, Ordering::AcqRel);
-        if before >= self.max_connections {
-            self.open.fetch_sub(1, Ordering::AcqRel);
-            return Err(Refusal::Global);
-        }
         let (Some(table), Some(source)) = (&self.per_source, source) else {
             debug_assert!(
                 self.per_source.is_none() || source.is_some(),
                 "a per-source limit is set but no source was given"
             );
+            let before = self.open.fetch_add(1, Ordering::AcqRel);
+            if before >= self.max_connections {
+                self.open.fetch_sub(1, Ordering::AcqRel);
+                return Err(Refusal::Global);
+            }
             return Ok(());
         };
-        if let Err(refused) = lock(table).admit(source, now) {
-            self.open.fetch_sub(1, Ordering::AcqRel);
+        // With a per-source limit every admission holds the table's lock, so both limits
+        // are checked and both counts taken in one step: no count raised for a moment by
+        // an admission being undone refuses a connection that fits. Releases only lower
+        // `open`, so it cannot pass the limit between the check and the increment.
+        let mut table = lock(table);
+        if self.open.load(Ordering::Acquire) >= self.max_connections {
+            return Err(Refusal::Global);
+        }
+        if let Err(refused) = table.admit(source, now) {
             return Err(Refusal::PerSource { log: refused.log });
         }
+        self.open.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
@@ -326,6 +334,48 @@ mod tests {
         shared.release(a.as_ref());
         shared.release(a.as_ref());
         shared.release(b.as_ref());
+        assert_eq!((shared.connections_open(), shared.sources_open()), (0, 0));
+    }
+
+    #[test]
+    fn four_threads_never_pass_either_limit_and_leave_nothing_counted() {
+        use std::sync::atomic::AtomicU32;
+        let shared = Shared::new(10, Some(3), 0);
+        let sources: Vec<Source> = (2..6)
+            .map(|n| Source::V4(Ipv4Addr::new(127, 0, 0, n)))
+            .collect();
+        // Connections each thread sees open, by source and in all: raised after an
+        // admission and lowered before its release, so never above what `shared` counts.
+        let held: Vec<AtomicU32> = sources.iter().map(|_| AtomicU32::new(0)).collect();
+        let total = AtomicU32::new(0);
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                let (shared, sources, held, total) = (&shared, &sources, &held, &total);
+                scope.spawn(move || {
+                    let mut mine: Vec<usize> = Vec::new();
+                    for i in 0..20_000usize {
+                        let s = (i * 7 + t) % sources.len();
+                        if i % 3 == 2 {
+                            if let Some(s) = mine.pop() {
+                                held[s].fetch_sub(1, Ordering::SeqCst);
+                                total.fetch_sub(1, Ordering::SeqCst);
+                                shared.release(Some(&sources[s]));
+                            }
+                        } else if shared.admit(Some(sources[s]), Instant::now()).is_ok() {
+                            let h = held[s].fetch_add(1, Ordering::SeqCst) + 1;
+                            let all = total.fetch_add(1, Ordering::SeqCst) + 1;
+                            assert!(h <= 3 && all <= 10, "{h} from one source, {all} in all");
+                            mine.push(s);
+                        }
+                    }
+                    for s in mine {
+                        held[s].fetch_sub(1, Ordering::SeqCst);
+                        total.fetch_sub(1, Ordering::SeqCst);
+                        shared.release(Some(&sources[s]));
+                    }
+                });
+            }
+        });
         assert_eq!((shared.connections_open(), shared.sources_open()), (0, 0));
     }
 

@@ -14,7 +14,8 @@
 //!
 //! At the end (`--duration`) it stops acting, sends one more empty frame on every open
 //! connection the server has not yet answered, waits (at most 5 s) until every one of them
-//! is answered or refused, and prints one line of `key=value` counts:
+//! is answered or refused, and prints one line of `key=value` counts (`unsettled`: open
+//! connections neither served nor refused when that wait ended, 0 in a clean run):
 //! - `attempts`: connects tried; `connect_errors`: those that failed;
 //! - `refused`: error lines received (each one refusal the server must have counted);
 //! - `served`: connections that got at least one reply; `held_max`: the most of them open at
@@ -27,7 +28,8 @@
 //! - `late_frames`: frames sent 500 ms or more after their due time (this process short
 //!   of CPU: its connection may then idle out, by its own fault), `late_max_ms`.
 //!
-//! Exit 0 when `lost`, `closed_unexpectedly` and `unexpected_bytes` are 0, else 1.
+//! Exit 0 when `lost`, `unsettled`, `closed_unexpectedly` and `unexpected_bytes` are 0,
+//! else 1.
 //!
 //! Descriptors: one per open connection; it raises its soft RLIMIT_NOFILE to the hard
 //! limit and refuses to start if that is below `--connections` + 64.
@@ -65,6 +67,8 @@ struct Conn {
     served: bool,
     /// Frames sent and not yet answered.
     owed: u64,
+    /// The non-blocking connect has completed.
+    established: bool,
 }
 
 /// The counts printed at the end.
@@ -188,31 +192,38 @@ fn run(o: &Options) -> io::Result<bool> {
         };
         poll.poll(&mut events, Some(timeout))?;
         for event in events.iter() {
-            on_readable(&mut slots, event.token().0, &mut c);
+            on_event(&mut slots, event.token().0, event.is_writable(), &mut c);
         }
     }
-    // The end: one more frame on every open connection not yet known to be served, so
-    // each is answered or refused; then wait for every frame owed.
-    for conn in slots.iter_mut().flatten() {
-        if !conn.served && conn.owed == 0 {
-            send_frame(conn, &mut c);
-        }
-    }
+    // The end: every open connection not yet known to be served gets a frame (once its
+    // connect completes), so each is answered or refused; then every frame owed is waited
+    // for, at most DRAIN.
     let drain_end = Instant::now() + DRAIN;
-    while Instant::now() < drain_end && slots.iter().flatten().any(|c| c.owed > 0) {
+    loop {
+        for conn in slots.iter_mut().flatten() {
+            if conn.established && !conn.served && conn.owed == 0 {
+                send_frame(conn, &mut c);
+            }
+        }
+        let unsettled = slots.iter().flatten().any(|c| !c.served || c.owed > 0);
+        if !unsettled || Instant::now() >= drain_end {
+            break;
+        }
         poll.poll(&mut events, Some(Duration::from_millis(50)))?;
         for event in events.iter() {
-            on_readable(&mut slots, event.token().0, &mut c);
+            on_event(&mut slots, event.token().0, event.is_writable(), &mut c);
         }
     }
     let lost = c.lost + slots.iter().flatten().map(|c| c.owed).sum::<u64>();
+    let unsettled = slots.iter().flatten().filter(|c| !c.served).count();
     println!(
-        "attempts={} connect_errors={} refused={} served={} held_max={} held_end={} \
+        "attempts={} connect_errors={} refused={} unsettled={} served={} held_max={} held_end={} \
          frames={} replies={} frames_on_refused={} lost={} closed_unexpectedly={} \
          unexpected_bytes={} late_frames={} late_max_ms={} seconds={:.1}",
         c.attempts,
         c.connect_errors,
         c.refused,
+        unsettled,
         c.served,
         c.held_max,
         c.held,
@@ -226,7 +237,7 @@ fn run(o: &Options) -> io::Result<bool> {
         c.late_max.as_millis(),
         start.elapsed().as_secs_f64()
     );
-    Ok(lost == 0 && c.closed_unexpectedly == 0 && c.unexpected_bytes == 0)
+    Ok(lost == 0 && unsettled == 0 && c.closed_unexpectedly == 0 && c.unexpected_bytes == 0)
 }
 
 /// A new connection for slot `i`, registered; `None` if the connect failed (counted).
@@ -234,7 +245,11 @@ fn connect_slot(o: &Options, poll: &Poll, i: usize, c: &mut Counts) -> Option<Co
     c.attempts += 1;
     let registered = connect(o.source, o.addr).and_then(|mut stream| {
         poll.registry()
-            .register(&mut stream, Token(i), Interest::READABLE)
+            .register(
+                &mut stream,
+                Token(i),
+                Interest::READABLE | Interest::WRITABLE,
+            )
             .map(|()| stream)
     });
     match registered {
@@ -243,6 +258,7 @@ fn connect_slot(o: &Options, poll: &Poll, i: usize, c: &mut Counts) -> Option<Co
             partial: Vec::new(),
             served: false,
             owed: 0,
+            established: false,
         }),
         Err(_) => {
             c.connect_errors += 1;
@@ -260,11 +276,27 @@ fn send_frame(conn: &mut Conn, c: &mut Counts) {
     }
 }
 
-/// Reads what slot `i` received: replies, the refusal line, EOF or an error.
-fn on_readable(slots: &mut [Option<Conn>], i: usize, c: &mut Counts) {
+/// Slot `i`'s event: its connect's outcome (the first writable event), then what it
+/// received: replies, the refusal line, EOF or an error.
+fn on_event(slots: &mut [Option<Conn>], i: usize, writable: bool, c: &mut Counts) {
     let Some(conn) = slots.get_mut(i).and_then(Option::as_mut) else {
         return; // closed earlier in this batch
     };
+    if !conn.established {
+        if !writable {
+            return; // nothing to read before the connect completes
+        }
+        // mio's TcpStream::connect: on writable, take_error, then peer_addr.
+        match conn.stream.take_error() {
+            Ok(None) if conn.stream.peer_addr().is_ok() => conn.established = true,
+            Ok(None) => return, // spurious: still in progress
+            Ok(Some(_)) | Err(_) => {
+                c.connect_errors += 1;
+                slots[i] = None;
+                return;
+            }
+        }
+    }
     let mut buf = [0u8; 4096];
     let close = loop {
         match conn.stream.read(&mut buf) {
@@ -322,16 +354,21 @@ fn on_readable(slots: &mut [Option<Conn>], i: usize, c: &mut Counts) {
     slots[i] = None;
 }
 
-/// A connection from `source` to `addr`, established (a blocking connect on loopback
-/// takes microseconds), then non-blocking.
+/// A non-blocking connect from `source` to `addr`, under way. Not a blocking one: when the
+/// server's listen backlog is full the kernel drops the SYN and a blocking connect waits
+/// a second for its retry, which would hold every frame of this thread back that long.
 fn connect(source: IpAddr, addr: SocketAddr) -> io::Result<TcpStream> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
     bind_address_no_port(&socket)?;
     socket.bind(&SocketAddr::new(source, 0).into())?;
-    socket.connect(&addr.into())?;
-    socket.set_nonblocking(true)?;
-    socket.set_nodelay(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let _ = socket.set_nodelay(true);
     Ok(TcpStream::from_std(socket.into()))
 }
 

@@ -18,10 +18,10 @@
 # Checks: the victim loses nothing and is never refused (load exit 0, no error reply, no
 # server close); the attacker never holds more than LIMIT at once; the refusals it read
 # equal the server's tabecho_rejected_total{reason="per_source"}; no refusal is global.
-# Without --reconnect also: the attacker is served exactly LIMIT connections, all kept,
-# nothing owed lost. With it, those are reported, not checked: on a busy machine the
-# attacker's own frames can go out late (reported as late_frames), and the server then
-# reaps its connections as idle, as it should.
+# And, if the attacker kept its schedule (no frame 0.5 s late): it is served exactly LIMIT
+# connections, all kept to the end, nothing owed lost, nothing unsettled. On a busy
+# machine its own frames can leave late (late_frames); the server then reaps those
+# connections as idle, as it should, and this is reported instead of checked.
 # Descriptors: the attacker holds up to ATTACK_CONNECTIONS + 64 (ulimit -n must allow it;
 # the hard limit here is 20000); the server about LIMIT + 100 + the refusals in flight.
 # Traffic is on loopback only. Prints the numbers and PASS, or FAIL and exits 1.
@@ -114,14 +114,16 @@ check "victim verified, nothing lost" "$victim_status" "exit $victim_status; fra
 check "victim never refused" $? "established $(field established "$out/victim.json") of 100, error replies $(field error_replies "$out/victim.json"), server closes $(field server_closes "$out/victim.json")"
 [ "$(field held_max "$out/attacker.txt")" = "$limit" ]
 check "attacker held at most $limit at once" $? "held at most $(field held_max "$out/attacker.txt")"
-attacker_clean="lost $(field lost "$out/attacker.txt"), closed unexpectedly $(field closed_unexpectedly "$out/attacker.txt"), frames late by 500 ms or more $(field late_frames "$out/attacker.txt")"
+attacker_clean="lost $(field lost "$out/attacker.txt"), unsettled $(field unsettled "$out/attacker.txt"), closed unexpectedly $(field closed_unexpectedly "$out/attacker.txt"), frames late by 500 ms or more $(field late_frames "$out/attacker.txt")"
 attacker_served="served $(field served "$out/attacker.txt"), held at the end $(field held_end "$out/attacker.txt")"
-if [ -z "$reconnect" ]; then
+late=$(field late_frames "$out/attacker.txt")
+if [ "$late" = 0 ]; then
   check "attacker's run clean (nothing owed lost, no unexpected close)" "$attacker_status" "$attacker_clean"
   [ "$(field served "$out/attacker.txt")" = "$limit" ] && [ "$(field held_end "$out/attacker.txt")" = "$limit" ]
   check "attacker served exactly $limit, all held to the end" $? "$attacker_served"
 else
-  echo "      attacker (reported, not checked with --reconnect): $attacker_clean; $attacker_served"
+  echo "      attacker (not checked: $late of its frames left 0.5 s or more late, this machine"
+  echo "      being busy, so the server rightly reaped those connections as idle): $attacker_clean; $attacker_served"
 fi
 [ -n "$refused_seen" ] && [ "$refused_seen" = "$per_source" ]
 check "refusals counted exactly" $? "attacker read $refused_seen refusal lines; tabecho_rejected_total{reason=\"per_source\"} = $per_source"

@@ -123,7 +123,7 @@ if [ "$late" = 0 ]; then
   check "attacker served exactly $limit, all held to the end" $? "$attacker_served"
 else
   echo "      attacker (not checked: $late of its frames left 0.5 s or more late, this machine"
-  echo "      being busy, so the server rightly reaped those connections as idle): $attacker_clean; $attacker_served"
+  echo "      being busy, and the server may rightly reap such connections as idle): $attacker_clean; $attacker_served"
 fi
 [ -n "$refused_seen" ] && [ "$refused_seen" = "$per_source" ]
 check "refusals counted exactly" $? "attacker read $refused_seen refusal lines; tabecho_rejected_total{reason=\"per_source\"} = $per_source"

@@ -22,6 +22,18 @@ pub const DEFAULT_HIGH_WATER: usize = 32 * 1024;
 /// 256 MiB: the bytes all connection buffers may hold at once, about 4,000 connections at
 /// their worst under the defaults, and 1% of this 24 GiB machine.
 pub const DEFAULT_MAX_BUFFER_MEMORY: usize = 256 * 1024 * 1024;
+/// SO_SNDBUF asked for every accepted TCP connection (`--sndbuf`). Linux autotunes an
+/// uncapped send buffer up to `tcp_wmem[2]` (4 MiB here): 500 peers that never read then
+/// pinned 1.5 GB of kernel memory, past `tcp_mem`'s pressure mark, and the kernel
+/// throttled every TCP socket on the machine (healthy p99 2.2 s). 128 KiB kept bulk
+/// pipelining of 64 KiB frames within 5% of autotuning (BENCHMARKS.md, section 13); 64 KiB
+/// cost 20% of it. The kernel doubles the value for its bookkeeping (socket(7)).
+pub const DEFAULT_SEND_BUFFER: usize = 128 * 1024;
+/// SO_RCVBUF asked for every accepted TCP connection (`--rcvbuf`), for the same reason:
+/// uncapped, a peer the server has stopped reading (backpressure) fills up to
+/// `tcp_rmem[2]` (32 MiB here). 128 KiB for the same measurement: with 64 KiB, 64 KiB
+/// frames lost 20% of their throughput.
+pub const DEFAULT_RECV_BUFFER: usize = 128 * 1024;
 /// How long a shutdown waits for replies to drain before it closes what is left.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// How long a closing connection (frame too long, shutdown) discards input after its
@@ -65,18 +77,34 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Longest a closing connection discards input after shutting its write side.
     pub linger: Duration,
+    /// SO_SNDBUF of accepted TCP connections, set on the listener (they inherit it);
+    /// 0 leaves the kernel's autotuning (or what systemd set on its socket).
+    pub send_buffer: usize,
+    /// SO_RCVBUF of accepted TCP connections, as `send_buffer`.
+    pub recv_buffer: usize,
 }
 
 impl ServerConfig {
-    /// The most buffer memory one connection can hold, in bytes: pending output up to the
-    /// high-water mark plus one reply that crosses it and an error line, and either a
+    /// The most buffer memory one connection can be charged, in bytes: pending output up to
+    /// the high-water mark plus one reply that crosses it and an error line, either a
     /// partial frame (at most `max_frame`) or unanswered input (at most one read, at most
-    /// the high-water mark). See `server::connection` and docs/PROTOCOL.md.
+    /// the high-water mark), and what its kernel queues hold while it is stalled
+    /// ([`ServerConfig::kernel_held_when_stalled`]). See `server::connection` and
+    /// docs/PROTOCOL.md.
     pub fn max_held_per_connection(&self) -> usize {
         let output =
             self.high_water + protocol::reply_len(self.max_frame) + protocol::MAX_ERROR_LINE;
         let input = self.max_frame.max(self.high_water);
-        output + input
+        output + input + self.kernel_held_when_stalled()
+    }
+
+    /// What the kernel holds for one connection whose socket refuses replies, charged to
+    /// the buffer budget while it does: its send queue is full, and its receive queue
+    /// fills while the server does not read it. Linux doubles SO_SNDBUF and SO_RCVBUF for
+    /// its bookkeeping (socket(7)), so this is 2 x (`send_buffer` + `recv_buffer`). A
+    /// buffer left to autotuning (0) is not charged: its size is the kernel's to choose.
+    pub fn kernel_held_when_stalled(&self) -> usize {
+        2 * (self.send_buffer + self.recv_buffer)
     }
 
     /// Checks the options against each other: the buffer budget must hold one connection
@@ -130,6 +158,27 @@ impl ServerConfig {
             stats_interval: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             linger: DEFAULT_LINGER,
+            send_buffer: DEFAULT_SEND_BUFFER,
+            recv_buffer: DEFAULT_RECV_BUFFER,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worst_case_includes_the_kernel_queues_of_a_stalled_connection() {
+        let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap());
+        // 128 KiB each, doubled by the kernel: 512 KiB.
+        assert_eq!(config.kernel_held_when_stalled(), 512 * 1024);
+        let with_kernel = config.max_held_per_connection();
+        config.send_buffer = 0;
+        config.recv_buffer = 0;
+        assert_eq!(config.kernel_held_when_stalled(), 0);
+        assert_eq!(with_kernel - config.max_held_per_connection(), 512 * 1024);
+        // The user-space worst case at the defaults: 160 KiB and 76 bytes.
+        assert_eq!(config.max_held_per_connection(), 32768 + 65548 + 64 + 65536);
     }
 }

@@ -66,6 +66,11 @@ pub struct LoadOptions {
     /// source address gives about 28,000 ephemeral ports per server address, so several
     /// loads with distinct sources (127.0.0.2, 127.0.0.3, ...) reach past that.
     pub source: Option<std::net::IpAddr>,
+    /// Cap both kernel socket buffers (SO_SNDBUF, SO_RCVBUF) of every TCP connection at
+    /// this many bytes; `None` leaves the kernel's autotuning. An attacker's buffers are
+    /// on its own machine: capping them here keeps, on one machine, the kernel memory
+    /// measured mostly the server's.
+    pub socket_buffer: Option<usize>,
     /// Connections to open, spread over the threads.
     pub connections: usize,
     /// Worker threads, each with its own `Poll`.
@@ -117,6 +122,7 @@ impl LoadOptions {
         LoadOptions {
             addr,
             source: None,
+            socket_buffer: None,
             connections: 100,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             pipeline: 16,

@@ -142,13 +142,16 @@ pub fn describe(e: &io::Error) -> String {
 pub fn open_stream(
     addr: &ListenAddr,
     source: Option<std::net::IpAddr>,
+    socket_buffer: Option<usize>,
     registry: &Registry,
     token: Token,
 ) -> Result<Stream, ConnectError> {
-    let connected = match (addr, source) {
-        (ListenAddr::Tcp(sock), Some(source)) => connect_from(source, *sock).map(Stream::Tcp),
-        (ListenAddr::Tcp(sock), None) => TcpStream::connect(*sock).map(Stream::Tcp),
-        (ListenAddr::Unix(path), _) => UnixStream::connect(path).map(Stream::Unix),
+    let connected = match (addr, source, socket_buffer) {
+        (ListenAddr::Tcp(sock), None, None) => TcpStream::connect(*sock).map(Stream::Tcp),
+        (ListenAddr::Tcp(sock), source, socket_buffer) => {
+            connect_from(source, socket_buffer, *sock).map(Stream::Tcp)
+        }
+        (ListenAddr::Unix(path), _, _) => UnixStream::connect(path).map(Stream::Unix),
     };
     let mut stream = match connected {
         Ok(stream) => stream,
@@ -171,14 +174,26 @@ pub fn open_stream(
     Ok(stream)
 }
 
-/// A non-blocking TCP connect to `to` from `source` (the kernel picks the port).
-fn connect_from(source: std::net::IpAddr, to: std::net::SocketAddr) -> io::Result<TcpStream> {
+/// A non-blocking TCP connect to `to`, from `source` if given (the kernel picks the
+/// port), with both socket buffers capped at `socket_buffer` bytes if given.
+fn connect_from(
+    source: Option<std::net::IpAddr>,
+    socket_buffer: Option<usize>,
+    to: std::net::SocketAddr,
+) -> io::Result<TcpStream> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(to), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_nonblocking(true)?;
-    // Port 0: the kernel picks a port at bind time, unique for this source address
-    // (about 28,000 of them), whatever the destination.
-    socket.bind(&std::net::SocketAddr::new(source, 0).into())?;
+    if let Some(bytes) = socket_buffer {
+        // Before the connect, so the window scale offered in the SYN fits the cap.
+        socket.set_send_buffer_size(bytes)?;
+        socket.set_recv_buffer_size(bytes)?;
+    }
+    if let Some(source) = source {
+        // Port 0: the kernel picks a port at bind time, unique for this source address
+        // (about 28,000 of them), whatever the destination.
+        socket.bind(&std::net::SocketAddr::new(source, 0).into())?;
+    }
     match socket.connect(&to.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
@@ -223,7 +238,7 @@ impl Session {
         token: Token,
         now: Instant,
     ) -> Result<Session, ConnectError> {
-        let stream = open_stream(&plan.addr, plan.source, registry, token)?;
+        let stream = open_stream(&plan.addr, plan.source, plan.socket_buffer, registry, token)?;
         Ok(Session {
             id,
             stream: Some(stream),

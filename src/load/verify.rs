@@ -413,7 +413,7 @@ mod tests {
             let mut model = Vec::new();
             for (i, reply) in replies.iter().enumerate() {
                 rng = crate::load::payload::splitmix64(rng);
-                if rng % 10 == 0 {
+                if rng.is_multiple_of(10) {
                     let mut bad = reply.clone();
                     bad[(rng >> 8) as usize % (reply.len() - 1)] = b'\x01';
                     stream.extend_from_slice(&bad);

@@ -49,6 +49,8 @@ pub struct Plan {
     pub addr: ListenAddr,
     /// The local address to connect from, if given.
     pub source: Option<std::net::IpAddr>,
+    /// Both socket buffers of every connection capped at this many bytes, if given.
+    pub socket_buffer: Option<usize>,
     /// Frames in flight per connection, at most.
     pub pipeline: usize,
     /// Bytes of a frame on the wire (payload + TAB).
@@ -88,6 +90,7 @@ impl Plan {
         Plan {
             addr: options.addr.clone(),
             source: options.source,
+            socket_buffer: options.socket_buffer,
             pipeline: options.pipeline.max(1),
             frame_len: options.size + 1,
             reply_len: if options.raw { 0 } else { REPLY_PREFIX.len() } + options.size + 1,

@@ -65,6 +65,9 @@ pub struct Limits {
     pub high_water: usize,
     /// Pending output below which answering and reading resume (half of high water).
     pub low_water: usize,
+    /// What a connection whose socket refuses replies is charged for its kernel queues
+    /// (`ServerConfig::kernel_held_when_stalled`).
+    pub kernel_held: usize,
 }
 
 /// The reactor-wide state a connection works with: one read buffer and one reply buffer
@@ -79,6 +82,10 @@ pub struct Context {
     pub limits: Limits,
     /// The counters.
     pub stats: Stats,
+    /// The kernel queues charged to the budget: always `limits.kernel_held` times the
+    /// connections whose socket refuses replies (whose `output` owns memory). Updated only
+    /// where `output` is allocated or given back, never on a frame's common path.
+    pub kernel_charged: usize,
     /// Microseconds since the server started: read when the poll returns, and again
     /// before the timers are judged, so the wheel and the idle checks share one clock.
     pub now_us: u64,
@@ -144,6 +151,33 @@ impl Connection {
         self.decoder.capacity() + self.output.capacity()
     }
 
+    /// What this connection costs the buffer budget: its heap bytes, plus `kernel_held`
+    /// while its socket refuses replies. Pending output means the kernel's send queue
+    /// is full, and reading pauses soon after, so its receive queue fills too: the bytes
+    /// a peer that does not read pins in the kernel are counted until it reads again.
+    /// (The reactor keeps the kernel part in `Context::kernel_charged`, added and taken
+    /// back where `output` is allocated and given back.)
+    pub fn charged_bytes(&self, kernel_held: usize) -> usize {
+        let stalled = if self.is_stalled() { kernel_held } else { 0 };
+        self.held_bytes() + stalled
+    }
+
+    /// The socket refuses replies: `output` owns memory exactly while replies are pending
+    /// (the first invariant).
+    pub fn is_stalled(&self) -> bool {
+        self.output.capacity() > 0
+    }
+
+    /// Gives `output` back (replies sent or dropped), taking back the charge for the
+    /// kernel queues if the socket was refusing replies.
+    fn give_back_output(&mut self, cx: &mut Context) {
+        if self.is_stalled() {
+            cx.kernel_charged -= cx.limits.kernel_held;
+        }
+        self.output = Vec::new();
+        self.sent = 0;
+    }
+
     /// Replies are owed that were never handed to the kernel: pending output, or frames
     /// received and not answered yet. Closing such a connection loses them, so it is reset.
     pub fn owes_replies(&self) -> bool {
@@ -170,8 +204,7 @@ impl Connection {
     pub fn abandon(&mut self, line: &[u8], reason: CloseReason, cx: &mut Context) -> Next {
         let clean_boundary = self.pending_output() == 0 && !self.write_shut;
         self.decoder.clear();
-        self.output = Vec::new();
-        self.sent = 0;
+        self.give_back_output(cx);
         if clean_boundary {
             if let Ok(n) = self.stream.write(line) {
                 if n == line.len() {
@@ -379,8 +412,10 @@ impl Connection {
         }
         self.wrote(written, cx);
         if written < cx.replies.len() {
+            // The socket refuses replies: its kernel queues are charged from now on.
             self.output = cx.replies[written..].to_vec();
             self.sent = 0;
+            cx.kernel_charged += cx.limits.kernel_held;
         }
         Ok(())
     }
@@ -414,8 +449,7 @@ impl Connection {
         self.wrote(written, cx);
         if self.sent as usize == self.output.len() {
             // Give the buffer back: an idle connection owns no heap memory.
-            self.output = Vec::new();
-            self.sent = 0;
+            self.give_back_output(cx);
         }
         Ok(())
     }

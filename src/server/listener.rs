@@ -128,6 +128,27 @@ impl Listener {
         }
     }
 
+    /// Caps the kernel socket buffers of the TCP connections this listener accepts:
+    /// SO_SNDBUF and SO_RCVBUF set on the listening socket are inherited by every accepted
+    /// socket (Linux copies them, with their lock against autotuning, in `sk_clone_lock`;
+    /// BSD in `sonewconn`), so accepting costs no extra system call, and the window scale
+    /// offered in the SYN-ACK already fits the cap (as nginx's `listen ... rcvbuf= sndbuf=`).
+    /// 0 leaves that buffer alone. Unix sockets are left alone: their buffers are fixed
+    /// (`net.core.wmem_default`), never autotuned.
+    pub fn cap_socket_buffers(&self, send: usize, recv: usize) -> io::Result<()> {
+        let Listener::Tcp(l) = self else {
+            return Ok(());
+        };
+        let socket = socket2::SockRef::from(l);
+        if send > 0 {
+            socket.set_send_buffer_size(send)?;
+        }
+        if recv > 0 {
+            socket.set_recv_buffer_size(recv)?;
+        }
+        Ok(())
+    }
+
     /// A duplicate of the listening socket's descriptor (to hand it to another process).
     pub fn try_clone_fd(&self) -> io::Result<OwnedFd> {
         use std::os::fd::AsFd;
@@ -217,6 +238,71 @@ impl Source for Listener {
         match self {
             Listener::Tcp(l) => l.deregister(registry),
             Listener::Unix(l, _, _) => l.deregister(registry),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Accepts one connection from `listener`, made by a client to `addr`.
+    fn accept_one(listener: &Listener, addr: std::net::SocketAddr) -> Stream {
+        let _client = std::net::TcpStream::connect(addr).expect("connect");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match listener.accept() {
+                Ok((stream, _)) => return stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(std::time::Instant::now() < deadline, "no connection came");
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn accepted_sockets_inherit_the_listeners_buffer_caps() {
+        let listener = Listener::bind(&"127.0.0.1:0".parse().unwrap(), false).unwrap();
+        listener.cap_socket_buffers(48 * 1024, 40 * 1024).unwrap();
+        let ListenAddr::Tcp(addr) = listener.local_addr().unwrap() else {
+            panic!("a TCP listener");
+        };
+        let Stream::Tcp(stream) = accept_one(&listener, addr) else {
+            panic!("a TCP stream");
+        };
+        let socket = socket2::SockRef::from(&stream);
+        let (send, recv) = (
+            socket.send_buffer_size().unwrap(),
+            socket.recv_buffer_size().unwrap(),
+        );
+        // Linux reports twice what was set (its bookkeeping, socket(7)); BSDs the value.
+        let factor = if cfg!(target_os = "linux") { 2 } else { 1 };
+        assert_eq!((send, recv), (factor * 48 * 1024, factor * 40 * 1024));
+    }
+
+    #[test]
+    fn zero_leaves_the_buffers_to_the_kernel() {
+        let listener = Listener::bind(&"127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let ListenAddr::Tcp(addr) = listener.local_addr().unwrap() else {
+            panic!("a TCP listener");
+        };
+        let before = socket2::SockRef::from(&listener_socket(&listener))
+            .send_buffer_size()
+            .unwrap();
+        listener.cap_socket_buffers(0, 0).unwrap();
+        let after = socket2::SockRef::from(&listener_socket(&listener))
+            .send_buffer_size()
+            .unwrap();
+        assert_eq!(before, after);
+        let _ = accept_one(&listener, addr);
+    }
+
+    fn listener_socket(listener: &Listener) -> &TcpListener {
+        match listener {
+            Listener::Tcp(l) => l,
+            Listener::Unix(..) => panic!("a TCP listener"),
         }
     }
 }

@@ -180,6 +180,9 @@ impl Server {
         origin_note: String,
     ) -> io::Result<Server> {
         let threads = config.threads;
+        for listener in &listeners {
+            listener.cap_socket_buffers(config.send_buffer, config.recv_buffer)?;
+        }
         let listener_fds = listeners
             .iter()
             .map(Listener::try_clone_fd)

@@ -28,12 +28,15 @@
 //! most one connection can hold (`ServerConfig::max_held_per_connection`) still fits in
 //! this reactor's lease of the budget, growing the lease from [`Shared`] a mebibyte at a
 //! time or, when the budget is all leased, closing this reactor's connections that hold
-//! the most until it fits ([`Reactor::evict_largest`]); afterwards it adds the change in
-//! that connection's buffers to `buffered`. So `buffered` is always the exact sum of
-//! every connection's [`Connection::held_bytes`], and it never exceeds the lease, whose
-//! sum over the reactors never exceeds `--max-buffer-memory`. Healthy connections hold
-//! next to nothing (their replies go straight to the kernel), so the ones that pay are the
-//! ones holding the most.
+//! the most until it fits ([`Reactor::evict_largest`], at most `EVICTIONS_PER_TURN` per
+//! turn: past them the I/O waits for the next turn, in `waiting_for_room`, and nothing
+//! is accepted meanwhile); afterwards it adds the change in that connection's charge to
+//! `buffered`. A connection is charged its buffers, and its kernel queues while its
+//! socket refuses replies ([`Connection::charged_bytes`]). So `buffered` is always the
+//! exact sum of every connection's charge, and it never exceeds the lease, whose sum over
+//! the reactors never exceeds `--max-buffer-memory`. Healthy connections hold next to
+//! nothing (their replies go straight to the kernel), so the ones that pay are the ones
+//! holding the most.
 //!
 //! # Invariants
 //! - Every connection always has exactly one armed timer (`Connection::timer`), cancelled
@@ -57,7 +60,7 @@
 mod budget;
 mod lifecycle;
 
-use budget::Pressure;
+use budget::{Driven, Pressure};
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -99,9 +102,17 @@ pub const TIMER_PRESSURE: u32 = u32::MAX - 4;
 /// Size of the one read buffer: the largest read (a read takes at most the room under the
 /// high-water mark, but a closing connection's discarded input is read at this size).
 const READ_BUF_SIZE: usize = 64 * 1024;
-/// Accepts per listener event before the connections get a turn; the rest are accepted
-/// on the next turn (the listener is edge-triggered, so the reactor remembers).
-const ACCEPTS_PER_EVENT: usize = 256;
+/// Accepts per turn before the connections get theirs; the rest are accepted on the next
+/// turn (the listener is edge-triggered, so the reactor remembers). Each new connection
+/// may bring a turn's worth of work at once (a flooder is answered about 20,000 frames
+/// before its socket stalls), so this bounds how much a connection storm adds to the turn
+/// the established connections wait on: with 256, 5,000 flooders arriving in one second
+/// kept turns at 20-50 ms for seconds and healthy clients' p99 at 170-520 ms; with 32,
+/// p99 was 17-77 ms over runs; with 16, 16-36 ms, with 1 and 2 reactors (scripts/attack.sh
+/// mix, BENCHMARKS.md section 13). The backlog waits in the kernel's accept queue
+/// meanwhile; 16 per turn is still tens of thousands of accepts a second. HAProxy bounds
+/// the same way (`tune.maxaccept`).
+const ACCEPTS_PER_EVENT: usize = 16;
 /// How long accepting pauses when descriptors run out, before it is retried.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Connection slots (and timer entries) reserved at start, at most. Reserving is address
@@ -197,7 +208,8 @@ pub struct Reactor {
     connection_sources: Vec<Option<Source>>,
     /// Buffers, limits and counters shared by every connection.
     pub(super) cx: Context,
-    /// Bytes held in connection buffers: always the sum of their `held_bytes()`.
+    /// Bytes held in connection buffers: always the sum of their `held_bytes()`. With
+    /// `cx.kernel_charged`, what is charged to the budget ([`Reactor::charged`]).
     pub(super) buffered: usize,
     /// Budget bytes this reactor holds from [`Shared`]: `buffered` never exceeds it.
     lease: usize,
@@ -213,6 +225,11 @@ pub struct Reactor {
     ready: Vec<usize>,
     /// Spare vector swapped with `ready` while it is walked.
     ready_spare: Vec<usize>,
+    /// Connections whose I/O found no room under the budget once this turn's closes were
+    /// spent: served again next turn, for reading and writing (their edge is used up).
+    waiting_for_room: Vec<usize>,
+    /// Closes for the budget left in this turn (`budget::EVICTIONS_PER_TURN` each turn).
+    evictions_left: usize,
     /// The listener may have connections left to accept (budget spent).
     listener_ready: bool,
     /// When accepting paused for lack of descriptors, if it is paused.
@@ -278,6 +295,7 @@ impl Reactor {
             max_frame: config.max_frame,
             high_water: config.high_water.clamp(1, MAX_HIGH_WATER),
             low_water: config.high_water.clamp(1, MAX_HIGH_WATER) / 2,
+            kernel_held: config.kernel_held_when_stalled(),
         };
         let headroom = config.max_held_per_connection();
         let shutdown_linger = config.shutdown_grace;
@@ -314,10 +332,13 @@ impl Reactor {
                 replies: Vec::new(),
                 limits,
                 stats: Stats::default(),
+                kernel_charged: 0,
                 now_us: 0,
             },
             ready: Vec::new(),
             ready_spare: Vec::new(),
+            waiting_for_room: Vec::new(),
+            evictions_left: 0,
             listener_ready: false,
             accept_paused_since: None,
             phase: Phase::Serving,
@@ -375,6 +396,7 @@ impl Reactor {
             }
             self.cx.now_us = self.clock.now_us();
             let turn_start_us = self.cx.now_us;
+            self.new_budget_turn();
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.listener_ready = true,
@@ -410,8 +432,9 @@ impl Reactor {
             self.end_turn(turn_start_us);
         }
         debug_assert_eq!(
-            self.buffered, 0,
-            "buffer bytes left accounted after every close"
+            self.charged(),
+            0,
+            "buffer bytes or kernel queues left accounted after every close"
         );
         debug_assert!(
             self.connection_sources.iter().all(Option::is_none),
@@ -449,7 +472,10 @@ impl Reactor {
 
     /// Zero when work is left over (ready list, listener), else until the next timer.
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.ready.is_empty() || (self.listener_ready && self.accept_paused_since.is_none()) {
+        if !self.ready.is_empty()
+            || !self.waiting_for_room.is_empty()
+            || (self.listener_ready && self.accept_paused_since.is_none())
+        {
             return Some(Duration::ZERO);
         }
         self.wheel
@@ -457,8 +483,12 @@ impl Reactor {
             .map(|tick| self.clock.until_tick(tick))
     }
 
+    // Inlined into the loop and the revisits: the event path of every frame. Left to the
+    // compiler once `drive` could answer `NoRoom`, it became a call, +8 instructions per
+    // frame at pipeline 1 (callgrind, BENCHMARKS.md section 13).
+    #[inline(always)]
     fn on_connection_event(&mut self, key: usize, readable: bool, writable: bool) {
-        let Some((next, was_closing)) = self.drive(key, |conn, cx| {
+        let driven = self.drive(key, |conn, cx| {
             // Writable first: sending frees buffer space (and may lift backpressure) before
             // reading adds more output.
             let mut next = Next::Wait;
@@ -469,8 +499,14 @@ impl Reactor {
                 next = conn.on_readable(cx);
             }
             next
-        }) else {
-            return; // closed earlier in this batch, or just now for the budget
+        });
+        let (next, was_closing) = match driven {
+            Driven::Ran(next, was_closing) => (next, was_closing),
+            Driven::Gone => return, // closed earlier in this batch, or now for the budget
+            Driven::NoRoom => {
+                self.waiting_for_room.push(key);
+                return;
+            }
         };
         if next == Next::ReadAgain {
             self.ready.push(key);
@@ -481,6 +517,7 @@ impl Reactor {
     /// Reads again the connections whose read budget ran out, in this turn's events or the
     /// last revisit: one more budget each; what is still unread then waits for the next
     /// turn, after a poll that does not block (the ready list makes its timeout zero).
+    /// Then serves the connections that waited for room under the budget last turn.
     fn revisit_ready(&mut self) {
         // Walk this list while new entries go to the spare one; both keep their buffers.
         let mut ready = std::mem::replace(&mut self.ready, std::mem::take(&mut self.ready_spare));
@@ -488,6 +525,12 @@ impl Reactor {
             self.on_connection_event(key, true, false);
         }
         self.ready_spare = ready;
+        if !self.waiting_for_room.is_empty() {
+            // Rare (the budget's closes spent): those still without room wait again.
+            for key in std::mem::take(&mut self.waiting_for_room) {
+                self.on_connection_event(key, true, true);
+            }
+        }
     }
 
     /// Applies a connection's `Next`: close it, or arm its linger deadline if it just
@@ -516,6 +559,12 @@ impl Reactor {
     }
 
     fn accept_connections(&mut self) {
+        if !self.waiting_for_room.is_empty() {
+            // The budget's closes for this turn did not make room for everyone: new
+            // connections would only add to the shortage. They wait in the kernel's accept
+            // queue until the next turn, and `listener_ready` stays set.
+            return;
+        }
         self.listener_ready = false;
         if self.accept_paused_since.is_some() {
             return; // the resume timer or the next close retries
@@ -684,6 +733,9 @@ impl Reactor {
         // contract on every platform.
         let _ = self.poll.registry().deregister(&mut conn.stream);
         self.buffered -= conn.held_bytes();
+        if conn.is_stalled() {
+            self.cx.kernel_charged -= self.cx.limits.kernel_held;
+        }
         let source = self.connection_sources.get_mut(key).and_then(Option::take);
         self.shared.release(source.as_ref());
         if conn.owes_replies() {
@@ -713,10 +765,10 @@ impl Reactor {
                 debug_assert_eq!(
                     self.connections
                         .iter()
-                        .map(|(_, c)| c.held_bytes())
+                        .map(|(_, c)| c.charged_bytes(self.cx.limits.kernel_held))
                         .sum::<usize>(),
-                    self.buffered,
-                    "buffered bytes accounted"
+                    self.charged(),
+                    "buffered bytes and kernel queues accounted"
                 );
                 // With several reactors the server logs the totals; each its own at debug.
                 let level = if self.alone {
@@ -729,7 +781,7 @@ impl Reactor {
                     "stats{}: {} connections open, {} bytes buffered; {}",
                     self.of_reactor(),
                     self.connections.len(),
-                    self.buffered,
+                    self.charged(),
                     self.cx.stats
                 );
                 if let Some(every) = self.config.stats_interval {
@@ -770,14 +822,23 @@ impl Reactor {
             // free space crosses the kernel's wake-up threshold (half the buffer on Linux),
             // which a multi-megabyte autotuned buffer may not do within the timeout.
             match self.drive(key, |conn, cx| conn.on_writable(cx)) {
-                None => return, // closed for the budget
-                Some((Next::Close(reason), _)) => {
+                Driven::Gone => return, // closed for the budget
+                Driven::Ran(Next::Close(reason), _) => {
                     let conn = self.connections.remove(key);
                     self.release(key, conn, reason);
                     return;
                 }
-                Some((Next::ReadAgain, _)) => self.ready.push(key),
-                Some((Next::Wait, _)) => {}
+                Driven::Ran(Next::ReadAgain, _) => self.ready.push(key),
+                Driven::Ran(Next::Wait, _) => {}
+                Driven::NoRoom => {
+                    // No probe without room: judge it one tick from now, after the next
+                    // turn's closes for the budget.
+                    let deadline = self.clock.tick_after(self.cx.now_us + self.clock.tick_us);
+                    if let Some(conn) = self.connections.get_mut(key) {
+                        conn.timer = self.wheel.arm(deadline, key as u32);
+                    }
+                    return;
+                }
             }
         }
         let Some(conn) = self.connections.get_mut(key) else {

@@ -210,6 +210,7 @@ impl Reactor {
     /// The waker's event: publishes a snapshot if a reader asked for one since the last.
     /// O(connections), for the buffered-bytes sum; once per request, never per frame.
     pub(super) fn on_wake(&mut self) {
+        let charged = self.charged();
         let Some(publisher) = self.metrics.as_deref_mut() else {
             return;
         };
@@ -220,7 +221,7 @@ impl Reactor {
         let snapshot = Snapshot {
             stats: self.cx.stats.clone(),
             connections_open: self.connections.len() as u64,
-            buffered_bytes: self.buffered as u64,
+            buffered_bytes: charged as u64,
             max_buffer_memory: self.buffer_budget as u64,
             turns: publisher.turns.clone(),
         };

@@ -248,7 +248,7 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             let source = ip((x % 7) as u32);
-            if x % 3 == 0 && !admitted.is_empty() {
+            if x.is_multiple_of(3) && !admitted.is_empty() {
                 let s = admitted.swap_remove((x as usize / 3) % admitted.len());
                 t.release(&s);
                 let c = model.get_mut(&s).unwrap();

@@ -16,7 +16,9 @@
 //! - `threads`: several reactors: the kernel's spread, the Unix handoff, global limits, shutdown
 //! - `systemd`: socket activation through `systemd-socket-activate`, the units' rules
 //! - `upgrade`: SIGUSR2: the new process on the same sockets, the old one's drain, failures
+//! - `cli_docs`: `tabecho man` and `tabecho completions` cover every subcommand and flag
 
+mod cli_docs;
 mod faults;
 mod faults_load;
 mod idle;

@@ -9,8 +9,9 @@ use tabecho::config::DEFAULT_HIGH_WATER;
 use crate::util::*;
 
 /// A server of `threads` reactors and a buffer budget of `budget` bytes, with 4 KiB high
-/// water and an 8 KiB frame limit: one connection's worst case is 4096 + (8192 + 12) + 64
-/// + 8192 = 20,556 bytes. Idle reaping is not the subject.
+/// water and an 8 KiB frame limit: one connection's worst case is 20,556 bytes (4096 +
+/// (8192 + 12) + 64 + 8192). Idle reaping is not the subject, nor the kernel's queues:
+/// the socket buffers are left to the kernel, so nothing is charged for them.
 fn budget_server(threads: usize, budget: usize) -> TestServer {
     TestServer::start_with(|c| {
         c.threads = threads;
@@ -18,7 +19,16 @@ fn budget_server(threads: usize, budget: usize) -> TestServer {
         c.max_frame = 8192;
         c.max_buffer_memory = budget;
         c.idle_timeout = Duration::from_secs(60);
+        c.send_buffer = 0;
+        c.recv_buffer = 0;
     })
+}
+
+/// What a connection whose socket refuses replies is charged for its kernel queues at the
+/// default socket buffers.
+fn default_kernel_charge() -> u64 {
+    tabecho::config::ServerConfig::new("127.0.0.1:0".parse().unwrap()).kernel_held_when_stalled()
+        as u64
 }
 
 /// Round trips on `healthy` until some of `holders` have been closed for the budget (the
@@ -93,8 +103,9 @@ fn flood_of_empty_frames_that_never_reads_holds_at_most_two_high_water_marks() {
     assert!(got.chunks(12).all(|r| r == b"server got:\t"));
     let stats = server.stop();
     // Replies up to high water plus the one that crosses it, and at most one read of
-    // input left unanswered (at most high water): see docs/PROTOCOL.md.
-    let bound = 2 * DEFAULT_HIGH_WATER as u64 + 12;
+    // input left unanswered (at most high water), plus the charge for its kernel queues
+    // while its socket refuses replies: see docs/PROTOCOL.md.
+    let bound = 2 * DEFAULT_HIGH_WATER as u64 + 12 + default_kernel_charge();
     assert!(
         stats.buffered_peak <= bound,
         "held {} bytes, bound {bound}",
@@ -138,7 +149,12 @@ fn slow_reader_of_a_long_flood_keeps_its_buffer_bounded_and_loses_nothing() {
     w.join().unwrap();
     assert_eq!(got, frames * 12);
     let stats = server.stop();
-    assert!(stats.buffered_peak <= 2 * DEFAULT_HIGH_WATER as u64 + 12);
+    let bound = 2 * DEFAULT_HIGH_WATER as u64 + 12 + default_kernel_charge();
+    assert!(
+        stats.buffered_peak <= bound,
+        "held {} bytes, bound {bound}",
+        stats.buffered_peak
+    );
 }
 
 #[test]
@@ -215,6 +231,62 @@ fn budget_holds_over_two_reactors_and_every_closed_holder_reads_the_line() {
     assert!(
         stats.buffered_peak <= budget as u64,
         "{}",
+        stats.buffered_peak
+    );
+}
+
+#[test]
+fn non_reading_peers_are_charged_their_kernel_queues_and_closed_at_the_budget() {
+    // 16 KiB socket buffers: a connection whose socket refuses replies is charged
+    // 2 x (16 + 16) KiB = 64 KiB for its kernel queues, beside at most 2 x 4 KiB + 12 bytes
+    // of its own buffers. Twelve flooders that never read hold 12 x 8 KiB = 96 KiB in
+    // user space, far under the 512 KiB budget, but are charged 12 x 72 KiB = 864 KiB:
+    // without the charge nobody would be closed, and the kernel would hold the rest.
+    let budget = 512 * 1024;
+    let server = TestServer::start_with(|c| {
+        c.high_water = 4096;
+        c.max_frame = 8192;
+        c.max_buffer_memory = budget;
+        c.send_buffer = 16 * 1024;
+        c.recv_buffer = 16 * 1024;
+        c.idle_timeout = Duration::from_secs(60);
+    });
+    let mut healthy = connect(server.tcp());
+    let mut flooders: Vec<TcpStream> = (0..12).map(|_| connect(server.tcp())).collect();
+    for c in &mut flooders {
+        c.set_nonblocking(true).unwrap();
+    }
+    let chunk = [b'\t'; 16 * 1024];
+    let deadline = Instant::now() + WAIT;
+    let mut closed = vec![false; flooders.len()];
+    // Empty frames until the kernel takes no more, over and over, the server turning
+    // between rounds; a flooder the budget closed (a reset: its replies were owed) fails
+    // its next write.
+    while !closed.iter().any(|&c| c) {
+        for (i, c) in flooders.iter_mut().enumerate() {
+            loop {
+                match c.write(&chunk) {
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        closed[i] = true;
+                        break;
+                    }
+                }
+            }
+        }
+        round_trip(&mut healthy, b"still served");
+        assert!(
+            Instant::now() < deadline,
+            "the budget never closed a flooder"
+        );
+    }
+    round_trip(&mut healthy, b"still served");
+    let stats = server.stop();
+    assert!(stats.closed_memory_budget >= 1, "{stats:?}");
+    assert!(
+        stats.buffered_peak <= budget as u64,
+        "charged {} bytes at the peak, over the budget {budget}",
         stats.buffered_peak
     );
 }

@@ -64,6 +64,11 @@ pub struct LoadArgs {
     /// kernel's choice].
     #[arg(long, value_name = "IP")]
     source: Option<std::net::IpAddr>,
+    /// Cap both kernel socket buffers (SO_SNDBUF, SO_RCVBUF) of every TCP connection at
+    /// this many bytes, as an attacker on its own machine would not count against the
+    /// server's (scripts/attack.sh) [default: the kernel's autotuning].
+    #[arg(long, value_name = "BYTES")]
+    socket_buffer: Option<usize>,
     /// Connections to open.
     #[arg(short, long, default_value_t = 100)]
     connections: usize,
@@ -130,6 +135,7 @@ pub struct LoadArgs {
 pub fn run(args: LoadArgs) -> ExitCode {
     let mut options = LoadOptions::new(args.addr);
     options.source = args.source;
+    options.socket_buffer = args.socket_buffer;
     options.connections = args.connections;
     if let Some(threads) = args.threads {
         options.threads = threads;

@@ -1,21 +1,29 @@
-//! The `tabecho` command: `serve` (the server), `send` (a client), `load` (a load generator)
-//! and `stats` (a live view of a server's metrics).
+//! The `tabecho` command: `serve` (the server), `send` (a client), `load` (a load generator),
+//! `stats` (a live view of a server's metrics), and `completions` and `man` (shell
+//! completions and the manual page, generated from these very definitions).
 //!
 //! Exit codes: 0 success; 1 a runtime failure (address in use, permission, I/O);
 //! 2 a bad command line (clap). Subcommands document any further codes in `--help`.
 
+mod completions;
 mod load;
+mod man;
 mod send;
 mod serve;
 mod stats;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
-/// tabecho: a TAB-delimited echo server, its client and its load generator.
+/// A TAB-delimited echo server on mio reactors, its client and its load generator.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(
+    version,
+    long_about = None,
+    after_help = "Exit codes: 0 success; 1 a runtime failure (address in use, permission, I/O); \
+2 a bad command line. Each subcommand's --help lists its own."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -31,6 +39,10 @@ enum Command {
     Load(load::LoadArgs),
     /// Show a server's metrics (`serve --metrics ADDR`) as a live table.
     Stats(stats::StatsArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions(completions::CompletionsArgs),
+    /// Print the manual page, tabecho(1), in roff to stdout.
+    Man(man::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,5 +53,7 @@ fn main() -> ExitCode {
         Command::Send(args) => send::run(args),
         Command::Load(args) => load::run(args),
         Command::Stats(args) => stats::run(args),
+        Command::Completions(args) => completions::run(args, Cli::command()),
+        Command::Man(args) => man::run(args, Cli::command()),
     }
 }

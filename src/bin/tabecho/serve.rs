@@ -79,6 +79,16 @@ pub struct ServeArgs {
     /// case (see docs/PROTOCOL.md).
     #[arg(long, default_value_t = config::DEFAULT_MAX_BUFFER_MEMORY)]
     max_buffer_memory: usize,
+    /// SO_SNDBUF of every accepted TCP connection, in bytes (the kernel doubles it): what
+    /// one peer that does not read can pin in the kernel's send queue. 0: the kernel's
+    /// autotuning, up to net.ipv4.tcp_wmem's maximum (see docs/PROTOCOL.md, "Kernel socket buffers").
+    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_SEND_BUFFER)]
+    sndbuf: usize,
+    /// SO_RCVBUF of every accepted TCP connection, in bytes (the kernel doubles it): what
+    /// one peer the server has stopped reading can pin in the kernel's receive queue.
+    /// 0: the kernel's autotuning, up to net.ipv4.tcp_rmem's maximum.
+    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_RECV_BUFFER)]
+    rcvbuf: usize,
     /// Log a line of counters this often (off by default).
     #[arg(long, value_parser = parse_duration)]
     stats_interval: Option<Duration>,
@@ -110,6 +120,8 @@ pub fn run(args: ServeArgs) -> ExitCode {
     config.max_buffer_memory = args.max_buffer_memory;
     config.stats_interval = args.stats_interval;
     config.shutdown_grace = args.shutdown_grace;
+    config.send_buffer = args.sndbuf;
+    config.recv_buffer = args.rcvbuf;
     if let Err(e) = config.validate() {
         error!("{e}");
         return ExitCode::from(2);

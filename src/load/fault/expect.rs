@@ -292,7 +292,7 @@ pub fn garbage(seed: u64, len: usize, max_frame: usize) -> (Vec<u8>, Vec<u8>) {
     let mut run = 0;
     for _ in 0..len {
         state = splitmix64(state);
-        let byte = if run >= max_frame || state % 8 == 0 {
+        let byte = if run >= max_frame || state.is_multiple_of(8) {
             DELIMITER
         } else {
             (state >> 32) as u8

@@ -223,7 +223,13 @@ impl FaultSession {
             self.phase = Phase::Done;
             return;
         }
-        match open_stream(&plan.addr, plan.source, ctx.registry, self.token) {
+        match open_stream(
+            &plan.addr,
+            plan.source,
+            plan.socket_buffer,
+            ctx.registry,
+            self.token,
+        ) {
             Ok(stream) => {
                 self.cycle += 1;
                 self.stream = Some(stream);

@@ -1,12 +1,17 @@
 //! The buffer-memory budget of one reactor: every connection's I/O runs through
 //! [`Reactor::drive`], which keeps one connection's worst case free in this reactor's
 //! lease of `--max-buffer-memory` (growing the lease from `Shared` a mebibyte at a time)
-//! or closes the connections that hold the most, and accounts the change in that
-//! connection's buffers.
+//! or closes the connections charged the most, and accounts the change in that
+//! connection's charge: its buffers, and its kernel queues while its socket refuses
+//! replies.
 //!
 //! # Invariants
-//! - `buffered` is always the sum of every connection's `held_bytes()`, and never more
-//!   than `lease`; the leases of all reactors never sum past the budget.
+//! - `buffered` is always the sum of every connection's `held_bytes()`, and
+//!   `cx.kernel_charged` the charge for the kernel queues of those whose sockets refuse
+//!   replies; their sum ([`Reactor::charged`]) is every connection's `charged_bytes()`, and
+//!   never more than `lease`; the leases of all reactors never sum past the budget.
+//! - At most [`EVICTIONS_PER_TURN`] connections are closed for the budget in one loop
+//!   turn; I/O that finds no room after them does not run ([`Driven::NoRoom`]).
 //! - A memory-pressure episode is logged twice: when it starts and once it has been
 //!   quiet for [`PRESSURE_QUIET`].
 
@@ -27,6 +32,25 @@ const LEASE_CHUNK: usize = 1 << 20;
 /// summary is logged then (one line per episode, not one per connection).
 const PRESSURE_QUIET: Duration = Duration::from_secs(1);
 
+/// Connections closed for the budget per loop turn, at most; I/O that needs room past
+/// them waits for the next turn. A close for the budget frees the connection's kernel
+/// queues in this thread (up to 512 KiB at the default socket buffers): 126 such closes
+/// in one turn made it last 30-50 ms, which every other connection waited out
+/// (scripts/attack.sh mix, BENCHMARKS.md section 13). Redis bounds its eviction per
+/// command the same way (`maxmemory-eviction-tenacity`).
+const EVICTIONS_PER_TURN: usize = 32;
+
+/// What became of a connection's I/O under the budget ([`Reactor::drive`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Driven {
+    /// It ran: the connection's `Next`, and whether it was closing before.
+    Ran(Next, bool),
+    /// The connection is gone (closed earlier in this turn, or for the budget just now).
+    Gone,
+    /// No room under the budget, and this turn's closes are spent: it did not run.
+    NoRoom,
+}
+
 /// A memory-pressure episode: connections are being closed to keep the budget.
 pub(super) struct Pressure {
     /// When the first close of the episode happened.
@@ -42,36 +66,52 @@ pub(super) struct Pressure {
 impl Reactor {
     /// Runs `io` on connection `key` within the buffer budget: first keeps room for the
     /// most one connection can hold (closing the largest holders if need be, perhaps this
-    /// one), then accounts the change in its buffers. Returns `io`'s `Next` and whether
-    /// the connection was closing before, or `None` if the connection is gone.
+    /// one), then accounts the change in its buffers. When this turn's evictions are spent
+    /// and there is no room, `io` does not run: the connection waits for the next turn.
     pub(super) fn drive(
         &mut self,
         key: usize,
         io: impl FnOnce(&mut Connection, &mut Context) -> Next,
-    ) -> Option<(Next, bool)> {
-        if self.buffered + self.headroom > self.lease && !self.grow_lease() {
+    ) -> Driven {
+        if self.charged() + self.headroom > self.lease && !self.grow_lease() {
             self.evict_largest();
+            if self.charged() + self.headroom > self.lease {
+                return Driven::NoRoom;
+            }
         }
-        let (next, was_closing) = self.run_accounted(key, io)?;
+        let Some((next, was_closing)) = self.run_accounted(key, io) else {
+            return Driven::Gone;
+        };
+        let charged = self.charged();
         debug_assert!(
-            self.buffered <= self.lease,
-            "buffered {} > lease {} after connection {key}'s I/O",
-            self.buffered,
+            charged <= self.lease,
+            "charged {charged} > lease {} after connection {key}'s I/O",
             self.lease
         );
-        self.cx.stats.buffered_peak = self.cx.stats.buffered_peak.max(self.buffered as u64);
-        if self.lease - self.buffered > self.lease_floor + 2 * LEASE_CHUNK + self.headroom {
+        self.cx.stats.buffered_peak = self.cx.stats.buffered_peak.max(charged as u64);
+        if self.lease - charged > self.lease_floor + 2 * LEASE_CHUNK + self.headroom {
             // Far more leased than held: let the other reactors have a chunk.
             self.lease -= LEASE_CHUNK;
             self.shared.give_back(LEASE_CHUNK);
         }
-        Some((next, was_closing))
+        Driven::Ran(next, was_closing)
+    }
+
+    /// What is charged to the budget: the connections' buffers and the kernel queues of
+    /// those whose sockets refuse replies.
+    pub(in crate::server) fn charged(&self) -> usize {
+        self.buffered + self.cx.kernel_charged
+    }
+
+    /// A new loop turn: its share of closes for the budget.
+    pub(super) fn new_budget_turn(&mut self) {
+        self.evictions_left = EVICTIONS_PER_TURN;
     }
 
     /// Leases enough more of the budget for one connection's worst case past what is
     /// held, at least a chunk; false if that much is not unleased.
     fn grow_lease(&mut self) -> bool {
-        let short = (self.buffered + self.headroom).saturating_sub(self.lease);
+        let short = (self.charged() + self.headroom).saturating_sub(self.lease);
         let want = short.max(LEASE_CHUNK);
         for bytes in [want, short] {
             if bytes > 0 && self.shared.lease(bytes) {
@@ -84,24 +124,34 @@ impl Reactor {
 
     /// Closes the connections that hold the most buffer memory, largest first, until an
     /// eighth of the budget and one connection's worst case are free again (so a pass
-    /// frees megabytes and passes are rare). Each gets `error: server buffer memory
-    /// exhausted` where it can still read it (see [`Connection::abandon`]). One scan of
-    /// the slab per pass; passes happen only at the budget.
+    /// frees megabytes and passes are rare), at most this turn's share of closes
+    /// ([`EVICTIONS_PER_TURN`]). Each gets `error: server buffer memory exhausted` where it
+    /// can still read it (see [`Connection::abandon`]). One scan of the slab per pass, and
+    /// the largest picked without sorting them all (`select_nth_unstable`); passes happen
+    /// only at the budget.
     fn evict_largest(&mut self) {
+        if self.evictions_left == 0 {
+            return; // the next turn closes more; meanwhile I/O that needs room waits
+        }
         let target = (self.lease - self.lease / 8).saturating_sub(self.headroom);
         let mut holders: Vec<(usize, usize)> = self
             .connections
             .iter()
-            .map(|(key, conn)| (conn.held_bytes(), key))
+            .map(|(key, conn)| (conn.charged_bytes(self.cx.limits.kernel_held), key))
             .filter(|&(held, _)| held > 0)
             .collect();
+        let candidates = self.evictions_left.min(holders.len());
+        if candidates < holders.len() {
+            holders.select_nth_unstable_by(candidates, |a, b| b.cmp(a));
+            holders.truncate(candidates);
+        }
         holders.sort_unstable_by(|a, b| b.cmp(a));
         let now = Instant::now();
         if self.pressure.is_none() {
             warn!(
                 "buffer memory budget reached: {} bytes held by {} connections{} (budget {}); \
                  closing the largest holders",
-                self.buffered,
+                self.charged(),
                 holders.len(),
                 self.of_reactor(),
                 self.buffer_budget
@@ -114,10 +164,14 @@ impl Reactor {
             });
             self.arm_server_timer(PRESSURE_QUIET, TIMER_PRESSURE);
         }
+        if holders.is_empty() {
+            self.evictions_left = 0; // nothing to close: do not scan again this turn
+        }
         for (held, key) in holders {
-            if self.buffered <= target {
+            if self.charged() <= target {
                 break;
             }
+            self.evictions_left -= 1;
             let Some((next, was_closing)) = self.drive_without_budget(key, |conn, cx| {
                 conn.abandon(
                     protocol::MEMORY_BUDGET_EXCEEDED,
@@ -146,12 +200,12 @@ impl Reactor {
         key: usize,
         io: impl FnOnce(&mut Connection, &mut Context) -> Next,
     ) -> Option<(Next, bool)> {
-        let before = self.buffered;
+        let before = self.charged();
         let result = self.run_accounted(key, io);
         debug_assert!(
-            self.buffered <= before,
+            self.charged() <= before,
             "buffers grew: {before} to {}",
-            self.buffered
+            self.charged()
         );
         result
     }
@@ -189,7 +243,7 @@ impl Reactor {
             (pressure.last - pressure.since).as_millis(),
             pressure.closed,
             pressure.freed,
-            self.buffered,
+            self.charged(),
             self.of_reactor()
         );
         self.pressure = None;

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::addr::ListenAddr;
 use crate::protocol;
+pub use crate::server::DEFAULT_SOURCE_PREFIX_V6;
 
 /// The original Go example's address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8085";
@@ -58,6 +59,12 @@ pub struct ServerConfig {
     pub max_frame: usize,
     /// Connections served at once; `None` means the descriptor limit less [`FD_RESERVE`].
     pub max_connections: Option<usize>,
+    /// Connections one source (an IPv4 address, an IPv6 network, a Unix peer's uid) may
+    /// have open at once; `None` (the default) means no such limit: clients behind one NAT
+    /// share an address (docs/PROTOCOL.md "Connections per source").
+    pub max_connections_per_source: Option<u32>,
+    /// The leading bits of an IPv6 address that name its source (0 to 128).
+    pub source_prefix_v6: u8,
     /// Pending output at which answering and reading a connection pause (resume below
     /// half); also the largest read.
     pub high_water: usize,
@@ -123,6 +130,15 @@ impl ServerConfig {
         if self.high_water == 0 {
             return Err("--high-water must be at least 1 byte".to_string());
         }
+        if self.max_connections_per_source == Some(0) {
+            return Err("--max-connections-per-source must be at least 1".to_string());
+        }
+        if self.source_prefix_v6 > 128 {
+            return Err(format!(
+                "--source-prefix-v6 {} is not a prefix length: 0 to 128 bits",
+                self.source_prefix_v6
+            ));
+        }
         Ok(())
     }
 
@@ -135,6 +151,8 @@ impl ServerConfig {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_frame: DEFAULT_MAX_FRAME,
             max_connections: None,
+            max_connections_per_source: None,
+            source_prefix_v6: DEFAULT_SOURCE_PREFIX_V6,
             high_water: DEFAULT_HIGH_WATER,
             max_buffer_memory: DEFAULT_MAX_BUFFER_MEMORY,
             stats_interval: None,

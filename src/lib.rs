@@ -6,7 +6,8 @@
 //!  systemd: LISTEN_FDS (fd 3) ─▶ Listener; READY=1, STOPPING=1 ◀─ serve, shutdown
 //!  server::Server: binds, starts N reactors, joins them, sums their counters
 //!   │ TCP: one SO_REUSEPORT listener each │ Unix / systemd's socket: reactor 0 hands off
-//!   │ server::shared: connection count, buffer-budget leases, shutdown (accept/close only)
+//!   │ server::shared: connection count (and per source: server::source_table),
+//!   │                 buffer-budget leases, shutdown (accept/close only)
 //!   │ server::upgrade: SIGUSR2 ─▶ new process on the same sockets (LISTEN_FDS), READY=1
 //!   │                  ─▶ every reactor drops its listener and drains
 //!   ▼
@@ -28,7 +29,8 @@
 //! - [`addr`], [`config`]: `ListenAddr` (tcp | unix), durations; `ServerConfig` defaults.
 //! - [`stream`]: one non-blocking TCP-or-Unix stream type for the server and the load.
 //! - [`server`]: `Server` starts the reactors (`server::reactor`, the loop), hands Unix
-//!   connections over (`server::handoff`), shares the global limits (`server::shared`);
+//!   connections over (`server::handoff`), shares the global limits (`server::shared`)
+//!   and the count per source (`server::source`, `server::source_table`);
 //!   `server::snapshot` copies a reactor's counters for other threads; `server::upgrade`
 //!   hands the listening sockets to a new process on SIGUSR2.
 //! - [`metrics`]: the endpoint's pure parts: `metrics::http`, one HTTP connection's state

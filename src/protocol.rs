@@ -12,6 +12,12 @@ pub const REPLY_PREFIX: &[u8] = b"server got:";
 /// Sent, then the connection is closed, when the server is at `--max-connections`.
 pub const TOO_MANY_CONNECTIONS: &[u8] = b"error: too many connections\t";
 
+/// Sent, then the connection is closed as [`TOO_MANY_CONNECTIONS`] is, when the
+/// connection's source (its IPv4 address, IPv6 network or Unix uid) already has
+/// `--max-connections-per-source` connections open.
+pub const TOO_MANY_CONNECTIONS_FROM_SOURCE: &[u8] =
+    b"error: too many connections from your address\t";
+
 /// Sent where it can still be read, then the connection is closed, when the server's
 /// buffer-memory budget (`--max-buffer-memory`) is reached and this connection holds the
 /// most: its buffered input and unsent replies are dropped.

@@ -3,7 +3,8 @@
 //!
 //! Every series carries `reactor="N"`, so a server with several reactors can report one
 //! series per reactor. `tabecho_closed_total` has one series per [`CloseReason::ALL`]
-//! entry, so a new close reason appears here without a change.
+//! entry, so a new close reason appears here without a change; `tabecho_rejected_total`
+//! one per limit ([`REJECTED`]).
 
 use std::collections::HashMap;
 
@@ -41,16 +42,11 @@ struct ReactorsCollector(Vec<Snapshot>);
 type Scalar = (&'static str, &'static str, fn(&Snapshot) -> u64);
 
 /// The counters (the encoder appends `_total`).
-const COUNTERS: [Scalar; 7] = [
+const COUNTERS: [Scalar; 6] = [
     ("frames", "Frames answered", |s| s.stats.frames),
     ("accepted", "Connections accepted and served", |s| {
         s.stats.accepted
     }),
-    (
-        "rejected",
-        "Connections refused over --max-connections",
-        |s| s.stats.rejected,
-    ),
     ("bytes_received", "Bytes read from clients", |s| {
         s.stats.bytes_in
     }),
@@ -67,6 +63,15 @@ const COUNTERS: [Scalar; 7] = [
         "Times accepting paused because descriptors or memory ran out",
         |s| s.stats.accept_pauses,
     ),
+];
+
+/// A labelled series of one family: its label value and its value.
+type Labelled = (&'static str, fn(&Snapshot) -> u64);
+
+/// `tabecho_rejected_total`'s series: the `reason` label and the counter, per limit.
+const REJECTED: [Labelled; 2] = [
+    ("global", |s| s.stats.rejected),
+    ("per_source", |s| s.stats.rejected_per_source),
 ];
 
 /// The gauges.
@@ -95,6 +100,20 @@ impl Collector for ReactorsCollector {
             for (s, reactor) in per_reactor() {
                 let labels = [("reactor", reactor)];
                 ConstCounter::new(value(s)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+
+        let mut rejected = encoder.encode_descriptor(
+            "rejected",
+            "Connections refused, by limit: global (--max-connections), per_source \
+             (--max-connections-per-source)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (s, reactor) in per_reactor() {
+            for (reason, value) in REJECTED {
+                let labels = [("reactor", reactor), ("reason", reason)];
+                ConstCounter::new(value(s)).encode(rejected.encode_family(&labels)?)?;
             }
         }
 
@@ -153,6 +172,8 @@ mod tests {
         let mut s = Snapshot::default();
         s.stats.frames = 1234;
         s.stats.accepted = 7;
+        s.stats.rejected = 3;
+        s.stats.rejected_per_source = 4;
         s.stats.count_close(CloseReason::Idle);
         s.stats.count_close(CloseReason::Idle);
         s.connections_open = 5;
@@ -170,6 +191,8 @@ mod tests {
             "tabecho_accepted_total{reactor=\"0\"} 7",
             "tabecho_closed_total{reactor=\"0\",reason=\"idle\"} 2",
             "tabecho_closed_total{reactor=\"0\",reason=\"frame_too_long\"} 0",
+            "tabecho_rejected_total{reactor=\"0\",reason=\"global\"} 3",
+            "tabecho_rejected_total{reactor=\"0\",reason=\"per_source\"} 4",
             "tabecho_connections_open{reactor=\"0\"} 5",
             "# TYPE tabecho_reactor_turn_seconds histogram",
             "tabecho_reactor_turn_seconds_bucket{reactor=\"0\",le=\"1e-05\"} 1",

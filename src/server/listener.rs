@@ -1,6 +1,7 @@
 //! Listener: binding, accepting, and refusing connections over the limit.
 
 use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
@@ -10,7 +11,6 @@ use mio::{Interest, Registry, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::addr::ListenAddr;
-use crate::protocol;
 use crate::stream::Stream;
 
 /// The listen backlog asked of the kernel (it caps it at net.core.somaxconn, 4096 on
@@ -159,24 +159,26 @@ impl Listener {
     }
 
     /// Accepts one connection, non-blocking, with TCP_NODELAY set (replies are small and
-    /// must not wait for Nagle).
-    pub fn accept(&self) -> io::Result<Stream> {
+    /// must not wait for Nagle); with a TCP peer's address (a Unix peer has none worth
+    /// keeping).
+    pub fn accept(&self) -> io::Result<(Stream, Option<SocketAddr>)> {
         match self {
             Listener::Tcp(l) => {
-                let (s, _) = l.accept()?;
+                let (s, peer) = l.accept()?;
                 // A failure here only costs latency; the connection is still served.
                 let _ = s.set_nodelay(true);
-                Ok(Stream::Tcp(s))
+                Ok((Stream::Tcp(s), Some(peer)))
             }
-            Listener::Unix(l, _, _) => l.accept().map(|(s, _)| Stream::Unix(s)),
+            Listener::Unix(l, _, _) => l.accept().map(|(s, _)| (Stream::Unix(s), None)),
         }
     }
 }
 
-/// Refuses a connection over the limit: sends the error line, shuts the write side and
-/// closes. Best effort and non-blocking: a fresh socket's send buffer takes the line.
-pub fn refuse(mut stream: Stream) {
-    let _ = stream.write(protocol::TOO_MANY_CONNECTIONS);
+/// Refuses a connection over a limit: sends `line` (an error line of `protocol`), shuts
+/// the write side and closes. Best effort and non-blocking: a fresh socket's send buffer
+/// takes the line.
+pub fn refuse(mut stream: Stream, line: &[u8]) {
+    let _ = stream.write(line);
     let _ = stream.shutdown_write();
     // Read what the client may already have sent, so the close sends FIN, not a reset
     // that would erase the error line before the client reads it.
@@ -250,7 +252,7 @@ mod tests {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             match listener.accept() {
-                Ok(stream) => return stream,
+                Ok((stream, _)) => return stream,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     assert!(std::time::Instant::now() < deadline, "no connection came");
                     std::thread::sleep(std::time::Duration::from_millis(1));

@@ -6,8 +6,8 @@
 //!                 │       new connections by a hash of their addresses
 //!                 ├─ Unix, or the one socket systemd passed: reactor 0 accepts and
 //!                 │       deals round-robin to the others (handoff: channel + waker)
-//!                 └─ Shared: connection count, buffer-budget leases, shutdown and
-//!                            upgrade state
+//!                 └─ Shared: connection count (and per source), buffer-budget leases,
+//!                            shutdown and upgrade state
 //!   Server::from_inherited ─ the sockets systemd or an upgrading process passed: N TCP
 //!                    listeners on one address for N reactors are one each, as bound
 //!   Server::run  ─── reactor 0 on this thread, the others on their own; joined;
@@ -37,6 +37,8 @@ mod reactor;
 mod shared;
 mod signal;
 mod snapshot;
+mod source;
+mod source_table;
 mod stats;
 mod upgrade;
 
@@ -50,6 +52,8 @@ use log::{info, warn};
 
 pub use close::CloseReason;
 pub use snapshot::{Snapshot, SnapshotHandle, TurnHistogram, TURN_BUCKET_BOUNDS_US};
+pub use source::{Source, DEFAULT_SOURCE_PREFIX_V6};
+pub use source_table::SourceTable;
 pub use stats::Stats;
 pub use upgrade::{without_listen, Relaunch, UPGRADED_FROM_ENV};
 
@@ -198,6 +202,7 @@ impl Server {
             .max(config.max_buffer_memory / (2 * threads));
         let shared = Shared::new(
             max_connections,
+            config.max_connections_per_source,
             config.max_buffer_memory - threads * lease_floor,
         );
         let handing_off = listeners.len() < threads;
@@ -362,6 +367,13 @@ impl Server {
         }
         drop(stats_logger);
         result?;
+        // Every reactor has ended and dropped its inbox: every admission, served or still
+        // in a channel, has been released, or a source would have been locked out.
+        debug_assert_eq!(
+            (self.shared.connections_open(), self.shared.sources_open()),
+            (0, 0),
+            "connections and sources still counted open after every reactor ended"
+        );
         info!("shutdown: {total}");
         Ok(total)
     }

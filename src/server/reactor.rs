@@ -6,7 +6,8 @@
 //! ```text
 //!   poll(timeout = next timer or 0 if work is left)
 //!     ├─ LISTENER  → accept up to ACCEPTS_PER_EVENT (more? listener_ready stays set);
-//!     │              admit (Shared), serve here or hand off
+//!     │              admit (Shared: the global and per-source limits), serve here or
+//!     │              hand off
 //!     ├─ WAKER     → shutdown begun, a snapshot asked, or connections handed to us
 //!     ├─ SIGNALS   → SIGINT/SIGTERM, SIGUSR2 (reactor 0 registers them)
 //!     ├─ METRICS_LISTENER, HTTP tokens → the metrics endpoint (reactor 0, `--metrics`)
@@ -51,6 +52,12 @@
 //! - Timer values below [`TIMER_HTTP`] are slab keys; from it to [`TIMER_PRESSURE`],
 //!   metrics connections (`TIMER_HTTP + key`); the top values are the server's own
 //!   timers.
+//! - With a per-source limit, `connection_sources[key]` is always the source the
+//!   connection in slot `key` was admitted under, and `None` for a vacant slot: set when
+//!   the connection is added, taken when it is released, so each release names what its
+//!   admission counted (checked when the loop ends: every entry is `None`). Kept beside the
+//!   slab, not in `Connection`, so a connection stays 88 bytes and a server without the
+//!   limit pays nothing.
 //! - Stale events are harmless: an event or ready-list entry for a key closed earlier in
 //!   the same turn finds the slot vacant (skipped) or reused by a new connection (one
 //!   spurious read that returns WouldBlock).
@@ -71,14 +78,16 @@ use slab::Slab;
 
 use super::close::CloseReason;
 use super::connection::{Connection, Context, Limits, Next};
-use super::handoff::{Dealt, Handoff, Inbox};
+use super::handoff::{Admitted, Dealt, Handoff, Inbox};
 use super::listener::{self, Listener};
-use super::shared::Shared;
+use super::shared::{Refusal, Shared};
 use super::signal::ServerSignals;
 use super::snapshot::Publisher;
+use super::source::Source;
 use super::stats::Stats;
 use super::upgrade::Upgrader;
 use crate::config::ServerConfig;
+use crate::protocol;
 use crate::stream::Stream;
 use crate::timer_wheel::{Tick, TimerId, TimerWheel};
 use metrics_listener::{MetricsEndpoint, HTTP_TOKENS, METRICS_LISTENER};
@@ -203,6 +212,12 @@ pub struct Reactor {
     handoff: Option<Handoff>,
     /// Connections other reactors accepted for this one.
     inbox: Option<Inbox>,
+    /// With `--max-connections-per-source`: the IPv6 prefix length a source is counted by
+    /// (`--source-prefix-v6`). `None` without the limit: no source is computed at all.
+    source_prefix_v6: Option<u8>,
+    /// With a per-source limit, the source each connection counts against, by slab key
+    /// (see the invariants); grown to the highest key used. Empty without the limit.
+    connection_sources: Vec<Option<Source>>,
     /// Buffers, limits and counters shared by every connection.
     cx: Context,
     /// Bytes held in connection buffers: always the sum of their `held_bytes()`. With
@@ -315,6 +330,10 @@ impl Reactor {
             shared,
             handoff,
             inbox,
+            source_prefix_v6: config
+                .max_connections_per_source
+                .map(|_| config.source_prefix_v6),
+            connection_sources: Vec::new(),
             buffered: 0,
             lease: lease_floor,
             lease_floor,
@@ -438,6 +457,11 @@ impl Reactor {
             self.charged(),
             0,
             "buffer bytes or kernel queues left accounted after every close"
+        );
+        debug_assert!(
+            self.connection_sources.iter().all(Option::is_none),
+            "a connection's source was never released: {:?}",
+            self.connection_sources.iter().flatten().collect::<Vec<_>>()
         );
         if let Some(lease) = self.lease.checked_sub(self.lease_floor) {
             self.shared.give_back(lease);
@@ -576,8 +600,8 @@ impl Reactor {
             let Some(listener) = &self.listener else {
                 return;
             };
-            let stream = match listener.accept() {
-                Ok(stream) => stream,
+            let (stream, peer) = match listener.accept() {
+                Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
@@ -602,34 +626,63 @@ impl Reactor {
                     return;
                 }
             };
-            if !self.shared.admit() {
+            let source = match self.source_prefix_v6 {
+                None => None,
+                Some(prefix_len) => match Source::of_stream(&stream, peer, prefix_len) {
+                    Ok(source) => Some(source),
+                    Err(e) => {
+                        // Gone before it could be counted (the peer already reset it).
+                        debug!("dropped a new connection: its source is unknown: {e}");
+                        continue;
+                    }
+                },
+            };
+            if let Err(refusal) = self.shared.admit(source, Instant::now()) {
+                self.refuse(stream, source, refusal);
+                continue;
+            }
+            let (stream, source) = match self.handoff.as_mut() {
+                None => (stream, source),
+                Some(handoff) => {
+                    match handoff.deal(Admitted::new(stream, source, self.shared.clone())) {
+                        Dealt::Keep(admitted) => admitted.serve(),
+                        Dealt::Sent => continue,
+                    }
+                }
+            };
+            self.add_connection(stream, source);
+        }
+        // Budget spent: accept the rest next turn, after the connections had theirs.
+        self.listener_ready = true;
+    }
+
+    /// Refuses a connection over a limit: counted, logged (a per-source refusal once per
+    /// source per 10 s, at warn; a global one at debug), and closed after its error line.
+    fn refuse(&mut self, stream: Stream, source: Option<Source>, refusal: Refusal) {
+        let line = match refusal {
+            Refusal::Global => {
                 self.cx.stats.rejected += 1;
                 debug!(
                     "refused {}: limit {} reached",
                     stream.peer_name(),
                     self.shared.max_connections()
                 );
-                listener::refuse(stream);
-                continue;
+                protocol::TOO_MANY_CONNECTIONS
             }
-            let dealt = match self.handoff.as_mut() {
-                Some(handoff) => handoff.deal(stream),
-                None => Dealt::Keep(stream),
-            };
-            let stream = match dealt {
-                Dealt::Keep(stream) => stream,
-                Dealt::Sent => continue,
-                Dealt::Gone(stream) => {
-                    // That reactor has stopped (a shutdown is under way): not served.
-                    self.shared.release();
-                    drop(stream);
-                    continue;
+            Refusal::PerSource { log } => {
+                self.cx.stats.rejected_per_source += 1;
+                if let (Some(unlogged), Some(source)) = (log, source) {
+                    warn!(
+                        "refusing connections from {source}: it has {} open \
+                         (--max-connections-per-source); {unlogged} more refused since \
+                         the last such line, which comes at most every 10 s per source",
+                        self.shared.max_connections_per_source().unwrap_or(0)
+                    );
                 }
-            };
-            self.add_connection(stream);
-        }
-        // Budget spent: accept the rest next turn, after the connections had theirs.
-        self.listener_ready = true;
+                protocol::TOO_MANY_CONNECTIONS_FROM_SOURCE
+            }
+        };
+        listener::refuse(stream, line);
     }
 
     /// Connections another reactor accepted for this one (already admitted).
@@ -637,13 +690,14 @@ impl Reactor {
         let Some(inbox) = &self.inbox else {
             return;
         };
-        let streams: Vec<Stream> = inbox.try_iter().collect();
-        if streams.is_empty() {
+        let handed: Vec<Admitted> = inbox.try_iter().collect();
+        if handed.is_empty() {
             return;
         }
         self.cx.now_us = self.clock.now_us();
-        for stream in streams {
-            let key = self.add_connection(stream);
+        for admitted in handed {
+            let (stream, source) = admitted.serve();
+            let key = self.add_connection(stream, source);
             if let (Some(key), true) = (key, self.phase == Phase::Draining) {
                 // Accepted just before the shutdown began: the shutdown's lingering close.
                 if let Some((next, _)) = self
@@ -656,9 +710,9 @@ impl Reactor {
         }
     }
 
-    /// Serves an admitted connection; returns its key, or `None` if it could not be
-    /// registered (then it is closed and released).
-    fn add_connection(&mut self, mut stream: Stream) -> Option<usize> {
+    /// Serves a connection admitted from `source`; returns its key, or `None` if it could
+    /// not be registered (then it is closed and released).
+    fn add_connection(&mut self, mut stream: Stream, source: Option<Source>) -> Option<usize> {
         let entry = self.connections.vacant_entry();
         let key = entry.key();
         if let Err(e) = self.poll.registry().register(
@@ -667,8 +721,18 @@ impl Reactor {
             Interest::READABLE | Interest::WRITABLE,
         ) {
             warn!("register: {e}; dropping connection");
-            self.shared.release();
+            self.shared.release(source.as_ref());
             return None;
+        }
+        if source.is_some() {
+            if self.connection_sources.len() <= key {
+                self.connection_sources.resize(key + 1, None);
+            }
+            debug_assert!(
+                self.connection_sources[key].is_none(),
+                "slot {key} still holds the source of a closed connection"
+            );
+            self.connection_sources[key] = source;
         }
         let deadline = self.clock.tick_after(self.cx.now_us + self.idle_us);
         let timer = self.wheel.arm(deadline, key as u32);
@@ -699,7 +763,8 @@ impl Reactor {
         if conn.is_stalled() {
             self.cx.kernel_charged -= self.cx.limits.kernel_held;
         }
-        self.shared.release();
+        let source = self.connection_sources.get_mut(key).and_then(Option::take);
+        self.shared.release(source.as_ref());
         if conn.owes_replies() {
             // Replies owed will never be sent (idle, grace over, budget): reset, so the
             // peer cannot take a cut reply for a clean end, and the kernel frees the

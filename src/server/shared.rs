@@ -1,11 +1,15 @@
 //! Shared: the little the reactors of one server share, touched only where a connection
-//! is admitted or closed, where a reactor's buffer lease grows or shrinks (a mebibyte at a
+//! is admitted or closed (the connection count, and the count per source under
+//! `--max-connections-per-source`), where a reactor's buffer lease grows or shrinks (a mebibyte at a
 //! time), and at shutdown. Nothing here is on the path of a frame.
 //!
 //! # Invariants
 //! - `open` is always the number of connections admitted and not yet released, over all
 //!   reactors; it never exceeds `max_connections` for long: an admission that would pass
-//!   it is undone at once.
+//!   it is undone at once (with a per-source limit, it is never raised past it at all).
+//! - With a per-source limit, the [`SourceTable`] always counts exactly the connections
+//!   admitted and not yet released, by source: an admission is counted in both or in
+//!   neither, under the table's lock, and a release names the source its admission named.
 //! - `unleased` plus every reactor's lease is always the buffer budget: the reactors' lease
 //!   sum never exceeds `--max-buffer-memory`, and each reactor's buffers stay within its
 //!   lease, so the whole process stays within the budget.
@@ -14,9 +18,13 @@
 //!   back from in progress to none only when an upgrade fails, and handed over is final.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Instant;
 
 use mio::Waker;
+
+use super::source::Source;
+use super::source_table::SourceTable;
 
 /// Shutdown states, in the order they are reached.
 const SERVING: u8 = 0;
@@ -37,6 +45,19 @@ pub enum UpgradeBusy {
     HandedOver,
 }
 
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `--max-connections` connections are open.
+    Global,
+    /// Its source has `--max-connections-per-source` open. `log`: log this one (the first
+    /// of its source in 10 s), with the refusals of that source left unlogged since.
+    PerSource {
+        /// `Some(unlogged)` when this refusal is to be logged.
+        log: Option<u64>,
+    },
+}
+
 /// What a server's reactors share.
 #[derive(Debug)]
 pub struct Shared {
@@ -44,6 +65,9 @@ pub struct Shared {
     max_connections: usize,
     /// Connections admitted and not yet released, over all reactors.
     open: AtomicUsize,
+    /// Connections open per source, if `--max-connections-per-source` is set; locked only
+    /// to admit or release a connection.
+    per_source: Option<Mutex<SourceTable>>,
     /// Buffer-budget bytes no reactor holds a lease on.
     unleased: AtomicUsize,
     /// Serving, draining or forced (see the constants).
@@ -64,12 +88,14 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// A server of at most `max_connections`, whose reactors lease from `unleased` bytes of
-    /// buffer budget (what is left once each has its floor).
-    pub fn new(max_connections: usize, unleased: usize) -> Arc<Shared> {
+    /// A server of at most `max_connections`, and at most `per_source` from one source if
+    /// given, whose reactors lease from `unleased` bytes of buffer budget (what is left
+    /// once each has its floor).
+    pub fn new(max_connections: usize, per_source: Option<u32>, unleased: usize) -> Arc<Shared> {
         Arc::new(Shared {
             max_connections,
             open: AtomicUsize::new(0),
+            per_source: per_source.map(|limit| Mutex::new(SourceTable::new(limit))),
             unleased: AtomicUsize::new(unleased),
             shutdown: AtomicU8::new(SERVING),
             upgrade: AtomicU8::new(NO_UPGRADE),
@@ -132,20 +158,59 @@ impl Shared {
         self.max_connections
     }
 
-    /// Admits one more connection if the limit allows; then it must be [`Shared::release`]d.
-    pub fn admit(&self) -> bool {
-        let before = self.open.fetch_add(1, Ordering::AcqRel);
-        if before >= self.max_connections {
-            self.open.fetch_sub(1, Ordering::AcqRel);
-            return false;
-        }
-        true
+    /// The per-source limit in force, if any.
+    pub fn max_connections_per_source(&self) -> Option<u32> {
+        self.per_source.as_ref().map(|t| lock(t).limit())
     }
 
-    /// A connection admitted earlier is closed.
-    pub fn release(&self) {
+    /// Admits one more connection, from `source` (`None` when no per-source limit is set),
+    /// if the limits allow; then it must be [`Shared::release`]d with the same `source`.
+    /// `now` dates a refusal, for its log line.
+    pub fn admit(&self, source: Option<Source>, now: Instant) -> Result<(), Refusal> {
+        let (Some(table), Some(source)) = (&self.per_source, source) else {
+            debug_assert!(
+                self.per_source.is_none() || source.is_some(),
+                "a per-source limit is set but no source was given"
+            );
+            let before = self.open.fetch_add(1, Ordering::AcqRel);
+            if before >= self.max_connections {
+                self.open.fetch_sub(1, Ordering::AcqRel);
+                return Err(Refusal::Global);
+            }
+            return Ok(());
+        };
+        // With a per-source limit every admission holds the table's lock, so both limits
+        // are checked and both counts taken in one step: no count raised for a moment by
+        // an admission being undone refuses a connection that fits. Releases only lower
+        // `open`, so it cannot pass the limit between the check and the increment.
+        let mut table = lock(table);
+        if self.open.load(Ordering::Acquire) >= self.max_connections {
+            return Err(Refusal::Global);
+        }
+        if let Err(refused) = table.admit(source, now) {
+            return Err(Refusal::PerSource { log: refused.log });
+        }
+        self.open.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// A connection admitted earlier, from `source`, is closed.
+    pub fn release(&self, source: Option<&Source>) {
         let before = self.open.fetch_sub(1, Ordering::AcqRel);
         debug_assert!(before > 0, "released more connections than admitted");
+        if let (Some(table), Some(source)) = (&self.per_source, source) {
+            lock(table).release(source);
+        }
+    }
+
+    /// Sources with connections open (0 without a per-source limit).
+    pub fn sources_open(&self) -> usize {
+        self.per_source.as_ref().map_or(0, |t| lock(t).sources())
+    }
+
+    /// Connections admitted and not yet released, over all reactors.
+    pub fn connections_open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
     }
 
     /// Takes `bytes` of budget for a reactor's lease, if that much is unleased.
@@ -227,24 +292,96 @@ impl Shared {
     }
 }
 
+/// The table, even if a reactor panicked while holding it: its counts are whole (every
+/// change is one integer store), and a panicking reactor ends the server anyway.
+fn lock(table: &Mutex<SourceTable>) -> MutexGuard<'_, SourceTable> {
+    table.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn admission_stops_exactly_at_the_limit_and_resumes_after_a_release() {
-        let shared = Shared::new(2, 0);
-        assert!(shared.admit());
-        assert!(shared.admit());
-        assert!(!shared.admit());
-        shared.release();
-        assert!(shared.admit());
-        assert!(!shared.admit());
+        let shared = Shared::new(2, None, 0);
+        let now = Instant::now();
+        assert_eq!(shared.admit(None, now), Ok(()));
+        assert_eq!(shared.admit(None, now), Ok(()));
+        assert_eq!(shared.admit(None, now), Err(Refusal::Global));
+        shared.release(None);
+        assert_eq!(shared.admit(None, now), Ok(()));
+        assert_eq!(shared.admit(None, now), Err(Refusal::Global));
+    }
+
+    #[test]
+    fn a_per_source_refusal_takes_no_global_slot_and_a_global_one_no_source_slot() {
+        let a = Some(Source::V4(Ipv4Addr::new(127, 0, 0, 2)));
+        let b = Some(Source::V4(Ipv4Addr::new(127, 0, 0, 3)));
+        let now = Instant::now();
+        let shared = Shared::new(3, Some(2), 0);
+        assert_eq!(shared.admit(a, now), Ok(()));
+        assert_eq!(shared.admit(a, now), Ok(()));
+        assert_eq!(
+            shared.admit(a, now),
+            Err(Refusal::PerSource { log: Some(0) })
+        );
+        assert_eq!(shared.connections_open(), 2);
+        assert_eq!(shared.admit(b, now), Ok(()));
+        assert_eq!(shared.admit(b, now), Err(Refusal::Global));
+        assert_eq!(shared.sources_open(), 2);
+        shared.release(a.as_ref());
+        shared.release(a.as_ref());
+        shared.release(b.as_ref());
+        assert_eq!((shared.connections_open(), shared.sources_open()), (0, 0));
+    }
+
+    #[test]
+    fn four_threads_never_pass_either_limit_and_leave_nothing_counted() {
+        use std::sync::atomic::AtomicU32;
+        let shared = Shared::new(10, Some(3), 0);
+        let sources: Vec<Source> = (2..6)
+            .map(|n| Source::V4(Ipv4Addr::new(127, 0, 0, n)))
+            .collect();
+        // Connections each thread sees open, by source and in all: raised after an
+        // admission and lowered before its release, so never above what `shared` counts.
+        let held: Vec<AtomicU32> = sources.iter().map(|_| AtomicU32::new(0)).collect();
+        let total = AtomicU32::new(0);
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                let (shared, sources, held, total) = (&shared, &sources, &held, &total);
+                scope.spawn(move || {
+                    let mut mine: Vec<usize> = Vec::new();
+                    for i in 0..20_000usize {
+                        let s = (i * 7 + t) % sources.len();
+                        if i % 3 == 2 {
+                            if let Some(s) = mine.pop() {
+                                held[s].fetch_sub(1, Ordering::SeqCst);
+                                total.fetch_sub(1, Ordering::SeqCst);
+                                shared.release(Some(&sources[s]));
+                            }
+                        } else if shared.admit(Some(sources[s]), Instant::now()).is_ok() {
+                            let h = held[s].fetch_add(1, Ordering::SeqCst) + 1;
+                            let all = total.fetch_add(1, Ordering::SeqCst) + 1;
+                            assert!(h <= 3 && all <= 10, "{h} from one source, {all} in all");
+                            mine.push(s);
+                        }
+                    }
+                    for s in mine {
+                        held[s].fetch_sub(1, Ordering::SeqCst);
+                        total.fetch_sub(1, Ordering::SeqCst);
+                        shared.release(Some(&sources[s]));
+                    }
+                });
+            }
+        });
+        assert_eq!((shared.connections_open(), shared.sources_open()), (0, 0));
     }
 
     #[test]
     fn leases_never_exceed_what_is_unleased() {
-        let shared = Shared::new(1, 100);
+        let shared = Shared::new(1, None, 100);
         assert!(shared.lease(60));
         assert!(!shared.lease(41));
         assert!(shared.lease(40));
@@ -255,7 +392,7 @@ mod tests {
 
     #[test]
     fn shutdown_only_moves_forward() {
-        let shared = Shared::new(1, 0);
+        let shared = Shared::new(1, None, 0);
         assert!(!shared.draining());
         shared.shut_down(true);
         shared.shut_down(false);
@@ -264,7 +401,7 @@ mod tests {
 
     #[test]
     fn one_upgrade_at_a_time_a_failed_one_may_be_retried_a_handover_is_final() {
-        let shared = Shared::new(1, 0);
+        let shared = Shared::new(1, None, 0);
         assert_eq!(shared.begin_upgrade(), Ok(()));
         assert_eq!(shared.begin_upgrade(), Err(UpgradeBusy::InProgress));
         shared.upgrade_failed();

@@ -10,8 +10,11 @@ use super::close::CloseReason;
 pub struct Stats {
     /// Connections accepted and served.
     pub accepted: u64,
-    /// Connections refused with `error: too many connections`.
+    /// Connections refused with `error: too many connections` (`--max-connections`).
     pub rejected: u64,
+    /// Connections refused with `error: too many connections from your address`
+    /// (`--max-connections-per-source`).
+    pub rejected_per_source: u64,
     /// Times accepting paused because descriptors ran out (EMFILE/ENFILE).
     pub accept_pauses: u64,
     /// Total time accepting was paused.
@@ -52,6 +55,7 @@ impl Stats {
         let Stats {
             accepted,
             rejected,
+            rejected_per_source,
             accept_pauses,
             accept_paused_time,
             closed_eof,
@@ -70,6 +74,7 @@ impl Stats {
         } = other;
         self.accepted += accepted;
         self.rejected += rejected;
+        self.rejected_per_source += rejected_per_source;
         self.accept_pauses += accept_pauses;
         self.accept_paused_time += *accept_paused_time;
         self.closed_eof += closed_eof;
@@ -131,7 +136,7 @@ impl fmt::Display for Stats {
             f,
             "accepted {}, reaped idle {}, closed by error {}, frames {}, bytes in {}, bytes out {} \
              (eof {}, reset {}, error {}, frame-too-long {}, shutdown {}, memory-budget {}, \
-             rejected {}, accept pauses {} for {} ms, read yields {}, backpressure stalls {}, \
+             rejected {}, rejected per source {}, accept pauses {} for {} ms, read yields {}, backpressure stalls {}, \
              buffered peak {} bytes)",
             self.accepted,
             self.reaped_idle,
@@ -146,6 +151,7 @@ impl fmt::Display for Stats {
             self.closed_shutdown,
             self.closed_memory_budget,
             self.rejected,
+            self.rejected_per_source,
             self.accept_pauses,
             self.accept_paused_time.as_millis(),
             self.read_yields,

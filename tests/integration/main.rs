@@ -3,6 +3,7 @@
 //! One test binary; each module is one topic of docs/PROTOCOL.md:
 //! - `protocol`: framing and replies (hello, empty frames, binary bytes, splits, pipelining)
 //! - `limits`: frame limit, connection limit, backpressure, descriptor exhaustion
+//! - `per_source`: the connection limit per source: by address, by uid, by IPv6 prefix
 //! - `idle`: idle reaping bounds, trickled partial frames, active clients kept
 //! - `faults`: half-close, resets
 //! - `unix`: Unix stream sockets
@@ -28,6 +29,7 @@ mod load;
 mod memory;
 mod metrics;
 mod metrics_http;
+mod per_source;
 mod process;
 mod protocol;
 mod send;

@@ -11,10 +11,11 @@ use tabecho::server::{CloseReason, Server};
 use crate::util::*;
 
 /// Every metric docs/PROTOCOL.md promises, as its sample lines start.
-const REQUIRED: [&str; 13] = [
+const REQUIRED: [&str; 14] = [
     "tabecho_frames_total{reactor=\"0\"}",
     "tabecho_accepted_total{reactor=\"0\"}",
-    "tabecho_rejected_total{reactor=\"0\"}",
+    "tabecho_rejected_total{reactor=\"0\",reason=\"global\"}",
+    "tabecho_rejected_total{reactor=\"0\",reason=\"per_source\"}",
     "tabecho_closed_total{reactor=\"0\",reason=",
     "tabecho_bytes_received_total{reactor=\"0\"}",
     "tabecho_bytes_sent_total{reactor=\"0\"}",
@@ -63,7 +64,8 @@ fn metrics_count_exactly_the_frames_and_bytes_of_a_verified_load() {
     let value = |series: &str| total(&page, series);
     assert_eq!(value("tabecho_frames_total"), sent as f64);
     assert_eq!(value("tabecho_accepted_total"), connections as f64);
-    assert_eq!(value("tabecho_rejected_total"), 0.0);
+    assert_eq!(value("tabecho_rejected_total{reason=\"global\"}"), 0.0);
+    assert_eq!(value("tabecho_rejected_total{reason=\"per_source\"}"), 0.0);
     assert_eq!(value("tabecho_connections_open"), 0.0);
     assert_eq!(value("tabecho_buffered_bytes"), 0.0);
     // Each frame is its payload and a TAB; each reply adds `server got:`.

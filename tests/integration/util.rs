@@ -149,6 +149,23 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     s
 }
 
+/// A TCP client as [`connect`], from the local address `source` (a loopback address such
+/// as 127.0.0.2: every 127.0.0.0/8 address is the machine's own), bound before connecting.
+#[track_caller]
+pub fn connect_from(source: std::net::IpAddr, addr: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::new(source, 0).into())
+        .unwrap_or_else(|e| panic!("bind {source}: {e}"));
+    socket.connect(&addr.into()).expect("connect");
+    let s = TcpStream::from(socket);
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.set_write_timeout(Some(WAIT)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
 /// Reads exactly `n` bytes or fails the test.
 #[track_caller]
 pub fn read_n(s: &mut impl Read, n: usize) -> Vec<u8> {

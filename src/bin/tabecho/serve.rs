@@ -57,6 +57,17 @@ pub struct ServeArgs {
     /// Connections served at once [default: the descriptor limit less a reserve of 32].
     #[arg(long)]
     max_connections: Option<usize>,
+    /// Connections one source may have open at once: an IPv4 address, an IPv6 network
+    /// (--source-prefix-v6), a Unix peer's uid. One more gets `error: too many connections
+    /// from your address`. [default: off, as in nginx and HAProxy: clients behind one NAT
+    /// share an address]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_source: Option<u32>,
+    /// The leading bits of an IPv6 address that name its source for
+    /// --max-connections-per-source (0 to 128): 64 counts a subscriber's /64 as one.
+    #[arg(long, value_name = "BITS", default_value_t = config::DEFAULT_SOURCE_PREFIX_V6,
+          value_parser = clap::value_parser!(u8).range(0..=128))]
+    source_prefix_v6: u8,
     /// Pending output (bytes) past which the server stops answering and reading a peer
     /// that does not read (resumes below half of it); also the largest read.
     #[arg(long, default_value_t = config::DEFAULT_HIGH_WATER)]
@@ -102,6 +113,8 @@ pub fn run(args: ServeArgs) -> ExitCode {
     config.idle_timeout = args.idle_timeout;
     config.max_frame = args.max_frame;
     config.max_connections = args.max_connections;
+    config.max_connections_per_source = args.max_connections_per_source;
+    config.source_prefix_v6 = args.source_prefix_v6;
     config.high_water = args.high_water;
     config.max_buffer_memory = args.max_buffer_memory;
     config.stats_interval = args.stats_interval;

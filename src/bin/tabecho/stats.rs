@@ -184,10 +184,12 @@ fn render(addr: SocketAddr, before: &Page, now: &Page, seconds: f64) -> String {
         );
     }
     t += &format!(
-        "  {:<12} {:>14.0} open   rejected {:.0}, backpressure stalls {:.0}, accept pauses {:.0}\n",
+        "  {:<12} {:>14.0} open   rejected {:.0} (per source {:.0}), backpressure stalls {:.0}, \
+         accept pauses {:.0}\n",
         "connections",
         total("tabecho_connections_open"),
         total("tabecho_rejected_total"),
+        sum(now, "tabecho_rejected_total", &["reason=\"per_source\""]),
         total("tabecho_backpressure_stalls_total"),
         total("tabecho_accept_pauses_total"),
     );

@@ -233,13 +233,17 @@ fn a_second_usr2_during_an_upgrade_or_its_drain_is_ignored() {
         .status()
         .unwrap();
     assert!(made.success());
+    // The held connection must keep the old process draining until the third SIGUSR2:
+    // with 5 s, a loaded machine starting the new process let it be reaped as idle (or the
+    // drain's grace end) first, and the old process had exited before the signal. The
+    // drain ends when the test drops the connection, not on a timer.
     let args = [
         "--listen",
         "127.0.0.1:0",
         "--idle-timeout",
-        "5s",
+        "60s",
         "--shutdown-grace",
-        "5s",
+        "60s",
     ];
     let waiting = script(
         dir.path(),

@@ -45,26 +45,19 @@ if [ "$(ulimit -Hn)" -lt 10300 ]; then
 fi
 ulimit -n 10300
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
+trap stop_servers EXIT
 
 # start NAME: starts a server on 127.0.0.1:0 with a 30 s idle timeout; sets PID and ADDR.
 start() {
   local log="$out/$1.log"
-  : >"$log"
   case $1 in
-    tabecho) "$server_bin" serve --listen 127.0.0.1:0 --idle-timeout 30s --metrics 127.0.0.1:0 \
-      "${extra[@]}" 2>"$log" & ;;
-    tabecho2) "$server_bin" serve --listen 127.0.0.1:0 --idle-timeout 30s --metrics 127.0.0.1:0 \
-      --threads 2 "${extra[@]}" 2>"$log" & ;;
-    tokio) "$tokio" 127.0.0.1:0 30 >"$log" 2>&1 & ;;
+    tabecho) start_server "$1" "$log" "$server_bin" serve --listen 127.0.0.1:0 \
+      --idle-timeout 30s --metrics 127.0.0.1:0 "${extra[@]}" ;;
+    tabecho2) start_server "$1" "$log" "$server_bin" serve --listen 127.0.0.1:0 \
+      --idle-timeout 30s --metrics 127.0.0.1:0 --threads 2 "${extra[@]}" ;;
+    tokio) start_server "$1" "$log" "$tokio" 127.0.0.1:0 30 ;;
   esac
-  PID=$!
-  pids+=("$PID")
-  ADDR=$(listening_addr "$log") || { echo "$1 did not start"; exit 2; }
 }
-kb() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
 tcp_pages() { awk '$1 == "TCP:" { print $NF }' /proc/net/sockstat; }
 
 # sample_kernel FILE: until killed, keeps the peak of the kernel's TCP memory (pages) in FILE.

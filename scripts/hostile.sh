@@ -28,23 +28,15 @@ out=target/hostile
 mkdir -p "$out"
 ulimit -n 20000
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
+trap stop_servers EXIT
 
 # start NAME: starts a server on 127.0.0.1:0 with a 30 s idle timeout; sets PID and ADDR.
 start() {
-  local log="$out/$1.log"
-  : >"$log"
   case $1 in
-    tabecho) "$bin" serve --listen 127.0.0.1:0 --idle-timeout 30s 2>"$log" & ;;
-    tokio) "$tokio" 127.0.0.1:0 30 >"$log" 2>&1 & ;;
+    tabecho) start_server "$1" "$out/$1.log" "$bin" serve --listen 127.0.0.1:0 --idle-timeout 30s ;;
+    tokio) start_server "$1" "$out/$1.log" "$tokio" 127.0.0.1:0 30 ;;
   esac
-  PID=$!
-  pids+=("$PID")
-  ADDR=$(listening_addr "$log") || { echo "$1 did not start"; exit 2; }
 }
-kb() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
 
 echo "== 1. $flooders flooding connections that never read, 8 s"
 printf '%-8s %12s %12s %14s\n' server "rss before" "rss peak" "per flooder"

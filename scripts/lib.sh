@@ -16,6 +16,28 @@ listening_addr() {
   return 1
 }
 
+# Servers started by start_server, killed by stop_servers (install it: trap stop_servers EXIT).
+started_pids=()
+
+# start_server NAME LOG CMD...: runs CMD in the background (stdout and stderr to LOG),
+# waits for its "listening on" line; sets PID and ADDR, or exits 2 saying NAME did not start.
+start_server() {
+  local name=$1 log=$2
+  shift 2
+  : >"$log"
+  "$@" >"$log" 2>&1 &
+  PID=$!
+  started_pids+=("$PID")
+  # shellcheck disable=SC2034 # PID and ADDR are for the caller.
+  ADDR=$(listening_addr "$log") || { echo "$name did not start"; exit 2; }
+}
+
+# stop_servers: kills every server start_server started (for an EXIT trap).
+stop_servers() { for p in "${started_pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+
+# kb PID FIELD: FIELD of /proc/PID/status in kB (VmRSS, VmHWM).
+kb() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
+
 # holders N SECS ADDR [SOCKBUF]: N connections that each send 65,535 bytes without a TAB
 # and hold them for SECS (from the start); prints how each ended: held, closed with the
 # budget's error line, closed without it. SOCKBUF caps their socket buffers (bytes), as an

@@ -131,9 +131,7 @@ fn fault_flood_alone_is_throttled_held_small_and_reaped() {
     assert!(stats.reaped_idle >= counts.runs, "{stats:?}");
     // Each flooder holds at most two high-water marks (one reply over), and is charged
     // for its kernel queues while its socket refuses replies: see PROTOCOL.md.
-    let kernel = tabecho::config::ServerConfig::new("127.0.0.1:0".parse().unwrap())
-        .kernel_held_when_stalled() as u64;
-    let per_flooder = 2 * tabecho::config::DEFAULT_HIGH_WATER as u64 + 12 + kernel;
+    let per_flooder = 2 * tabecho::config::DEFAULT_HIGH_WATER as u64 + 12 + default_kernel_charge();
     assert!(
         stats.buffered_peak <= counts.runs * per_flooder,
         "{stats:?}"

@@ -24,13 +24,6 @@ fn budget_server(threads: usize, budget: usize) -> TestServer {
     })
 }
 
-/// What a connection whose socket refuses replies is charged for its kernel queues at the
-/// default socket buffers.
-fn default_kernel_charge() -> u64 {
-    tabecho::config::ServerConfig::new("127.0.0.1:0".parse().unwrap()).kernel_held_when_stalled()
-        as u64
-}
-
 /// Round trips on `healthy` until some of `holders` have been closed for the budget (the
 /// budget is checked before a connection's I/O: the round trips keep the server turning
 /// until the holders' bytes are in); checks that each closed one reads exactly the error

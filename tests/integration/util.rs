@@ -724,3 +724,10 @@ impl ServerProcess {
             .expect("a 'metrics on' line")
     }
 }
+
+/// What a connection whose socket refuses replies is charged for its kernel queues at the
+/// default socket buffers (`ServerConfig::kernel_held_when_stalled`).
+pub fn default_kernel_charge() -> u64 {
+    tabecho::config::ServerConfig::new("127.0.0.1:0".parse().unwrap()).kernel_held_when_stalled()
+        as u64
+}

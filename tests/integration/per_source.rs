@@ -98,7 +98,11 @@ fn exactly_n_per_source(threads: usize, n: usize) -> Stats {
     for c in held.iter_mut().chain([&mut b]) {
         round_trip(c, b"still served");
     }
-    if threads > 1 {
+    // Whether the kernel spread them over the reactors is checked only with many: the
+    // SO_REUSEPORT hash puts all of n + 1 connections on one of two reactors with a
+    // chance of 2^-n (1 run in 32 for the suite's 5 under TABECHO_TEST_THREADS=2, which
+    // failed CI once; 2^-20 for the two-reactor test's 20).
+    if threads > 1 && n >= 20 {
         let open: Vec<u64> = server
             .per_reactor()
             .iter()

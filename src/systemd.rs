@@ -1,5 +1,7 @@
 //! systemd: socket activation (`sd_listen_fds(3)`) and readiness notification
 //! (`sd_notify(3)`). Outside systemd (no `LISTEN_PID`, no `NOTIFY_SOCKET`) both do nothing.
+//! Also the descriptor of `--ready-fd`, readiness for any parent: the one other place a
+//! descriptor number this process did not open becomes an owned descriptor.
 //!
 //! # Invariants
 //! - [`listen_fds`] hands each inherited descriptor out at most once per process: it
@@ -26,6 +28,33 @@ pub fn listen_fds() -> io::Result<Vec<OwnedFd>> {
         // variables are now unset, so no later call wraps them a second time.
         .map(|(fd, _name)| unsafe { OwnedFd::from_raw_fd(fd) })
         .collect())
+}
+
+/// Takes descriptor `fd`, which the parent left open for this process (`serve --ready-fd
+/// FD`), as this process's own: the caller writes the addresses to it and closes it.
+/// Refuses the standard streams and a descriptor that is not open. Call it once, before
+/// [`listen_fds`] and before anything else opens a descriptor.
+pub fn adopt_ready_fd(fd: i32) -> io::Result<std::fs::File> {
+    if fd < 3 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{fd} is a standard stream; the readiness descriptor is 3 or above"),
+        ));
+    }
+    // /proc/self/fd/N exists exactly while N is open (Linux; fstat on the BSDs).
+    let open = std::path::Path::new(&format!("/dev/fd/{fd}")).exists()
+        || std::path::Path::new(&format!("/proc/self/fd/{fd}")).exists();
+    if !open {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("descriptor {fd} is not open"),
+        ));
+    }
+    // SAFETY: `fd` is open (checked above) and no part of this process opened it: the
+    // parent passed it for this purpose, and it is adopted once, at start, before any
+    // other descriptor is created, so nothing else owns or closes it. Only systemd's
+    // LISTEN_FDS are adopted the same way, and `serve` refuses a --ready-fd among them.
+    Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
 /// Tells systemd the service is ready (`READY=1`); a no-op without `NOTIFY_SOCKET`.

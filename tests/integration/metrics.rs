@@ -129,25 +129,22 @@ fn metrics_endpoint_answers_404_elsewhere() {
 
 #[test]
 fn serve_metrics_flag_starts_the_endpoint_and_nothing_without_it() {
-    let plain = ServerProcess::spawn(&["--listen", "127.0.0.1:0"]);
+    let mut plain = ServerProcess::spawn(&["--listen", "127.0.0.1:0"]);
+    assert_eq!(plain.metrics, None, "readiness named a metrics endpoint");
+    plain.wait_for_listening();
     assert!(
         !plain.log.iter().any(|l| l.contains("metrics on")),
         "{:?}",
         plain.log
     );
-    let server = ServerProcess::spawn(&["--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]);
-    // The endpoint is up before the server logs that it listens.
-    let line = server
-        .log
-        .iter()
-        .find(|l| l.contains("metrics on http://"))
-        .expect("a metrics line");
-    let addr = line
-        .rsplit("http://")
-        .next()
-        .and_then(|a| a.strip_suffix("/metrics"))
-        .and_then(|a| a.parse().ok())
-        .expect("the metrics address");
+    let mut server = ServerProcess::spawn(&["--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]);
+    // Readiness names the endpoint, and the log the same one, before it listens.
+    let addr = server.metrics_addr();
+    let line = server.wait_for_line(|l| l.contains("metrics on http://"));
+    assert!(line.ends_with(&format!("http://{addr}/metrics")), "{line}");
+    let ready = server.addr.clone();
+    server.wait_for_listening();
+    assert_eq!(server.addr, ready, "readiness and the log name one address");
     let mut c = connect(server.tcp());
     round_trip(&mut c, b"via the binary");
     let (status, page) = http_get(addr, "/metrics");

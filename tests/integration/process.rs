@@ -220,3 +220,39 @@ fn trace_logs_each_frame_and_debug_logs_closes_with_their_reason() {
     assert_eq!(read_to_end(&mut c).0, b"");
     server.wait_for_line(|l| l.contains("close") && l.contains(": eof"));
 }
+
+#[test]
+fn summary_json_holds_the_shutdown_summary_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("summary.json");
+    let server = ServerProcess::spawn(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--summary-json",
+        path.to_str().unwrap(),
+    ]);
+    let mut c = connect(server.tcp());
+    round_trip(&mut c, b"one");
+    round_trip(&mut c, b"two");
+    drop(c);
+    server.signal("TERM");
+    let (status, log) = server.wait_exit();
+    assert_eq!(status.code(), Some(0), "{log:?}");
+    let summary = harness::report::Summary::read(&path).expect("the summary file");
+    assert_eq!(summary.get("frames").unwrap(), 2, "{summary:?}");
+    assert_eq!(summary.get("accepted").unwrap(), 1, "{summary:?}");
+    let line = log
+        .iter()
+        .find(|l| l.contains("shutdown: "))
+        .expect("a summary line");
+    assert_eq!(frames_in(line), 2, "{line}");
+}
+
+#[test]
+fn ready_fd_that_is_a_standard_stream_or_not_open_is_a_usage_error_exit_2() {
+    for fd in ["2", "987"] {
+        let (code, _, err) = tabecho(&["serve", "--listen", "127.0.0.1:0", "--ready-fd", fd], b"");
+        assert_eq!(code, 2, "--ready-fd {fd}: {err}");
+        assert!(err.contains("--ready-fd"), "{err}");
+    }
+}

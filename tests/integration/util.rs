@@ -29,7 +29,7 @@ fn threads_flag(args: &[&str]) -> String {
 }
 
 /// How long any single wait in a test may take before the test fails.
-pub const WAIT: Duration = Duration::from_secs(10);
+pub use harness::WAIT;
 
 /// A server running in a thread of the test process, shut down on drop.
 pub struct TestServer {
@@ -243,53 +243,55 @@ pub fn write_until_server_stops_reading(c: &mut TcpStream, pattern: &[u8]) -> us
     written
 }
 
-/// The built `tabecho` binary running `serve`, its stderr read line by line.
-pub struct ServerProcess {
-    pub child: std::process::Child,
-    /// The address from the "listening on ADDR" line.
-    pub addr: String,
-    lines: std::sync::mpsc::Receiver<String>,
-    /// Every stderr line read so far.
-    pub log: Vec<String>,
+pub use harness::ServerProcess;
+
+/// The ways the tests start the built `tabecho serve` (`harness::ServerProcess` does the
+/// work; these bind this test binary's tabecho and [`test_threads`]).
+pub trait SpawnTabecho: Sized {
+    /// Runs `sh -c "<prefix> exec tabecho serve <args>"` at log level info and waits for
+    /// its readiness (its addresses on `--ready-fd`).
+    fn spawn_with_shell_prefix(prefix: &str, args: &[&str]) -> Self;
+    /// As [`SpawnTabecho::spawn_with_shell_prefix`], with `RUST_LOG=<level>`.
+    fn spawn_logging(level: &str, prefix: &str, args: &[&str]) -> Self;
+    /// As [`SpawnTabecho::spawn_logging`], running the binary at `bin` (a copy of
+    /// tabecho's, say, that a test then replaces).
+    fn spawn_program(bin: &std::path::Path, level: &str, prefix: &str, args: &[&str]) -> Self;
+    /// Runs `systemd-socket-activate -l LISTEN... tabecho serve <args>` (at log level
+    /// info) and waits until it listens on its sockets; tabecho itself starts at the first
+    /// connection. `None` if it exited first (an address in use).
+    fn spawn_socket_activated(listen: &[String], args: &[&str]) -> Option<Self>;
+    /// Runs `tabecho serve <args>` and waits for its readiness.
+    fn spawn(args: &[&str]) -> Self;
 }
 
-impl ServerProcess {
-    /// Runs `sh -c "<prefix> exec tabecho serve <args>"` at log level info and waits for
-    /// it to listen.
+impl SpawnTabecho for ServerProcess {
     #[track_caller]
-    pub fn spawn_with_shell_prefix(prefix: &str, args: &[&str]) -> ServerProcess {
+    fn spawn_with_shell_prefix(prefix: &str, args: &[&str]) -> ServerProcess {
         Self::spawn_logging("info", prefix, args)
     }
 
-    /// As [`ServerProcess::spawn_with_shell_prefix`], with `RUST_LOG=<level>`.
     #[track_caller]
-    pub fn spawn_logging(level: &str, prefix: &str, args: &[&str]) -> ServerProcess {
+    fn spawn_logging(level: &str, prefix: &str, args: &[&str]) -> ServerProcess {
         Self::spawn_program(env!("CARGO_BIN_EXE_tabecho").as_ref(), level, prefix, args)
     }
 
-    /// As [`ServerProcess::spawn_logging`], running the binary at `bin` (a copy of
-    /// tabecho's, say, that a test then replaces).
     #[track_caller]
-    pub fn spawn_program(
+    fn spawn_program(
         bin: &std::path::Path,
         level: &str,
         prefix: &str,
         args: &[&str],
     ) -> ServerProcess {
         let threads = threads_flag(args);
-        let script = format!("{prefix} exec \"$0\" serve {threads} \"$@\"");
-        let mut command = std::process::Command::new("sh");
-        command.arg("-c").arg(script).arg(bin).args(args);
-        let mut p = Self::start(command, level);
-        p.wait_for_listening();
-        p
+        let args: Vec<&str> = threads
+            .split_whitespace()
+            .chain(args.iter().copied())
+            .collect();
+        ServerProcess::start_program(bin, level, prefix, &args).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Runs `systemd-socket-activate -l LISTEN... tabecho serve <args>` (at log level info)
-    /// and waits until it listens on its sockets; tabecho itself starts at the first
-    /// connection. `None` if it exited first (an address in use).
     #[track_caller]
-    pub fn spawn_socket_activated(listen: &[String], args: &[&str]) -> Option<ServerProcess> {
+    fn spawn_socket_activated(listen: &[String], args: &[&str]) -> Option<ServerProcess> {
         let mut command = std::process::Command::new("systemd-socket-activate");
         for addr in listen {
             command.arg("-l").arg(addr);
@@ -299,7 +301,7 @@ impl ServerProcess {
             .arg("serve")
             .args(threads_flag(args).split_whitespace())
             .args(args);
-        let mut p = Self::start(command, "info");
+        let mut p = ServerProcess::start(command, "info").expect("spawn systemd-socket-activate");
         let mut listening = 0;
         while listening < listen.len() {
             let line = p.next_line()?;
@@ -310,122 +312,9 @@ impl ServerProcess {
         Some(p)
     }
 
-    /// Waits for the "listening on ADDR" line and records ADDR.
     #[track_caller]
-    pub fn wait_for_listening(&mut self) {
-        let line = self.wait_for_line(|l| l.contains("listening on "));
-        self.addr = line
-            .rsplit("listening on ")
-            .next()
-            .unwrap()
-            .trim()
-            .split(" (")
-            .next()
-            .unwrap()
-            .to_string();
-    }
-
-    /// Starts `command` with `RUST_LOG=<level>` and a thread reading its stderr.
-    #[track_caller]
-    fn start(mut command: std::process::Command, level: &str) -> ServerProcess {
-        let mut child = command
-            .env("RUST_LOG", level)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn tabecho");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        ServerProcess {
-            child,
-            addr: String::new(),
-            lines,
-            log: Vec::new(),
-        }
-    }
-
-    /// The next stderr line (at most [`WAIT`]); `None` once stderr is closed.
-    #[track_caller]
-    pub fn next_line(&mut self) -> Option<String> {
-        match self.lines.recv_timeout(WAIT) {
-            Ok(line) => {
-                self.log.push(line.clone());
-                Some(line)
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
-            Err(e) => panic!("{e}; stderr so far:\n{}", self.log.join("\n")),
-        }
-    }
-
-    /// Runs `tabecho serve <args>` and waits for it to listen.
-    #[track_caller]
-    pub fn spawn(args: &[&str]) -> ServerProcess {
+    fn spawn(args: &[&str]) -> ServerProcess {
         Self::spawn_with_shell_prefix("", args)
-    }
-
-    /// Waits (at most [`WAIT`]) for a stderr line matching `pred`; returns it.
-    #[track_caller]
-    pub fn wait_for_line(&mut self, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.log.push(line.clone());
-                    if pred(&line) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("no such line; stderr so far:\n{}", self.log.join("\n")),
-            }
-        }
-    }
-
-    /// The TCP address it listens on.
-    pub fn tcp(&self) -> SocketAddr {
-        self.addr.parse().expect("a TCP address")
-    }
-
-    /// Sends a signal by name (TERM, INT) with kill(1).
-    pub fn signal(&self, name: &str) {
-        let status = std::process::Command::new("kill")
-            .arg("-s")
-            .arg(name)
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    }
-
-    /// Waits for the exit (at most [`WAIT`]); returns the status and the rest of stderr.
-    #[track_caller]
-    pub fn wait_exit(mut self) -> (std::process::ExitStatus, Vec<String>) {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(1)) {
-                    self.log.push(line);
-                }
-                return (status, std::mem::take(&mut self.log));
-            }
-            assert!(std::time::Instant::now() < deadline, "server did not exit");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -616,33 +505,8 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 /// reactor has it.
 #[track_caller]
 pub fn total(page: &str, series: &str) -> f64 {
-    let (name, labels) = match series.split_once('{') {
-        Some((name, rest)) => (name, rest.trim_end_matches('}')),
-        None => (series, ""),
-    };
-    let mut found = false;
-    let mut sum = 0.0;
-    for line in page.lines() {
-        let Some((key, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let Some(inner) = key
-            .strip_prefix(name)
-            .and_then(|k| k.strip_prefix("{reactor=\""))
-        else {
-            continue;
-        };
-        let Some((_, others)) = inner.split_once('"') else {
-            continue;
-        };
-        let others = others.trim_start_matches(',').trim_end_matches('}');
-        if others == labels {
-            found = true;
-            sum += value.parse::<f64>().expect("a number");
-        }
-    }
-    assert!(found, "{series} missing in\n{page}");
-    sum
+    harness::report::metric_total(page, series)
+        .unwrap_or_else(|| panic!("{series} missing in\n{page}"))
 }
 
 /// Reads `/metrics` until `done(page)` holds (the server counts a client's close one turn
@@ -707,21 +571,9 @@ pub fn read_response(r: &mut impl io::BufRead) -> Option<HttpResponse> {
 /// The threads of process `pid` (`/proc/PID/task`).
 #[track_caller]
 pub fn thread_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .expect("/proc/PID/task")
-        .count()
-}
-
-impl ServerProcess {
-    /// The metrics address from the "metrics on http://ADDR/metrics" line.
-    #[track_caller]
-    pub fn metrics_addr(&self) -> SocketAddr {
-        self.log
-            .iter()
-            .find_map(|l| l.rsplit_once("metrics on http://"))
-            .and_then(|(_, a)| a.strip_suffix("/metrics"))
-            .and_then(|a| a.parse().ok())
-            .expect("a 'metrics on' line")
+    match harness::proc::thread_count(pid) {
+        0 => panic!("no /proc/{pid}/task"),
+        n => n,
     }
 }
 

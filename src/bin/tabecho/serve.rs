@@ -11,7 +11,7 @@ use log::{error, info, warn};
 
 use tabecho::addr::{parse_duration, ListenAddr};
 use tabecho::config::{self, ServerConfig};
-use tabecho::server::{Relaunch, Server, UPGRADED_FROM_ENV};
+use tabecho::server::{Relaunch, Server, Stats, UPGRADED_FROM_ENV};
 use tabecho::systemd;
 
 /// Flags of `tabecho serve`.
@@ -97,9 +97,26 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (host:port; port 0 picks one) [default: off].
     #[arg(long, value_name = "ADDR", value_parser = parse_socket_addr)]
     metrics: Option<SocketAddr>,
+    /// Once listening, write the bound addresses to descriptor FD (left open by the
+    /// parent, 3 or above), one per line, and close it: the listening address as --listen
+    /// takes it, then with --metrics http://ADDR/metrics. Not passed on to an upgrade.
+    #[arg(long, value_name = "FD")]
+    ready_fd: Option<i32>,
+    /// At a clean shutdown, write the summary's counters to PATH as one JSON object (the
+    /// names of the "shutdown:" line's counters; accept_paused_time in seconds).
+    #[arg(long, value_name = "PATH")]
+    summary_json: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: ServeArgs) -> ExitCode {
+    // Adopted first, before any descriptor is opened or systemd's are taken.
+    let ready = match args.ready_fd.map(adopt_ready_fd).transpose() {
+        Ok(ready) => ready,
+        Err(e) => {
+            error!("--ready-fd: {e}");
+            return ExitCode::from(2);
+        }
+    };
     // Resolved now: on Linux a file later replaced at this path is what an upgrade starts.
     let relaunch = relaunch();
     let default_listen = || {
@@ -133,14 +150,25 @@ pub fn run(args: ServeArgs) -> ExitCode {
         return ExitCode::from(1);
     }
     // Served by reactor 0's own loop: it lives exactly as long as the server.
+    let mut metrics = None;
     if let Some(addr) = args.metrics {
         match server.serve_metrics(addr) {
-            Ok(local) => info!("metrics on http://{local}/metrics"),
+            Ok(local) => {
+                info!("metrics on http://{local}/metrics");
+                metrics = Some(local);
+            }
             Err(e) => {
                 error!("cannot serve metrics on {addr}: {e}");
                 return ExitCode::from(1);
             }
         }
+    }
+    if let Some(ready) = ready {
+        let mut text = format!("{}\n", server.local_addr());
+        if let Some(metrics) = metrics {
+            text.push_str(&format!("http://{metrics}/metrics\n"));
+        }
+        write_ready(ready, &text);
     }
     systemd::notify_ready();
     if upgraded_from.is_some() {
@@ -148,12 +176,109 @@ pub fn run(args: ServeArgs) -> ExitCode {
         systemd::stop_notifying();
     }
     match server.run() {
-        Ok(_) => ExitCode::SUCCESS,
+        Ok(stats) => {
+            if let Some(path) = &args.summary_json {
+                write_summary(path, &stats);
+            }
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             error!("poll failed: {e}");
             ExitCode::from(1)
         }
     }
+}
+
+/// `--ready-fd FD`: the descriptor as a file, refused when it is not open or is one of
+/// the sockets systemd passed (they start at 3 too).
+fn adopt_ready_fd(fd: i32) -> std::io::Result<std::fs::File> {
+    let listen_fds = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse::<i32>().ok())
+        .filter(|_| std::env::var("LISTEN_PID").ok() == Some(std::process::id().to_string()));
+    if let Some(n) = listen_fds {
+        if (3..3 + n).contains(&fd) {
+            return Err(std::io::Error::other(format!(
+                "{fd} is one of the {n} socket(s) systemd passed (3 to {})",
+                2 + n
+            )));
+        }
+    }
+    systemd::adopt_ready_fd(fd)
+}
+
+/// Writes the readiness text and closes the descriptor; a reader gone only costs a warning
+/// (the server serves all the same).
+fn write_ready(mut ready: std::fs::File, text: &str) {
+    use std::io::Write;
+    if let Err(e) = ready.write_all(text.as_bytes()) {
+        warn!("--ready-fd: {e}");
+    }
+}
+
+/// `--summary-json`: the shutdown's counters as one JSON object, written whole (a
+/// temporary file renamed over PATH) so a reader never sees half of it.
+fn write_summary(path: &std::path::Path, stats: &Stats) {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let result =
+        std::fs::write(&tmp, summary_json(stats) + "\n").and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = result {
+        error!("--summary-json {}: {e}", path.display());
+    }
+}
+
+/// One JSON object with every counter of `stats` by its field name; `accept_paused_time`
+/// in seconds. Exhaustive: a new counter does not compile until it is written here.
+fn summary_json(stats: &Stats) -> String {
+    let Stats {
+        accepted,
+        rejected,
+        rejected_per_source,
+        accept_pauses,
+        accept_paused_time,
+        closed_eof,
+        reaped_idle,
+        closed_frame_too_long,
+        closed_reset,
+        closed_error,
+        closed_shutdown,
+        closed_memory_budget,
+        buffered_peak,
+        read_yields,
+        backpressure_stalls,
+        frames,
+        bytes_in,
+        bytes_out,
+    } = stats;
+    let counters = [
+        ("accepted", accepted),
+        ("rejected", rejected),
+        ("rejected_per_source", rejected_per_source),
+        ("accept_pauses", accept_pauses),
+        ("closed_eof", closed_eof),
+        ("reaped_idle", reaped_idle),
+        ("closed_frame_too_long", closed_frame_too_long),
+        ("closed_reset", closed_reset),
+        ("closed_error", closed_error),
+        ("closed_shutdown", closed_shutdown),
+        ("closed_memory_budget", closed_memory_budget),
+        ("buffered_peak", buffered_peak),
+        ("read_yields", read_yields),
+        ("backpressure_stalls", backpressure_stalls),
+        ("frames", frames),
+        ("bytes_in", bytes_in),
+        ("bytes_out", bytes_out),
+    ];
+    let mut out = format!(
+        "{{\"accept_paused_time\":{}",
+        accept_paused_time.as_secs_f64()
+    );
+    for (name, value) in counters {
+        out.push_str(&format!(",\"{name}\":{value}"));
+    }
+    out.push('}');
+    out
 }
 
 /// `--threads`: a number from 1, or `auto` (the cores available to this process).
@@ -185,6 +310,9 @@ fn relaunch() -> Relaunch {
         args: Vec::new(),
         refused: Some(format!("cannot resolve this binary's path: {e}")),
     });
+    // The new process does not have this one's readiness descriptor: its number there is
+    // one of the listening sockets handed over (3 and up).
+    relaunch.args = without_ready_fd(std::mem::take(&mut relaunch.args));
     if std::env::var_os("NOTIFY_SOCKET").is_some() && !upgraded {
         relaunch.refused = Some(
             "running under a service manager (NOTIFY_SOCKET is set); restart the unit, with \
@@ -230,6 +358,20 @@ fn bind(listen_not_given: bool, config: ServerConfig) -> Option<(Server, Option<
         .map_err(|e| error!("cannot serve the socket(s) passed: {e}"))
         .ok()
         .map(|server| (server, upgraded_from))
+}
+
+/// `args` without `--ready-fd FD` and `--ready-fd=FD`.
+fn without_ready_fd(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut out = Vec::new();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == "--ready-fd" {
+            args.next();
+        } else if !arg.as_encoded_bytes().starts_with(b"--ready-fd=") {
+            out.push(arg);
+        }
+    }
+    out
 }
 
 /// `host:port` (a name is resolved, first address wins), for `--metrics`.

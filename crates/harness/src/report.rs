@@ -1,0 +1,137 @@
+//! The machine-readable reports the checks read instead of log text: the shutdown summary
+//! (`tabecho serve --summary-json PATH`), the load generator's report (`tabecho load
+//! --json`) and the Prometheus metrics page.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// The shutdown summary: every counter of the server's `Stats`, by its field name
+/// (`accepted`, `frames`, `closed_eof`, ...; `accept_paused_time` in seconds).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Summary(pub BTreeMap<String, f64>);
+
+impl Summary {
+    /// Reads the file `--summary-json` wrote.
+    pub fn read(path: &Path) -> io::Result<Summary> {
+        let text = std::fs::read_to_string(path)?;
+        serde_json::from_str(&text)
+            .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))
+    }
+
+    /// One counter; `Err` names it if the summary lacks it.
+    pub fn get(&self, name: &str) -> io::Result<u64> {
+        self.0
+            .get(name)
+            .map(|v| *v as u64)
+            .ok_or_else(|| io::Error::other(format!("the summary has no {name}")))
+    }
+}
+
+/// The fields of `tabecho load --json` the checks judge by (the report has more; unknown
+/// fields are ignored). To become `tabecho::load::LoadReport` itself once it reads back
+/// with serde.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LoadSummary {
+    pub established: u64,
+    pub connect_failed: u64,
+    pub frames_sent: u64,
+    pub frames_answered: u64,
+    pub lost: u64,
+    pub corrupt: u64,
+    pub unexpected: u64,
+    pub server_closes: u64,
+    pub verified: bool,
+    pub replies_per_sec: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    /// Error kinds and their counts (`"server: connection reset": 3`).
+    #[serde(default)]
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl LoadSummary {
+    /// Parses the JSON object `tabecho load --json` prints.
+    pub fn parse(json: &str) -> io::Result<LoadSummary> {
+        serde_json::from_str(json.trim())
+            .map_err(|e| io::Error::other(format!("a load report: {e}: {json}")))
+    }
+
+    /// One line: what a check prints of a load.
+    pub fn line(&self) -> String {
+        format!(
+            "{} established, {} failed; frames {} sent, {} answered, {} lost, {} corrupt, \
+             {} unexpected; {} closed by the server; {:.0} replies/s, p50 {:.3} ms, p99 {:.3} ms",
+            self.established,
+            self.connect_failed,
+            self.frames_sent,
+            self.frames_answered,
+            self.lost,
+            self.corrupt,
+            self.unexpected,
+            self.server_closes,
+            self.replies_per_sec,
+            self.p50_us / 1000.0,
+            self.p99_us / 1000.0,
+        )
+    }
+}
+
+/// The sum over every reactor of `series` on a Prometheus page (a metric name with its
+/// other labels if any: `tabecho_frames_total`, `tabecho_closed_total{reason="eof"}`);
+/// `None` if no reactor has it.
+pub fn metric_total(page: &str, series: &str) -> Option<f64> {
+    let (name, labels) = match series.split_once('{') {
+        Some((name, rest)) => (name, rest.trim_end_matches('}')),
+        None => (series, ""),
+    };
+    let mut found = false;
+    let mut sum = 0.0;
+    for line in page.lines() {
+        let Some((key, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Some(inner) = key
+            .strip_prefix(name)
+            .and_then(|k| k.strip_prefix("{reactor=\""))
+        else {
+            continue;
+        };
+        let Some((_, others)) = inner.split_once('"') else {
+            continue;
+        };
+        let others = others.trim_start_matches(',').trim_end_matches('}');
+        if others == labels {
+            found = true;
+            sum += value.parse::<f64>().ok()?;
+        }
+    }
+    found.then_some(sum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_totals_sum_the_reactors() {
+        let page = "tabecho_frames_total{reactor=\"0\"} 3\ntabecho_frames_total{reactor=\"1\"} 4\n\
+                    tabecho_closed_total{reactor=\"0\",reason=\"eof\"} 2\n";
+        assert_eq!(metric_total(page, "tabecho_frames_total"), Some(7.0));
+        assert_eq!(
+            metric_total(page, "tabecho_closed_total{reason=\"eof\"}"),
+            Some(2.0)
+        );
+        assert_eq!(metric_total(page, "tabecho_nothing"), None);
+    }
+
+    #[test]
+    fn summary_reads_counters() {
+        let s: Summary =
+            serde_json::from_str(r#"{"accepted":3,"accept_paused_time":0.5}"#).unwrap();
+        assert_eq!(s.get("accepted").unwrap(), 3);
+        assert!(s.get("frames").is_err());
+    }
+}

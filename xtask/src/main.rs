@@ -1,0 +1,36 @@
+//! `cargo xtask NAME`: tabecho's system checks, each a real server (release build) under a
+//! real load, judged by what it measured. Each prints its measurements and PASS or FAIL,
+//! and exits 0 (PASS), 1 (FAIL) or 2 (the machine cannot run it; the line says why).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cluster;
+mod haproxy;
+mod machine;
+mod netns;
+
+/// tabecho's system checks. Each prints what it measured and PASS or FAIL; exit status 0
+/// pass, 1 fail, 2 the machine cannot run it (a missing tool, the descriptor limit, no
+/// permission for network namespaces...).
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    check: Check,
+}
+
+#[derive(Subcommand)]
+enum Check {
+    /// HAProxy before three instances on hosts of their own (network namespaces): one killed, one cut off (partition); who notices what
+    Cluster,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.check {
+        Check::Cluster => cluster::run(),
+    };
+    outcome.exit()
+}

@@ -6,10 +6,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod churn;
 mod cluster;
 mod haproxy;
 mod machine;
 mod netns;
+mod upgrade;
 
 /// tabecho's system checks. Each prints what it measured and PASS or FAIL; exit status 0
 /// pass, 1 fail, 2 the machine cannot run it (a missing tool, the descriptor limit, no
@@ -25,12 +27,15 @@ struct Cli {
 enum Check {
     /// HAProxy before three instances on hosts of their own (network namespaces): one killed, one cut off (partition); who notices what
     Cluster,
+    /// Upgrade in place (SIGUSR2) under short and long-lived connections: every short one served
+    Upgrade(upgrade::UpgradeArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.check {
         Check::Cluster => cluster::run(),
+        Check::Upgrade(args) => upgrade::run(args),
     };
     outcome.exit()
 }

@@ -9,8 +9,10 @@ use clap::{Parser, Subcommand};
 mod churn;
 mod cluster;
 mod haproxy;
+mod http;
 mod machine;
 mod netns;
+mod prometheus;
 mod upgrade;
 
 /// tabecho's system checks. Each prints what it measured and PASS or FAIL; exit status 0
@@ -29,6 +31,8 @@ enum Check {
     Cluster,
     /// Upgrade in place (SIGUSR2) under short and long-lived connections: every short one served
     Upgrade(upgrade::UpgradeArgs),
+    /// A real Prometheus scrapes tabecho: the counter it stores equals a verified load's frames
+    Prometheus(prometheus::PrometheusArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +40,7 @@ fn main() -> ExitCode {
     let outcome = match cli.check {
         Check::Cluster => cluster::run(),
         Check::Upgrade(args) => upgrade::run(args),
+        Check::Prometheus(args) => prometheus::run(args),
     };
     outcome.exit()
 }

@@ -13,6 +13,7 @@ mod http;
 mod machine;
 mod netns;
 mod prometheus;
+mod soak;
 mod upgrade;
 
 /// tabecho's system checks. Each prints what it measured and PASS or FAIL; exit status 0
@@ -33,6 +34,8 @@ enum Check {
     Upgrade(upgrade::UpgradeArgs),
     /// A real Prometheus scrapes tabecho: the counter it stores equals a verified load's frames
     Prometheus(prometheus::PrometheusArgs),
+    /// Minutes of healthy and faulty clients: nothing lost, no descriptor or memory leak, clean exit
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
         Check::Cluster => cluster::run(),
         Check::Upgrade(args) => upgrade::run(args),
         Check::Prometheus(args) => prometheus::run(args),
+        Check::Soak(args) => soak::run(args),
     };
     outcome.exit()
 }

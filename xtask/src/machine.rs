@@ -91,11 +91,35 @@ pub fn release_binary() -> Result<PathBuf, String> {
     Ok(target_dir()?.join("release/tabecho"))
 }
 
+/// Builds benches/tokio-echo (a workspace of its own) in release and returns its binary.
+pub fn tokio_echo_binary() -> Result<PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let manifest = workspace_root().join("benches/tokio-echo/Cargo.toml");
+    let status = Command::new(&cargo)
+        .args(["build", "--release", "--quiet", "--manifest-path"])
+        .arg(&manifest)
+        .status()
+        .map_err(|e| format!("cargo build: {e}"))?;
+    if !status.success() {
+        return Err(format!("building benches/tokio-echo failed ({status})"));
+    }
+    Ok(target_dir_of(Some(&manifest))?.join("release/tokio-echo"))
+}
+
 /// The workspace's target directory, from `cargo metadata`.
 pub fn target_dir() -> Result<PathBuf, String> {
+    target_dir_of(None)
+}
+
+/// The target directory of the workspace of `manifest` (this one's if `None`).
+fn target_dir_of(manifest: Option<&std::path::Path>) -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--no-deps"])
+    let mut command = Command::new(cargo);
+    command.args(["metadata", "--format-version", "1", "--no-deps"]);
+    if let Some(m) = manifest {
+        command.arg("--manifest-path").arg(m);
+    }
+    let out = command
         .output()
         .map_err(|e| format!("cargo metadata: {e}"))?;
     let meta: serde_json::Value =
@@ -189,6 +213,23 @@ pub fn fd_limit() -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1024);
     hard.min(MAX_FDS)
+}
+
+/// Raises this process's soft descriptor limit to `need` (children inherit it); `Err`
+/// says why the check cannot run when the hard limit, or the project's 20,000, is lower.
+pub fn raise_fd_limit(need: u64) -> Result<(), String> {
+    let limit = fd_limit();
+    if limit < need {
+        return Err(format!(
+            "this check needs {need} descriptors per process; the limit here is {limit}"
+        ));
+    }
+    let (_, hard) = rlimit::Resource::NOFILE
+        .get()
+        .map_err(|e| format!("getrlimit: {e}"))?;
+    rlimit::Resource::NOFILE
+        .set(limit, hard)
+        .map_err(|e| format!("setrlimit {limit}: {e}"))
 }
 
 /// The most descriptors one process may hold on the project's shared machines.

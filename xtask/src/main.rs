@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 mod churn;
 mod cluster;
 mod haproxy;
+mod holders;
+mod hostile;
 mod http;
 mod machine;
 mod netns;
@@ -36,6 +38,8 @@ enum Check {
     Prometheus(prometheus::PrometheusArgs),
     /// Minutes of healthy and faulty clients: nothing lost, no descriptor or memory leak, clean exit
     Soak(soak::SoakArgs),
+    /// Flooders and partial-frame holders against tabecho and tokio-echo: what each server holds
+    Hostile(hostile::HostileArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +49,7 @@ fn main() -> ExitCode {
         Check::Upgrade(args) => upgrade::run(args),
         Check::Prometheus(args) => prometheus::run(args),
         Check::Soak(args) => soak::run(args),
+        Check::Hostile(args) => hostile::run(args),
     };
     outcome.exit()
 }

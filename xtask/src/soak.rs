@@ -68,13 +68,8 @@ struct Sample {
 }
 
 pub fn run(a: SoakArgs) -> Outcome {
-    let need = a.connections + 64;
-    if machine::fd_limit() < need {
-        return Outcome::CannotRun(format!(
-            "{} connections need {need} descriptors per process; the limit here is {}",
-            a.connections,
-            machine::fd_limit()
-        ));
+    if let Err(e) = machine::raise_fd_limit(a.connections + 64) {
+        return Outcome::CannotRun(e);
     }
     let bin = match machine::release_binary() {
         Ok(b) => b,

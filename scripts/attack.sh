@@ -36,14 +36,14 @@ cargo build --release --quiet --manifest-path benches/tokio-echo/Cargo.toml
 target=${CARGO_TARGET_DIR:-target}
 bin=$target/release/tabecho
 server_bin=${TABECHO_BIN:-$bin}
-tokio=benches/tokio-echo/target/release/tokio-echo
+tokio=${CARGO_TARGET_DIR:-benches/tokio-echo/target}/release/tokio-echo
 out=$target/attack
 mkdir -p "$out"
 if [ "$(ulimit -Hn)" -lt 10300 ]; then
   echo "attack.sh needs 10,300 descriptors per process; the hard limit is $(ulimit -Hn)"
   exit 2
 fi
-ulimit -n 10300
+raise_nofile 10300
 
 trap stop_servers EXIT
 

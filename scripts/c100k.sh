@@ -55,10 +55,9 @@ case $conns in '' | *[!0-9]*) echo "usage: scripts/c100k.sh [CONNECTIONS]" >&2; 
 [ "$conns" -ge 100 ] || { echo "CONNECTIONS must be at least 100" >&2; exit 2; }
 
 cargo build --release --quiet
-bin=target/release/tabecho
-out=target/c100k
+out=$target_dir/c100k
 mkdir -p "$out"
-ulimit -n 20000
+raise_nofile 20000
 
 read -r port_lo port_hi < /proc/sys/net/ipv4/ip_local_port_range
 ports=$(( port_hi - port_lo + 1 ))
@@ -66,7 +65,7 @@ ports=$(( port_hi - port_lo + 1 ))
 # limit with margin; a load's share stays in the odd half of the ports (see above).
 servers=${C100K_SERVERS:-$(( (conns + 16699) / 16700 ))}
 [ "$servers" -ge 2 ] || servers=2
-per_source=$(( ports / 2 * 9 / 10 ))
+per_source=$(( ports * 9 / 20 ))
 loads=${C100K_LOADS:-$(( (conns + per_source - 1) / per_source ))}
 [ "$loads" -ge 2 ] || loads=2
 ramp=20           # seconds for the whole connection ramp
@@ -99,7 +98,7 @@ echo "c100k: $conns connections: $servers servers (~$server_share each) + $loads
   "(~$biggest each), fd limit $fd_limit"
 echo "sysctl: ip_local_port_range $port_lo-$port_hi ($ports ports per source), somaxconn $somaxconn," \
   "fs.file-max $file_max, tcp_max_orphans $orphans"
-[ "$fd_limit" -ge $(( server_share * 102 / 100 + 64 )) ] && [ "$fd_limit" -ge $(( biggest + 64 )) ] ||
+{ [ "$fd_limit" -ge $(( server_share * 102 / 100 + 64 )) ] && [ "$fd_limit" -ge $(( biggest + 64 )) ]; } ||
   { echo "ulimit -n $fd_limit: too few for ~$server_share per server, $biggest per load" >&2; exit 2; }
 [ "$biggest" -le $(( ports / 2 )) ] ||
   echo "note: $biggest connections per source address is past the odd half of the ports: binds will be slow"
@@ -137,26 +136,23 @@ alive() { grep -q '^VmRSS:' "/proc/$1/status" 2>/dev/null; }
 # start_servers PHASE: SERVERS servers with --reuseport on one port; sets SPIDS, PORT,
 # BASEFD (descriptors each held before any connection) and RSS0 (sum of VmRSS, kB).
 start_servers() {
-  local phase=$1 i log addr
+  local phase=$1 i log
   SPIDS=()
+  PORT=""
   for i in $(seq 0 $(( servers - 1 ))); do
     log="$out/$phase-server$i.log"
-    : >"$log"
-    if [ "$i" -eq 0 ]; then
-      "$bin" serve --listen 127.0.0.1:0 --reuseport --idle-timeout ${idle_timeout}s 2>"$log" &
-    else
-      "$bin" serve --listen "127.0.0.1:$PORT" --reuseport --idle-timeout ${idle_timeout}s 2>"$log" &
-    fi
-    SPIDS+=($!)
-    pids+=($!)
-    addr=$(listening_addr "$log") || { echo "$phase server $i did not start"; exit 2; }
-    PORT=${addr##*:}
+    rm -f "$out/$phase-server$i.json"
+    start_ready "$phase server $i" "$log" "$bin" serve --listen "127.0.0.1:${PORT:-0}" \
+      --reuseport --idle-timeout ${idle_timeout}s --summary-json "$out/$phase-server$i.json"
+    SPIDS+=("$PID")
+    pids+=("$PID")
+    PORT=${ADDR##*:}
   done
   sleep 0.3
   BASEFD=()
   RSS0=0
   for p in "${SPIDS[@]}"; do
-    BASEFD+=($(nfd "$p"))
+    BASEFD+=("$(nfd "$p")")
     RSS0=$(( RSS0 + $(kb "$p" VmRSS) ))
   done
 }
@@ -201,11 +197,13 @@ stop_servers() {
   for p in "${SPIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   ACCEPTED=0 REJECTED=0 REAPED=0
   for i in "${!SPIDS[@]}"; do
-    line=$(grep "shutdown: accepted" "$out/$phase-server$i.log" || true)
-    [ -n "$line" ] || { fail "$phase server $i: no shutdown line"; continue; }
-    ACCEPTED=$(( ACCEPTED + $(sed 's/.*accepted \([0-9]*\),.*/\1/' <<<"$line") ))
-    REJECTED=$(( REJECTED + $(sed 's/.*rejected \([0-9]*\),.*/\1/' <<<"$line") ))
-    REAPED=$(( REAPED + $(sed 's/.*reaped idle \([0-9]*\),.*/\1/' <<<"$line") ))
+    # The shutdown summary (--summary-json), one flat JSON object: "name":value,...
+    line=$(cat "$out/$phase-server$i.json" 2>/dev/null || true)
+    [ -n "$line" ] || { fail "$phase server $i: no shutdown summary"; continue; }
+    local n
+    n=${line#*\"accepted\":}; ACCEPTED=$(( ACCEPTED + ${n%%[,\}]*} ))
+    n=${line#*\"rejected\":}; REJECTED=$(( REJECTED + ${n%%[,\}]*} ))
+    n=${line#*\"reaped_idle\":}; REAPED=$(( REAPED + ${n%%[,\}]*} ))
   done
 }
 
@@ -306,7 +304,7 @@ run_phase() {
   touch "$sampling"
   sampler "$out/$phase-samples.txt" &
   local spid=$!
-  pids+=($spid)
+  pids+=("$spid")
   t0=$(date +%s)
   for i in $(seq 0 $(( loads - 1 ))); do
     n=$(share "$i")
@@ -355,13 +353,13 @@ run_phase() {
   [ "$ACCEPTED" -eq "$conns" ] || fail "servers accepted $ACCEPTED, not $conns"
   local timing="-"
   if [ "$phase" = trickle ]; then
-    [ "$lost" -eq 0 ] && [ "$corrupt" -eq 0 ] || fail "$lost lost, $corrupt corrupt"
-    [ "$answered" -eq "$sent" ] && [ "$sent" -gt 0 ] || fail "$answered answered of $sent sent"
+    { [ "$lost" -eq 0 ] && [ "$corrupt" -eq 0 ]; } || fail "$lost lost, $corrupt corrupt"
+    { [ "$answered" -eq "$sent" ] && [ "$sent" -gt 0 ]; } || fail "$answered answered of $sent sent"
     [ "$closes" -eq 0 ] || fail "servers closed $closes connections during the trickle"
   else
-    [ "$closes" -eq "$conns" ] && [ "$REAPED" -eq "$conns" ] ||
+    { [ "$closes" -eq "$conns" ] && [ "$REAPED" -eq "$conns" ]; } ||
       fail "servers closed $closes (reaped $REAPED) of $conns idle connections"
-    [ "$cmin" -ge "$close_min_ms" ] && [ "$cmax" -le "$close_max_ms" ] ||
+    { [ "$cmin" -ge "$close_min_ms" ] && [ "$cmax" -le "$close_max_ms" ]; } ||
       fail "closes $cmin to $cmax ms after connect, outside $close_min_ms to $close_max_ms"
     timing="$cmin-$cmax ms (p50 $cp50)"
   fi

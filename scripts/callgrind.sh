@@ -41,9 +41,8 @@ fi
 
 cargo build --release --quiet
 cargo build --release --quiet --manifest-path benches/ceiling/Cargo.toml
-bin=target/release/tabecho
-ceiling=benches/ceiling/target/release/ceiling-echo
-out=target/callgrind
+ceiling=${CARGO_TARGET_DIR:-benches/ceiling/target}/release/ceiling-echo
+out=$target_dir/callgrind
 mkdir -p "$out"
 
 # measure SERVER CONNS FRAMES: runs SERVER (tabecho, metrics = tabecho --metrics, or ceiling)
@@ -77,10 +76,10 @@ printf '%-8s %-12s %-14s %-14s %s\n' server connections "Ir(${frames})" "Ir($((2
 declare -A per_frame
 for server in "${servers[@]}"; do
   for conns in 10 1000; do
-    one=$(measure $server $conns "$frames")
-    two=$(measure $server $conns $((2 * frames)))
+    one=$(measure "$server" $conns "$frames")
+    two=$(measure "$server" $conns $((2 * frames)))
     per_frame[$server.$conns]=$(( (two - one) / frames ))
-    printf '%-8s %-12s %-14s %-14s %s\n' $server "$conns" "$one" "$two" "${per_frame[$server.$conns]}"
+    printf '%-8s %-12s %-14s %-14s %s\n' "$server" "$conns" "$one" "$two" "${per_frame[$server.$conns]}"
   done
 done
 if [ "${servers[1]}" = metrics ]; then

@@ -34,8 +34,7 @@ if ! command -v haproxy >/dev/null; then
 fi
 [ -z "$(ss -Hltn "sport = :$port")" ] || die "127.0.0.1:$port is taken; choose another CLUSTER_PORT"
 cargo build --release --quiet || die "the build failed"
-bin=target/release/tabecho
-out=target/haproxy-bench
+out=$target_dir/haproxy-bench
 mkdir -p "$out"
 run=$(mktemp -d)
 
@@ -47,11 +46,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-: >"$out/tabecho.log"
-"$bin" serve --listen 127.0.0.1:0 --idle-timeout 60s 2>"$out/tabecho.log" &
-server=$!
+start_ready tabecho "$out/tabecho.log" "$bin" serve --listen 127.0.0.1:0 --idle-timeout 60s
+server=$PID direct=$ADDR
 pids+=("$server")
-direct=$(listening_addr "$out/tabecho.log") || die "tabecho did not start"
 backend=${direct##*:}
 CLUSTER_RUN=$run CLUSTER_PORT=$port TABECHO_PORT1=$backend TABECHO_PORT2=$backend \
   TABECHO_PORT3=$backend haproxy -db -f deploy/haproxy.cfg >"$out/haproxy.log" 2>&1 &
@@ -105,7 +102,7 @@ echo "$(nproc) CPUs; load average $(cut -d' ' -f1-3 /proc/loadavg) at the start"
 : >"$out/open.txt"
 for p in 1 16; do
   n=$([ "$p" = 1 ] && echo 1000 || echo 10000)
-  for r in $(seq "$rounds"); do
+  for _ in $(seq "$rounds"); do
     closed direct "$direct" "$p" "$n" | tee -a "$out/closed.txt" || status=1
     closed haproxy "$proxied" "$p" "$n" | tee -a "$out/closed.txt" || status=1
   done

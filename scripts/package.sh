@@ -65,7 +65,7 @@ fi
 
 echo "== cargo build --release --locked"
 cargo build --release --locked
-bin=target/release/tabecho
+bin=${CARGO_TARGET_DIR:-target}/release/tabecho
 # The package's version: the first `version = ` of Cargo.toml, the [package] one.
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 [ -n "$version" ] || { echo "FAIL: no version in Cargo.toml" >&2; exit 1; }

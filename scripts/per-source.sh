@@ -39,7 +39,7 @@ if [ "$seconds" -lt $((victim_seconds + 8)) ]; then
   echo "SECONDS must be at least $((victim_seconds + 8)): the victim runs $victim_seconds s inside the attack" >&2
   exit 2
 fi
-ulimit -n "$(ulimit -Hn)"
+raise_nofile "$(ulimit -Hn)"
 if [ "$(ulimit -n)" -lt $((attack + 64)) ]; then
   echo "ulimit -n is $(ulimit -n): the attacker needs $((attack + 64)) descriptors" >&2
   exit 2
@@ -47,9 +47,8 @@ fi
 
 cargo build --release --quiet
 cargo build --release --quiet --example per_source_attack
-bin=target/release/tabecho
-attacker=target/release/examples/per_source_attack
-out=target/per-source
+attacker=$target_dir/release/examples/per_source_attack
+out=$target_dir/per-source
 mkdir -p "$out"
 
 pids=()
@@ -69,12 +68,10 @@ field() { grep -o -E "\"?$1\"?[:=][^,} ]*" "$2" | head -n1 | sed -E 's/.*[:=]//;
 
 command -v curl >/dev/null || { echo "curl is needed (apt-get install curl)" >&2; exit 1; }
 
-"$bin" serve --listen 127.0.0.1:0 --threads 2 --max-connections-per-source "$limit" \
-  --metrics 127.0.0.1:0 2>"$out/server.log" &
-server=$!
+start_ready server "$out/server.log" "$bin" serve --listen 127.0.0.1:0 --threads 2 \
+  --max-connections-per-source "$limit" --metrics 127.0.0.1:0
+server=$PID addr=$ADDR metrics=$METRICS
 pids+=("$server")
-addr=$(listening_addr "$out/server.log" 10) || { echo "the server did not start:"; cat "$out/server.log"; exit 1; }
-metrics=$(sed -n 's#.*metrics on http://\(.*\)/metrics$#\1#p' "$out/server.log" | head -n1)
 echo "server on $addr (2 reactors, --max-connections-per-source $limit), metrics on $metrics"
 
 "$attacker" --addr "$addr" --source 127.0.0.2 --connections "$attack" --period 1.5s \

@@ -6,7 +6,7 @@
 # Exit status: 0 if every run passed, 1 otherwise. Logs of failed runs stay in
 # target/repeat-tests/.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 runs=${1:-30}
 logs=target/repeat-tests
 mkdir -p "$logs"

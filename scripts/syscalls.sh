@@ -19,7 +19,8 @@ if ! command -v perf >/dev/null; then
 fi
 cargo build --release --quiet
 cargo build --release --quiet --manifest-path benches/ceiling/Cargo.toml
-out=target/syscalls
+out=$target_dir/syscalls
+ceiling=${CARGO_TARGET_DIR:-benches/ceiling/target}/release/ceiling-echo
 mkdir -p "$out"
 events=syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_write,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_accept4,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_close,syscalls:sys_enter_clock_gettime
 
@@ -36,7 +37,7 @@ measure() {
   [ "$name" = ceiling ] && raw=--raw
   perf stat -x, -e "$events" -p "$spid" -o "$out/$name.perf" &
   local ppid=$!
-  target/release/tabecho load --addr "$addr" -c "$conns" -p "$pipeline" -d "${secs}s" --threads 1 $raw --json >"$out/$name.json"
+  "$bin" load --addr "$addr" -c "$conns" -p "$pipeline" -d "${secs}s" --threads 1 $raw --json >"$out/$name.json"
   kill -INT $ppid; wait $ppid || true
   kill $spid; wait $spid 2>/dev/null || true
   local frames
@@ -51,5 +52,5 @@ measure() {
 }
 
 echo "connections $conns, pipeline $pipeline, ${secs} s, 32-byte frames"
-measure tabecho target/release/tabecho serve --listen 127.0.0.1:0 --idle-timeout 60s
-measure ceiling benches/ceiling/target/release/ceiling-echo 127.0.0.1:0
+measure tabecho "$bin" serve --listen 127.0.0.1:0 --idle-timeout 60s
+measure ceiling "$ceiling" 127.0.0.1:0

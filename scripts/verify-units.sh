@@ -19,7 +19,7 @@ if ! command -v systemd-analyze >/dev/null; then
 fi
 
 cargo build --release --quiet
-bin=$PWD/target/release/tabecho
+bin=$(realpath "${CARGO_TARGET_DIR:-target}")/release/tabecho
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 cp deploy/tabecho.socket "$dir/"

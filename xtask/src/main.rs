@@ -12,6 +12,7 @@ mod haproxy;
 mod holders;
 mod hostile;
 mod http;
+mod idle_memory;
 mod machine;
 mod netns;
 mod prometheus;
@@ -40,6 +41,8 @@ enum Check {
     Soak(soak::SoakArgs),
     /// Flooders and partial-frame holders against tabecho and tokio-echo: what each server holds
     Hostile(hostile::HostileArgs),
+    /// Server memory per idle connection (RSS with N idle connections less RSS before)
+    IdleMemory(idle_memory::IdleMemoryArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Check::Prometheus(args) => prometheus::run(args),
         Check::Soak(args) => soak::run(args),
         Check::Hostile(args) => hostile::run(args),
+        Check::IdleMemory(args) => idle_memory::run(args),
     };
     outcome.exit()
 }

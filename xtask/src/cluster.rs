@@ -63,6 +63,10 @@ const WITHIN: Duration = Duration::from_secs(3);
 /// A pause between a reconnecting client's frames.
 const CLIENT_PAUSE: Duration = Duration::from_millis(20);
 
+/// Local ports by instance name (`tabecho1`): load A's connections, then the
+/// reconnecting clients'.
+type ByServer = BTreeMap<String, (Vec<u16>, Vec<u16>)>;
+
 /// A process killed on drop (HAProxy, a load).
 struct Guard(Child);
 
@@ -152,8 +156,8 @@ impl Cluster {
             hosts.join(", ")
         );
         let mut instances = Vec::new();
-        for i in 0..3 {
-            instances.push(Some(start_instance(bin, &hosts[i], i, out)?));
+        for (i, host) in hosts.iter().enumerate() {
+            instances.push(Some(start_instance(bin, host, i, out)?));
         }
         let run_dir = std::env::temp_dir().join(format!("tbx-cluster-{}", std::process::id()));
         std::fs::create_dir_all(&run_dir).map_err(|e| e.to_string())?;
@@ -209,8 +213,8 @@ impl Cluster {
 
     /// The instance names (`tabecho1`) by server, sessions counted: load A's (not one of
     /// `ours`) and the reconnecting clients' (`ours`).
-    fn sessions(&self, ours: &BTreeSet<u16>) -> BTreeMap<String, (Vec<u16>, Vec<u16>)> {
-        let mut by_server: BTreeMap<String, (Vec<u16>, Vec<u16>)> = BTreeMap::new();
+    fn sessions(&self, ours: &BTreeSet<u16>) -> ByServer {
+        let mut by_server = ByServer::new();
         for i in 1..=3 {
             by_server.entry(format!("tabecho{i}")).or_default();
         }
@@ -293,7 +297,7 @@ impl Cluster {
             Err(status) => v.check(false, format!("kill: marked DOWN (status still {status})")),
         }
         let kill_closes = clients.wait_closes(&c2, stopped, Duration::from_secs(3));
-        report_closes(&mut v, "kill", "tabecho2", &c2, &kill_closes, stopped, None);
+        report_closes(&mut v, "kill", "tabecho2", &c2, &kill_closes, None);
 
         // Load B while tabecho2 is down.
         println!();
@@ -370,10 +374,9 @@ impl Cluster {
             "tabecho3",
             &c3,
             &cut_closes,
-            cut,
             Some(&after_cut),
         );
-        let served = clients.served_since(&c3, cut);
+        let served = clients.served_since(&c3);
         v.check(
             served.iter().all(|&n| n > 0),
             format!(
@@ -385,7 +388,6 @@ impl Cluster {
 
         // The link comes back.
         println!();
-        let healed = Instant::now();
         if let Err(e) = net.set_link(&self.hosts[2], true) {
             v.check(false, format!("partition healed: {e}"));
         }
@@ -399,7 +401,6 @@ impl Cluster {
                     after.as_secs_f64()
                 );
                 v.check(true, "partition healed: tabecho3 UP again");
-                let _ = healed;
             }
             Err(status) => v.check(
                 false,
@@ -642,7 +643,7 @@ fn start_instance(bin: &Path, ns: &str, i: usize, out: &Path) -> Result<ServerPr
     ServerProcess::start_ready(command, "info").map_err(|e| format!("tabecho{}: {e}", i + 1))
 }
 
-fn print_sessions(what: &str, by_server: &BTreeMap<String, (Vec<u16>, Vec<u16>)>) {
+fn print_sessions(what: &str, by_server: &ByServer) {
     let parts: Vec<String> = by_server
         .iter()
         .map(|(s, (a, c))| {
@@ -658,7 +659,7 @@ fn print_sessions(what: &str, by_server: &BTreeMap<String, (Vec<u16>, Vec<u16>)>
 }
 
 /// Prints and judges how the reconnecting clients that were on `victim` (local ports
-/// `on_victim`) ended there: each closed within [`WITHIN`] of `since`, and reconnected
+/// `on_victim`) ended there: each closed within [`WITHIN`] of the event, and reconnected
 /// elsewhere (`after`: the sessions once they did).
 fn report_closes(
     v: &mut Verdict,
@@ -666,8 +667,7 @@ fn report_closes(
     victim: &str,
     on_victim: &[u16],
     closes: &[(u16, Duration, &'static str)],
-    _since: Instant,
-    after: Option<&BTreeMap<String, (Vec<u16>, Vec<u16>)>>,
+    after: Option<&ByServer>,
 ) {
     let kinds: BTreeMap<&str, usize> = closes.iter().fold(BTreeMap::new(), |mut m, c| {
         *m.entry(c.2).or_default() += 1;
@@ -800,7 +800,7 @@ impl Clients {
     }
 
     /// Replies verified since their last close, of the clients once on `ports`.
-    fn served_since(&self, ports: &[u16], _since: Instant) -> Vec<u64> {
+    fn served_since(&self, ports: &[u16]) -> Vec<u64> {
         self.states
             .lock()
             .unwrap()

@@ -9,6 +9,7 @@
 //!    must stay within its 256 MiB buffer budget + 10%, its buffered peak (from its
 //!    summary) at most the budget, the healthy load lose nothing and see no corruption, and
 //!    every holder it closed get the budget's error line.
+//!
 //! Both servers run with a 30 s idle timeout, so the hostile connections stay the whole
 //! run. Loopback only; each process holds at most MIX + 164 descriptors.
 

@@ -166,8 +166,9 @@ pub fn need_tool(program: &str, package: &str) -> Result<(), String> {
             .status()
             .is_ok_and(|s| s.success())
     };
-    if !apt(&["install", "-y", package]) && !(apt(&["update"]) && apt(&["install", "-y", package]))
-    {
+    let installed =
+        apt(&["install", "-y", package]) || (apt(&["update"]) && apt(&["install", "-y", package]));
+    if !installed {
         return Err(format!(
             "{program} is missing and apt-get could not install {package}"
         ));

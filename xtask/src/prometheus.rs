@@ -40,7 +40,7 @@ impl Drop for Guard {
 }
 
 pub fn run(a: PrometheusArgs) -> Outcome {
-    if a.frames % CONNECTIONS != 0 || a.frames == 0 {
+    if !a.frames.is_multiple_of(CONNECTIONS) || a.frames == 0 {
         return Outcome::CannotRun(format!(
             "FRAMES must be a positive multiple of {CONNECTIONS}"
         ));

@@ -17,6 +17,7 @@ mod machine;
 mod netns;
 mod prometheus;
 mod soak;
+mod threads_bench;
 mod upgrade;
 
 /// tabecho's system checks. Each prints what it measured and PASS or FAIL; exit status 0
@@ -43,6 +44,8 @@ enum Check {
     Hostile(hostile::HostileArgs),
     /// Server memory per idle connection (RSS with N idle connections less RSS before)
     IdleMemory(idle_memory::IdleMemoryArgs),
+    /// One reactor against two: CPU per frame, balance over TCP and Unix, throughput
+    ThreadsBench(threads_bench::ThreadsBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Check::Soak(args) => soak::run(args),
         Check::Hostile(args) => hostile::run(args),
         Check::IdleMemory(args) => idle_memory::run(args),
+        Check::ThreadsBench(args) => threads_bench::run(args),
     };
     outcome.exit()
 }

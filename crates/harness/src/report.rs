@@ -111,6 +111,19 @@ pub fn metric_total(page: &str, series: &str) -> Option<f64> {
     found.then_some(sum)
 }
 
+/// Each reactor's value of `name` (a series without other labels, as
+/// `tabecho_frames_total`), by the reactor's number.
+pub fn metric_by_reactor(page: &str, name: &str) -> BTreeMap<String, f64> {
+    page.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?.strip_prefix("{reactor=\"")?;
+            let (reactor, rest) = rest.split_once('"')?;
+            let value = rest.strip_prefix("} ")?.parse().ok()?;
+            Some((reactor.to_string(), value))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +138,8 @@ mod tests {
             Some(2.0)
         );
         assert_eq!(metric_total(page, "tabecho_nothing"), None);
+        let by = metric_by_reactor(page, "tabecho_frames_total");
+        assert_eq!((by["0"], by["1"], by.len()), (3.0, 4.0, 2));
     }
 
     #[test]

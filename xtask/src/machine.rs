@@ -93,17 +93,31 @@ pub fn release_binary() -> Result<PathBuf, String> {
 
 /// Builds benches/tokio-echo (a workspace of its own) in release and returns its binary.
 pub fn tokio_echo_binary() -> Result<PathBuf, String> {
+    bench_binary("tokio-echo", "tokio-echo")
+}
+
+/// Builds benches/ceiling (the byte-echo ceiling) in release and returns its binary.
+pub fn ceiling_binary() -> Result<PathBuf, String> {
+    bench_binary("ceiling", "ceiling-echo")
+}
+
+/// Builds the bench server crate benches/DIR (a workspace of its own) in release and
+/// returns its binary NAME, in that workspace's target directory.
+fn bench_binary(dir: &str, name: &str) -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let manifest = workspace_root().join("benches/tokio-echo/Cargo.toml");
+    let manifest = workspace_root()
+        .join("benches")
+        .join(dir)
+        .join("Cargo.toml");
     let status = Command::new(&cargo)
         .args(["build", "--release", "--quiet", "--manifest-path"])
         .arg(&manifest)
         .status()
         .map_err(|e| format!("cargo build: {e}"))?;
     if !status.success() {
-        return Err(format!("building benches/tokio-echo failed ({status})"));
+        return Err(format!("building benches/{dir} failed ({status})"));
     }
-    Ok(target_dir_of(Some(&manifest))?.join("release/tokio-echo"))
+    Ok(target_dir_of(Some(&manifest))?.join("release").join(name))
 }
 
 /// The workspace's target directory, from `cargo metadata`.

@@ -6,8 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod callgrind;
 mod churn;
 mod cluster;
+mod echo_server;
 mod haproxy;
 mod holders;
 mod hostile;
@@ -17,6 +19,7 @@ mod machine;
 mod netns;
 mod prometheus;
 mod soak;
+mod syscalls;
 mod threads_bench;
 mod upgrade;
 
@@ -46,6 +49,10 @@ enum Check {
     IdleMemory(idle_memory::IdleMemoryArgs),
     /// One reactor against two: CPU per frame, balance over TCP and Unix, throughput
     ThreadsBench(threads_bench::ThreadsBenchArgs),
+    /// Instructions per frame (callgrind) at 10 and 1,000 connections, beside the ceiling
+    Callgrind(callgrind::CallgrindArgs),
+    /// Syscalls per frame (perf tracepoints), tabecho beside the ceiling
+    Syscalls(syscalls::SyscallsArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +65,8 @@ fn main() -> ExitCode {
         Check::Hostile(args) => hostile::run(args),
         Check::IdleMemory(args) => idle_memory::run(args),
         Check::ThreadsBench(args) => threads_bench::run(args),
+        Check::Callgrind(args) => callgrind::run(args),
+        Check::Syscalls(args) => syscalls::run(args),
     };
     outcome.exit()
 }

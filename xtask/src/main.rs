@@ -11,6 +11,7 @@ mod churn;
 mod cluster;
 mod echo_server;
 mod haproxy;
+mod haproxy_bench;
 mod holders;
 mod hostile;
 mod http;
@@ -53,6 +54,8 @@ enum Check {
     Callgrind(callgrind::CallgrindArgs),
     /// Syscalls per frame (perf tracepoints), tabecho beside the ceiling
     Syscalls(syscalls::SyscallsArgs),
+    /// What HAProxy in front costs per frame: the same loads direct and through it
+    HaproxyBench(haproxy_bench::HaproxyBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Check::ThreadsBench(args) => threads_bench::run(args),
         Check::Callgrind(args) => callgrind::run(args),
         Check::Syscalls(args) => syscalls::run(args),
+        Check::HaproxyBench(args) => haproxy_bench::run(args),
     };
     outcome.exit()
 }

@@ -8,6 +8,7 @@
 //! - `faults`: half-close, resets
 //! - `unix`: Unix stream sockets
 //! - `process`: the built binary: signals, shutdown summary, CLI errors
+//! - `bounds`: every flag whose value could overflow is refused, exit 2, naming the flag
 //! - `send`: `tabecho send` and the blocking `Client`: replies, stdin, every error exit
 //! - `load`: `tabecho load`: verified runs, and the wrong servers it must catch
 //! - `faults_load`: `tabecho load --faults`: each misbehaving client's documented outcome
@@ -20,6 +21,7 @@
 //! - `upgrade`: SIGUSR2: the new process on the same sockets, the old one's drain, failures
 //! - `cli_docs`: `tabecho man` and `tabecho completions` cover every subcommand and flag
 
+mod bounds;
 mod cli_docs;
 mod faults;
 mod faults_load;

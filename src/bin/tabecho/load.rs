@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use tabecho::addr::{parse_duration, ListenAddr};
-use tabecho::config::{DEFAULT_LISTEN, DEFAULT_MAX_FRAME};
+use tabecho::addr::{DurationArg, ListenAddr};
+use tabecho::config::{parse_connection_bytes, DEFAULT_LISTEN};
 use tabecho::load::{self, FaultKind, LoadOptions};
 
 /// Every frame got exactly its reply (and every fault its documented outcome).
@@ -46,6 +46,7 @@ assume the server's --max-frame and --idle-timeout: give the same values here.
              exactly `error: frame exceeds N bytes` + TAB, then EOF
   garbage    4 KiB of random bytes with TABs (NUL, 0xFF...): the replies to the frames
              they make, byte for byte, then EOF
+Durations (DUR) are a number and a unit (250ms, 2s, 1.5s, 1m, 1h), at most 365 days.
 Every outcome must come within 2 idle timeouts + 5 s of the connect. The healthy
 connections are verified as without faults and must lose nothing.
 
@@ -70,23 +71,24 @@ pub struct LoadArgs {
     #[arg(long, value_name = "BYTES")]
     socket_buffer: Option<usize>,
     /// Connections to open.
-    #[arg(short, long, default_value_t = 100)]
+    #[arg(short, long, default_value_t = defaults().connections)]
     connections: usize,
     /// Worker threads, each with its own poll [default: the number of cores].
     #[arg(short, long)]
     threads: Option<usize>,
     /// Frames in flight per connection, at most.
-    #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(short, long, default_value_t = default_pipeline(),
+          value_parser = clap::value_parser!(u32).range(1..))]
     pipeline: u32,
     /// Payload bytes per frame (payloads vary, never hold a TAB).
-    #[arg(short, long, default_value_t = 32)]
+    #[arg(short, long, default_value_t = defaults().size)]
     size: usize,
     /// The measured window (as in 10s, 500ms).
-    #[arg(short, long, default_value = "10s", value_parser = parse_duration)]
-    duration: Duration,
+    #[arg(short, long, value_name = "DUR", default_value_t = DurationArg(defaults().duration))]
+    duration: DurationArg,
     /// Load before the measured window, not recorded.
-    #[arg(long, default_value = "0s", value_parser = parse_duration)]
-    warmup: Duration,
+    #[arg(long, value_name = "DUR", default_value_t = DurationArg(defaults().warmup))]
+    warmup: DurationArg,
     /// Frames per second over all connections (open loop) [default: closed loop].
     #[arg(long)]
     rate: Option<f64>,
@@ -103,11 +105,11 @@ pub struct LoadArgs {
     #[arg(long)]
     json: bool,
     /// The longest wait for replies in flight after sending stops.
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
-    drain: Duration,
+    #[arg(long, value_name = "DUR", default_value_t = DurationArg(defaults().drain))]
+    drain: DurationArg,
     /// The longest a connection may take to be established.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
-    connect_timeout: Duration,
+    #[arg(long, value_name = "DUR", default_value_t = DurationArg(defaults().connect_timeout))]
+    connect_timeout: DurationArg,
     /// Send at most this many frames per connection, then end once all are answered.
     #[arg(long)]
     frames: Option<u64>,
@@ -116,50 +118,97 @@ pub struct LoadArgs {
     #[arg(long, value_delimiter = ',', value_name = "KIND,...")]
     faults: Vec<FaultKind>,
     /// The share of connections that misbehave with --faults (0.1 = 10%).
-    #[arg(long, default_value_t = load::DEFAULT_FAULT_SHARE, value_name = "FRACTION")]
+    #[arg(long, default_value_t = defaults().fault_share, value_name = "FRACTION")]
     fault_share: f64,
     /// Mean pause between two cycles of a faulty connection.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    fault_pause: Duration,
+    #[arg(long, value_name = "DUR", default_value_t = DurationArg(defaults().fault_pause))]
+    fault_pause: DurationArg,
     /// Cycles per faulty connection, at most [default: until sending stops].
     #[arg(long)]
     fault_cycles: Option<u64>,
-    /// The server's --max-frame, which the oversize and garbage faults assume.
-    #[arg(long, default_value_t = DEFAULT_MAX_FRAME, value_name = "BYTES")]
+    /// The server's --max-frame, which the oversize and garbage faults assume (at most
+    /// 1 GiB, as the server's).
+    #[arg(long, default_value_t = defaults().max_frame, value_name = "BYTES",
+          value_parser = parse_connection_bytes)]
     max_frame: usize,
     /// The server's --idle-timeout, which the trickle and slowread faults assume.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
-    idle_timeout: Duration,
+    #[arg(long, value_name = "DUR", default_value_t = DurationArg(defaults().idle_timeout))]
+    idle_timeout: DurationArg,
+}
+
+/// `tabecho load`'s defaults: those of [`LoadOptions::new`], the one place they are written
+/// (clap shows them in `--help` from here).
+fn defaults() -> LoadOptions {
+    LoadOptions::new(DEFAULT_LISTEN.parse().expect("the default address parses"))
+}
+
+/// The default `--pipeline`, as the flag's type.
+fn default_pipeline() -> u32 {
+    u32::try_from(defaults().pipeline).expect("the default pipeline fits a u32")
+}
+
+impl LoadArgs {
+    /// The run's options, and whether to print JSON. Both structs are written out field by
+    /// field (no `..`), so a flag added to `LoadArgs`, or an option added to `LoadOptions`,
+    /// fails to compile here until it is wired.
+    fn options(self) -> (LoadOptions, bool) {
+        let LoadArgs {
+            addr,
+            source,
+            socket_buffer,
+            connections,
+            threads,
+            pipeline,
+            size,
+            duration,
+            warmup,
+            rate,
+            connect_rate,
+            idle,
+            raw,
+            json,
+            drain,
+            connect_timeout,
+            frames,
+            faults,
+            fault_share,
+            fault_pause,
+            fault_cycles,
+            max_frame,
+            idle_timeout,
+        } = self;
+        let options = LoadOptions {
+            addr,
+            source,
+            socket_buffer,
+            connections,
+            threads: threads.unwrap_or_else(|| defaults().threads),
+            pipeline: pipeline as usize,
+            size,
+            duration: duration.0,
+            warmup: warmup.0,
+            rate,
+            connect_rate,
+            idle,
+            raw,
+            drain: drain.0,
+            connect_timeout: connect_timeout.0,
+            frames_per_connection: frames,
+            progress: std::io::stderr().is_terminal(),
+            faults,
+            fault_share,
+            fault_pause: fault_pause.0,
+            fault_cycles,
+            max_frame,
+            idle_timeout: idle_timeout.0,
+        };
+        (options, json)
+    }
 }
 
 pub fn run(args: LoadArgs) -> ExitCode {
-    let mut options = LoadOptions::new(args.addr);
-    options.source = args.source;
-    options.socket_buffer = args.socket_buffer;
-    options.connections = args.connections;
-    if let Some(threads) = args.threads {
-        options.threads = threads;
-    }
-    options.pipeline = args.pipeline as usize;
-    options.size = args.size;
-    options.duration = args.duration;
-    options.warmup = args.warmup;
-    options.rate = args.rate;
-    options.connect_rate = args.connect_rate;
-    options.idle = args.idle;
-    options.raw = args.raw;
-    options.drain = args.drain;
-    options.connect_timeout = args.connect_timeout;
-    options.frames_per_connection = args.frames;
-    options.progress = std::io::stderr().is_terminal();
-    options.faults = args.faults;
-    options.fault_share = args.fault_share;
-    options.fault_pause = args.fault_pause;
-    options.fault_cycles = args.fault_cycles;
-    options.max_frame = args.max_frame;
-    options.idle_timeout = args.idle_timeout;
-
-    if !args.json {
+    let (options, json) = args.options();
+    if !json {
         println!(
             "tabecho load: {}, {} connections, {} threads, {}{} {}-byte frames{}, {} (+{} warmup)",
             options.addr,
@@ -198,7 +247,7 @@ pub fn run(args: LoadArgs) -> ExitCode {
             return ExitCode::from(EXIT_NO_RUN);
         }
     };
-    if args.json {
+    if json {
         println!("{}", report.to_json());
     } else {
         print!("{}", report.to_text());

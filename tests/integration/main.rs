@@ -20,9 +20,12 @@
 //! - `systemd`: socket activation through `systemd-socket-activate`, the units' rules
 //! - `upgrade`: SIGUSR2: the new process on the same sockets, the old one's drain, failures
 //! - `cli_docs`: `tabecho man` and `tabecho completions` cover every subcommand and flag
+//! - `docs`: README.md, docs/PROTOCOL.md and docs/OPERATIONS.md against the code: metrics,
+//!   close reasons, flags and defaults, cited tests, links
 
 mod bounds;
 mod cli_docs;
+mod docs;
 mod faults;
 mod faults_load;
 mod idle;

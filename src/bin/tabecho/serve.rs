@@ -63,8 +63,8 @@ pub struct ServeArgs {
     max_connections: Option<usize>,
     /// Connections one source may have open at once: an IPv4 address, an IPv6 network
     /// (--source-prefix-v6), a Unix peer's uid. One more gets `error: too many connections
-    /// from your address`. [default: off, as in nginx and HAProxy: clients behind one NAT
-    /// share an address]
+    /// from your address`. Off unless given, as in nginx and HAProxy: clients behind one
+    /// NAT share an address [default: off]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_connections_per_source: Option<u32>,
     /// The leading bits of an IPv6 address that name its source for

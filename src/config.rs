@@ -39,7 +39,7 @@ pub const DEFAULT_RECV_BUFFER: usize = 128 * 1024;
 /// How long a shutdown waits for replies to drain before it closes what is left.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// How long a closing connection (frame too long, shutdown) discards input after its
-/// write side is shut, so the peer reads the last bytes instead of a reset.
+/// write side is shut, so the peer reads the last bytes instead of a reset (`--linger`).
 pub const DEFAULT_LINGER: Duration = Duration::from_secs(1);
 /// The largest value of any per-connection size in bytes (`--max-frame`, `--high-water`,
 /// `--sndbuf`, `--rcvbuf`): 1 GiB. Far above any sane setting, and low enough that one
@@ -84,7 +84,8 @@ pub struct ServerConfig {
     pub stats_interval: Option<Duration>,
     /// Longest a shutdown waits for replies to drain.
     pub shutdown_grace: Duration,
-    /// Longest a closing connection discards input after shutting its write side.
+    /// Longest a closing connection discards input after shutting its write side
+    /// (`--linger`).
     pub linger: Duration,
     /// SO_SNDBUF of accepted TCP connections, set on the listener (they inherit it);
     /// 0 leaves the kernel's autotuning (or what systemd set on its socket).

@@ -6,7 +6,7 @@
 //!     ├─ worker thread × T  (worker.rs: one mio Poll each, C/T connections)
 //!     │     ├─ Session × C/T  (session.rs: connect, send frames, check replies)
 //!     │     │     └─ ReplyChecker (verify.rs) ← PayloadSource (payload.rs)
-//!     │     └─ FaultSession  (fault.rs: --faults; misbehave, check the outcome, reconnect)
+//!     │     └─ FaultSession  (fault/: --faults; misbehave, check the outcome, reconnect)
 //!     ├─ progress line each second (stderr, when asked)
 //!     └─ merge WorkerStats (stats.rs) → LoadReport (report.rs prints it)
 //! ```
@@ -18,7 +18,7 @@
 //! a reply after the drain are lost. In `idle` mode nothing is sent: connections are held
 //! for `duration` and the server's closes are timed.
 //!
-//! With `faults`, a share of the connections misbehave instead (fault.rs): each cycles
+//! With `faults`, a share of the connections misbehave instead (fault/): each cycles
 //! connect, misbehave, check, pause, until sending stops; a cycle in progress then has
 //! until the end of the drain to reach its outcome, else it is counted as cut short.
 

@@ -5,13 +5,13 @@
 //! event to its session; send the paced frames that came due; publish progress; stop when
 //! the drain is over or nothing is in flight after sending stopped.
 //!
-//! Faulty sessions (fault.rs) share the loop: their timers go in the same heap, and
+//! Faulty sessions (fault/session.rs) share the loop: their timers go in the same heap, and
 //! the drain also waits for their cycles in progress (`busy_faults`).
 //!
 //! # Invariants
 //! - `sessions[i]` is always registered as `Token(i)`; sessions are never removed during
 //!   a run, so a token always names the session it was given to. A faulty session
-//!   registers each cycle's socket under its same token, only from a timer (see fault.rs).
+//!   registers each cycle's socket under its same token, only from a timer (see fault/session.rs).
 //! - `in_flight` always equals the sum of the healthy sessions' frames in flight.
 //! - Each healthy session has at most one entry in the pacing heap (`Session::in_heap`).
 

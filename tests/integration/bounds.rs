@@ -90,3 +90,20 @@ fn send_and_stats_durations_above_365_days_are_refused() {
         "--interval",
     );
 }
+
+#[test]
+fn load_rates_below_one_per_365_days_or_not_finite_are_refused() {
+    for flag in ["--rate", "--connect-rate"] {
+        for value in ["1e-300", "0", "-1", "inf", "NaN"] {
+            // `--rate=-1`: as two words clap takes -1 for a flag.
+            refused(&["load", &format!("{flag}={value}")], flag);
+        }
+    }
+}
+
+#[test]
+fn load_connections_and_sizes_past_their_bounds_are_refused() {
+    refused(&["load", "--connections", "100000000000"], "--connections");
+    refused(&["load", "--connections", "0"], "--connections");
+    refused(&["load", "--size", "1073741825"], "--size");
+}

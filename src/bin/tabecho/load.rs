@@ -70,8 +70,9 @@ pub struct LoadArgs {
     /// server's (scripts/attack.sh) [default: the kernel's autotuning].
     #[arg(long, value_name = "BYTES")]
     socket_buffer: Option<usize>,
-    /// Connections to open.
-    #[arg(short, long, default_value_t = defaults().connections)]
+    /// Connections to open (at most 16,777,216).
+    #[arg(short, long, default_value_t = defaults().connections,
+          value_parser = parse_connections)]
     connections: usize,
     /// Worker threads, each with its own poll [default: the number of cores].
     #[arg(short, long)]
@@ -80,8 +81,9 @@ pub struct LoadArgs {
     #[arg(short, long, default_value_t = default_pipeline(),
           value_parser = clap::value_parser!(u32).range(1..))]
     pipeline: u32,
-    /// Payload bytes per frame (payloads vary, never hold a TAB).
-    #[arg(short, long, default_value_t = defaults().size)]
+    /// Payload bytes per frame (payloads vary, never hold a TAB; at most 1 GiB).
+    #[arg(short, long, default_value_t = defaults().size,
+          value_parser = parse_connection_bytes)]
     size: usize,
     /// The measured window (as in 10s, 500ms).
     #[arg(short, long, value_name = "DUR", default_value_t = DurationArg(defaults().duration))]
@@ -89,11 +91,12 @@ pub struct LoadArgs {
     /// Load before the measured window, not recorded.
     #[arg(long, value_name = "DUR", default_value_t = DurationArg(defaults().warmup))]
     warmup: DurationArg,
-    /// Frames per second over all connections (open loop) [default: closed loop].
-    #[arg(long)]
+    /// Frames per second over all connections (open loop), at least one per 365 days
+    /// [default: closed loop].
+    #[arg(long, value_parser = parse_rate)]
     rate: Option<f64>,
-    /// New connections per second [default: all at once].
-    #[arg(long)]
+    /// New connections per second, at least one per 365 days [default: all at once].
+    #[arg(long, value_parser = parse_rate)]
     connect_rate: Option<f64>,
     /// Open the connections, send nothing, hold them for --duration; report the server's closes.
     #[arg(long)]
@@ -134,6 +137,37 @@ pub struct LoadArgs {
     /// The server's --idle-timeout, which the trickle and slowread faults assume.
     #[arg(long, value_name = "DUR", default_value_t = DurationArg(defaults().idle_timeout))]
     idle_timeout: DurationArg,
+}
+
+/// The most connections one load opens: 16 Mi, past what one process can hold (Linux's
+/// `fs.nr_open` is 1,048,576 by default), and few enough that the load's tables of them,
+/// and the pacing intervals computed from them (`--connections` / `--rate` seconds at
+/// most), stay far from overflowing.
+const MAX_CONNECTIONS: usize = 1 << 24;
+
+/// `--connections`: 1 to [`MAX_CONNECTIONS`].
+fn parse_connections(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=MAX_CONNECTIONS).contains(&n) => Ok(n),
+        Ok(n) => Err(format!("{n}: from 1 to {MAX_CONNECTIONS} connections")),
+        Err(e) => Err(format!("{s:?}: not a number of connections ({e})")),
+    }
+}
+
+/// `--rate`, `--connect-rate`: a finite rate of at least one per 365 days (so that the
+/// interval between two events is at most a year per connection, which a `Duration`
+/// holds).
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let rate: f64 = s
+        .parse()
+        .map_err(|e| format!("{s:?}: not a number per second ({e})"))?;
+    let slowest = 1.0 / tabecho::addr::MAX_DURATION.as_secs_f64();
+    if !(rate.is_finite() && rate >= slowest) {
+        return Err(format!(
+            "{s}: a finite rate per second, at least one per 365 days ({slowest:.3e})"
+        ));
+    }
+    Ok(rate)
 }
 
 /// `tabecho load`'s defaults: those of [`LoadOptions::new`], the one place they are written

@@ -3,10 +3,12 @@
 //! ```text
 //!   run(&LoadOptions)
 //!     ├─ raise RLIMIT_NOFILE to the hard limit
-//!     ├─ worker thread × T  (worker.rs: one mio Poll each, C/T connections)
-//!     │     ├─ Session × C/T  (session.rs: connect, send frames, check replies)
+//!     ├─ Plan (plan.rs): the timeline and shape, shared read-only by the workers
+//!     ├─ worker thread × T  (worker.rs: one mio Poll each, C/T connections; owns the loop)
+//!     │     ├─ Session × C/T  (session.rs: one connection: send frames, check replies)
 //!     │     │     └─ ReplyChecker (verify.rs) ← PayloadSource (payload.rs)
-//!     │     └─ FaultSession  (fault.rs: --faults; misbehave, check the outcome, reconnect)
+//!     │     ├─ FaultSession  (fault/: --faults; misbehave, check the outcome, reconnect)
+//!     │     └─ both connect through conn.rs (non-blocking connect, the worker's Ctx)
 //!     ├─ progress line each second (stderr, when asked)
 //!     └─ merge WorkerStats (stats.rs) → LoadReport (report.rs prints it)
 //! ```
@@ -18,12 +20,14 @@
 //! a reply after the drain are lost. In `idle` mode nothing is sent: connections are held
 //! for `duration` and the server's closes are timed.
 //!
-//! With `faults`, a share of the connections misbehave instead (fault.rs): each cycles
+//! With `faults`, a share of the connections misbehave instead (fault/): each cycles
 //! connect, misbehave, check, pause, until sending stops; a cycle in progress then has
 //! until the end of the drain to reach its outcome, else it is counted as cut short.
 
+mod conn;
 mod fault;
 mod payload;
+mod plan;
 mod report;
 mod session;
 mod stats;
@@ -43,8 +47,9 @@ pub use payload::PayloadSource;
 pub use report::LoadReport;
 pub use verify::{Desync, ReplyChecker, Verdict};
 
+use plan::Plan;
 use stats::{Progress, WorkerStats};
-use worker::{Plan, WorkerConfig};
+use worker::WorkerConfig;
 
 /// How long the drain phase waits for replies by default.
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(3);

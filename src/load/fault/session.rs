@@ -18,9 +18,10 @@ use mio::Token;
 
 use super::expect::{garbage, End, Expect};
 use super::{FaultKind, SAMPLES};
+use crate::load::conn::{connect_done, describe, open_stream, ConnectError, Ctx};
 use crate::load::payload::{splitmix64, PayloadSource};
-use crate::load::session::{connect_done, describe, open_stream, ConnectError, Ctx, Stream};
 use crate::load::verify::ReplyChecker;
+use crate::stream::Stream;
 
 /// Trickled bytes per idle timeout: several, so the server sees bytes that are not
 /// progress, few enough to stay far below any frame limit.

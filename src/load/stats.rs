@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicU64;
 
 use hdrhistogram::Histogram;
 
-use crate::load::fault::{FaultCounts, FaultKind};
+use crate::load::fault::kind::{FaultCounts, FaultKind};
 
 /// The largest latency or connect time recorded, in microseconds (one minute); larger
 /// values are clamped to it.
@@ -126,30 +126,52 @@ impl WorkerStats {
             .saturating_record(millis.clamp(1, MAX_MILLIS));
     }
 
-    /// Adds `other` into `self`.
+    /// Adds `other` into `self`. Exhaustive: a new field does not compile until it is
+    /// merged here.
     pub fn merge(&mut self, other: &WorkerStats) {
-        self.established += other.established;
-        self.failed += other.failed;
-        self.frames_sent += other.frames_sent;
-        self.frames_answered += other.frames_answered;
-        self.frames_corrupt += other.frames_corrupt;
-        self.frames_lost += other.frames_lost;
-        self.unsolicited += other.unsolicited;
-        self.error_replies += other.error_replies;
-        self.desyncs += other.desyncs;
-        self.measured_replies += other.measured_replies;
-        self.measured_rx_bytes += other.measured_rx_bytes;
-        self.measured_tx_bytes += other.measured_tx_bytes;
+        let WorkerStats {
+            established,
+            failed,
+            frames_sent,
+            frames_answered,
+            frames_corrupt,
+            frames_lost,
+            unsolicited,
+            error_replies,
+            desyncs,
+            measured_replies,
+            measured_rx_bytes,
+            measured_tx_bytes,
+            latency_us,
+            connect_us,
+            server_closes,
+            close_after_ms,
+            errors,
+            limit,
+            faults,
+        } = other;
+        self.established += established;
+        self.failed += failed;
+        self.frames_sent += frames_sent;
+        self.frames_answered += frames_answered;
+        self.frames_corrupt += frames_corrupt;
+        self.frames_lost += frames_lost;
+        self.unsolicited += unsolicited;
+        self.error_replies += error_replies;
+        self.desyncs += desyncs;
+        self.measured_replies += measured_replies;
+        self.measured_rx_bytes += measured_rx_bytes;
+        self.measured_tx_bytes += measured_tx_bytes;
         // Same bounds on both sides: `add` cannot fail.
-        let _ = self.latency_us.add(&other.latency_us);
-        let _ = self.connect_us.add(&other.connect_us);
-        let _ = self.close_after_ms.add(&other.close_after_ms);
-        self.server_closes += other.server_closes;
-        for (kind, n) in &other.errors {
+        let _ = self.latency_us.add(latency_us);
+        let _ = self.connect_us.add(connect_us);
+        let _ = self.close_after_ms.add(close_after_ms);
+        self.server_closes += server_closes;
+        for (kind, n) in errors {
             *self.errors.entry(kind.clone()).or_insert(0) += n;
         }
-        self.limit = self.limit.or(other.limit);
-        for (mine, theirs) in self.faults.iter_mut().zip(&other.faults) {
+        self.limit = self.limit.or(*limit);
+        for (mine, theirs) in self.faults.iter_mut().zip(faults) {
             mine.merge(theirs);
         }
     }

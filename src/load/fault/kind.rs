@@ -4,11 +4,14 @@
 use std::fmt;
 use std::str::FromStr;
 
+use serde::{Deserialize, Serialize};
+
 /// Unexpected outcomes described per kind in the report.
 pub const SAMPLES: usize = 3;
 
-/// One way to misbehave.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// One way to misbehave. In JSON, its [`FaultKind::name`] (a test holds the two equal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum FaultKind {
     /// Closes with a reset while replies are in flight.
     Reset,
@@ -86,8 +89,9 @@ impl FromStr for FaultKind {
     }
 }
 
-/// What the cycles of one kind came to.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What the cycles of one kind came to (in JSON, these field names are the keys).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct FaultCounts {
     /// Connections of this kind.
     pub connections: u64,
@@ -138,6 +142,9 @@ mod tests {
         for kind in FaultKind::ALL {
             assert_eq!(kind.name().parse::<FaultKind>(), Ok(kind));
             assert_eq!(FaultKind::ALL[kind.index()], kind);
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.name()));
+            assert_eq!(serde_json::from_str::<FaultKind>(&json).unwrap(), kind);
         }
         assert!("bogus"
             .parse::<FaultKind>()

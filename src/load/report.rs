@@ -308,20 +308,28 @@ impl LoadReport {
         if !self.faults.is_empty() {
             let _ = writeln!(
                 out,
-                "faults       {:<10} {:>6} {:>8} {:>9} {:>11} {:>10} {:>15}",
-                "kind", "conns", "runs", "expected", "unexpected", "cut short", "connect failed"
+                "faults       {:<10} {:>6} {:>8} {:>9} {:>11} {:>10} {:>15} {:>8}",
+                "kind",
+                "conns",
+                "runs",
+                "expected",
+                "unexpected",
+                "cut short",
+                "connect failed",
+                "evicted"
             );
             for (kind, c) in &self.faults {
                 let _ = writeln!(
                     out,
-                    "             {:<10} {:>6} {:>8} {:>9} {:>11} {:>10} {:>15}",
+                    "             {:<10} {:>6} {:>8} {:>9} {:>11} {:>10} {:>15} {:>8}",
                     kind.name(),
                     c.connections,
                     c.runs,
                     c.expected,
                     c.unexpected,
                     c.cut_short,
-                    c.connect_failed
+                    c.connect_failed,
+                    c.evicted
                 );
             }
             for (kind, c) in &self.faults {
@@ -453,7 +461,7 @@ mod tests {
         let json = report.to_json();
         assert!(json.contains(r#""faults_ok":false"#), "{json}");
         assert!(
-            json.contains(r#""halfclose":{"connections":2,"runs":5,"expected":4,"unexpected":1,"cut_short":0,"connect_failed":0,"samples":["connection 3 cycle 2: EOF after 1 of 8 replies"]}"#),
+            json.contains(r#""halfclose":{"connections":2,"runs":5,"expected":4,"unexpected":1,"cut_short":0,"connect_failed":0,"evicted":0,"samples":["connection 3 cycle 2: EOF after 1 of 8 replies"]}"#),
             "{json}"
         );
     }
@@ -509,6 +517,11 @@ mod tests {
         "samples",
     ];
 
+    /// Keys added since 0.2.0, top level: new ones go here, never in place of an old one.
+    const JSON_KEYS_ADDED: [&str; 0] = [];
+    /// Keys added since 0.2.0 to each kind's object under `faults`.
+    const FAULT_JSON_KEYS_ADDED: [&str; 1] = ["evicted"];
+
     /// The keys of a JSON object, sorted.
     fn keys(value: &serde_json::Value) -> Vec<String> {
         let mut keys: Vec<String> = value
@@ -528,19 +541,17 @@ mod tests {
     }
 
     #[test]
-    fn json_keys_are_those_of_0_2() {
+    fn json_keys_are_those_of_0_2_and_the_added_ones() {
         let report = LoadReport {
             faults: vec![(FaultKind::Trickle, FaultCounts::default())],
             ..LoadReport::default()
         };
         let json = report.to_json();
         let value: serde_json::Value = serde_json::from_str(&json).expect(&json);
-        assert_eq!(keys(&value), sorted(&JSON_KEYS_0_2), "{json}");
-        assert_eq!(
-            keys(&value["faults"]["trickle"]),
-            sorted(&FAULT_JSON_KEYS_0_2),
-            "{json}"
-        );
+        let top = [&JSON_KEYS_0_2[..], &JSON_KEYS_ADDED[..]].concat();
+        assert_eq!(keys(&value), sorted(&top), "{json}");
+        let fault = [&FAULT_JSON_KEYS_0_2[..], &FAULT_JSON_KEYS_ADDED[..]].concat();
+        assert_eq!(keys(&value["faults"]["trickle"]), sorted(&fault), "{json}");
     }
 
     #[test]

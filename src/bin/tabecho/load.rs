@@ -46,6 +46,10 @@ assume the server's --max-frame and --idle-timeout: give the same values here.
              exactly `error: frame exceeds N bytes` + TAB, then EOF
   garbage    4 KiB of random bytes with TABs (NUL, 0xFF...): the replies to the frames
              they make, byte for byte, then EOF
+  partial    all of a frame but its TAB (--max-frame - 1 bytes), held: no byte back
+             and a close no sooner than the idle timeout, or, evicted by the server's
+             --max-buffer-memory, exactly its error line (counted as evicted); held
+             to the end of the run, it is cut short
 Every outcome must come within 2 idle timeouts + 5 s of the connect. The healthy
 connections are verified as without faults and must lose nothing.
 
@@ -112,7 +116,7 @@ pub struct LoadArgs {
     #[arg(long)]
     frames: Option<u64>,
     /// Mix in misbehaving connections: reset, halfclose, slowread, noread, flood, trickle,
-    /// oversize, garbage (comma-separated; see below).
+    /// oversize, garbage, partial (comma-separated; see below).
     #[arg(long, value_delimiter = ',', value_name = "KIND,...")]
     faults: Vec<FaultKind>,
     /// The share of connections that misbehave with --faults (0.1 = 10%).
@@ -124,10 +128,10 @@ pub struct LoadArgs {
     /// Cycles per faulty connection, at most [default: until sending stops].
     #[arg(long)]
     fault_cycles: Option<u64>,
-    /// The server's --max-frame, which the oversize and garbage faults assume.
+    /// The server's --max-frame, which the oversize, garbage and partial faults assume.
     #[arg(long, default_value_t = DEFAULT_MAX_FRAME, value_name = "BYTES")]
     max_frame: usize,
-    /// The server's --idle-timeout, which the trickle and slowread faults assume.
+    /// The server's --idle-timeout, which the trickle, slowread and partial faults assume.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     idle_timeout: Duration,
 }

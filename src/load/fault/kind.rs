@@ -29,11 +29,13 @@ pub enum FaultKind {
     Oversize,
     /// Sends random bytes with TABs.
     Garbage,
+    /// Sends all of a frame but its TAB (`max_frame - 1` bytes) and holds it.
+    Partial,
 }
 
 impl FaultKind {
     /// Every kind, in report order.
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::Reset,
         FaultKind::HalfClose,
         FaultKind::SlowRead,
@@ -42,6 +44,7 @@ impl FaultKind {
         FaultKind::Trickle,
         FaultKind::Oversize,
         FaultKind::Garbage,
+        FaultKind::Partial,
     ];
 
     /// The name on the command line and in reports.
@@ -55,6 +58,7 @@ impl FaultKind {
             FaultKind::Trickle => "trickle",
             FaultKind::Oversize => "oversize",
             FaultKind::Garbage => "garbage",
+            FaultKind::Partial => "partial",
         }
     }
 
@@ -105,6 +109,9 @@ pub struct FaultCounts {
     pub cut_short: u64,
     /// Cycles whose connect failed (not a fault outcome; the connection tries again).
     pub connect_failed: u64,
+    /// Outcomes that were a close by the server's buffer-memory budget, with its error
+    /// line (`error: server buffer memory exhausted`): counted in `expected` too (partial).
+    pub evicted: u64,
     /// The first few unexpected outcomes, described.
     pub samples: Vec<String>,
 }
@@ -120,6 +127,7 @@ impl FaultCounts {
             unexpected,
             cut_short,
             connect_failed,
+            evicted,
             samples,
         } = other;
         self.connections += connections;
@@ -128,6 +136,7 @@ impl FaultCounts {
         self.unexpected += unexpected;
         self.cut_short += cut_short;
         self.connect_failed += connect_failed;
+        self.evicted += evicted;
         let room = SAMPLES.saturating_sub(self.samples.len());
         self.samples.extend(samples.iter().take(room).cloned());
     }

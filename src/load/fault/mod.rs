@@ -12,6 +12,7 @@
 //! | trickle   | an unfinished frame, one byte at a time            | no byte; a close no sooner than the idle timeout |
 //! | oversize  | frames, then more than `max_frame` bytes, still sending | their replies, the exact error line, EOF   |
 //! | garbage   | random bytes (TAB, NUL, 0xFF...), shuts its write side | the replies to the frames they make, EOF    |
+//! | partial   | all of a frame but its TAB (`max_frame - 1` bytes), held | no byte and a close no sooner than the idle timeout, or the memory budget's error line (evicted) |
 //!
 //! Every outcome must come within [`OUTCOME_SLACK`] + 2 idle timeouts of the connect.
 //!

@@ -300,6 +300,11 @@ impl FaultSession {
                 let over = faults.max_frame + 1 + OVERSIZE_EXTRA;
                 self.out.extend((0..over).map(|i| b'a' + (i % 26) as u8));
             }
+            FaultKind::Partial => {
+                // All of a frame but its TAB: the most a server must hold for it.
+                let len = faults.max_frame.saturating_sub(1).max(1);
+                self.out.extend((0..len).map(|i| b'a' + (i % 26) as u8));
+            }
             FaultKind::Garbage => {
                 let seed = splitmix64(conn ^ u64::from_be_bytes(*b"garbage!"));
                 let (bytes, replies) = garbage(seed, GARBAGE_BYTES, faults.max_frame);
@@ -491,7 +496,12 @@ impl FaultSession {
         let counts = &mut ctx.stats.faults[self.kind.index()];
         counts.runs += 1;
         match outcome {
-            Ok(()) => counts.expected += 1,
+            Ok(()) => {
+                counts.expected += 1;
+                if self.expect.evicted() {
+                    counts.evicted += 1;
+                }
+            }
             Err(why) => {
                 counts.unexpected += 1;
                 if counts.samples.len() < SAMPLES {

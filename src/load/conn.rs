@@ -22,7 +22,9 @@ pub enum ConnectError {
     Limit(LimitHit, String),
     /// The Unix socket's backlog is full (EAGAIN, unix(7)): try again shortly.
     Retry,
-    /// This connection failed (refused, no such socket...), described.
+    /// Nothing listens there (ECONNREFUSED), described.
+    Refused(String),
+    /// This connection failed otherwise (no such socket...), described.
     Failed(String),
 }
 
@@ -93,6 +95,7 @@ pub fn open_stream(
                     ConnectError::Limit(LimitHit::EphemeralPorts, describe(&e))
                 }
                 Some(libc::EAGAIN) if matches!(addr, ListenAddr::Unix(_)) => ConnectError::Retry,
+                Some(libc::ECONNREFUSED) => ConnectError::Refused(describe(&e)),
                 _ => ConnectError::Failed(describe(&e)),
             })
         }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::load::fault::{FaultCounts, FaultKind};
-use crate::load::stats::{LimitHit, WorkerStats};
+use crate::load::stats::{ChurnCounts, LimitHit, WorkerStats};
 use crate::load::LoadOptions;
 
 /// What a load run found.
@@ -94,6 +94,8 @@ pub struct LoadReport {
     /// JSON, an object keyed by the kinds' names, in the same order).
     #[serde(with = "kinds_in_order")]
     pub faults: Vec<(FaultKind, FaultCounts)>,
+    /// The one-frame connections' outcomes (`--churn`); `None` (JSON `null`) without it.
+    pub churn: Option<ChurnCounts>,
 }
 
 /// What `--json` prints: the report's fields, and its verdicts, which are computed from
@@ -224,13 +226,23 @@ impl LoadReport {
             healthy_connections: (options.connections as u64).saturating_sub(faulty),
             faulty_connections: faulty,
             faults,
+            churn: options.churn.map(|_| stats.churn.clone()),
         }
     }
 
-    /// True when every frame sent got exactly its reply, nothing unexpected came, and
-    /// every fault cycle got its documented outcome.
+    /// True when every frame sent got exactly its reply, nothing unexpected came, every
+    /// fault cycle got its documented outcome, and every churn connection its reply.
     pub fn verified(&self) -> bool {
-        self.lost == 0 && self.corrupt == 0 && self.unexpected == 0 && self.faults_ok()
+        self.lost == 0
+            && self.corrupt == 0
+            && self.unexpected == 0
+            && self.faults_ok()
+            && self.churn_failed() == 0
+    }
+
+    /// Churn connections that did not get their reply (0 without `--churn`).
+    pub fn churn_failed(&self) -> u64 {
+        self.churn.as_ref().map_or(0, ChurnCounts::failed)
     }
 
     /// True when no fault cycle got an unexpected outcome.
@@ -246,7 +258,9 @@ impl LoadReport {
     /// True when something ran: a healthy connection was established, or a fault cycle
     /// reached an outcome.
     pub fn ran(&self) -> bool {
-        self.established > 0 || self.faults.iter().any(|(_, c)| c.runs > 0)
+        self.established > 0
+            || self.faults.iter().any(|(_, c)| c.runs > 0)
+            || self.churn.as_ref().is_some_and(|c| c.ok > 0)
     }
 
     /// The human summary, several lines.
@@ -338,6 +352,14 @@ impl LoadReport {
                 }
             }
         }
+        if let Some(c) = &self.churn {
+            let _ = writeln!(
+                out,
+                "churn        {} one-frame connections: {} ok, {} refused, {} reset, {} wrong, \
+                 {} timed out, {} other",
+                c.attempted, c.ok, c.refused, c.reset, c.wrong, c.timed_out, c.other
+            );
+        }
         if self.errors.is_empty() {
             let _ = writeln!(out, "errors       none");
         } else {
@@ -373,6 +395,13 @@ impl LoadReport {
                     out,
                     "; {} unexpected fault outcomes",
                     self.fault_unexpected()
+                );
+            }
+            if self.churn.is_some() {
+                let _ = write!(
+                    out,
+                    "; {} churn connections without their reply",
+                    self.churn_failed()
                 );
             }
             out.push('\n');
@@ -518,7 +547,7 @@ mod tests {
     ];
 
     /// Keys added since 0.2.0, top level: new ones go here, never in place of an old one.
-    const JSON_KEYS_ADDED: [&str; 0] = [];
+    const JSON_KEYS_ADDED: [&str; 1] = ["churn"];
     /// Keys added since 0.2.0 to each kind's object under `faults`.
     const FAULT_JSON_KEYS_ADDED: [&str; 1] = ["evicted"];
 
@@ -594,6 +623,12 @@ mod tests {
             ..LoadReport::default()
         };
         report.errors.insert("server: connection reset".into(), 2);
+        report.churn = Some(ChurnCounts {
+            attempted: 3,
+            ok: 2,
+            reset: 1,
+            ..ChurnCounts::default()
+        });
         let json = report.to_json();
         assert!(json.contains(r#""verified":false"#), "{json}");
         assert!(json.contains(r#""faults":{"trickle":{"#), "{json}");
@@ -601,6 +636,39 @@ mod tests {
         // A report with fields missing (an older release's) reads with their defaults.
         let old = LoadReport::from_json(r#"{"addr":"x","lost":3}"#).unwrap();
         assert_eq!((old.addr.as_str(), old.lost, old.established), ("x", 3, 0));
+    }
+
+    #[test]
+    fn a_churn_connection_without_its_reply_fails_the_run() {
+        let mut report = LoadReport {
+            churn: Some(ChurnCounts {
+                attempted: 5,
+                ok: 5,
+                ..ChurnCounts::default()
+            }),
+            ..LoadReport::default()
+        };
+        assert!(report.verified() && report.ran(), "{}", report.to_text());
+        report.churn = Some(ChurnCounts {
+            attempted: 5,
+            ok: 4,
+            timed_out: 1,
+            ..ChurnCounts::default()
+        });
+        let text = report.to_text();
+        assert!(!report.verified() && report.churn_failed() == 1, "{text}");
+        assert!(text.contains("1 timed out, 0 other"), "{text}");
+        assert!(
+            text.contains("1 churn connections without their reply"),
+            "{text}"
+        );
+        assert!(report
+            .to_json()
+            .contains(r#""churn":{"attempted":5,"ok":4,"#));
+        // Without --churn: null, and no churn line.
+        let none = LoadReport::default();
+        assert!(none.to_json().contains(r#""churn":null"#));
+        assert!(!none.to_text().contains("churn"));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 
 use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
 
 use crate::load::fault::kind::{FaultCounts, FaultKind};
 
@@ -60,6 +61,60 @@ pub struct WorkerStats {
     pub limit: Option<LimitHit>,
     /// The faulty connections' cycles, by kind (indexed by `FaultKind::index`).
     pub faults: [FaultCounts; FaultKind::ALL.len()],
+    /// The one-frame connections' outcomes (`--churn`).
+    pub churn: ChurnCounts,
+}
+
+/// What the one-frame connections of `--churn` came to (connect, send one frame, read
+/// its reply, close); in JSON, these field names are the keys.
+///
+/// # Invariants
+/// - Once the run is over, `attempted` always equals the sum of the six outcomes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChurnCounts {
+    /// Connections opened (or tried).
+    pub attempted: u64,
+    /// The exact reply arrived.
+    pub ok: u64,
+    /// The connect was refused (ECONNREFUSED; on a Unix socket, a full backlog too).
+    pub refused: u64,
+    /// Reset or broken by the server, or closed before the whole reply.
+    pub reset: u64,
+    /// A reply other than the one expected, an error line included.
+    pub wrong: u64,
+    /// No reply within `--connect-timeout` of the connect.
+    pub timed_out: u64,
+    /// Any other failure (no descriptor, no local port, ...), described in `errors`.
+    pub other: u64,
+}
+
+impl ChurnCounts {
+    /// Connections that did not get their reply: refused, reset, wrong, timed out, other.
+    pub fn failed(&self) -> u64 {
+        self.refused + self.reset + self.wrong + self.timed_out + self.other
+    }
+
+    /// Adds `other` into `self`. Exhaustive: a new field does not compile until it is
+    /// merged here.
+    pub fn merge(&mut self, other: &ChurnCounts) {
+        let ChurnCounts {
+            attempted,
+            ok,
+            refused,
+            reset,
+            wrong,
+            timed_out,
+            other,
+        } = other;
+        self.attempted += attempted;
+        self.ok += ok;
+        self.refused += refused;
+        self.reset += reset;
+        self.wrong += wrong;
+        self.timed_out += timed_out;
+        self.other += other;
+    }
 }
 
 /// A resource that ran out while opening connections.
@@ -99,6 +154,7 @@ impl WorkerStats {
             errors: BTreeMap::new(),
             limit: None,
             faults: Default::default(),
+            churn: ChurnCounts::default(),
         }
     }
 
@@ -149,6 +205,7 @@ impl WorkerStats {
             errors,
             limit,
             faults,
+            churn,
         } = other;
         self.established += established;
         self.failed += failed;
@@ -174,6 +231,7 @@ impl WorkerStats {
         for (mine, theirs) in self.faults.iter_mut().zip(faults) {
             mine.merge(theirs);
         }
+        self.churn.merge(churn);
     }
 }
 

@@ -6,7 +6,9 @@
 //! the drain is over or nothing is in flight after sending stopped.
 //!
 //! Faulty sessions (fault/session.rs) share the loop: their timers go in the same heap, and
-//! the drain also waits for their cycles in progress (`busy_faults`).
+//! the drain also waits for their cycles in progress (`busy_faults`). So do the one-frame
+//! connections of `--churn` (churn.rs), on tokens of their own from `CHURN_TOKENS` up; the
+//! run also waits for each of them to reach its outcome.
 //!
 //! # Invariants
 //! - `sessions[i]` is always registered as `Token(i)`; sessions are never removed during
@@ -24,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token};
 
+use crate::load::churn::{Churn, CHURN_TOKENS};
 use crate::load::conn::{ConnectError, Ctx};
 use crate::load::fault::{FaultSession, NOREAD_FRAME};
 use crate::load::payload::PayloadSource;
@@ -51,6 +54,10 @@ pub struct WorkerConfig {
     pub connect_rate: Option<f64>,
     /// Frames per second per connection in open loop.
     pub rate_per_connection: Option<f64>,
+    /// This worker's share of `--churn`, one-frame connections per second.
+    pub churn_rate: Option<f64>,
+    /// Mixed into this worker's churn payloads (unique per worker).
+    pub churn_id: u64,
     /// Payload generator.
     pub source: PayloadSource,
     /// The shared timeline.
@@ -97,6 +104,7 @@ pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats>
     let mut open: u64 = 0;
     let mut busy_faults: u64 = 0;
     let mut limit_logged = false;
+    let mut churn = Churn::new(config.churn_rate, plan.start, config.churn_id);
     // A registry of its own, so the sessions' context can live across `poll.poll`.
     let registry = poll.registry().try_clone()?;
     let mut ctx = Ctx {
@@ -154,7 +162,7 @@ pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats>
                     to_open.push_front((id, now + UNIX_RETRY));
                     break;
                 }
-                Err(ConnectError::Failed(why)) => {
+                Err(ConnectError::Refused(why) | ConnectError::Failed(why)) => {
                     ctx.stats.failed += 1;
                     ctx.stats.error(format!("connect: {why}"));
                 }
@@ -171,6 +179,11 @@ pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats>
                 }
             }
         }
+
+        // One-frame connections that are due, in what is left of the batch; then the
+        // ones past their deadline.
+        opened += churn.open_due(now, CONNECTS_PER_TURN - opened, &mut ctx);
+        churn.expire(now, &mut ctx);
 
         // Connects past their deadline fail.
         while let Some(&(deadline, index)) = connect_deadlines.front() {
@@ -208,13 +221,20 @@ pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats>
         publish(progress, ctx.stats, *ctx.open);
 
         // The end: the drain is over, or nothing is left to wait for.
+        // A churn connection is never cut short: it keeps its whole deadline.
         let idle = *ctx.in_flight == 0 && *ctx.busy_faults == 0;
-        if now >= plan.send_end && to_open.is_empty() && (idle || now >= plan.drain_end) {
+        if now >= plan.send_end
+            && to_open.is_empty()
+            && (idle || now >= plan.drain_end)
+            && churn.is_idle()
+        {
             break;
         }
         if plan.frames_per_connection.is_some()
             && to_open.is_empty()
             && idle
+            && churn.is_idle()
+            && !churn.scheduled(&ctx, now)
             && sessions.iter().all(|slot| match slot {
                 Slot::Healthy(session) => session.is_done(plan),
                 Slot::Faulty(fault) => fault.is_done(),
@@ -242,6 +262,13 @@ pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats>
         if let Some(&Reverse((due, _))) = paced.peek() {
             wake = wake.min(due);
         }
+        if let Some(due) = churn.next_wake(&ctx) {
+            wake = wake.min(if opened == CONNECTS_PER_TURN {
+                now
+            } else {
+                due
+            });
+        }
         // Wake at least once a second so the progress counters stay fresh.
         let timeout = wake
             .saturating_duration_since(now)
@@ -255,6 +282,10 @@ pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats>
         let now = Instant::now();
         for event in events.iter() {
             let index = event.token().0;
+            if index >= CHURN_TOKENS {
+                churn.on_event(index - CHURN_TOKENS, &mut ctx);
+                continue;
+            }
             // A token always names its own slot (never removed, never reused by another).
             let Some(slot) = sessions.get_mut(index) else {
                 continue;
@@ -292,6 +323,7 @@ pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats>
             Slot::Faulty(fault) => fault.end_of_run(&mut ctx),
         }
     }
+    churn.end_of_run(&mut ctx);
     publish(progress, &stats, open);
     debug_assert_eq!(
         stats.frames_sent,

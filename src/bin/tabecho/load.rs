@@ -10,9 +10,11 @@ use tabecho::addr::{parse_duration, ListenAddr};
 use tabecho::config::{DEFAULT_LISTEN, DEFAULT_MAX_FRAME};
 use tabecho::load::{self, FaultKind, LoadOptions};
 
-/// Every frame got exactly its reply (and every fault its documented outcome).
+/// Every frame got exactly its reply (every fault its documented outcome, every churn
+/// connection its reply).
 const EXIT_OK: u8 = 0;
-/// Frames lost or corrupt, replies nobody asked for, or a fault's unexpected outcome.
+/// Frames lost or corrupt, replies nobody asked for, a fault's unexpected outcome, or a
+/// churn connection without its reply.
 const EXIT_VERIFY_FAILED: u8 = 1;
 /// Could not run: no connection established, or the run could not start.
 const EXIT_NO_RUN: u8 = 3;
@@ -53,9 +55,17 @@ assume the server's --max-frame and --idle-timeout: give the same values here.
 Every outcome must come within 2 idle timeouts + 5 s of the connect. The healthy
 connections are verified as without faults and must lose nothing.
 
+Churn (--churn RATE): besides the -c connections (which may then be 0), RATE one-frame
+connections a second, as the original Go client makes them: connect, send one frame,
+read its reply, close; from the start until sending stops. Each one is counted as ok,
+refused, reset (or closed before the whole reply), wrong (another reply, or an error
+line), timed out (no reply within --connect-timeout of the connect) or other; any but
+ok fails the run (exit 1).
+
 Exit codes:
   0  every frame sent got exactly its reply, every fault its documented outcome
-  1  frames lost or corrupt, unexpected replies, or an unexpected fault outcome
+  1  frames lost or corrupt, unexpected replies, an unexpected fault outcome, or a
+     churn connection without its reply
   2  bad command line
   3  could not run (no connection established, no thread, no poll)")]
 pub struct LoadArgs {
@@ -73,7 +83,7 @@ pub struct LoadArgs {
     /// server's (scripts/attack.sh) [default: the kernel's autotuning].
     #[arg(long, value_name = "BYTES")]
     socket_buffer: Option<usize>,
-    /// Connections to open.
+    /// Connections to open (0 with --churn: only churn).
     #[arg(short, long, default_value_t = 100)]
     connections: usize,
     /// Worker threads, each with its own poll [default: the number of cores].
@@ -97,6 +107,10 @@ pub struct LoadArgs {
     /// New connections per second [default: all at once].
     #[arg(long)]
     connect_rate: Option<f64>,
+    /// One-frame connections per second besides -c (connect, one frame, its reply, close;
+    /// see below) [default: none].
+    #[arg(long, value_name = "RATE")]
+    churn: Option<f64>,
     /// Open the connections, send nothing, hold them for --duration; report the server's closes.
     #[arg(long)]
     idle: bool,
@@ -150,6 +164,7 @@ pub fn run(args: LoadArgs) -> ExitCode {
     options.warmup = args.warmup;
     options.rate = args.rate;
     options.connect_rate = args.connect_rate;
+    options.churn = args.churn;
     options.idle = args.idle;
     options.raw = args.raw;
     options.drain = args.drain;
@@ -168,7 +183,7 @@ pub fn run(args: LoadArgs) -> ExitCode {
             "tabecho load: {}, {} connections, {} threads, {}{} {}-byte frames{}, {} (+{} warmup)",
             options.addr,
             options.connections,
-            options.threads.min(options.connections),
+            options.threads.min(options.connections.max(1)),
             if options.idle {
                 "idle, no ".to_string()
             } else {
@@ -182,6 +197,12 @@ pub fn run(args: LoadArgs) -> ExitCode {
             human(options.duration),
             human(options.warmup),
         );
+        if let Some(rate) = options.churn {
+            println!(
+                "churn: {rate} one-frame connections/s, each with --connect-timeout {}",
+                human(options.connect_timeout)
+            );
+        }
         if !options.faults.is_empty() {
             let kinds: Vec<&str> = options.faults.iter().map(|k| k.name()).collect();
             println!(

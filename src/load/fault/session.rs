@@ -240,7 +240,11 @@ impl FaultSession {
             }
             // The Unix backlog is full: try again shortly, not counted.
             Err(ConnectError::Retry) => self.phase = Phase::Pausing(now + UNIX_RETRY),
-            Err(ConnectError::Limit(_, why) | ConnectError::Failed(why)) => {
+            Err(
+                ConnectError::Limit(_, why)
+                | ConnectError::Refused(why)
+                | ConnectError::Failed(why),
+            ) => {
                 self.cycle += 1;
                 self.connect_failed(&why, now, ctx);
             }

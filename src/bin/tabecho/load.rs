@@ -123,7 +123,8 @@ pub struct LoadArgs {
     /// The longest wait for replies in flight after sending stops.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     drain: Duration,
-    /// The longest a connection may take to be established.
+    /// The longest a connection may take to be established (a --churn connection: its
+    /// whole exchange, connect to reply).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     connect_timeout: Duration,
     /// Send at most this many frames per connection, then end once all are answered.

@@ -49,9 +49,9 @@ assume the server's --max-frame and --idle-timeout: give the same values here.
   garbage    4 KiB of random bytes with TABs (NUL, 0xFF...): the replies to the frames
              they make, byte for byte, then EOF
   partial    all of a frame but its TAB (--max-frame - 1 bytes), held: no byte back
-             and a close no sooner than the idle timeout, or, evicted by the server's
-             --max-buffer-memory, exactly its error line (counted as evicted); held
-             to the end of the run, it is cut short
+             and a close no sooner than the idle timeout, or, evicted by the
+             server's memory budget (its --max-buffer-memory), exactly its error
+             line (counted as evicted); held to the end of the run, it is cut short
 Every outcome must come within 2 idle timeouts + 5 s of the connect. The healthy
 connections are verified as without faults and must lose nothing.
 

@@ -114,11 +114,14 @@ impl Churn {
         self.conns.is_empty()
     }
 
-    /// The next instant something is due: a connection to open or a deadline.
-    pub fn next_wake(&self, ctx: &Ctx) -> Option<Instant> {
+    /// The next instant something is due after `now`'s turn: a connection to open (none
+    /// once sending stopped: a due time left behind then must not wake the loop at once,
+    /// turn after turn, through the drain) or a deadline.
+    pub fn next_wake(&self, ctx: &Ctx, now: Instant) -> Option<Instant> {
+        let send_end = ctx.plan.send_end;
         let open = self.interval.and_then(|interval| {
             let due = self.due(interval, self.next);
-            (due < ctx.plan.send_end).then_some(due)
+            (now < send_end && due < send_end).then_some(due)
         });
         let deadline = self.deadlines.front().map(|&(at, _, _)| at);
         match (open, deadline) {

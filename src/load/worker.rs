@@ -262,7 +262,7 @@ pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats>
         if let Some(&Reverse((due, _))) = paced.peek() {
             wake = wake.min(due);
         }
-        if let Some(due) = churn.next_wake(&ctx) {
+        if let Some(due) = churn.next_wake(&ctx, now) {
             wake = wake.min(if opened == CONNECTS_PER_TURN {
                 now
             } else {
@@ -331,6 +331,12 @@ pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats>
         "every frame sent is settled once"
     );
     debug_assert_eq!(busy_faults, 0, "every faulty cycle ended");
+    debug_assert_eq!(
+        stats.churn.attempted,
+        stats.churn.ok + stats.churn.failed(),
+        "every churn connection has one outcome: {:?}",
+        stats.churn
+    );
     Ok(stats)
 }
 

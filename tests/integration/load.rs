@@ -1,5 +1,6 @@
 //! `tabecho load` and `tabecho::load::run`: verified runs against the real server, and the
-//! deliberately wrong servers whose corruption and loss it must catch. Small and bounded:
+//! deliberately wrong servers whose corruption and loss it must catch; `--churn`'s one-frame
+//! connections and each of their outcomes. Small and bounded:
 //! a few connections and a fixed frame count per connection.
 
 use std::time::Duration;
@@ -252,6 +253,17 @@ fn load_churn_connects_sends_one_frame_reads_its_reply_and_closes() {
     // Each one a connection of its own, with one frame.
     assert_eq!(stats.accepted, churn.attempted + 2, "{stats:?}");
     assert_eq!(stats.frames, churn.attempted + 200, "{stats:?}");
+}
+
+#[test]
+fn load_churn_over_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("churn.sock");
+    let server = TestServer::start_with(|c| c.listen = ListenAddr::Unix(path.clone()));
+    let report = run_load(&churn_only(&server.addr, 200.0, Duration::from_millis(300)));
+    let churn = churn_counts(&report);
+    assert_eq!(churn.ok, churn.attempted, "{}", report.to_text());
+    assert!(report.verified());
 }
 
 #[test]

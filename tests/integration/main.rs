@@ -10,7 +10,7 @@
 //! - `process`: the built binary: signals, shutdown summary, CLI errors
 //! - `bounds`: every flag whose value could overflow is refused, exit 2, naming the flag
 //! - `send`: `tabecho send` and the blocking `Client`: replies, stdin, every error exit
-//! - `load`: `tabecho load`: verified runs, and the wrong servers it must catch
+//! - `load`: `tabecho load`: verified runs, the wrong servers it must catch, `--churn`
 //! - `faults_load`: `tabecho load --faults`: each misbehaving client's documented outcome
 //! - `memory`: what a peer can make the server hold; the buffer-memory budget
 //! - `metrics`: `serve --metrics` and `tabecho stats`: exact counters, every metric present

@@ -10,9 +10,11 @@ use tabecho::addr::{DurationArg, ListenAddr};
 use tabecho::config::{parse_connection_bytes, DEFAULT_LISTEN};
 use tabecho::load::{self, FaultKind, LoadOptions};
 
-/// Every frame got exactly its reply (and every fault its documented outcome).
+/// Every frame got exactly its reply (every fault its documented outcome, every churn
+/// connection its reply).
 const EXIT_OK: u8 = 0;
-/// Frames lost or corrupt, replies nobody asked for, or a fault's unexpected outcome.
+/// Frames lost or corrupt, replies nobody asked for, a fault's unexpected outcome, or a
+/// churn connection without its reply.
 const EXIT_VERIFY_FAILED: u8 = 1;
 /// Could not run: no connection established, or the run could not start.
 const EXIT_NO_RUN: u8 = 3;
@@ -46,13 +48,25 @@ assume the server's --max-frame and --idle-timeout: give the same values here.
              exactly `error: frame exceeds N bytes` + TAB, then EOF
   garbage    4 KiB of random bytes with TABs (NUL, 0xFF...): the replies to the frames
              they make, byte for byte, then EOF
+  partial    all of a frame but its TAB (--max-frame - 1 bytes), held: no byte back
+             and a close no sooner than the idle timeout, or, evicted by the
+             server's memory budget (its --max-buffer-memory), exactly its error
+             line (counted as evicted); held to the end of the run, it is cut short
 Durations (DUR) are a number and a unit (250ms, 2s, 1.5s, 1m, 1h), at most 365 days.
 Every outcome must come within 2 idle timeouts + 5 s of the connect. The healthy
 connections are verified as without faults and must lose nothing.
 
+Churn (--churn RATE): besides the -c connections (which may then be 0), RATE one-frame
+connections a second, as the original Go client makes them: connect, send one frame,
+read its reply, close; from the start until sending stops. Each one is counted as ok,
+refused, reset (or closed before the whole reply), wrong (another reply, or an error
+line), timed out (no reply within --connect-timeout of the connect) or other; any but
+ok fails the run (exit 1).
+
 Exit codes:
   0  every frame sent got exactly its reply, every fault its documented outcome
-  1  frames lost or corrupt, unexpected replies, or an unexpected fault outcome
+  1  frames lost or corrupt, unexpected replies, an unexpected fault outcome, or a
+     churn connection without its reply
   2  bad command line
   3  could not run (no connection established, no thread, no poll)")]
 pub struct LoadArgs {
@@ -70,7 +84,7 @@ pub struct LoadArgs {
     /// server's (scripts/attack.sh) [default: the kernel's autotuning].
     #[arg(long, value_name = "BYTES")]
     socket_buffer: Option<usize>,
-    /// Connections to open (at most 16,777,216).
+    /// Connections to open (at most 16,777,216; 0 with --churn: only churn).
     #[arg(short, long, default_value_t = defaults().connections,
           value_parser = parse_connections)]
     connections: usize,
@@ -98,6 +112,10 @@ pub struct LoadArgs {
     /// New connections per second, at least one per 365 days [default: all at once].
     #[arg(long, value_parser = parse_rate)]
     connect_rate: Option<f64>,
+    /// One-frame connections per second besides -c (connect, one frame, its reply, close;
+    /// see below) [default: none].
+    #[arg(long, value_name = "RATE")]
+    churn: Option<f64>,
     /// Open the connections, send nothing, hold them for --duration; report the server's closes.
     #[arg(long)]
     idle: bool,
@@ -110,14 +128,15 @@ pub struct LoadArgs {
     /// The longest wait for replies in flight after sending stops.
     #[arg(long, value_name = "DUR", default_value_t = DurationArg(defaults().drain))]
     drain: DurationArg,
-    /// The longest a connection may take to be established.
+    /// The longest a connection may take to be established (a --churn connection: its
+    /// whole exchange, connect to reply).
     #[arg(long, value_name = "DUR", default_value_t = DurationArg(defaults().connect_timeout))]
     connect_timeout: DurationArg,
     /// Send at most this many frames per connection, then end once all are answered.
     #[arg(long)]
     frames: Option<u64>,
     /// Mix in misbehaving connections: reset, halfclose, slowread, noread, flood, trickle,
-    /// oversize, garbage (comma-separated; see below).
+    /// oversize, garbage, partial (comma-separated; see below).
     #[arg(long, value_delimiter = ',', value_name = "KIND,...")]
     faults: Vec<FaultKind>,
     /// The share of connections that misbehave with --faults (0.1 = 10%).
@@ -129,12 +148,12 @@ pub struct LoadArgs {
     /// Cycles per faulty connection, at most [default: until sending stops].
     #[arg(long)]
     fault_cycles: Option<u64>,
-    /// The server's --max-frame, which the oversize and garbage faults assume (at most
+    /// The server's --max-frame, which the oversize, garbage and partial faults assume (at most
     /// 1 GiB, as the server's).
     #[arg(long, default_value_t = defaults().max_frame, value_name = "BYTES",
           value_parser = parse_connection_bytes)]
     max_frame: usize,
-    /// The server's --idle-timeout, which the trickle and slowread faults assume.
+    /// The server's --idle-timeout, which the trickle, slowread and partial faults assume.
     #[arg(long, value_name = "DUR", default_value_t = DurationArg(defaults().idle_timeout))]
     idle_timeout: DurationArg,
 }
@@ -145,11 +164,11 @@ pub struct LoadArgs {
 /// most), stay far from overflowing.
 const MAX_CONNECTIONS: usize = 1 << 24;
 
-/// `--connections`: 1 to [`MAX_CONNECTIONS`].
+/// `--connections`: 0 (with `--churn`) to [`MAX_CONNECTIONS`].
 fn parse_connections(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
-        Ok(n) if (1..=MAX_CONNECTIONS).contains(&n) => Ok(n),
-        Ok(n) => Err(format!("{n}: from 1 to {MAX_CONNECTIONS} connections")),
+        Ok(n) if n <= MAX_CONNECTIONS => Ok(n),
+        Ok(n) => Err(format!("{n}: at most {MAX_CONNECTIONS} connections")),
         Err(e) => Err(format!("{s:?}: not a number of connections ({e})")),
     }
 }
@@ -198,6 +217,7 @@ impl LoadArgs {
             warmup,
             rate,
             connect_rate,
+            churn,
             idle,
             raw,
             json,
@@ -223,6 +243,7 @@ impl LoadArgs {
             warmup: warmup.0,
             rate,
             connect_rate,
+            churn,
             idle,
             raw,
             drain: drain.0,
@@ -247,7 +268,7 @@ pub fn run(args: LoadArgs) -> ExitCode {
             "tabecho load: {}, {} connections, {} threads, {}{} {}-byte frames{}, {} (+{} warmup)",
             options.addr,
             options.connections,
-            options.threads.min(options.connections),
+            options.threads.min(options.connections.max(1)),
             if options.idle {
                 "idle, no ".to_string()
             } else {
@@ -261,6 +282,12 @@ pub fn run(args: LoadArgs) -> ExitCode {
             human(options.duration),
             human(options.warmup),
         );
+        if let Some(rate) = options.churn {
+            println!(
+                "churn: {rate} one-frame connections/s, each with --connect-timeout {}",
+                human(options.connect_timeout)
+            );
+        }
         if !options.faults.is_empty() {
             let kinds: Vec<&str> = options.faults.iter().map(|k| k.name()).collect();
             println!(

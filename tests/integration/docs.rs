@@ -160,9 +160,18 @@ fn every_serve_flag_and_its_default_is_in_the_readme_cli_reference() {
     assert!(flags.len() >= 15, "too few flags parsed: {flags:?}");
     let readme = read("README.md");
     let reference = section(&readme, "## CLI reference");
-    // One entry per flag: its line and the indented lines under it, whitespace squeezed.
+    // One entry per flag of `tabecho serve` (its block runs to the next `tabecho ...`
+    // line): its line and the indented lines under it, whitespace squeezed.
     let mut entries: Vec<(String, String)> = Vec::new();
+    let mut in_serve = false;
     for line in reference.lines() {
+        if line.starts_with("tabecho ") {
+            in_serve = line.starts_with("tabecho serve");
+            continue;
+        }
+        if !in_serve {
+            continue;
+        }
         let trimmed = line.trim_start();
         let indent = line.len() - trimmed.len();
         if trimmed.starts_with("--") && indent <= 2 {

@@ -263,6 +263,10 @@ impl LoadArgs {
 
 pub fn run(args: LoadArgs) -> ExitCode {
     let (options, json) = args.options();
+    if options.connections == 0 && options.churn.is_none() {
+        eprintln!("error: --connections 0 needs --churn: nothing would run");
+        return ExitCode::from(2);
+    }
     if !json {
         println!(
             "tabecho load: {}, {} connections, {} threads, {}{} {}-byte frames{}, {} (+{} warmup)",

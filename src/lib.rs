@@ -38,6 +38,11 @@
 //! - [`systemd`]: socket activation (`LISTEN_FDS`) and `READY=1` / `STOPPING=1`.
 //! - [`client`]: a blocking client (`tabecho send`, tests, embedders).
 //! - [`load`]: the verifying load generator (`tabecho load`, the benchmarks).
+// No `unsafe` of our own: the exceptions, wrapping the descriptors systemd passed and the
+// readiness descriptor a parent passed (`serve --ready-fd`), are allowed where they are,
+// side by side in systemd.rs, each with its SAFETY comment.
+#![deny(unsafe_code)]
+
 pub mod addr;
 pub mod client;
 pub mod config;

@@ -20,6 +20,7 @@ static NOTIFY_STOPPED: AtomicBool = AtomicBool::new(false);
 /// Sets each descriptor close-on-exec, and unsets the `LISTEN_*` variables (as
 /// `sd_listen_fds(1)` does) so children do not inherit them. Call it before spawning
 /// threads: it changes the environment.
+#[allow(unsafe_code)] // one of the crate's two exceptions: see the SAFETY comment below
 pub fn listen_fds() -> io::Result<Vec<OwnedFd>> {
     let fds = sd_notify::listen_fds_with_names(true)?;
     Ok(fds
@@ -34,6 +35,7 @@ pub fn listen_fds() -> io::Result<Vec<OwnedFd>> {
 /// FD`), as this process's own: the caller writes the addresses to it and closes it.
 /// Refuses the standard streams and a descriptor that is not open. Call it once, before
 /// [`listen_fds`] and before anything else opens a descriptor.
+#[allow(unsafe_code)] // the crate's second exception, beside listen_fds: see SAFETY below
 pub fn adopt_ready_fd(fd: i32) -> io::Result<std::fs::File> {
     if fd < 3 {
         return Err(io::Error::new(

@@ -39,7 +39,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use harness::report::{LoadSummary, Summary};
+use harness::report::Summary;
+
+use crate::report::{self, LoadReport};
 use harness::ServerProcess;
 
 use crate::haproxy;
@@ -312,9 +314,12 @@ impl Cluster {
         let new: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
         match &b {
             Ok((status, r)) => {
-                println!("load B: {}; new sessions on tabecho1..3: {new:?}", r.line());
+                println!(
+                    "load B: {}; new sessions on tabecho1..3: {new:?}",
+                    report::line(&r)
+                );
                 v.check(
-                    *status == Some(0) && r.established == 30 && r.verified,
+                    *status == Some(0) && r.established == 30 && r.verified(),
                     format!("load B verified (exit {status:?})"),
                 );
             }
@@ -435,9 +440,12 @@ impl Cluster {
         let new: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
         match &c {
             Ok((status, r)) => {
-                println!("load C: {}; new sessions on tabecho1..3: {new:?}", r.line());
+                println!(
+                    "load C: {}; new sessions on tabecho1..3: {new:?}",
+                    report::line(&r)
+                );
                 v.check(
-                    *status == Some(0) && r.verified,
+                    *status == Some(0) && r.verified(),
                     format!("load C verified (exit {status:?})"),
                 );
             }
@@ -456,7 +464,7 @@ impl Cluster {
         let closed_victims = (a2.len() + a3.len()) as u64;
         match a {
             Ok((status, r)) => {
-                println!("load A: {}", r.line());
+                println!("load A: {}", report::line(&r));
                 println!("load A: errors {:?}", r.errors);
                 v.check(
                     status == Some(1),
@@ -596,7 +604,7 @@ impl Cluster {
         conns: u64,
         rate: u64,
         secs: u64,
-    ) -> Result<(Option<i32>, LoadSummary), String> {
+    ) -> Result<(Option<i32>, LoadReport), String> {
         let load = self.start_load(out, name, conns, rate, secs)?;
         finish_load(
             load,
@@ -611,7 +619,7 @@ fn finish_load(
     mut load: Guard,
     report: &Path,
     within: Duration,
-) -> Result<(Option<i32>, LoadSummary), String> {
+) -> Result<(Option<i32>, LoadReport), String> {
     let deadline = Instant::now() + within;
     let status = loop {
         if let Some(status) = load.0.try_wait().map_err(|e| e.to_string())? {
@@ -623,7 +631,7 @@ fn finish_load(
         std::thread::sleep(Duration::from_millis(50));
     };
     let text = std::fs::read_to_string(report).map_err(|e| e.to_string())?;
-    let summary = LoadSummary::parse(&text).map_err(|e| e.to_string())?;
+    let summary = report::parse(&text).map_err(|e| e.to_string())?;
     Ok((status.code(), summary))
 }
 

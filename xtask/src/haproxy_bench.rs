@@ -16,9 +16,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::report::{self, LoadReport};
 use clap::Args;
 use harness::proc::cpu_seconds;
-use harness::report::LoadSummary;
 
 use crate::echo_server::EchoServer;
 use crate::machine::{self, Outcome, Verdict};
@@ -49,10 +49,10 @@ impl Drop for Proxy {
 struct Closed {
     server_us: f64,
     proxy_us: f64,
-    report: LoadSummary,
+    report: LoadReport,
 }
 
-fn load(bin: &Path, addr: SocketAddr, args: &[&str]) -> Result<LoadSummary, String> {
+fn load(bin: &Path, addr: SocketAddr, args: &[&str]) -> Result<LoadReport, String> {
     let out = Command::new(bin)
         .args([
             "load",
@@ -68,7 +68,7 @@ fn load(bin: &Path, addr: SocketAddr, args: &[&str]) -> Result<LoadSummary, Stri
         .stderr(Stdio::null())
         .output()
         .map_err(|e| e.to_string())?;
-    LoadSummary::parse(&String::from_utf8_lossy(&out.stdout)).map_err(|e| e.to_string())
+    report::parse(&String::from_utf8_lossy(&out.stdout)).map_err(|e| e.to_string())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -140,7 +140,7 @@ pub fn run(a: HaproxyBenchArgs) -> Outcome {
     let mut v = Verdict::default();
     let mut unverified = Vec::new();
     let mut rows: Vec<(&str, u64, Closed)> = Vec::new();
-    let mut opens: Vec<(&str, u64, LoadSummary)> = Vec::new();
+    let mut opens: Vec<(&str, u64, LoadReport)> = Vec::new();
     for p in [1u64, 16] {
         let n = if p == 1 { 1_000 } else { 10_000 };
         for _ in 0..a.rounds {
@@ -176,12 +176,12 @@ pub fn run(a: HaproxyBenchArgs) -> Outcome {
                             c.server_us,
                             c.proxy_us,
                             c.server_us + c.proxy_us,
-                            c.report.p50_us / 1000.0,
-                            c.report.p99_us / 1000.0
+                            c.report.p50_us as f64 / 1000.0,
+                            c.report.p99_us as f64 / 1000.0
                         );
                         rows.push((name, p, c));
                     }
-                    Ok(r) => unverified.push(format!("{name} p{p}: {}", r.line())),
+                    Ok(r) => unverified.push(format!("{name} p{p}: {}", report::line(&r))),
                     Err(e) => unverified.push(format!("{name} p{p}: {e}")),
                 }
             }
@@ -194,7 +194,7 @@ pub fn run(a: HaproxyBenchArgs) -> Outcome {
             ) {
                 Ok(r) => {
                     if r.lost + r.corrupt > 0 {
-                        unverified.push(format!("open loop {name} p{p}: {}", r.line()));
+                        unverified.push(format!("open loop {name} p{p}: {}", report::line(&r)));
                     }
                     opens.push((name, p, r));
                 }
@@ -226,14 +226,19 @@ pub fn run(a: HaproxyBenchArgs) -> Outcome {
             let s = median(rs.iter().map(|c| c.server_us).collect());
             let h = median(rs.iter().map(|c| c.proxy_us).collect());
             let t = median(rs.iter().map(|c| c.server_us + c.proxy_us).collect());
-            let p50 = median(rs.iter().map(|c| c.report.p50_us).collect());
-            let p99 = median(rs.iter().map(|c| c.report.p99_us).collect());
-            let open = opens
-                .iter()
-                .find(|o| o.0 == name && o.1 == p)
-                .map_or("-".to_string(), |o| {
-                    format!("{:.3}/{:.3}", o.2.p50_us / 1000.0, o.2.p99_us / 1000.0)
-                });
+            let p50 = median(rs.iter().map(|c| c.report.p50_us as f64).collect());
+            let p99 = median(rs.iter().map(|c| c.report.p99_us as f64).collect());
+            let open =
+                opens
+                    .iter()
+                    .find(|o| o.0 == name && o.1 == p)
+                    .map_or("-".to_string(), |o| {
+                        format!(
+                            "{:.3}/{:.3}",
+                            o.2.p50_us as f64 / 1000.0,
+                            o.2.p99_us as f64 / 1000.0
+                        )
+                    });
             total.insert((name, p), t);
             println!(
                 "{name:8} {p:>3} {s:8.3} {h:8.3} {t:8.3} {:>16} {open:>20}",

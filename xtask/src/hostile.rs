@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use harness::proc::status_kb;
-use harness::report::{LoadSummary, Summary};
+use harness::report::Summary;
+
+use crate::report;
 use harness::ServerProcess;
 
 use crate::holders;
@@ -225,7 +227,7 @@ pub fn run(a: HostileArgs) -> Outcome {
         let growth_mib = peak.saturating_sub(before) / 1024;
         println!("-- {name}: rss {before} kB before, {peak} kB peak: growth {growth_mib} MiB");
         let report = healthy.map_err(|e| e.to_string()).and_then(|o| {
-            LoadSummary::parse(&String::from_utf8_lossy(&o.stdout)).map_err(|e| e.to_string())
+            report::parse(&String::from_utf8_lossy(&o.stdout)).map_err(|e| e.to_string())
         });
         match &report {
             Ok(r) => println!(
@@ -234,7 +236,7 @@ pub fn run(a: HostileArgs) -> Outcome {
                 r.frames_sent,
                 r.lost,
                 r.corrupt,
-                r.p99_us / 1000.0
+                r.p99_us as f64 / 1000.0
             ),
             Err(e) => println!("   healthy: no report: {e}"),
         }

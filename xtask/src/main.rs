@@ -19,6 +19,7 @@ mod idle_memory;
 mod machine;
 mod netns;
 mod prometheus;
+mod report;
 mod soak;
 mod syscalls;
 mod threads_bench;

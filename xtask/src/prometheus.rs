@@ -140,8 +140,10 @@ pub fn run(a: PrometheusArgs) -> Outcome {
         .output();
     match load {
         Ok(o) => {
-            let report = harness::report::LoadSummary::parse(&String::from_utf8_lossy(&o.stdout));
-            let line = report.as_ref().map_or_else(|e| e.to_string(), |r| r.line());
+            let report = crate::report::parse(&String::from_utf8_lossy(&o.stdout));
+            let line = report
+                .as_ref()
+                .map_or_else(|e| e.to_string(), |r| crate::report::line(r));
             v.check(
                 o.status.success() && report.is_ok_and(|r| r.frames_answered == a.frames),
                 format!(

@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use harness::proc;
-use harness::report::{metric_total, LoadSummary, Summary};
+use harness::report::{metric_total, Summary};
+
+use crate::report;
 use harness::ServerProcess;
 
 use crate::machine::{self, Outcome, Verdict};
@@ -204,9 +206,9 @@ pub fn run(a: SoakArgs) -> Outcome {
     println!();
     let report = std::fs::read_to_string(out.join("load.json"))
         .map_err(|e| e.to_string())
-        .and_then(|t| LoadSummary::parse(&t).map_err(|e| e.to_string()));
+        .and_then(|t| report::parse(&t).map_err(|e| e.to_string()));
     match &report {
-        Ok(r) => println!("load: {}", r.line()),
+        Ok(r) => println!("load: {}", report::line(&r)),
         Err(e) => println!("load: no report: {e}"),
     }
     if let Ok(s) = Summary::read(&summary_path) {

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::report;
 use clap::Args;
-use harness::report::LoadSummary;
 
 use crate::echo_server::EchoServer;
 use crate::machine::{self, Outcome, Verdict};
@@ -111,14 +111,17 @@ pub fn run(a: SyscallsArgs) -> Outcome {
             load.arg("--raw");
         }
         let report = load.output().map_err(|e| e.to_string()).and_then(|o| {
-            LoadSummary::parse(&String::from_utf8_lossy(&o.stdout)).map_err(|e| e.to_string())
+            report::parse(&String::from_utf8_lossy(&o.stdout)).map_err(|e| e.to_string())
         });
         let _ = harness::process::signal(perf.id(), "INT");
         let _ = perf.wait_with_output();
         server.stop(Duration::from_secs(10));
         let frames = match &report {
             Ok(r) => {
-                v.check(r.verified, format!("{name}: load verified ({})", r.line()));
+                v.check(
+                    r.verified(),
+                    format!("{name}: load verified ({})", report::line(&r)),
+                );
                 r.frames_answered
             }
             Err(e) => {

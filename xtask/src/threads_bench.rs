@@ -17,7 +17,9 @@ use std::process::{Command, Stdio};
 
 use clap::Args;
 use harness::proc::cpu_seconds;
-use harness::report::{metric_by_reactor, LoadSummary};
+use harness::report::metric_by_reactor;
+
+use crate::report::{self, LoadReport};
 use harness::ServerProcess;
 
 use crate::http;
@@ -49,14 +51,14 @@ fn start(bin: &Path, threads: u32, listen: &str, metrics: bool) -> Result<Server
 }
 
 /// `tabecho load ARGS --json` against `addr`: its report (exit status aside).
-fn load(bin: &Path, addr: &str, args: &[&str]) -> Result<LoadSummary, String> {
+fn load(bin: &Path, addr: &str, args: &[&str]) -> Result<LoadReport, String> {
     let out = Command::new(bin)
         .args(["load", "--addr", addr, "--json"])
         .args(args)
         .stderr(Stdio::null())
         .output()
         .map_err(|e| format!("tabecho load: {e}"))?;
-    LoadSummary::parse(&String::from_utf8_lossy(&out.stdout)).map_err(|e| e.to_string())
+    report::parse(&String::from_utf8_lossy(&out.stdout)).map_err(|e| e.to_string())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -122,10 +124,11 @@ pub fn run(a: ThreadsBenchArgs) -> Outcome {
                     let t1 = cpu_seconds(server.pid());
                     drop(server);
                     match r {
-                        Ok(r) if r.verified => {}
-                        Ok(r) => {
-                            unverified.push(format!("{conns} x p{pipe}, {threads}r: {}", r.line()))
-                        }
+                        Ok(r) if r.verified() => {}
+                        Ok(r) => unverified.push(format!(
+                            "{conns} x p{pipe}, {threads}r: {}",
+                            report::line(&r)
+                        )),
                         Err(e) => unverified.push(format!("{conns} x p{pipe}, {threads}r: {e}")),
                     }
                     cpu[threads as usize - 1].push((t1 - t0) * 1e6 / (per_conn * conns) as f64);
@@ -158,8 +161,8 @@ pub fn run(a: ThreadsBenchArgs) -> Outcome {
                 "-c", "1000", "-p", "1", "--frames", "50", "-t", "1", "-d", "60s",
             ],
         ) {
-            Ok(r) if r.verified => {}
-            Ok(r) => unverified.push(format!("balance {what}: {}", r.line())),
+            Ok(r) if r.verified() => {}
+            Ok(r) => unverified.push(format!("balance {what}: {}", report::line(&r))),
             Err(e) => unverified.push(format!("balance {what}: {e}")),
         }
         let page = http::get(server.metrics_addr(), "/metrics")
@@ -196,11 +199,11 @@ pub fn run(a: ThreadsBenchArgs) -> Outcome {
                 println!(
                     "   {threads} reactor(s): {:.0} replies/s, p99 {:.2} ms, verified {}",
                     r.replies_per_sec,
-                    r.p99_us / 1000.0,
-                    r.verified
+                    r.p99_us as f64 / 1000.0,
+                    r.verified()
                 );
-                if !r.verified {
-                    unverified.push(format!("throughput {threads}r: {}", r.line()));
+                if !r.verified() {
+                    unverified.push(format!("throughput {threads}r: {}", report::line(&r)));
                 }
             }
             Err(e) => unverified.push(format!("throughput {threads}r: {e}")),

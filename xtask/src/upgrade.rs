@@ -11,7 +11,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use harness::report::{LoadSummary, Summary};
+use harness::report::Summary;
+
+use crate::report;
 use harness::ServerProcess;
 
 use crate::churn;
@@ -196,11 +198,11 @@ pub fn run(a: UpgradeArgs) -> Outcome {
     }
     println!("short connections: {counts}");
     match load {
-        Ok(output) => match LoadSummary::parse(&String::from_utf8_lossy(&output.stdout)) {
+        Ok(output) => match report::parse(&String::from_utf8_lossy(&output.stdout)) {
             Ok(r) => println!(
                 "long-lived connections (tabecho load, exit {:?}): {}",
                 output.status.code(),
-                r.line()
+                report::line(&r)
             ),
             Err(e) => println!("long-lived connections: {e}"),
         },

@@ -1,6 +1,6 @@
 //! The machine-readable reports the checks read instead of log text: the shutdown summary
-//! (`tabecho serve --summary-json PATH`), the load generator's report (`tabecho load
-//! --json`) and the Prometheus metrics page.
+//! (`tabecho serve --summary-json PATH`) and the Prometheus metrics page. (The load
+//! generator's report is typed: `tabecho::load::LoadReport::from_json`.)
 
 use std::collections::BTreeMap;
 use std::io;
@@ -27,55 +27,6 @@ impl Summary {
             .get(name)
             .map(|v| *v as u64)
             .ok_or_else(|| io::Error::other(format!("the summary has no {name}")))
-    }
-}
-
-/// The fields of `tabecho load --json` the checks judge by (the report has more; unknown
-/// fields are ignored). To become `tabecho::load::LoadReport` itself once it reads back
-/// with serde.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct LoadSummary {
-    pub established: u64,
-    pub connect_failed: u64,
-    pub frames_sent: u64,
-    pub frames_answered: u64,
-    pub lost: u64,
-    pub corrupt: u64,
-    pub unexpected: u64,
-    pub server_closes: u64,
-    pub verified: bool,
-    pub replies_per_sec: f64,
-    pub p50_us: f64,
-    pub p99_us: f64,
-    /// Error kinds and their counts (`"server: connection reset": 3`).
-    #[serde(default)]
-    pub errors: BTreeMap<String, u64>,
-}
-
-impl LoadSummary {
-    /// Parses the JSON object `tabecho load --json` prints.
-    pub fn parse(json: &str) -> io::Result<LoadSummary> {
-        serde_json::from_str(json.trim())
-            .map_err(|e| io::Error::other(format!("a load report: {e}: {json}")))
-    }
-
-    /// One line: what a check prints of a load.
-    pub fn line(&self) -> String {
-        format!(
-            "{} established, {} failed; frames {} sent, {} answered, {} lost, {} corrupt, \
-             {} unexpected; {} closed by the server; {:.0} replies/s, p50 {:.3} ms, p99 {:.3} ms",
-            self.established,
-            self.connect_failed,
-            self.frames_sent,
-            self.frames_answered,
-            self.lost,
-            self.corrupt,
-            self.unexpected,
-            self.server_closes,
-            self.replies_per_sec,
-            self.p50_us / 1000.0,
-            self.p99_us / 1000.0,
-        )
     }
 }
 

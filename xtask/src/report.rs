@@ -1,0 +1,28 @@
+//! The load generator's typed report (`tabecho load --json`, read back with
+//! `LoadReport::from_json`) and the line a check prints of it.
+
+pub use tabecho::load::LoadReport;
+
+/// Parses what `tabecho load --json` printed.
+pub fn parse(json: &str) -> Result<LoadReport, String> {
+    LoadReport::from_json(json.trim()).map_err(|e| format!("a load report: {e}: {json}"))
+}
+
+/// One line: what a check prints of a load.
+pub fn line(r: &LoadReport) -> String {
+    format!(
+        "{} established, {} failed; frames {} sent, {} answered, {} lost, {} corrupt, \
+         {} unexpected; {} closed by the server; {:.0} replies/s, p50 {:.3} ms, p99 {:.3} ms",
+        r.established,
+        r.connect_failed,
+        r.frames_sent,
+        r.frames_answered,
+        r.lost,
+        r.corrupt,
+        r.unexpected,
+        r.server_closes,
+        r.replies_per_sec,
+        r.p50_us as f64 / 1000.0,
+        r.p99_us as f64 / 1000.0,
+    )
+}

@@ -316,7 +316,7 @@ impl Cluster {
             Ok((status, r)) => {
                 println!(
                     "load B: {}; new sessions on tabecho1..3: {new:?}",
-                    report::line(&r)
+                    report::line(r)
                 );
                 v.check(
                     *status == Some(0) && r.established == 30 && r.verified(),
@@ -442,7 +442,7 @@ impl Cluster {
             Ok((status, r)) => {
                 println!(
                     "load C: {}; new sessions on tabecho1..3: {new:?}",
-                    report::line(&r)
+                    report::line(r)
                 );
                 v.check(
                     *status == Some(0) && r.verified(),

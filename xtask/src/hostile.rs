@@ -25,7 +25,6 @@ use harness::report::Summary;
 use crate::report;
 use harness::ServerProcess;
 
-use crate::holders;
 use crate::machine::{self, Outcome, Verdict};
 
 /// tabecho's default --max-buffer-memory (256 MiB).
@@ -106,6 +105,46 @@ fn start(name: &str, bins: &(PathBuf, PathBuf), summary: &Path) -> Result<Server
         }
         Ok(server)
     }
+}
+
+/// `tabecho load --faults partial`: `n` connections holding a partial frame (65,535
+/// bytes, no TAB) for `secs`.
+fn partial(
+    bin: &Path,
+    addr: SocketAddr,
+    n: usize,
+    secs: u64,
+) -> std::io::Result<std::process::Child> {
+    Command::new(bin)
+        .arg("load")
+        .args([
+            "--addr",
+            &addr.to_string(),
+            "-c",
+            &n.to_string(),
+            "--connect-rate",
+            "5000",
+        ])
+        .args([
+            "--faults",
+            "partial",
+            "--fault-share",
+            "1",
+            "--fault-cycles",
+            "1",
+        ])
+        .args([
+            "-d",
+            &format!("{secs}s"),
+            "--drain",
+            "0s",
+            "--idle-timeout",
+            "30s",
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
 }
 
 /// `tabecho load` flooding `n` connections for `secs`.
@@ -200,8 +239,7 @@ pub fn run(a: HostileArgs) -> Outcome {
             Err(e) => return Outcome::CannotRun(e),
         };
         let before = status_kb(server.pid, "VmRSS");
-        let (addr, mix) = (server.addr, a.mix);
-        let holders = std::thread::spawn(move || holders::run(mix, Duration::from_secs(22), addr));
+        let holders = partial(&bins.0, server.addr, a.mix, 22);
         let flooders = flood(&bins.0, server.addr, a.mix, 22);
         std::thread::sleep(Duration::from_secs(2));
         let healthy = Command::new(&bins.0)
@@ -220,7 +258,17 @@ pub fn run(a: HostileArgs) -> Outcome {
             .stderr(Stdio::null())
             .output();
         let peak = status_kb(server.pid, "VmHWM");
-        let held = holders.join().unwrap_or_default();
+        let held = holders
+            .and_then(|c| c.wait_with_output())
+            .map_err(|e| e.to_string())
+            .and_then(|o| report::parse(&String::from_utf8_lossy(&o.stdout)))
+            .and_then(|r| {
+                r.faults
+                    .iter()
+                    .find(|(k, _)| k.name() == "partial")
+                    .map(|(_, c)| c.clone())
+                    .ok_or_else(|| "no partial counts in the report".to_string())
+            });
         if let Ok(f) = flooders {
             let _ = f.wait_with_output();
         }
@@ -240,7 +288,14 @@ pub fn run(a: HostileArgs) -> Outcome {
             ),
             Err(e) => println!("   healthy: no report: {e}"),
         }
-        println!("   {held}");
+        match &held {
+            Ok(c) => println!(
+                "   partial holders: {} held, {} closed with the budget's error line, {} closed \
+                 without it, {} could not connect",
+                c.cut_short, c.evicted, c.unexpected, c.connect_failed
+            ),
+            Err(e) => println!("   partial holders: {e}"),
+        }
         if let Some(p) = server.tabecho.take() {
             p.signal("TERM");
             let _ = p.wait_exit_within(Duration::from_secs(30));
@@ -272,7 +327,7 @@ pub fn run(a: HostileArgs) -> Outcome {
                 "tabecho: the healthy load lost nothing, 0 corrupt",
             );
             v.check(
-                held.closed == 0,
+                held.as_ref().is_ok_and(|c| c.unexpected == 0),
                 "tabecho: every holder it closed got the budget's error line",
             );
         }

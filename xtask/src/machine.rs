@@ -247,5 +247,31 @@ pub fn raise_fd_limit(need: u64) -> Result<(), String> {
         .map_err(|e| format!("setrlimit {limit}: {e}"))
 }
 
+/// One frame through `tabecho send` to `addr`: `Ok` with the reply when it is the right
+/// one, else `Err` saying what came.
+pub fn answers(bin: &std::path::Path, addr: std::net::SocketAddr) -> Result<String, String> {
+    let out = Command::new(bin)
+        .args([
+            "send",
+            "--addr",
+            &addr.to_string(),
+            "--timeout",
+            "5s",
+            "still-answering",
+        ])
+        .output()
+        .map_err(|e| format!("tabecho send: {e}"))?;
+    let reply = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.status.success() && reply == "server got:still-answering" {
+        Ok(reply)
+    } else {
+        Err(format!(
+            "tabecho send: {} {reply:?} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
 /// The most descriptors one process may hold on the project's shared machines.
 pub const MAX_FDS: u64 = 20_000;

@@ -7,12 +7,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod callgrind;
-mod churn;
 mod cluster;
 mod echo_server;
 mod haproxy;
 mod haproxy_bench;
-mod holders;
 mod hostile;
 mod http;
 mod idle_memory;

@@ -143,7 +143,7 @@ pub fn run(a: PrometheusArgs) -> Outcome {
             let report = crate::report::parse(&String::from_utf8_lossy(&o.stdout));
             let line = report
                 .as_ref()
-                .map_or_else(|e| e.to_string(), |r| crate::report::line(r));
+                .map_or_else(|e| e.to_string(), crate::report::line);
             v.check(
                 o.status.success() && report.is_ok_and(|r| r.frames_answered == a.frames),
                 format!(

@@ -29,8 +29,8 @@ use harness::report::{metric_total, Summary};
 use crate::report;
 use harness::ServerProcess;
 
+use crate::http;
 use crate::machine::{self, Outcome, Verdict};
-use crate::{churn, http};
 
 /// The faults the misbehaving tenth of the connections cycle through.
 const FAULTS: &str = "reset,halfclose,slowread,noread,trickle,oversize,garbage";
@@ -183,7 +183,7 @@ pub fn run(a: SoakArgs) -> Outcome {
         .unwrap_or(rss_start);
     let margin = (rss_warm / 10).max(1024);
     let addr = server.addr.parse().expect("a TCP address");
-    let still = churn::run(addr, 10, Duration::from_millis(100));
+    let still = machine::answers(&bin, addr);
     server.signal("TERM");
     let exit = server.wait_exit_within(Duration::from_secs(30));
 
@@ -208,7 +208,7 @@ pub fn run(a: SoakArgs) -> Outcome {
         .map_err(|e| e.to_string())
         .and_then(|t| report::parse(&t).map_err(|e| e.to_string()));
     match &report {
-        Ok(r) => println!("load: {}", report::line(&r)),
+        Ok(r) => println!("load: {}", report::line(r)),
         Err(e) => println!("load: no report: {e}"),
     }
     if let Ok(s) = Summary::read(&summary_path) {
@@ -230,8 +230,8 @@ pub fn run(a: SoakArgs) -> Outcome {
         format!("RSS after: {rss_end} kB <= warm-up peak {rss_warm} kB + margin {margin} kB (started at {rss_start} kB)"),
     );
     v.check(
-        still.ok > 0 && still.all_ok(),
-        format!("still answering ({still})"),
+        still.is_ok(),
+        format!("still answering ({})", still.unwrap_or_else(|e| e)),
     );
     match exit {
         Ok((status, log)) => {

@@ -120,7 +120,7 @@ pub fn run(a: SyscallsArgs) -> Outcome {
             Ok(r) => {
                 v.check(
                     r.verified(),
-                    format!("{name}: load verified ({})", report::line(&r)),
+                    format!("{name}: load verified ({})", report::line(r)),
                 );
                 r.frames_answered
             }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod c100k;
 mod callgrind;
 mod cluster;
 mod echo_server;
@@ -55,6 +56,8 @@ enum Check {
     Syscalls(syscalls::SyscallsArgs),
     /// What HAProxy in front costs per frame: the same loads direct and through it
     HaproxyBench(haproxy_bench::HaproxyBenchArgs),
+    /// 100,000 connections at once over reuseport servers and several loads: held, verified, reaped on time
+    C100k(c100k::C100kArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
         Check::Callgrind(args) => callgrind::run(args),
         Check::Syscalls(args) => syscalls::run(args),
         Check::HaproxyBench(args) => haproxy_bench::run(args),
+        Check::C100k(args) => c100k::run(args),
     };
     outcome.exit()
 }

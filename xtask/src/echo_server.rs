@@ -13,6 +13,8 @@ use harness::ServerProcess;
 pub struct EchoServer {
     pub addr: SocketAddr,
     pub pid: u32,
+    /// tabecho's metrics endpoint, when started with `--metrics` (from readiness).
+    pub metrics: Option<SocketAddr>,
     tabecho: Option<ServerProcess>,
     other: Option<Child>,
 }
@@ -34,6 +36,7 @@ impl EchoServer {
         Ok(EchoServer {
             addr: p.tcp(),
             pid: p.pid(),
+            metrics: p.metrics,
             tabecho: Some(p),
             other: None,
         })
@@ -67,6 +70,7 @@ impl EchoServer {
         let mut server = EchoServer {
             addr,
             pid: child.id(),
+            metrics: None,
             tabecho: None,
             other: Some(child),
         };

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod attack;
 mod c100k;
 mod callgrind;
 mod cluster;
@@ -58,6 +59,8 @@ enum Check {
     HaproxyBench(haproxy_bench::HaproxyBenchArgs),
     /// 100,000 connections at once over reuseport servers and several loads: held, verified, reaped on time
     C100k(c100k::C100kArgs),
+    /// Healthy clients' latency and the kernel's memory under flooders and partial frames
+    Attack(attack::AttackArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Check::Syscalls(args) => syscalls::run(args),
         Check::HaproxyBench(args) => haproxy_bench::run(args),
         Check::C100k(args) => c100k::run(args),
+        Check::Attack(args) => attack::run(args),
     };
     outcome.exit()
 }

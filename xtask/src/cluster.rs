@@ -99,6 +99,9 @@ pub fn run() -> Outcome {
         Ok(out) => out,
         Err(e) => return Outcome::CannotRun(e),
     };
+    if let Err(e) = netns::clean_up_on_signal() {
+        return Outcome::CannotRun(e);
+    }
     let result = {
         // Declared first, dropped last: after every process that runs in its namespaces.
         let mut net = match Net::new() {

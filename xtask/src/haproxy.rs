@@ -32,24 +32,7 @@ impl Stats {
 
     /// `show stat` as rows of column name to value (the CSV's header names them).
     pub fn rows(&self) -> std::io::Result<Vec<BTreeMap<String, String>>> {
-        let text = self.ask("show stat")?;
-        let mut lines = text.lines();
-        let header: Vec<&str> = lines
-            .next()
-            .unwrap_or("")
-            .trim_start_matches("# ")
-            .split(',')
-            .collect();
-        Ok(lines
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                header
-                    .iter()
-                    .zip(l.split(','))
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect()
-            })
-            .collect())
+        Ok(parse_stat(&self.ask("show stat")?))
     }
 
     /// Column `col` of server (or FRONTEND/BACKEND) `sv`'s row; "" if absent.
@@ -87,24 +70,73 @@ impl Stats {
 
     /// The sessions proxied to a server now (`show sess`).
     pub fn sessions(&self) -> std::io::Result<Vec<Session>> {
-        let text = self.ask("show sess")?;
-        Ok(text
-            .lines()
-            .filter_map(|l| {
-                let field = |name: &str| {
-                    l.split_whitespace()
-                        .find_map(|t| t.strip_prefix(name))
-                        .map(str::to_string)
-                };
-                let src = field("src=")?.parse().ok()?;
-                let server = field("srv=")?;
-                Some(Session { src, server })
-            })
-            .collect())
+        Ok(parse_sessions(&self.ask("show sess")?))
     }
+}
+
+/// The sessions of a `show sess` answer: each line's `src=` and `srv=` (sessions without
+/// a server, as the stats socket's own, are left out).
+pub fn parse_sessions(text: &str) -> Vec<Session> {
+    text.lines()
+        .filter_map(|l| {
+            let field = |name: &str| {
+                l.split_whitespace()
+                    .find_map(|t| t.strip_prefix(name))
+                    .map(str::to_string)
+            };
+            let src = field("src=")?.parse().ok()?;
+            let server = field("srv=")?;
+            Some(Session { src, server })
+        })
+        .collect()
+}
+
+/// `show stat`'s CSV as rows of column name to value (the header names them).
+pub fn parse_stat(text: &str) -> Vec<BTreeMap<String, String>> {
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or("")
+        .trim_start_matches("# ")
+        .split(',')
+        .collect();
+    lines
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            header
+                .iter()
+                .zip(l.split(','))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
 }
 
 /// deploy/haproxy.cfg in the workspace.
 pub fn config(root: &Path) -> PathBuf {
     root.join("deploy/haproxy.cfg")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_name_their_server_and_source() {
+        let text = "0x55d1: proto=tcpv4 src=10.231.77.1:45678 fe=tabecho be=tabecho srv=tabecho3 ts=00 age=3s\n\
+                    0x55d2: proto=unix_stream src=unix:1 fe=GLOBAL be=<NONE> srv=<none> ts=00\n";
+        let s = parse_sessions(text);
+        assert_eq!(s.len(), 1, "{s:?}");
+        assert_eq!(s[0].server, "tabecho3");
+        assert_eq!(s[0].src, "10.231.77.1:45678".parse().unwrap());
+    }
+
+    #[test]
+    fn stat_rows_are_keyed_by_the_header() {
+        let text = "# pxname,svname,scur,status\ntabecho,FRONTEND,3,OPEN\ntabecho,tabecho1,2,UP\n";
+        let rows = parse_stat(text);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1]["svname"], "tabecho1");
+        assert_eq!(rows[1]["status"], "UP");
+    }
 }

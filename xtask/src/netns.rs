@@ -144,6 +144,29 @@ pub fn remove_leftovers() {
     }
 }
 
+/// On SIGINT or SIGTERM (Ctrl-C in the middle of a run), kills this process's children
+/// (the loads, HAProxy, the instances), removes everything named `tbx-...` and exits 1:
+/// the process dies of the signal otherwise, and no Drop runs.
+pub fn clean_up_on_signal() -> Result<(), String> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| format!("signal handlers: {e}"))?;
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            eprintln!("signal {signal}: stopping what this check started, removing the namespaces, veths and bridge it made");
+            // The loads in the root namespace are this process's children too.
+            for pid in harness::proc::children(std::process::id()) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+            remove_leftovers();
+            std::process::exit(1);
+        }
+    });
+    Ok(())
+}
+
 /// What is left named `tbx-...` (namespaces and links), for the check's last line.
 pub fn leftovers() -> Vec<String> {
     let mut out: Vec<String> = ip_output(&["netns", "list"])

@@ -91,6 +91,29 @@ pub fn release_binary() -> Result<PathBuf, String> {
     Ok(target_dir()?.join("release/tabecho"))
 }
 
+/// Builds tabecho's example NAME in release (quietly) and returns its path.
+pub fn release_example(name: &str) -> Result<PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--package",
+            "tabecho",
+            "--example",
+            name,
+        ])
+        .status()
+        .map_err(|e| format!("cargo build: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "cargo build --release --example {name} failed ({status})"
+        ));
+    }
+    Ok(target_dir()?.join("release/examples").join(name))
+}
+
 /// Builds benches/tokio-echo (a workspace of its own) in release and returns its binary.
 pub fn tokio_echo_binary() -> Result<PathBuf, String> {
     bench_binary("tokio-echo", "tokio-echo")

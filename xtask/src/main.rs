@@ -18,6 +18,7 @@ mod http;
 mod idle_memory;
 mod machine;
 mod netns;
+mod per_source;
 mod prometheus;
 mod report;
 mod soak;
@@ -61,6 +62,8 @@ enum Check {
     C100k(c100k::C100kArgs),
     /// Healthy clients' latency and the kernel's memory under flooders and partial frames
     Attack(attack::AttackArgs),
+    /// One source tries to take every slot; --max-connections-per-source holds, another source loses nothing
+    PerSource(per_source::PerSourceArgs),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Check::HaproxyBench(args) => haproxy_bench::run(args),
         Check::C100k(args) => c100k::run(args),
         Check::Attack(args) => attack::run(args),
+        Check::PerSource(args) => per_source::run(args),
     };
     outcome.exit()
 }

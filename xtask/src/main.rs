@@ -30,7 +30,7 @@ mod upgrade;
 /// pass, 1 fail, 2 the machine cannot run it (a missing tool, the descriptor limit, no
 /// permission for network namespaces...).
 #[derive(Parser)]
-#[command(name = "cargo xtask")]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
 struct Cli {
     #[command(subcommand)]
     check: Check,

@@ -14,17 +14,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 static NOTIFY_STOPPED: AtomicBool = AtomicBool::new(false);
 
 /// The listening sockets systemd passed to this process, in the order of the `.socket`
-/// unit's `Listen*=` lines; empty when `LISTEN_PID` is unset or names another process.
+/// unit's `Listen*=` lines, each with its name (`LISTEN_FDNAMES`: the unit's
+/// `FileDescriptorName=`, or what an upgrading tabecho named it); empty when `LISTEN_PID`
+/// is unset or names another process.
 /// Sets each descriptor close-on-exec, and unsets the `LISTEN_*` variables (as
 /// `sd_listen_fds(1)` does) so children do not inherit them. Call it before spawning
 /// threads: it changes the environment.
-pub fn listen_fds() -> io::Result<Vec<OwnedFd>> {
+pub fn listen_fds() -> io::Result<Vec<(OwnedFd, String)>> {
     let fds = sd_notify::listen_fds_with_names(true)?;
     Ok(fds
         // SAFETY: LISTEN_PID named this process, so systemd opened descriptors 3 to
         // 3 + LISTEN_FDS - 1 for it and nothing else in the process owns them; the
         // variables are now unset, so no later call wraps them a second time.
-        .map(|(fd, _name)| unsafe { OwnedFd::from_raw_fd(fd) })
+        .map(|(fd, name)| (unsafe { OwnedFd::from_raw_fd(fd) }, name))
         .collect())
 }
 

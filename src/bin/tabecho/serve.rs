@@ -3,6 +3,7 @@
 //! SIGUSR2 upgrades in place.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::OwnedFd;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use log::{error, info, warn};
 
 use tabecho::addr::{parse_duration, ListenAddr};
 use tabecho::config::{self, ServerConfig};
-use tabecho::server::{Relaunch, Server, UPGRADED_FROM_ENV};
+use tabecho::server::{Relaunch, Server, HANDOVER_NAME, METRICS_NAME, UPGRADED_FROM_ENV};
 use tabecho::systemd;
 
 /// Flags of `tabecho serve`.
@@ -125,21 +126,32 @@ pub fn run(args: ServeArgs) -> ExitCode {
         error!("{e}");
         return ExitCode::from(2);
     }
-    let Some((mut server, upgraded_from)) = bind(args.listen.is_none(), config) else {
+    let Some((mut server, upgraded_from, passed)) = bind(args.listen.is_none(), config) else {
         return ExitCode::from(1);
     };
-    if let Err(e) = server.handle_signals(Some(relaunch)) {
-        error!("cannot install signal handlers: {e}");
-        return ExitCode::from(1);
-    }
-    // Served by reactor 0's own loop: it lives exactly as long as the server.
+    // Served by reactor 0's own loop: it lives exactly as long as the server. An upgrade
+    // hands the very listener over, so the new process never needs the port free.
     if let Some(addr) = args.metrics {
-        match server.serve_metrics(addr) {
+        let served = match passed.metrics {
+            Some(fd) => server.serve_metrics_on(std::net::TcpListener::from(fd)),
+            None => server.serve_metrics(addr),
+        };
+        match served {
             Ok(local) => info!("metrics on http://{local}/metrics"),
             Err(e) => {
                 error!("cannot serve metrics on {addr}: {e}");
                 return ExitCode::from(1);
             }
+        }
+    }
+    if let Err(e) = server.handle_signals(Some(relaunch)) {
+        error!("cannot install signal handlers: {e}");
+        return ExitCode::from(1);
+    }
+    if let Some(channel) = passed.handover {
+        // Before READY=1: the old process reads our hand-over version after it.
+        if let Err(e) = server.adopt_from(std::os::unix::net::UnixStream::from(channel)) {
+            warn!("upgrade: cannot take the connections over ({e}); the old process drains them");
         }
     }
     systemd::notify_ready();
@@ -195,20 +207,39 @@ fn relaunch() -> Relaunch {
     relaunch
 }
 
+/// What an upgrading process passed besides its echo listeners.
+#[derive(Default)]
+struct Passed {
+    /// Its metrics listener.
+    metrics: Option<OwnedFd>,
+    /// The hand-over's socketpair: its connections come over it.
+    handover: Option<OwnedFd>,
+}
+
 /// Binds the server: on the sockets systemd (or an upgrading process) passed when
 /// `--listen` was not given and there are some, else on `config.listen` (closing any
 /// socket passed, with a warning). Returns it with the pid of the process it upgrades,
-/// if it does. Logs one line and returns `None` on failure.
-fn bind(listen_not_given: bool, config: ServerConfig) -> Option<(Server, Option<u32>)> {
+/// if it does, and what that process passed besides listeners. Logs one line and returns
+/// `None` on failure.
+fn bind(listen_not_given: bool, config: ServerConfig) -> Option<(Server, Option<u32>, Passed)> {
     // Taken even when --listen is given, so the LISTEN_* variables are unset and the
     // descriptors closed rather than inherited by children.
-    let mut inherited = match systemd::listen_fds() {
+    let named = match systemd::listen_fds() {
         Ok(fds) => fds,
         Err(e) => {
             error!("socket activation: {e}");
             return None;
         }
     };
+    let mut passed = Passed::default();
+    let mut inherited = Vec::with_capacity(named.len());
+    for (fd, name) in named {
+        match name.as_str() {
+            METRICS_NAME => passed.metrics = Some(fd),
+            HANDOVER_NAME => passed.handover = Some(fd),
+            _ => inherited.push(fd),
+        }
+    }
     if !listen_not_given && !inherited.is_empty() {
         warn!(
             "--listen given: closing the {} socket(s) systemd passed",
@@ -221,7 +252,7 @@ fn bind(listen_not_given: bool, config: ServerConfig) -> Option<(Server, Option<
         return Server::bind(config)
             .map_err(|e| error!("cannot listen on {listen}: {e}"))
             .ok()
-            .map(|server| (server, None));
+            .map(|server| (server, None, Passed::default()));
     }
     let upgraded_from = std::env::var(UPGRADED_FROM_ENV)
         .ok()
@@ -229,7 +260,7 @@ fn bind(listen_not_given: bool, config: ServerConfig) -> Option<(Server, Option<
     Server::from_inherited(config, inherited, upgraded_from)
         .map_err(|e| error!("cannot serve the socket(s) passed: {e}"))
         .ok()
-        .map(|server| (server, upgraded_from))
+        .map(|server| (server, upgraded_from, passed))
 }
 
 /// `host:port` (a name is resolved, first address wins), for `--metrics`.

@@ -187,7 +187,11 @@ impl Connection {
             stream,
             decoder: FrameDecoder::from_parts(decoder, decoder_held),
             // The first invariant: no pending output, no heap memory.
-            output: if output.is_empty() { Vec::new() } else { output },
+            output: if output.is_empty() {
+                Vec::new()
+            } else {
+                output
+            },
             sent: 0,
             last_progress_us: now_us.saturating_sub(idle_for_us),
             timer,

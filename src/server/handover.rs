@@ -102,7 +102,9 @@ fn send_batch(channel: &mut UnixStream, fds: &[OwnedFd], payload: &[u8]) -> io::
     let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(borrowed.len()))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     if !borrowed.is_empty() && !control.push(SendAncillaryMessage::ScmRights(&borrowed)) {
-        return Err(io::Error::other("hand-over: the descriptors do not fit a message"));
+        return Err(io::Error::other(
+            "hand-over: the descriptors do not fit a message",
+        ));
     }
     let sent = loop {
         match rustix::net::sendmsg(
@@ -265,8 +267,13 @@ mod tests {
         let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
         let mut control = SendAncillaryBuffer::new(&mut space);
         assert!(control.push(SendAncillaryMessage::ScmRights(&borrowed)));
-        rustix::net::sendmsg(&old, &[IoSlice::new(&header)], &mut control, SendFlags::empty())
-            .unwrap();
+        rustix::net::sendmsg(
+            &old,
+            &[IoSlice::new(&header)],
+            &mut control,
+            SendFlags::empty(),
+        )
+        .unwrap();
         old.write_all(b"short").unwrap();
         drop(old);
         assert!(recv_batch(&mut new).is_err());

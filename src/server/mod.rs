@@ -52,11 +52,11 @@ use std::time::Duration;
 use log::{info, warn};
 
 pub use close::CloseReason;
+pub use handover::FAULT_ENV as HANDOVER_FAULT_ENV;
 pub use snapshot::{Snapshot, SnapshotHandle, TurnHistogram, TURN_BUCKET_BOUNDS_US};
 pub use source::{Source, DEFAULT_SOURCE_PREFIX_V6};
 pub use source_table::SourceTable;
 pub use stats::Stats;
-pub use handover::FAULT_ENV as HANDOVER_FAULT_ENV;
 pub use upgrade::{without_listen, Relaunch, HANDOVER_NAME, METRICS_NAME, UPGRADED_FROM_ENV};
 
 use crate::addr::ListenAddr;
@@ -239,9 +239,7 @@ impl Server {
                     listener,
                     handoff: None,
                     inbox,
-                    adoptions: adoptions
-                        .next()
-                        .expect("one adoption channel per reactor"),
+                    adoptions: adoptions.next().expect("one adoption channel per reactor"),
                     shared: shared.clone(),
                     lease_floor,
                 },

@@ -172,6 +172,15 @@ impl Clock {
     }
 }
 
+/// When a reactor's clock starts: one idle timeout before now, where the system's clock
+/// allows, so that a connection moved in by an upgrade, whose last progress was up to a
+/// timeout ago in the old process, has a last progress this clock can say (times are
+/// unsigned), and its idle deadline continues. (Later than that, it is due at once.)
+fn clock_start(idle_timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_sub(idle_timeout).unwrap_or(now)
+}
+
 /// Shutdown progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -206,6 +215,9 @@ pub struct Reactor {
     poll: Poll,
     /// `None` once shutdown has begun, or if other reactors accept for this one.
     listener: Option<Listener>,
+    /// The listener while connections move to an upgrade's new process: out of the poll,
+    /// kept in case the move rolls back.
+    parked_listener: Option<Listener>,
     connections: Slab<Connection>,
     wheel: TimerWheel,
     clock: Clock,
@@ -334,11 +346,12 @@ impl Reactor {
             alone: of == 1,
             poll,
             listener,
+            parked_listener: None,
             connections: Slab::with_capacity(reserved),
             // One timer per connection, the metrics connections' and the server's own few.
             wheel: TimerWheel::with_capacity(slots, reserved + crate::metrics::MAX_CONNECTIONS + 5),
             clock: Clock {
-                start: Instant::now(),
+                start: clock_start(config.idle_timeout),
                 tick_us,
             },
             idle_us,

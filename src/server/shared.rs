@@ -326,9 +326,9 @@ impl Shared {
     /// connections to `mover`; wakes them all.
     pub fn begin_move(&self, mover: Sender<MoveMsg>) {
         *self.mover.lock().unwrap_or_else(PoisonError::into_inner) = Some(mover);
-        let _ = self
-            .upgrade
-            .compare_exchange(UPGRADING, MOVING, Ordering::AcqRel, Ordering::Acquire);
+        let _ =
+            self.upgrade
+                .compare_exchange(UPGRADING, MOVING, Ordering::AcqRel, Ordering::Acquire);
         self.wake_all();
     }
 
@@ -344,14 +344,26 @@ impl Shared {
     }
 
     /// Every connection that could move has moved (the rest are back with their
-    /// reactors): the reactors end once theirs are served; wakes them all.
-    pub fn end_move(&self) {
+    /// reactors): the reactors end once theirs are served. Or, `rolled_back`, the new
+    /// process died during the move: the reactors serve on as before the upgrade, their
+    /// listeners again included, and a later SIGUSR2 may try again. Wakes them all.
+    pub fn end_move(&self, rolled_back: bool) {
         self.mover
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        self.upgrade.store(HANDED_OVER, Ordering::Release);
+        if rolled_back {
+            self.dealing_over.store(false, Ordering::Release);
+            self.upgrade.store(NO_UPGRADE, Ordering::Release);
+        } else {
+            self.upgrade.store(HANDED_OVER, Ordering::Release);
+        }
         self.wake_all();
+    }
+
+    /// A reactor accepts again (a move rolled back).
+    pub fn resume_accepting(&self) {
+        self.accepting.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Connections are moving to the new process.

@@ -156,14 +156,20 @@ impl Upgrader {
             thread::Builder::new()
                 .name("upgrade".into())
                 .spawn(move || match upgrade(&relaunch, sockets, metrics) {
-                    Ok((pid, Some((channel, room)))) => {
+                    Ok((child, Some((channel, room)))) => {
+                        let pid = child.id();
                         info!("upgrade: PID {pid} serves now; moving the connections to it");
                         let (to_mover, from_reactors) = mpsc::channel();
                         shared.begin_move(to_mover);
                         let reactors = shared.reactors();
-                        Mover::new(channel, room, shared, grace).run(from_reactors, reactors, pid);
+                        Mover::new(channel, room, shared, grace).run(
+                            from_reactors,
+                            reactors,
+                            child,
+                        );
                     }
-                    Ok((pid, None)) => {
+                    Ok((child, None)) => {
+                        let pid = child.id();
                         info!(
                             "upgrade: PID {pid} serves now; it does not take connections \
                              (an older version?): draining"
@@ -184,13 +190,13 @@ impl Upgrader {
 }
 
 /// Starts the new process on `sockets` (and the metrics listener) and waits for its
-/// `READY=1`; returns its pid, and the hand-over's channel with the new process's room
+/// `READY=1`; returns it, and the hand-over's channel with the new process's room
 /// if it speaks our hand-over version; or why not (then it has been killed and reaped).
 fn upgrade(
     relaunch: &Relaunch,
     sockets: Vec<OwnedFd>,
     metrics: Option<OwnedFd>,
-) -> io::Result<(u32, Option<(UnixStream, usize)>)> {
+) -> io::Result<(Child, Option<(UnixStream, usize)>)> {
     let dir = tempfile::Builder::new()
         .prefix("tabecho-upgrade-")
         .tempdir()?;
@@ -243,7 +249,10 @@ fn upgrade(
         relaunch.program.display()
     );
     match wait_ready(&notify, &mut child) {
-        Ok(()) => Ok((pid, read_hello(&mut channel))),
+        Ok(()) => {
+            let hello = read_hello(&mut channel);
+            Ok((child, hello))
+        }
         Err(e) => {
             // Still running (not ready in time): it must not serve half-started.
             let _ = child.kill();

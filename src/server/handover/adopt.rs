@@ -30,13 +30,13 @@ impl Adopter {
             .max_connections()
             .saturating_sub(shared.connections_open());
         channel.write_all(wire::hello(room).as_bytes())?;
-        thread::Builder::new()
-            .name("adopt".into())
-            .spawn(move || match adopt(&mut channel, &shared) {
+        thread::Builder::new().name("adopt".into()).spawn(move || {
+            match adopt(&mut channel, &shared) {
                 Ok(0) => {}
                 Ok(n) => info!("upgrade: adopted {n} connections"),
                 Err(e) => warn!("upgrade: the hand-over ended early: {e}"),
-            })?;
+            }
+        })?;
         Ok(())
     }
 }

@@ -10,11 +10,14 @@
 //! - Once a batch has failed, or a shutdown has begun, or the new process's room is
 //!   used up, nothing more is sent: every connection still to come goes back.
 //! - [`Shared::end_move`] is called exactly once, after every reactor has said it has
-//!   nothing more to move, or after the grace period if one never does.
+//!   nothing more to move, or after the grace period if one never does. It rolls the
+//!   upgrade back (the reactors accept again) exactly when the new process has exited:
+//!   then no one else serves the listening sockets.
 
 use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
+use std::process::Child;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +30,9 @@ use crate::server::shared::Shared;
 /// How often a wait (for the reactors, for an acknowledgement) looks whether a shutdown
 /// has begun meanwhile.
 const CHECK_EVERY: Duration = Duration::from_millis(100);
+/// After a failed batch, how long the new process may take to be seen exited (its end
+/// closed the channel a moment before it can be reaped) for the move to roll back.
+const EXIT_WAIT: Duration = Duration::from_secs(1);
 
 /// What a reactor tells the mover.
 #[derive(Debug)]
@@ -75,7 +81,13 @@ impl Mover {
 
     /// Moves what the reactors send on `from` until each of `reactors` is done; returns
     /// the connections moved and those kept. Ends the move ([`Shared::end_move`]).
-    pub fn run(mut self, from: Receiver<MoveMsg>, reactors: usize, pid: u32) -> (usize, usize) {
+    pub fn run(
+        mut self,
+        from: Receiver<MoveMsg>,
+        reactors: usize,
+        mut child: Child,
+    ) -> (usize, usize) {
+        let pid = child.id();
         let started = Instant::now();
         let deadline = started + self.grace;
         let mut done = 0;
@@ -105,13 +117,23 @@ impl Mover {
         self.flush();
         if self.stopped.is_none() {
             // The end: the new process answers it, so its last batch is surely taken.
-            let ended = send_batch(&mut self.channel, &[], &[])
-                .and_then(|()| self.await_ack(0, deadline));
+            let ended =
+                send_batch(&mut self.channel, &[], &[]).and_then(|()| self.await_ack(0, deadline));
             if let Err(e) = ended {
                 warn!("upgrade: the hand-over's end was not acknowledged: {e}");
             }
         }
         let took = started.elapsed().as_millis();
+        let rolled_back = self.stopped.is_some() && exited(&mut child);
+        if rolled_back {
+            warn!(
+                "upgrade failed: PID {pid} exited during the hand-over; {} connections \
+                 moved to it are lost, {} kept; serving on, listeners included",
+                self.moved, self.kept
+            );
+            self.shared.end_move(true);
+            return (self.moved, self.kept);
+        }
         match &self.stopped {
             None => info!(
                 "upgrade: moved {} connections to PID {pid} in {took} ms",
@@ -123,7 +145,7 @@ impl Mover {
                 self.moved, self.kept
             ),
         }
-        self.shared.end_move();
+        self.shared.end_move(false);
         (self.moved, self.kept)
     }
 
@@ -213,6 +235,9 @@ impl Mover {
 
     fn stop(&mut self, why: &str) {
         if self.stopped.is_none() {
+            warn!("upgrade: moving stopped: {why}");
+        }
+        if self.stopped.is_none() {
             self.stopped = Some(why.to_string());
         }
     }
@@ -224,6 +249,19 @@ impl Mover {
             // Its reactor has ended (a forced shutdown): the connection closes here.
             warn!("upgrade: reactor {reactor} is gone; closing a connection it held");
             drop(moved);
+        }
+    }
+}
+
+/// Whether `child` has exited (reaping it), waiting up to [`EXIT_WAIT`] for an exit in
+/// progress.
+fn exited(child: &mut Child) -> bool {
+    let deadline = Instant::now() + EXIT_WAIT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return true,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) | Err(_) => return false,
         }
     }
 }

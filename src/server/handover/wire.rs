@@ -235,9 +235,9 @@ mod tests {
 
     fn state(n: u8) -> ConnState {
         ConnState {
-            kind: if n % 2 == 0 { Kind::Tcp } else { Kind::Unix },
+            kind: if n.is_multiple_of(2) { Kind::Tcp } else { Kind::Unix },
             decoder: vec![n; usize::from(n)],
-            decoder_held: n % 3 == 0,
+            decoder_held: n.is_multiple_of(3),
             output: vec![b'x'; usize::from(n) * 2],
             idle_for_us: u64::from(n) * 1_000_003,
             closing: CloseReason::ALL.get(usize::from(n) % 8).copied(),

@@ -16,7 +16,7 @@ use std::sync::mpsc::Sender;
 use log::{debug, info, warn};
 use mio::{Interest, Token};
 
-use super::{Phase, Reactor, TIMER_HANDOVER};
+use super::{Phase, Reactor, LISTENER, TIMER_HANDOVER};
 use crate::server::close::CloseReason;
 use crate::server::connection::Connection;
 use crate::server::handover::{MoveMsg, Moved};
@@ -29,11 +29,11 @@ impl Reactor {
     /// connection to `mover`.
     pub(super) fn begin_move(&mut self, mover: Sender<MoveMsg>) {
         self.phase = Phase::Moving;
-        self.upgrader = None;
         if let Some(mut listener) = self.listener.take() {
+            // Kept, out of the poll, until the move is over: if the new process dies
+            // meanwhile, this process accepts on it again.
             let _ = self.poll.registry().deregister(&mut listener);
-            // The new process serves this socket now: its Unix socket file stays.
-            listener.leave_file();
+            self.parked_listener = Some(listener);
             self.shared.stop_accepting();
         }
         self.listener_ready = false;
@@ -61,13 +61,12 @@ impl Reactor {
         let moved: Vec<Moved> = keys.into_iter().filter_map(|k| self.take_out(k)).collect();
         self.cx.stats.moved_out += moved.len() as u64;
         let Some(mover) = &self.mover else {
-            self.adopt_all(moved);
+            self.adopt_all(moved); // back at once (counted back as they are adopted)
             return;
         };
         if let Err(returned) = mover.send(MoveMsg::Conns(moved)) {
             // The mover is gone (it gave up waiting): serve them on here.
             if let MoveMsg::Conns(moved) = returned.0 {
-                self.cx.stats.moved_out -= moved.len() as u64;
                 self.adopt_all(moved);
             }
         }
@@ -92,7 +91,14 @@ impl Reactor {
     /// The move is over: what came back is served on until it closes, as after the old
     /// drain, for at most the grace period.
     pub(super) fn finish_move(&mut self) {
+        // Every connection given back was delivered before the move ended.
+        self.take_moved();
         self.phase = Phase::HandedOver;
+        self.upgrader = None;
+        if let Some(mut listener) = self.parked_listener.take() {
+            // The new process serves this socket now: its Unix socket file stays.
+            listener.leave_file();
+        }
         if !self.connections.is_empty() {
             info!(
                 "serving {} connections the new process did not take{}",
@@ -101,6 +107,35 @@ impl Reactor {
             );
             self.arm_server_timer(self.config.shutdown_grace, TIMER_HANDOVER);
         }
+    }
+
+    /// The move rolled back (the new process died): accept again, on the same listener,
+    /// serve the metrics listener again, and serve what came back, as before the upgrade.
+    pub(super) fn resume_after_failed_move(&mut self) {
+        // Every connection given back was delivered before the move ended.
+        self.take_moved();
+        self.phase = Phase::Serving;
+        self.move_joined = false;
+        if let Some(mut listener) = self.parked_listener.take() {
+            match self
+                .poll
+                .registry()
+                .register(&mut listener, LISTENER, Interest::READABLE)
+            {
+                Ok(()) => {
+                    self.listener = Some(listener);
+                    self.listener_ready = true;
+                    self.shared.resume_accepting();
+                }
+                Err(e) => warn!("cannot accept again after the failed move: {e}"),
+            }
+        }
+        self.resume_metrics_accepting();
+        info!(
+            "upgrade rolled back: accepting again, {} connections served here{}",
+            self.connections.len(),
+            self.of_reactor()
+        );
     }
 
     /// Takes connection `key` out of this reactor, whole, for the move.
@@ -180,9 +215,7 @@ impl Reactor {
         }
         let conn = Connection::adopt(stream, state, self.cx.now_us, TimerId::NONE);
         let deadline_us = match conn.closing {
-            Some(CloseReason::Shutdown) => {
-                self.cx.now_us + self.shutdown_linger.as_micros() as u64
-            }
+            Some(CloseReason::Shutdown) => self.cx.now_us + self.shutdown_linger.as_micros() as u64,
             Some(_) => self.cx.now_us + self.linger_us,
             None => conn.last_progress_us + self.idle_us,
         };
@@ -195,13 +228,18 @@ impl Reactor {
         }
         let conn = entry.insert(conn);
         conn.timer = timer;
-        self.cx.stats.adopted += 1;
+        if self.move_joined {
+            // Back from a move that failed: it never left.
+            self.cx.stats.moved_out -= 1;
+        } else {
+            self.cx.stats.adopted += 1;
+        }
         // Over the lease for now, if the budget is short: the next I/O's room check
         // grows the lease or closes the largest holders, as for any connection.
         if self.phase == Phase::Draining && self.connections[key].closing.is_none() {
             // Adopted while this process shuts down: the shutdown's lingering close.
-            if let Some((next, _)) = self
-                .drive_without_budget(key, |conn, _| conn.begin_closing(CloseReason::Shutdown))
+            if let Some((next, _)) =
+                self.drive_without_budget(key, |conn, _| conn.begin_closing(CloseReason::Shutdown))
             {
                 self.settle(key, next, false);
             }

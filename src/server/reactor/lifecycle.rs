@@ -36,7 +36,11 @@ impl Reactor {
             self.continue_move();
         }
         if self.phase == Phase::Moving && self.mover.is_none() && !self.shared.moving() {
-            self.finish_move();
+            if self.shared.handed_over() {
+                self.finish_move();
+            } else {
+                self.resume_after_failed_move();
+            }
         }
         if self.phase == Phase::Serving && self.shared.handed_over() {
             self.begin_handover();
@@ -146,6 +150,10 @@ impl Reactor {
         self.shutdown_linger = grace;
         self.upgrader = None;
         let handed_over = self.phase == Phase::HandedOver;
+        if let Some(mut listener) = self.parked_listener.take() {
+            // A shutdown during a move: the new process serves this socket.
+            listener.leave_file();
+        }
         self.phase = Phase::Draining;
         if self.id == 0 {
             crate::systemd::notify_stopping();

@@ -224,6 +224,21 @@ impl Reactor {
         }
     }
 
+    /// A move rolled back: accept scrapes again.
+    pub(super) fn resume_metrics_accepting(&mut self) {
+        if let Some(ep) = self.metrics.as_mut() {
+            if let Err(e) = self.poll.registry().register(
+                &mut ep.listener,
+                METRICS_LISTENER,
+                Interest::READABLE,
+            ) {
+                log::warn!("cannot serve metrics again after the failed move: {e}");
+            }
+            // Scrapes may have queued meanwhile: no edge announces them.
+            ep.accept_ready = true;
+        }
+    }
+
     /// The loop has ended: closes every metrics connection and the listener.
     #[inline(never)]
     pub(super) fn close_metrics(&mut self) {

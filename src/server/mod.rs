@@ -52,7 +52,7 @@ use std::time::Duration;
 use log::{info, warn};
 
 pub use close::CloseReason;
-pub use handover::FAULT_ENV as HANDOVER_FAULT_ENV;
+pub use handover::{Adopter, FAULT_ENV as HANDOVER_FAULT_ENV};
 pub use snapshot::{Snapshot, SnapshotHandle, TurnHistogram, TURN_BUCKET_BOUNDS_US};
 pub use source::{Source, DEFAULT_SOURCE_PREFIX_V6};
 pub use source_table::SourceTable;
@@ -328,12 +328,13 @@ impl Server {
         self.reactors[0].serve_metrics_on(mio::net::TcpListener::from_std(listener), siblings)
     }
 
-    /// Adopts the connections of the process this one upgrades, sent over `channel` (the
-    /// descriptor it passed as `tabecho-handover`): says which hand-over version this
-    /// binary speaks now, before `READY=1`, then receives them on a thread of its own
-    /// while the reactors serve (docs/PROTOCOL.md "Upgrade in place").
-    pub fn adopt_from(&self, channel: std::os::unix::net::UnixStream) -> io::Result<()> {
-        handover::Adopter::start(channel, self.shared.clone())
+    /// Prepares to adopt the connections of the process this one upgrades, sent over
+    /// `channel` (the descriptor it passed as `tabecho-handover`): says which hand-over
+    /// version this binary speaks, now, before `READY=1`. [`Adopter::start`] then receives
+    /// them on a thread of its own while the reactors serve (docs/PROTOCOL.md "Upgrade in
+    /// place").
+    pub fn adopt_from(&self, channel: std::os::unix::net::UnixStream) -> io::Result<Adopter> {
+        Adopter::hello(channel, self.shared.clone())
     }
 
     /// Makes SIGINT and SIGTERM start the graceful shutdown of every reactor (a second

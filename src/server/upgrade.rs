@@ -69,18 +69,22 @@ pub struct Relaunch {
     pub program: PathBuf,
     /// The arguments after the program name, `--listen` removed.
     pub args: Vec<OsString>,
-    /// Why upgrades are refused in this process, if they are (a service manager's
-    /// readiness socket, see docs/PROTOCOL.md "Upgrade in place").
+    /// Why upgrades are refused in this process, if they are.
     pub refused: Option<String>,
+    /// The service manager's notification socket, if running under one: the new process
+    /// reports `MAINPID=` there once the connections have moved.
+    pub service_notify: Option<OsString>,
 }
 
 impl Relaunch {
     /// This process's binary (`std::env::current_exe`, resolved now) and arguments.
     pub fn from_current_process() -> io::Result<Relaunch> {
+        let upgraded = std::env::var_os(UPGRADED_FROM_ENV).is_some();
         Ok(Relaunch {
             program: std::env::current_exe()?,
             args: without_listen(std::env::args_os().skip(1)),
             refused: None,
+            service_notify: crate::systemd::service_socket(upgraded),
         })
     }
 }
@@ -232,8 +236,12 @@ fn upgrade(
         .env("LISTEN_FDNAMES", names.join(":"))
         .env("NOTIFY_SOCKET", &notify_path)
         .env(UPGRADED_FROM_ENV, std::process::id().to_string())
+        .env_remove(crate::systemd::SERVICE_NOTIFY_SOCKET_ENV)
         .fd_mappings(mappings)
         .map_err(io::Error::other)?;
+    if let Some(service) = &relaunch.service_notify {
+        command.env(crate::systemd::SERVICE_NOTIFY_SOCKET_ENV, service);
+    }
     let child = command.spawn();
     // The command holds our duplicates of the sockets until dropped: close them now.
     drop(command);

@@ -185,9 +185,10 @@ fn the_metrics_listener_moves_too_so_a_fixed_port_never_blocks_an_upgrade() {
     round_trip(&mut client, b"after");
     let (code, page) = http_get(metrics, "/metrics");
     assert_eq!(code, 200);
-    assert!(
-        page.contains("tabecho_connections_open{reactor=\"0\"} 1")
-            || total(&page, "tabecho_connections_open") == 1.0,
+    assert_eq!(total(&page, "tabecho_connections_open"), 1.0, "{page}");
+    assert_eq!(
+        total(&page, "tabecho_connections_adopted_total"),
+        1.0,
         "{page}"
     );
     assert_eq!(http_get(metrics, "/ready").0, 200);
@@ -245,4 +246,40 @@ fn sigterm_during_a_stalled_hand_over_is_a_normal_shutdown_of_what_the_old_one_h
     assert_eq!(status.code(), Some(0), "{log:?}");
     assert!(log.iter().any(|l| l.contains("shutdown 1,")), "{log:?}");
     drop(new);
+}
+
+#[test]
+fn under_a_service_manager_the_new_process_reports_mainpid_and_ready_then_stopping() {
+    // A real NOTIFY_SOCKET receiver, as systemd's with NotifyAccess=all: the old process
+    // reports READY=1; after the upgrade the new one reports MAINPID=<its pid> and
+    // READY=1, and its own STOPPING=1 at the end; the old one's exit says nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    notify.set_read_timeout(Some(WAIT)).unwrap();
+    let recv = || {
+        let mut buf = [0u8; 512];
+        let n = notify.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let prefix = format!("NOTIFY_SOCKET='{}'", path.display());
+    let mut server = ServerProcess::spawn_with_shell_prefix(&prefix, &["--listen", "127.0.0.1:0"]);
+    assert_eq!(recv().trim_end(), "READY=1");
+    let mut client = connect(server.tcp());
+    round_trip(&mut client, b"before");
+    server.signal("USR2");
+    let new = wait_handover(&mut server);
+    assert_eq!(recv(), format!("MAINPID={}\nREADY=1\n", new.0));
+    let (status, log) = server.wait_exit();
+    assert_eq!(status.code(), Some(0), "{log:?}");
+    round_trip(&mut client, b"after");
+    drop(client);
+    // The old process sent nothing more (no STOPPING=1 for its exit): the next
+    // notification is the new process's own shutdown.
+    let killed = std::process::Command::new("kill")
+        .args(["-s", "TERM", &new.0.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert_eq!(recv().trim_end(), "STOPPING=1");
 }

@@ -193,16 +193,26 @@ pub fn run(args: ServeArgs) -> ExitCode {
         error!("cannot install signal handlers: {e}");
         return ExitCode::from(1);
     }
-    if let Some(channel) = passed.handover {
-        // Before READY=1: the old process reads our hand-over version after it.
-        if let Err(e) = server.adopt_from(std::os::unix::net::UnixStream::from(channel)) {
-            warn!("upgrade: cannot take the connections over ({e}); the old process drains them");
-        }
-    }
+    // Before READY=1: the old process reads our hand-over version after it.
+    let adopter = passed.handover.and_then(|channel| {
+        server
+            .adopt_from(std::os::unix::net::UnixStream::from(channel))
+            .map_err(|e| {
+                warn!(
+                    "upgrade: cannot take the connections over ({e}); the old process drains them"
+                )
+            })
+            .ok()
+    });
     systemd::notify_ready();
     if upgraded_from.is_some() {
         // That READY=1 went to the upgrading process, whose socket is gone after it.
         systemd::stop_notifying();
+    }
+    if let Some(adopter) = adopter {
+        if let Err(e) = adopter.start(systemd::service_socket(true)) {
+            warn!("upgrade: cannot take the connections over ({e}); the old process drains them");
+        }
     }
     match server.run() {
         Ok(_) => ExitCode::SUCCESS,
@@ -234,23 +244,15 @@ fn parse_positive_duration(s: &str) -> Result<DurationArg, String> {
 }
 
 /// How an upgrade (SIGUSR2) starts the new process: this binary, resolved now, and these
-/// arguments without `--listen`. Refused under a service manager, which would take the
-/// old process's exit for the service's end (see docs/PROTOCOL.md "Upgrade in place").
+/// arguments without `--listen`. Under a service manager the new process takes the
+/// service over with `MAINPID=` once the connections have moved (docs/OPERATIONS.md).
 fn relaunch() -> Relaunch {
-    let upgraded = std::env::var_os(UPGRADED_FROM_ENV).is_some();
-    let mut relaunch = Relaunch::from_current_process().unwrap_or_else(|e| Relaunch {
+    Relaunch::from_current_process().unwrap_or_else(|e| Relaunch {
         program: Default::default(),
         args: Vec::new(),
         refused: Some(format!("cannot resolve this binary's path: {e}")),
-    });
-    if std::env::var_os("NOTIFY_SOCKET").is_some() && !upgraded {
-        relaunch.refused = Some(
-            "running under a service manager (NOTIFY_SOCKET is set); restart the unit, with \
-             socket activation, instead"
-                .to_string(),
-        );
-    }
-    relaunch
+        service_notify: None,
+    })
 }
 
 /// What an upgrading process passed besides its echo listeners.

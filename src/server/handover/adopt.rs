@@ -9,6 +9,7 @@
 //!   processes must never serve one connection. Without a commit the descriptors are
 //!   closed here, which leaves the old process's copies open.
 
+use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
@@ -20,21 +21,42 @@ use super::{recv_batch, wire, Moved, FAULT_ENV};
 use crate::server::shared::Shared;
 
 /// Adopts the connections of the process this one upgrades.
-pub struct Adopter;
+pub struct Adopter {
+    channel: UnixStream,
+    shared: Arc<Shared>,
+}
 
 impl Adopter {
-    /// Sends the hello on `channel` now, so that it is there before `READY=1`, then adopts
-    /// on a thread of its own ("adopt") until the old process ends the hand-over.
-    pub fn start(mut channel: UnixStream, shared: Arc<Shared>) -> io::Result<()> {
+    /// Sends the hello on `channel` now, so that it is there before `READY=1`.
+    pub fn hello(mut channel: UnixStream, shared: Arc<Shared>) -> io::Result<Adopter> {
         let room = shared
             .max_connections()
             .saturating_sub(shared.connections_open());
         channel.write_all(wire::hello(room).as_bytes())?;
+        Ok(Adopter { channel, shared })
+    }
+
+    /// Adopts on a thread of its own ("adopt") until the old process ends the hand-over;
+    /// then, under a service manager (`service`: its notification socket), becomes the
+    /// service's main process.
+    pub fn start(self, service: Option<OsString>) -> io::Result<()> {
+        let Adopter {
+            mut channel,
+            shared,
+        } = self;
         thread::Builder::new().name("adopt".into()).spawn(move || {
             match adopt(&mut channel, &shared) {
-                Ok(0) => {}
                 Ok(n) => info!("upgrade: adopted {n} connections"),
-                Err(e) => warn!("upgrade: the hand-over ended early: {e}"),
+                Err(e) => {
+                    warn!("upgrade: the hand-over ended early: {e}");
+                    return;
+                }
+            }
+            if let Some(socket) = service {
+                match crate::systemd::take_over_service(socket) {
+                    Ok(()) => info!("upgrade: this process is the service's main process now"),
+                    Err(e) => warn!("upgrade: cannot tell the service manager MAINPID: {e}"),
+                }
             }
         })?;
         Ok(())

@@ -145,6 +145,9 @@ impl Mover {
                 self.moved, self.kept
             ),
         }
+        // Not the service's main process any more: the new one says MAINPID=, and this
+        // one's end must not read as the service's (no STOPPING=1).
+        crate::systemd::stop_notifying();
         self.shared.end_move(false);
         (self.moved, self.kept)
     }

@@ -235,7 +235,11 @@ mod tests {
 
     fn state(n: u8) -> ConnState {
         ConnState {
-            kind: if n.is_multiple_of(2) { Kind::Tcp } else { Kind::Unix },
+            kind: if n.is_multiple_of(2) {
+                Kind::Tcp
+            } else {
+                Kind::Unix
+            },
             decoder: vec![n; usize::from(n)],
             decoder_held: n.is_multiple_of(3),
             output: vec![b'x'; usize::from(n) * 2],

@@ -63,12 +63,14 @@
 //!   spurious read that returns WouldBlock).
 
 mod budget;
+mod handover;
 mod lifecycle;
 mod metrics_listener;
 mod publish;
 
 use budget::{Driven, Pressure};
 use std::io;
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -79,6 +81,7 @@ use slab::Slab;
 use super::close::CloseReason;
 use super::connection::{Connection, Context, Limits, Next};
 use super::handoff::{Admitted, Dealt, Handoff, Inbox};
+use super::handover::{MoveMsg, Moved};
 use super::listener::{self, Listener};
 use super::shared::{Refusal, Shared};
 use super::signal::ServerSignals;
@@ -169,11 +172,23 @@ impl Clock {
     }
 }
 
+/// When a reactor's clock starts: one idle timeout before now, where the system's clock
+/// allows, so that a connection moved in by an upgrade, whose last progress was up to a
+/// timeout ago in the old process, has a last progress this clock can say (times are
+/// unsigned), and its idle deadline continues. (Later than that, it is due at once.)
+fn clock_start(idle_timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_sub(idle_timeout).unwrap_or(now)
+}
+
 /// Shutdown progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Accepting and serving.
     Serving,
+    /// An upgrade's new process takes the connections: no listener; each connection is
+    /// sent to the mover as soon as it is here; what comes back is served.
+    Moving,
     /// An upgrade's new process serves the listening sockets: no listener, the open
     /// connections served as usual (idle ones reaped) for at most the grace period.
     HandedOver,
@@ -200,6 +215,9 @@ pub struct Reactor {
     poll: Poll,
     /// `None` once shutdown has begun, or if other reactors accept for this one.
     listener: Option<Listener>,
+    /// The listener while connections move to an upgrade's new process: out of the poll,
+    /// kept in case the move rolls back.
+    parked_listener: Option<Listener>,
     connections: Slab<Connection>,
     wheel: TimerWheel,
     clock: Clock,
@@ -212,6 +230,13 @@ pub struct Reactor {
     handoff: Option<Handoff>,
     /// Connections other reactors accepted for this one.
     inbox: Option<Inbox>,
+    /// Connections to adopt: moved in by an upgrade, or back from a move that failed.
+    adoptions: Receiver<Moved>,
+    /// While this reactor moves its connections to an upgrade's new process: where they
+    /// go. Taken when it has sent the last.
+    mover: Option<Sender<MoveMsg>>,
+    /// This reactor has answered the hand-over's call (moved, or said it has nothing).
+    move_joined: bool,
     /// With `--max-connections-per-source`: the IPv6 prefix length a source is counted by
     /// (`--source-prefix-v6`). `None` without the limit: no source is computed at all.
     source_prefix_v6: Option<u8>,
@@ -273,6 +298,8 @@ pub struct Setup {
     pub handoff: Option<Handoff>,
     /// Where its connections come from, if others accept for it.
     pub inbox: Option<Inbox>,
+    /// Where connections to adopt come from (an upgrade's hand-over).
+    pub adoptions: Receiver<Moved>,
     /// What the reactors share.
     pub shared: Arc<Shared>,
     /// The part of the budget leased to it for good.
@@ -288,6 +315,7 @@ impl Reactor {
             mut listener,
             handoff,
             inbox,
+            adoptions,
             shared,
             lease_floor,
         } = setup;
@@ -318,11 +346,12 @@ impl Reactor {
             alone: of == 1,
             poll,
             listener,
+            parked_listener: None,
             connections: Slab::with_capacity(reserved),
             // One timer per connection, the metrics connections' and the server's own few.
             wheel: TimerWheel::with_capacity(slots, reserved + crate::metrics::MAX_CONNECTIONS + 5),
             clock: Clock {
-                start: Instant::now(),
+                start: clock_start(config.idle_timeout),
                 tick_us,
             },
             idle_us,
@@ -330,6 +359,9 @@ impl Reactor {
             shared,
             handoff,
             inbox,
+            adoptions,
+            mover: None,
+            move_joined: false,
             source_prefix_v6: config
                 .max_connections_per_source
                 .map(|_| config.source_prefix_v6),
@@ -417,7 +449,11 @@ impl Reactor {
                     LISTENER => self.listener_ready = true,
                     WAKER => {
                         self.on_wake();
-                        self.take_handed_off();
+                        let keys = self.take_handed_off();
+                        if self.phase == Phase::Moving {
+                            self.move_out(keys);
+                        }
+                        self.take_moved();
                         self.collect_sibling_snapshots();
                     }
                     SIGNALS => self.on_signal(),
@@ -685,19 +721,22 @@ impl Reactor {
         listener::refuse(stream, line);
     }
 
-    /// Connections another reactor accepted for this one (already admitted).
-    fn take_handed_off(&mut self) {
+    /// Connections another reactor accepted for this one (already admitted); returns
+    /// their keys.
+    fn take_handed_off(&mut self) -> Vec<usize> {
         let Some(inbox) = &self.inbox else {
-            return;
+            return Vec::new();
         };
         let handed: Vec<Admitted> = inbox.try_iter().collect();
+        let mut keys = Vec::with_capacity(handed.len());
         if handed.is_empty() {
-            return;
+            return keys;
         }
         self.cx.now_us = self.clock.now_us();
         for admitted in handed {
             let (stream, source) = admitted.serve();
             let key = self.add_connection(stream, source);
+            keys.extend(key);
             if let (Some(key), true) = (key, self.phase == Phase::Draining) {
                 // Accepted just before the shutdown began: the shutdown's lingering close.
                 if let Some((next, _)) = self
@@ -708,6 +747,7 @@ impl Reactor {
                 }
             }
         }
+        keys
     }
 
     /// Serves a connection admitted from `source`; returns its key, or `None` if it could

@@ -49,9 +49,9 @@
 //!   close never cancels a dead id, and an expiry never meets a reused slab key (no
 //!   connection is added while a batch is handled); one for a connection closed earlier in
 //!   the batch (an eviction) finds it vacant, or re-armed, and is skipped.
-//! - Timer values below [`TIMER_HTTP`] are slab keys; from it to [`TIMER_PRESSURE`],
-//!   metrics connections (`TIMER_HTTP + key`); the top values are the server's own
-//!   timers.
+//! - Every timer on the wheel names what it is for with a [`TimerKey`] (a connection's
+//!   slab key, a metrics connection's, or one of the server's own), encoded in the
+//!   wheel's `u32` value by `reactor/timer_key.rs` alone.
 //! - With a per-source limit, `connection_sources[key]` is always the source the
 //!   connection in slot `key` was admitted under, and `None` for a vacant slot: set when
 //!   the connection is added, taken when it is released, so each release names what its
@@ -66,6 +66,7 @@ mod budget;
 mod lifecycle;
 mod metrics_listener;
 mod publish;
+mod timer_key;
 
 use budget::{Driven, Pressure};
 use std::io;
@@ -91,26 +92,13 @@ use crate::protocol;
 use crate::stream::Stream;
 use crate::timer_wheel::{Tick, TimerId, TimerWheel};
 use metrics_listener::{MetricsEndpoint, HTTP_TOKENS, METRICS_LISTENER};
+use timer_key::TimerKey;
+pub use timer_key::MAX_CONNECTION_KEYS;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
 
-/// Timer value: retry accepting after a descriptor-exhaustion pause.
-const TIMER_ACCEPT_RESUME: u32 = u32::MAX;
-/// Timer value: log the counters.
-const TIMER_STATS: u32 = u32::MAX - 1;
-/// Timer value: the shutdown grace period is over.
-const TIMER_SHUTDOWN: u32 = u32::MAX - 2;
-/// Timer value: an upgrade's drain has lasted the grace period: shut down what is left.
-const TIMER_HANDOVER: u32 = u32::MAX - 3;
-/// Timer value: see whether a memory-pressure episode is over. The lowest server timer.
-const TIMER_PRESSURE: u32 = u32::MAX - 4;
-/// Timer values `TIMER_HTTP + key`: metrics connection `key` (below
-/// `metrics::MAX_CONNECTIONS`), up to [`TIMER_PRESSURE`]. Slab keys stay below it.
-const TIMER_HTTP: u32 = TIMER_PRESSURE - crate::metrics::MAX_CONNECTIONS as u32;
-/// Connections a reactor may hold: their slab keys name their timers, below [`TIMER_HTTP`].
-pub const MAX_CONNECTION_KEYS: usize = TIMER_HTTP as usize;
 /// Size of the one read buffer: the largest read (a read takes at most the room under the
 /// high-water mark, but a closing connection's discarded input is read at this size).
 const READ_BUF_SIZE: usize = 64 * 1024;
@@ -398,7 +386,7 @@ impl Reactor {
         // Tells reactor 0 this loop has ended, however it ends (a panic included).
         let _done = DoneGuard(self.shared.clone());
         if let Some(every) = self.config.stats_interval {
-            self.arm_server_timer(every, TIMER_STATS);
+            self.arm_server_timer(every, TimerKey::Stats);
         }
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         let mut expired = Vec::new();
@@ -482,16 +470,18 @@ impl Reactor {
         // close while this batch is handled (an eviction closing another connection
         // of the batch) never cancels an id the wheel may have reused.
         for &value in expired.iter() {
-            if value < TIMER_HTTP {
-                if let Some(conn) = self.connections.get_mut(value as usize) {
-                    conn.timer = TimerId::NONE;
+            match TimerKey::from_value(value) {
+                TimerKey::Conn(key) => {
+                    if let Some(conn) = self.connections.get_mut(key) {
+                        conn.timer = TimerId::NONE;
+                    }
                 }
-            } else if value < TIMER_PRESSURE {
-                self.http_timer_fired((value - TIMER_HTTP) as usize);
+                TimerKey::Http(key) => self.http_timer_fired(key),
+                _ => {}
             }
         }
         for value in expired.drain(..) {
-            self.on_timer(value);
+            self.on_timer(TimerKey::from_value(value));
         }
     }
 
@@ -581,7 +571,7 @@ impl Reactor {
                 self.linger_us
             };
             let deadline = self.clock.tick_after(self.cx.now_us + linger_us);
-            conn.timer = self.wheel.arm(deadline, key as u32);
+            conn.timer = self.wheel.arm(deadline, TimerKey::Conn(key).to_value());
         }
     }
 
@@ -622,7 +612,7 @@ impl Reactor {
                     );
                     self.cx.stats.accept_pauses += 1;
                     self.accept_paused_since = Some(Instant::now());
-                    self.arm_server_timer(ACCEPT_PAUSE, TIMER_ACCEPT_RESUME);
+                    self.arm_server_timer(ACCEPT_PAUSE, TimerKey::AcceptResume);
                     return;
                 }
             };
@@ -735,7 +725,7 @@ impl Reactor {
             self.connection_sources[key] = source;
         }
         let deadline = self.clock.tick_after(self.cx.now_us + self.idle_us);
-        let timer = self.wheel.arm(deadline, key as u32);
+        let timer = self.wheel.arm(deadline, TimerKey::Conn(key).to_value());
         if log::log_enabled!(log::Level::Debug) {
             debug!("open {} as {key}", stream.peer_name());
         }
@@ -781,14 +771,14 @@ impl Reactor {
         }
     }
 
-    fn on_timer(&mut self, value: u32) {
-        match value {
-            TIMER_ACCEPT_RESUME => {
+    fn on_timer(&mut self, key: TimerKey) {
+        match key {
+            TimerKey::AcceptResume => {
                 if self.accept_paused_since.is_some() {
                     self.resume_accepting();
                 }
             }
-            TIMER_STATS => {
+            TimerKey::Stats => {
                 debug_assert_eq!(
                     self.connections
                         .iter()
@@ -812,25 +802,25 @@ impl Reactor {
                     self.cx.stats
                 );
                 if let Some(every) = self.config.stats_interval {
-                    self.arm_server_timer(every, TIMER_STATS);
+                    self.arm_server_timer(every, TimerKey::Stats);
                 }
             }
-            TIMER_PRESSURE => self.check_pressure_over(),
-            TIMER_HANDOVER => {
+            TimerKey::Pressure => self.check_pressure_over(),
+            TimerKey::Handover => {
                 if self.phase == Phase::HandedOver {
                     // The drain's grace is over: the shutdown's lingering close, bounded
                     // by the ordinary linger (the grace has been given already).
                     self.begin_shutdown(self.config.linger);
                 }
             }
-            TIMER_SHUTDOWN => {
+            TimerKey::Shutdown => {
                 let keys: Vec<usize> = self.connections.iter().map(|(k, _)| k).collect();
                 for key in keys {
                     self.close(key, CloseReason::Shutdown);
                 }
             }
-            key if key >= TIMER_HTTP => self.on_http_timer((key - TIMER_HTTP) as usize),
-            key => self.on_connection_timer(key as usize),
+            TimerKey::Http(key) => self.on_http_timer(key),
+            TimerKey::Conn(key) => self.on_connection_timer(key),
         }
     }
 
@@ -863,7 +853,7 @@ impl Reactor {
                     // turn's closes for the budget.
                     let deadline = self.clock.tick_after(self.cx.now_us + self.clock.tick_us);
                     if let Some(conn) = self.connections.get_mut(key) {
-                        conn.timer = self.wheel.arm(deadline, key as u32);
+                        conn.timer = self.wheel.arm(deadline, TimerKey::Conn(key).to_value());
                     }
                     return;
                 }
@@ -894,9 +884,10 @@ impl Reactor {
             let conn = self.connections.remove(key);
             self.release(key, conn, reason);
         } else {
-            conn.timer = self
-                .wheel
-                .arm(self.clock.tick_after(deadline_us), key as u32);
+            conn.timer = self.wheel.arm(
+                self.clock.tick_after(deadline_us),
+                TimerKey::Conn(key).to_value(),
+            );
         }
     }
 
@@ -907,9 +898,9 @@ impl Reactor {
         self.listener_ready = true;
     }
 
-    fn arm_server_timer(&mut self, after: Duration, value: u32) {
+    fn arm_server_timer(&mut self, after: Duration, key: TimerKey) {
         let at = self.clock.now_us() + after.as_micros() as u64;
-        self.wheel.arm(self.clock.tick_after(at), value);
+        self.wheel.arm(self.clock.tick_after(at), key.to_value());
     }
 
     /// ` of reactor N` in the logs of a server with several reactors, else nothing.

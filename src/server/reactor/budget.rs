@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use log::warn;
 
-use super::{Reactor, TIMER_PRESSURE};
+use super::{Reactor, TimerKey};
 use crate::protocol;
 use crate::server::close::CloseReason;
 use crate::server::connection::{Connection, Context, Next};
@@ -163,7 +163,7 @@ impl Reactor {
                 closed: 0,
                 freed: 0,
             });
-            self.arm_server_timer(PRESSURE_QUIET, TIMER_PRESSURE);
+            self.arm_server_timer(PRESSURE_QUIET, TimerKey::Pressure);
         }
         if holders.is_empty() {
             self.evictions_left = 0; // nothing to close: do not scan again this turn
@@ -258,7 +258,7 @@ impl Reactor {
         };
         let quiet_for = pressure.last.elapsed();
         if quiet_for < PRESSURE_QUIET {
-            self.arm_server_timer(PRESSURE_QUIET - quiet_for, TIMER_PRESSURE);
+            self.arm_server_timer(PRESSURE_QUIET - quiet_for, TimerKey::Pressure);
             return;
         }
         warn!(

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use log::{debug, info};
 
-use super::{Phase, Reactor, TIMER_HANDOVER, TIMER_SHUTDOWN};
+use super::{Phase, Reactor, TimerKey};
 use crate::server::close::CloseReason;
 use crate::server::shared::UpgradeBusy;
 
@@ -21,7 +21,7 @@ impl Reactor {
         }
         if self.phase == Phase::Draining && self.shared.forced() && !self.connections.is_empty() {
             info!("closing every connection now");
-            self.on_timer(TIMER_SHUTDOWN);
+            self.on_timer(TimerKey::Shutdown);
         }
         // The reactor that receives the signals ends last, so a second signal (or a
         // SIGTERM during an upgrade's drain) is heard while any reactor still drains;
@@ -97,7 +97,7 @@ impl Reactor {
             self.connections.len(),
             self.of_reactor()
         );
-        self.arm_server_timer(self.config.shutdown_grace, TIMER_HANDOVER);
+        self.arm_server_timer(self.config.shutdown_grace, TimerKey::Handover);
     }
 
     /// Whether no connection handed off to this reactor can still arrive: always, but in an
@@ -151,7 +151,7 @@ impl Reactor {
             );
         }
         self.listener_ready = false;
-        self.arm_server_timer(self.shutdown_linger, TIMER_SHUTDOWN);
+        self.arm_server_timer(self.shutdown_linger, TimerKey::Shutdown);
         let keys: Vec<usize> = self.connections.iter().map(|(k, _)| k).collect();
         for key in keys {
             if self.connections[key].closing.is_some() {

@@ -744,6 +744,15 @@ impl Reactor {
         self.release(key, conn, reason);
     }
 
+    /// Closes every connection now, for the shutdown: its grace period is over, or a
+    /// second signal forced it. Replies still owed are lost (such connections are reset).
+    fn close_all(&mut self) {
+        let keys: Vec<usize> = self.connections.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.close(key, CloseReason::Shutdown);
+        }
+    }
+
     /// Closes a connection already out of the slab and the wheel.
     fn release(&mut self, key: usize, mut conn: Connection, reason: CloseReason) {
         // Closing the descriptor would remove it from epoll too; deregistering keeps mio's
@@ -813,12 +822,7 @@ impl Reactor {
                     self.begin_shutdown(self.config.linger);
                 }
             }
-            TimerKey::Shutdown => {
-                let keys: Vec<usize> = self.connections.iter().map(|(k, _)| k).collect();
-                for key in keys {
-                    self.close(key, CloseReason::Shutdown);
-                }
-            }
+            TimerKey::Shutdown => self.close_all(),
             TimerKey::Http(key) => self.on_http_timer(key),
             TimerKey::Conn(key) => self.on_connection_timer(key),
         }

@@ -21,7 +21,7 @@ impl Reactor {
         }
         if self.phase == Phase::Draining && self.shared.forced() && !self.connections.is_empty() {
             info!("closing every connection now");
-            self.on_timer(TimerKey::Shutdown);
+            self.close_all();
         }
         // The reactor that receives the signals ends last, so a second signal (or a
         // SIGTERM during an upgrade's drain) is heard while any reactor still drains;

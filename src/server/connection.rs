@@ -1,8 +1,10 @@
 //! Connection: one peer's state and its I/O: read, answer the frames, write the replies.
 //!
-//! The reactor (`mod.rs`) owns the registry, the timers, the slab and the buffer-memory
-//! budget; a `Connection` only moves bytes and tells the reactor what should happen next
-//! ([`Next`]).
+//! The reactor (`reactor.rs` and its parts in `reactor/`) owns the registry, the timers,
+//! the slab and the buffer-memory budget; a `Connection` only moves bytes and tells the
+//! reactor what should happen next ([`Next`]), including when it begins closing
+//! ([`Next::Linger`]). Its fields are private: the reactor reads them, and sets only the
+//! timer it armed, through methods.
 //!
 //! # Memory a peer can make it hold
 //! Replies are written straight to the socket; only what the socket refuses is kept, in
@@ -51,6 +53,11 @@ pub enum Next {
     Wait,
     /// Input may be left unread: read again on the next turn, before polling.
     ReadAgain,
+    /// The connection has just begun a lingering close, for this reason: the reactor arms
+    /// its linger deadline, and reads it again on the next turn (input left unread while
+    /// reading was paused raises no new edge; from now on it is read and discarded).
+    /// Returned once per connection, by the call in which closing began.
+    Linger(CloseReason),
     /// Close it now, for this reason.
     Close(CloseReason),
 }
@@ -95,7 +102,7 @@ pub struct Context {
 #[derive(Debug)]
 pub struct Connection {
     /// The socket.
-    pub stream: Stream,
+    stream: Stream,
     /// The unfinished frame, or the input not answered yet.
     decoder: FrameDecoder,
     /// Replies not yet taken by the socket, from `sent` on.
@@ -105,12 +112,12 @@ pub struct Connection {
     sent: u32,
     /// When the connection last made progress (a frame received or reply bytes written),
     /// in microseconds since the server started.
-    pub last_progress_us: u64,
+    last_progress_us: u64,
     /// The connection's one armed timer: its idle check, or its linger deadline once closing.
-    pub timer: TimerId,
+    timer: TimerId,
     /// Set when the connection is closing (frame too long, shutdown, memory budget); the
     /// reason it closes with.
-    pub closing: Option<CloseReason>,
+    closing: Option<CloseReason>,
     /// The peer has shut its write side (read returned 0).
     peer_eof: bool,
     /// Reading paused: pending output passed high water, or input is left unanswered.
@@ -138,6 +145,38 @@ impl Connection {
             write_shut: false,
             hangup_seen: false,
         }
+    }
+
+    /// The socket.
+    pub fn stream(&self) -> &Stream {
+        &self.stream
+    }
+
+    /// The socket, to deregister it.
+    pub fn stream_mut(&mut self) -> &mut Stream {
+        &mut self.stream
+    }
+
+    /// The connection's armed timer (`TimerId::NONE` while the expiry of its last one is
+    /// handled).
+    pub fn timer(&self) -> TimerId {
+        self.timer
+    }
+
+    /// Records the timer the reactor armed for it, or `TimerId::NONE` once it fired.
+    pub fn set_timer(&mut self, timer: TimerId) {
+        self.timer = timer;
+    }
+
+    /// Why it is closing, once a lingering close has begun.
+    pub fn closing(&self) -> Option<CloseReason> {
+        self.closing
+    }
+
+    /// When it last made progress (a frame received or reply bytes written), in
+    /// microseconds since the server started.
+    pub fn last_progress_us(&self) -> u64 {
+        self.last_progress_us
     }
 
     /// Reply bytes waiting for the socket.
@@ -185,15 +224,20 @@ impl Connection {
     }
 
     /// Starts a lingering close: answer nothing more that arrives, send what is owed, shut
-    /// the write side, discard input until EOF. The reactor arms the linger deadline.
+    /// the write side, discard input until EOF. Returns [`Next::Linger`] if closing began
+    /// now (the reactor arms the linger deadline), `Close` if it is over already.
     pub fn begin_closing(&mut self, reason: CloseReason) -> Next {
+        let began = self.closing.is_none();
         self.closing = Some(reason);
         self.decoder.discard_unfinished();
         if !self.decoder.has_unanswered() {
             // Reading only discards from now on: it may go on whatever is pending.
             self.read_paused = false;
         }
-        self.after_output()
+        match self.after_output() {
+            Next::Wait if began => Next::Linger(reason),
+            next => next,
+        }
     }
 
     /// Drops every buffer (unanswered input, pending replies, the unfinished frame) and
@@ -263,12 +307,11 @@ impl Connection {
                 if let Err(reason) = answered {
                     return Next::Close(reason);
                 }
-                if self.closing.is_some() {
+                if let Some(reason) = self.closing {
                     // Frame too long: the error is queued; what follows is read and
-                    // discarded, and the write side is shut once the error is out.
-                    if let Next::Close(reason) = self.after_output() {
-                        return Next::Close(reason);
-                    }
+                    // discarded from the next turn on (`Linger` puts it on the ready list),
+                    // and the write side is shut once the error is out.
+                    return self.began_closing(reason);
                 } else if self.decoder.has_unanswered()
                     || self.pending_output() >= cx.limits.high_water
                 {
@@ -302,9 +345,13 @@ impl Connection {
             return self.after_output();
         }
         if self.decoder.has_unanswered() {
+            let was_closing = self.closing.is_some();
             let held = self.decoder.take_unanswered();
             if let Err(reason) = self.answer(&held, cx) {
                 return Next::Close(reason);
+            }
+            if let (false, Some(reason)) = (was_closing, self.closing) {
+                return self.began_closing(reason); // a frame too long in the held input
             }
             if self.decoder.has_unanswered() {
                 // Room ran out again: no reading yet.
@@ -458,6 +505,15 @@ impl Connection {
         if n > 0 {
             cx.stats.bytes_out += n as u64;
             self.last_progress_us = cx.now_us;
+        }
+    }
+
+    /// Closing has just begun (a frame too long): `Linger`, unless the close is over
+    /// already.
+    fn began_closing(&mut self, reason: CloseReason) -> Next {
+        match self.after_output() {
+            Next::Close(reason) => Next::Close(reason),
+            _ => Next::Linger(reason),
         }
     }
 

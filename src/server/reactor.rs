@@ -473,7 +473,7 @@ impl Reactor {
             match TimerKey::from_value(value) {
                 TimerKey::Conn(key) => {
                     if let Some(conn) = self.connections.get_mut(key) {
-                        conn.timer = TimerId::NONE;
+                        conn.set_timer(TimerId::NONE);
                     }
                 }
                 TimerKey::Http(key) => self.http_timer_fired(key),
@@ -512,23 +512,16 @@ impl Reactor {
             if writable {
                 next = conn.on_writable(cx);
             }
-            if readable && next != Next::ReadAgain && !matches!(next, Next::Close(_)) {
+            if readable && next == Next::Wait {
                 next = conn.on_readable(cx);
             }
             next
         });
-        let (next, was_closing) = match driven {
-            Driven::Ran(next, was_closing) => (next, was_closing),
-            Driven::Gone => return, // closed earlier in this batch, or now for the budget
-            Driven::NoRoom => {
-                self.waiting_for_room.push(key);
-                return;
-            }
-        };
-        if next == Next::ReadAgain {
-            self.ready.push(key);
+        match driven {
+            Driven::Ran(next) => self.settle(key, next),
+            Driven::Gone => {} // closed earlier in this batch, or now for the budget
+            Driven::NoRoom => self.waiting_for_room.push(key),
         }
-        self.settle(key, next, was_closing);
     }
 
     /// Reads again the connections whose read budget ran out, in this turn's events or the
@@ -550,29 +543,37 @@ impl Reactor {
         }
     }
 
-    /// Applies a connection's `Next`: close it, or arm its linger deadline if it just
-    /// started closing.
-    fn settle(&mut self, key: usize, next: Next, was_closing: bool) {
-        if let Next::Close(reason) = next {
-            self.close(key, reason);
-            return;
+    /// Applies a connection's `Next`: read it again next turn, arm its linger deadline if
+    /// it just began closing, or close it.
+    #[inline(always)]
+    fn settle(&mut self, key: usize, next: Next) {
+        match next {
+            Next::Wait => {}
+            Next::ReadAgain => self.ready.push(key),
+            Next::Linger(reason) => self.linger(key, reason),
+            Next::Close(reason) => self.close(key, reason),
         }
+    }
+
+    /// Connection `key` has begun a lingering close: its idle timer becomes the linger
+    /// deadline, and it is read again next turn (input left unread while reading was
+    /// paused raises no new edge; it is discarded now, so the linger sees the peer's EOF).
+    fn linger(&mut self, key: usize, reason: CloseReason) {
         let Some(conn) = self.connections.get_mut(key) else {
             return;
         };
-        if let (false, Some(reason)) = (was_closing, conn.closing) {
-            if conn.timer != TimerId::NONE {
-                self.wheel.cancel(conn.timer);
-            }
-            // A shutdown's linger lasts the grace period: replies owed may take that long.
-            let linger_us = if reason == CloseReason::Shutdown {
-                self.shutdown_linger.as_micros() as u64
-            } else {
-                self.linger_us
-            };
-            let deadline = self.clock.tick_after(self.cx.now_us + linger_us);
-            conn.timer = self.wheel.arm(deadline, TimerKey::Conn(key).to_value());
+        if conn.timer() != TimerId::NONE {
+            self.wheel.cancel(conn.timer());
         }
+        // A shutdown's linger lasts the grace period: replies owed may take that long.
+        let linger_us = if reason == CloseReason::Shutdown {
+            self.shutdown_linger.as_micros() as u64
+        } else {
+            self.linger_us
+        };
+        let deadline = self.clock.tick_after(self.cx.now_us + linger_us);
+        conn.set_timer(self.wheel.arm(deadline, TimerKey::Conn(key).to_value()));
+        self.ready.push(key);
     }
 
     fn accept_connections(&mut self) {
@@ -690,11 +691,10 @@ impl Reactor {
             let key = self.add_connection(stream, source);
             if let (Some(key), true) = (key, self.phase == Phase::Draining) {
                 // Accepted just before the shutdown began: the shutdown's lingering close.
-                if let Some((next, _)) = self
+                if let Some(next) = self
                     .drive_without_budget(key, |conn, _| conn.begin_closing(CloseReason::Shutdown))
                 {
-                    self.ready.push(key);
-                    self.settle(key, next, false);
+                    self.settle(key, next);
                 }
             }
         }
@@ -738,8 +738,8 @@ impl Reactor {
         let Some(conn) = self.connections.try_remove(key) else {
             return;
         };
-        if conn.timer != TimerId::NONE {
-            self.wheel.cancel(conn.timer);
+        if conn.timer() != TimerId::NONE {
+            self.wheel.cancel(conn.timer());
         }
         self.release(key, conn, reason);
     }
@@ -757,7 +757,7 @@ impl Reactor {
     fn release(&mut self, key: usize, mut conn: Connection, reason: CloseReason) {
         // Closing the descriptor would remove it from epoll too; deregistering keeps mio's
         // contract on every platform.
-        let _ = self.poll.registry().deregister(&mut conn.stream);
+        let _ = self.poll.registry().deregister(conn.stream_mut());
         self.buffered -= conn.held_bytes();
         if conn.is_stalled() {
             self.cx.kernel_charged -= self.cx.limits.kernel_held;
@@ -769,7 +769,7 @@ impl Reactor {
             // peer cannot take a cut reply for a clean end, and the kernel frees the
             // socket's buffers at once instead of keeping an orphan that still tries to
             // deliver (nginx's reset_timedout_connection).
-            conn.stream.reset_on_close();
+            conn.stream().reset_on_close();
         }
         self.cx.stats.count_close(reason);
         debug!("close {key}: {reason}");
@@ -835,29 +835,34 @@ impl Reactor {
         let Some(conn) = self.connections.get(key) else {
             return; // closed earlier in this batch, for the budget or the grace period
         };
-        if conn.timer != TimerId::NONE {
+        if conn.timer() != TimerId::NONE {
             return; // given a new timer earlier in this batch (closed for the budget)
         }
-        if conn.closing.is_none() && conn.owes_replies() {
+        if conn.closing().is_none() && conn.owes_replies() {
             // Probe before judging: a client reading a long run of replies frees send-buffer
             // space continuously, but the edge-triggered writable event comes only when the
             // free space crosses the kernel's wake-up threshold (half the buffer on Linux),
             // which a multi-megabyte autotuned buffer may not do within the timeout.
             match self.drive(key, |conn, cx| conn.on_writable(cx)) {
                 Driven::Gone => return, // closed for the budget
-                Driven::Ran(Next::Close(reason), _) => {
+                Driven::Ran(Next::Close(reason)) => {
                     let conn = self.connections.remove(key);
                     self.release(key, conn, reason);
                     return;
                 }
-                Driven::Ran(Next::ReadAgain, _) => self.ready.push(key),
-                Driven::Ran(Next::Wait, _) => {}
+                Driven::Ran(next @ Next::Linger(_)) => {
+                    // A frame too long in the input it held: lingering, with its own timer.
+                    self.settle(key, next);
+                    return;
+                }
+                Driven::Ran(Next::ReadAgain) => self.ready.push(key),
+                Driven::Ran(Next::Wait) => {}
                 Driven::NoRoom => {
                     // No probe without room: judge it one tick from now, after the next
                     // turn's closes for the budget.
                     let deadline = self.clock.tick_after(self.cx.now_us + self.clock.tick_us);
                     if let Some(conn) = self.connections.get_mut(key) {
-                        conn.timer = self.wheel.arm(deadline, TimerKey::Conn(key).to_value());
+                        conn.set_timer(self.wheel.arm(deadline, TimerKey::Conn(key).to_value()));
                     }
                     return;
                 }
@@ -866,14 +871,14 @@ impl Reactor {
         let Some(conn) = self.connections.get_mut(key) else {
             return;
         };
-        if conn.timer != TimerId::NONE {
+        if conn.timer() != TimerId::NONE {
             return; // closed for the budget while probed: lingering, with its own timer
         }
-        let mut deadline_us = conn.last_progress_us + self.idle_us;
-        let reason = match conn.closing {
+        let mut deadline_us = conn.last_progress_us() + self.idle_us;
+        let reason = match conn.closing() {
             Some(reason) => Some(reason),
             None if self.cx.now_us >= deadline_us => {
-                if conn.reads_input() && conn.stream.has_input() {
+                if conn.reads_input() && conn.stream().has_input() {
                     // Input arrived that this busy turn has not read yet (its event is
                     // in the next poll): judge after reading it, one tick from now.
                     deadline_us = self.cx.now_us + self.clock.tick_us;
@@ -888,10 +893,10 @@ impl Reactor {
             let conn = self.connections.remove(key);
             self.release(key, conn, reason);
         } else {
-            conn.timer = self.wheel.arm(
+            conn.set_timer(self.wheel.arm(
                 self.clock.tick_after(deadline_us),
                 TimerKey::Conn(key).to_value(),
-            );
+            ));
         }
     }
 

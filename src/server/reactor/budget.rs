@@ -44,8 +44,8 @@ const EVICTIONS_PER_TURN: usize = 32;
 /// What became of a connection's I/O under the budget ([`Reactor::drive`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Driven {
-    /// It ran: the connection's `Next`, and whether it was closing before.
-    Ran(Next, bool),
+    /// It ran: the connection's `Next`.
+    Ran(Next),
     /// The connection is gone (closed earlier in this turn, or for the budget just now).
     Gone,
     /// No room under the budget, and this turn's closes are spent: it did not run.
@@ -80,7 +80,7 @@ impl Reactor {
                 return Driven::NoRoom;
             }
         }
-        let Some((next, was_closing)) = self.run_accounted(key, io) else {
+        let Some(next) = self.run_accounted(key, io) else {
             return Driven::Gone;
         };
         let charged = self.charged();
@@ -95,7 +95,7 @@ impl Reactor {
             self.lease -= LEASE_CHUNK;
             self.shared.give_back(LEASE_CHUNK);
         }
-        Driven::Ran(next, was_closing)
+        Driven::Ran(next)
     }
 
     /// What is charged to the budget: the connections' buffers and the kernel queues of
@@ -173,7 +173,7 @@ impl Reactor {
                 break;
             }
             self.evictions_left -= 1;
-            let Some((next, was_closing)) = self.drive_without_budget(key, |conn, cx| {
+            let Some(next) = self.drive_without_budget(key, |conn, cx| {
                 conn.abandon(
                     protocol::MEMORY_BUDGET_EXCEEDED,
                     CloseReason::MemoryBudget,
@@ -187,11 +187,12 @@ impl Reactor {
                 pressure.closed += 1;
                 pressure.freed += held as u64;
             }
-            if next != Next::Close(CloseReason::MemoryBudget) {
-                // Lingering: input may be waiting with no new edge to announce it.
+            if next == Next::Wait {
+                // Lingering already: input may be waiting with no new edge to announce it
+                // (`Linger`, a close that begins now, goes on the ready list in `settle`).
                 self.ready.push(key);
             }
-            self.settle(key, next, was_closing);
+            self.settle(key, next);
         }
     }
 
@@ -223,7 +224,7 @@ impl Reactor {
         &mut self,
         key: usize,
         io: impl FnOnce(&mut Connection, &mut Context) -> Next,
-    ) -> Option<(Next, bool)> {
+    ) -> Option<Next> {
         let before = self.charged();
         let result = self.run_accounted(key, io);
         debug_assert!(
@@ -235,19 +236,17 @@ impl Reactor {
     }
 
     /// Runs `io` on connection `key` and adds the change in its buffers to `buffered`;
-    /// returns `io`'s `Next` and whether the connection was closing before, or `None` if
-    /// it is gone.
+    /// returns `io`'s `Next`, or `None` if the connection is gone.
     fn run_accounted(
         &mut self,
         key: usize,
         io: impl FnOnce(&mut Connection, &mut Context) -> Next,
-    ) -> Option<(Next, bool)> {
+    ) -> Option<Next> {
         let conn = self.connections.get_mut(key)?;
-        let was_closing = conn.closing.is_some();
         let held_before = conn.held_bytes();
         let next = io(conn, &mut self.cx);
         self.buffered = self.buffered - held_before + conn.held_bytes();
-        Some((next, was_closing))
+        Some(next)
     }
 
     /// Ends the memory-pressure episode with one summary line once no connection has

@@ -154,22 +154,19 @@ impl Reactor {
         self.arm_server_timer(self.shutdown_linger, TimerKey::Shutdown);
         let keys: Vec<usize> = self.connections.iter().map(|(k, _)| k).collect();
         for key in keys {
-            if self.connections[key].closing.is_some() {
+            if self.connections[key].closing().is_some() {
                 continue;
             }
             // Every connection, even one that owes nothing, gets the lingering close: a
             // plain close while the client is still sending would reset the connection
             // and erase replies it has not read yet. One that owes nothing has its write
             // side shut at once, so an idle client sees EOF now.
-            let Some((next, _)) =
+            // `Linger`: the deadline armed, and read again next turn (`Reactor::linger`).
+            if let Some(next) =
                 self.drive_without_budget(key, |conn, _| conn.begin_closing(CloseReason::Shutdown))
-            else {
-                continue;
-            };
-            // Input left unread while reading was paused raises no new edge: read (and
-            // discard) it now, so the linger sees the peer's EOF.
-            self.ready.push(key);
-            self.settle(key, next, false);
+            {
+                self.settle(key, next);
+            }
         }
     }
 }

@@ -22,10 +22,11 @@
 //! ```
 //!
 //! Files: this one, the loop and a connection's way through it; `reactor/budget.rs`, the
-//! buffer-memory budget (`drive`, leases, eviction); `reactor/lifecycle.rs`, signals,
-//! the shutdown and the drain after an upgrade; `reactor/publish.rs`, snapshots for
-//! readers and the turn histogram; `reactor/metrics_listener.rs`, the metrics endpoint's
-//! listener and HTTP connections.
+//! buffer-memory budget (`Budget`, its account and leases, and the reactor's `drive` and
+//! eviction); `reactor/timer_key.rs`, what each timer is for (`TimerKey`);
+//! `reactor/lifecycle.rs`, signals, the shutdown and the drain after an upgrade;
+//! `reactor/publish.rs`, snapshots for readers and the turn histogram;
+//! `reactor/metrics_listener.rs`, the metrics endpoint's listener and HTTP connections.
 //!
 //! # The buffer-memory budget
 //! Every connection's I/O goes through [`Reactor::drive`], which first makes sure the
@@ -35,12 +36,12 @@
 //! the most until it fits ([`Reactor::evict_largest`], at most `EVICTIONS_PER_TURN` per
 //! turn: past them the I/O waits for the next turn, in `waiting_for_room`, and nothing
 //! is accepted meanwhile); afterwards it adds the change in that connection's charge to
-//! `buffered`. A connection is charged its buffers, and its kernel queues while its
-//! socket refuses replies ([`Connection::charged_bytes`]). So `buffered` is always the
-//! exact sum of every connection's charge, and it never exceeds the lease, whose sum over
-//! the reactors never exceeds `--max-buffer-memory`. Healthy connections hold next to
-//! nothing (their replies go straight to the kernel), so the ones that pay are the ones
-//! holding the most.
+//! the account ([`Budget`]). A connection is charged its buffers, and its kernel queues
+//! while its socket refuses replies ([`Connection::charged_bytes`]). So what is charged
+//! is always the exact sum of every connection's charge, and it never exceeds the lease,
+//! whose sum over the reactors never exceeds `--max-buffer-memory`. Healthy connections
+//! hold next to nothing (their replies go straight to the kernel), so the ones that pay
+//! are the ones holding the most.
 //!
 //! # Invariants
 //! - Every connection always has exactly one armed timer (`Connection::timer`), cancelled
@@ -68,7 +69,7 @@ mod metrics_listener;
 mod publish;
 mod timer_key;
 
-use budget::{Driven, Pressure};
+use budget::{Budget, Driven};
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -208,19 +209,9 @@ pub struct Reactor {
     connection_sources: Vec<Option<Source>>,
     /// Buffers, limits and counters shared by every connection.
     cx: Context,
-    /// Bytes held in connection buffers: always the sum of their `held_bytes()`. With
-    /// `cx.kernel_charged`, what is charged to the budget ([`Reactor::charged`]).
-    buffered: usize,
-    /// Budget bytes this reactor holds from [`Shared`]: `buffered` never exceeds it.
-    lease: usize,
-    /// The part of the lease kept for good: one connection's worst case.
-    lease_floor: usize,
-    /// `--max-buffer-memory`, for the metrics and the logs.
-    buffer_budget: usize,
-    /// The most one connection can hold, kept free under the budget before any I/O.
-    headroom: usize,
-    /// The memory-pressure episode in progress, if any.
-    pressure: Option<Pressure>,
+    /// The buffer-memory budget's account: what the connections hold, this reactor's
+    /// lease, the closes left this turn, the pressure episode.
+    budget: Budget,
     /// Connections to read again before the next poll (read budget spent, or resumed).
     ready: Vec<usize>,
     /// Spare vector swapped with `ready` while it is walked.
@@ -228,8 +219,6 @@ pub struct Reactor {
     /// Connections whose I/O found no room under the budget once this turn's closes were
     /// spent: served again next turn, for reading and writing (their edge is used up).
     waiting_for_room: Vec<usize>,
-    /// Closes for the budget left in this turn (`budget::EVICTIONS_PER_TURN` each turn).
-    evictions_left: usize,
     /// The listener may have connections left to accept (budget spent).
     listener_ready: bool,
     /// When accepting paused for lack of descriptors, if it is paused.
@@ -301,6 +290,12 @@ impl Reactor {
         };
         let headroom = config.max_held_per_connection();
         let shutdown_linger = config.shutdown_grace;
+        let budget = Budget::new(
+            shared.clone(),
+            lease_floor,
+            config.max_buffer_memory,
+            headroom,
+        );
         Ok(Reactor {
             id,
             alone: of == 1,
@@ -322,12 +317,7 @@ impl Reactor {
                 .max_connections_per_source
                 .map(|_| config.source_prefix_v6),
             connection_sources: Vec::new(),
-            buffered: 0,
-            lease: lease_floor,
-            lease_floor,
-            buffer_budget: config.max_buffer_memory,
-            headroom,
-            pressure: None,
+            budget,
             config,
             cx: Context {
                 read_buf: vec![0; READ_BUF_SIZE].into_boxed_slice(),
@@ -340,7 +330,6 @@ impl Reactor {
             ready: Vec::new(),
             ready_spare: Vec::new(),
             waiting_for_room: Vec::new(),
-            evictions_left: 0,
             listener_ready: false,
             accept_paused_since: None,
             phase: Phase::Serving,
@@ -399,7 +388,7 @@ impl Reactor {
             }
             self.cx.now_us = self.clock.now_us();
             let turn_start_us = self.cx.now_us;
-            self.new_budget_turn();
+            self.budget.new_turn();
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.listener_ready = true,
@@ -451,9 +440,7 @@ impl Reactor {
             "a connection's source was never released: {:?}",
             self.connection_sources.iter().flatten().collect::<Vec<_>>()
         );
-        if let Some(lease) = self.lease.checked_sub(self.lease_floor) {
-            self.shared.give_back(lease);
-        }
+        self.budget.give_back_surplus();
         self.publish_last();
         debug!("reactor {} done: {}", self.id, self.cx.stats);
         Ok(self.cx.stats)
@@ -758,7 +745,7 @@ impl Reactor {
         // Closing the descriptor would remove it from epoll too; deregistering keeps mio's
         // contract on every platform.
         let _ = self.poll.registry().deregister(conn.stream_mut());
-        self.buffered -= conn.held_bytes();
+        self.budget.release(conn.held_bytes());
         if conn.is_stalled() {
             self.cx.kernel_charged -= self.cx.limits.kernel_held;
         }

@@ -12,10 +12,11 @@
 //!   │                  ─▶ every reactor drops its listener and drains
 //!   ▼
 //!            ┌──────── server::reactor::Reactor (one thread each) ──────┐
-//!  clients ──┤ mio::Poll ─▶ Listener (accept, admit, EMFILE pause)      │
+//!  clients ──┤ mio::Poll ─▶ Acceptor (accept, EMFILE pause) ─▶ admit    │
 //!            │           ─▶ Slab<Connection> ─▶ FrameDecoder (pure)     │
 //!            │                             └──▶ protocol (replies)      │
-//!            │ TimerWheel (pure): idle checks, lingers, pauses          │
+//!            │ TimerWheel (pure) ◀─ TimerKey: idle checks, lingers, ... │
+//!            │ Budget: buffer bytes held, lease from server::shared     │
 //!            │ Stats, turn histogram ─▶ Snapshot (on request, Waker)    │
 //!  Prometheus┤ reactor 0, --metrics: metrics listener ─▶ HttpConn (pure)│
 //!   GET /metrics, /ready  ─▶ own snapshot + siblings' (Waker) ─▶ exposition

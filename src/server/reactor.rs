@@ -5,7 +5,7 @@
 //!
 //! ```text
 //!   poll(timeout = next timer or 0 if work is left)
-//!     ├─ LISTENER  → accept up to ACCEPTS_PER_EVENT (more? listener_ready stays set);
+//!     ├─ LISTENER  → accept up to ACCEPTS_PER_EVENT (more? the Acceptor stays ready);
 //!     │              admit (Shared: the global and per-source limits), serve here or
 //!     │              hand off
 //!     ├─ WAKER     → shutdown begun, a snapshot asked, or connections handed to us
@@ -23,7 +23,9 @@
 //!
 //! Files: this one, the loop and a connection's way through it; `reactor/budget.rs`, the
 //! buffer-memory budget (`Budget`, its account and leases, and the reactor's `drive` and
-//! eviction); `reactor/timer_key.rs`, what each timer is for (`TimerKey`);
+//! eviction); `reactor/acceptor.rs`, new connections (`Acceptor`: the listener or the
+//! inbox, accepts per turn, the pause; and the reactor's admission and refusals);
+//! `reactor/timer_key.rs`, what each timer is for (`TimerKey`);
 //! `reactor/lifecycle.rs`, signals, the shutdown and the drain after an upgrade;
 //! `reactor/publish.rs`, snapshots for readers and the turn histogram;
 //! `reactor/metrics_listener.rs`, the metrics endpoint's listener and HTTP connections.
@@ -63,12 +65,14 @@
 //!   the same turn finds the slot vacant (skipped) or reused by a new connection (one
 //!   spurious read that returns WouldBlock).
 
+mod acceptor;
 mod budget;
 mod lifecycle;
 mod metrics_listener;
 mod publish;
 mod timer_key;
 
+use acceptor::Acceptor;
 use budget::{Budget, Driven};
 use std::io;
 use std::sync::Arc;
@@ -80,16 +84,15 @@ use slab::Slab;
 
 use super::close::CloseReason;
 use super::connection::{Connection, Context, Limits, Next};
-use super::handoff::{Admitted, Dealt, Handoff, Inbox};
-use super::listener::{self, Listener};
-use super::shared::{Refusal, Shared};
+use super::handoff::{Handoff, Inbox};
+use super::listener::Listener;
+use super::shared::Shared;
 use super::signal::ServerSignals;
 use super::snapshot::Publisher;
 use super::source::Source;
 use super::stats::Stats;
 use super::upgrade::Upgrader;
 use crate::config::ServerConfig;
-use crate::protocol;
 use crate::stream::Stream;
 use crate::timer_wheel::{Tick, TimerId, TimerWheel};
 use metrics_listener::{MetricsEndpoint, HTTP_TOKENS, METRICS_LISTENER};
@@ -103,19 +106,6 @@ const SIGNALS: Token = Token(usize::MAX - 3);
 /// Size of the one read buffer: the largest read (a read takes at most the room under the
 /// high-water mark, but a closing connection's discarded input is read at this size).
 const READ_BUF_SIZE: usize = 64 * 1024;
-/// Accepts per turn before the connections get theirs; the rest are accepted on the next
-/// turn (the listener is edge-triggered, so the reactor remembers). Each new connection
-/// may bring a turn's worth of work at once (a flooder is answered about 20,000 frames
-/// before its socket stalls), so this bounds how much a connection storm adds to the turn
-/// the established connections wait on: with 256, 5,000 flooders arriving in one second
-/// kept turns at 20-50 ms for seconds and healthy clients' p99 at 170-520 ms; with 32,
-/// p99 was 17-77 ms over runs; with 16, 16-36 ms, with 1 and 2 reactors (scripts/attack.sh
-/// mix, BENCHMARKS.md section 13). The backlog waits in the kernel's accept queue
-/// meanwhile; 16 per turn is still tens of thousands of accepts a second. HAProxy bounds
-/// the same way (`tune.maxaccept`).
-const ACCEPTS_PER_EVENT: usize = 16;
-/// How long accepting pauses when descriptors run out, before it is retried.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Connection slots (and timer entries) reserved at start, at most. Reserving is address
 /// space only: a page is touched when a connection first lands in it, so an idle
 /// server's RSS does not grow, each connection costs exactly its slot and timer entry
@@ -187,8 +177,9 @@ pub struct Reactor {
     /// The only reactor of its server: its stats lines are the server's, at info.
     alone: bool,
     poll: Poll,
-    /// `None` once shutdown has begun, or if other reactors accept for this one.
-    listener: Option<Listener>,
+    /// The listener or the inbox new connections come from, the accepts per turn, the
+    /// pause when descriptors run out.
+    acceptor: Acceptor,
     connections: Slab<Connection>,
     wheel: TimerWheel,
     clock: Clock,
@@ -197,10 +188,6 @@ pub struct Reactor {
     config: ServerConfig,
     /// The connection count, the budget's leases and the shutdown state of the server.
     shared: Arc<Shared>,
-    /// Deals accepted connections over the reactors, when this one accepts for others.
-    handoff: Option<Handoff>,
-    /// Connections other reactors accepted for this one.
-    inbox: Option<Inbox>,
     /// With `--max-connections-per-source`: the IPv6 prefix length a source is counted by
     /// (`--source-prefix-v6`). `None` without the limit: no source is computed at all.
     source_prefix_v6: Option<u8>,
@@ -219,10 +206,6 @@ pub struct Reactor {
     /// Connections whose I/O found no room under the budget once this turn's closes were
     /// spent: served again next turn, for reading and writing (their edge is used up).
     waiting_for_room: Vec<usize>,
-    /// The listener may have connections left to accept (budget spent).
-    listener_ready: bool,
-    /// When accepting paused for lack of descriptors, if it is paused.
-    accept_paused_since: Option<Instant>,
     phase: Phase,
     /// How long a shutdown's lingering closes may last: the grace period, or the
     /// ordinary linger when an upgrade's drain has had the grace already.
@@ -300,7 +283,7 @@ impl Reactor {
             id,
             alone: of == 1,
             poll,
-            listener,
+            acceptor: Acceptor::new(listener, handoff, inbox),
             connections: Slab::with_capacity(reserved),
             // One timer per connection, the metrics connections' and the server's own few.
             wheel: TimerWheel::with_capacity(slots, reserved + crate::metrics::MAX_CONNECTIONS + 5),
@@ -311,8 +294,6 @@ impl Reactor {
             idle_us,
             linger_us: config.linger.as_micros() as u64,
             shared,
-            handoff,
-            inbox,
             source_prefix_v6: config
                 .max_connections_per_source
                 .map(|_| config.source_prefix_v6),
@@ -330,8 +311,6 @@ impl Reactor {
             ready: Vec::new(),
             ready_spare: Vec::new(),
             waiting_for_room: Vec::new(),
-            listener_ready: false,
-            accept_paused_since: None,
             phase: Phase::Serving,
             shutdown_linger,
             waker,
@@ -344,12 +323,12 @@ impl Reactor {
 
     /// This reactor has a listener of its own.
     pub fn accepts(&self) -> bool {
-        self.listener.is_some()
+        self.acceptor.accepts()
     }
 
     /// Makes this reactor deal the connections it accepts over the server's reactors.
     pub fn set_handoff(&mut self, handoff: Handoff) {
-        self.handoff = Some(handoff);
+        self.acceptor.set_handoff(handoff);
     }
 
     /// This reactor's waker: what a shutdown, a snapshot request or a handoff wakes.
@@ -391,7 +370,7 @@ impl Reactor {
             self.budget.new_turn();
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.listener_ready = true,
+                    LISTENER => self.acceptor.mark_ready(),
                     WAKER => {
                         self.on_wake();
                         self.take_handed_off();
@@ -419,7 +398,7 @@ impl Reactor {
             }
             self.revisit_ready();
             self.revisit_metrics();
-            if self.listener_ready {
+            if self.acceptor.is_ready() {
                 // A long turn must not age the new connections: their idle deadline
                 // counts from now.
                 self.cx.now_us = self.clock.now_us();
@@ -476,7 +455,7 @@ impl Reactor {
     fn poll_timeout(&self) -> Option<Duration> {
         if !self.ready.is_empty()
             || !self.waiting_for_room.is_empty()
-            || (self.listener_ready && self.accept_paused_since.is_none())
+            || self.acceptor.has_work()
             || self.metrics_work_left()
         {
             return Some(Duration::ZERO);
@@ -563,130 +542,6 @@ impl Reactor {
         self.ready.push(key);
     }
 
-    fn accept_connections(&mut self) {
-        if !self.waiting_for_room.is_empty() {
-            // The budget's closes for this turn did not make room for everyone: new
-            // connections would only add to the shortage. They wait in the kernel's accept
-            // queue until the next turn, and `listener_ready` stays set.
-            return;
-        }
-        self.listener_ready = false;
-        if self.accept_paused_since.is_some() {
-            return; // the resume timer or the next close retries
-        }
-        for _ in 0..ACCEPTS_PER_EVENT {
-            let Some(listener) = &self.listener else {
-                return;
-            };
-            let (stream, peer) = match listener.accept() {
-                Ok(accepted) => accepted,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
-                Err(e) => {
-                    // Out of descriptors (EMFILE/ENFILE) or kernel memory, or an error we do
-                    // not expect: retrying at once would spin, and the listener is
-                    // edge-triggered, so no event will come for the connections still in
-                    // the backlog. Retry from a timer, and after any close.
-                    let what = if listener::is_resource_exhaustion(&e) {
-                        "out of resources"
-                    } else {
-                        "unexpected error"
-                    };
-                    warn!(
-                        "accept: {e} ({what}); pausing accepts for {} ms ({} connections open)",
-                        ACCEPT_PAUSE.as_millis(),
-                        self.connections.len()
-                    );
-                    self.cx.stats.accept_pauses += 1;
-                    self.accept_paused_since = Some(Instant::now());
-                    self.arm_server_timer(ACCEPT_PAUSE, TimerKey::AcceptResume);
-                    return;
-                }
-            };
-            let source = match self.source_prefix_v6 {
-                None => None,
-                Some(prefix_len) => match Source::of_stream(&stream, peer, prefix_len) {
-                    Ok(source) => Some(source),
-                    Err(e) => {
-                        // Gone before it could be counted (the peer already reset it).
-                        debug!("dropped a new connection: its source is unknown: {e}");
-                        continue;
-                    }
-                },
-            };
-            if let Err(refusal) = self.shared.admit(source, Instant::now()) {
-                self.refuse(stream, source, refusal);
-                continue;
-            }
-            let (stream, source) = match self.handoff.as_mut() {
-                None => (stream, source),
-                Some(handoff) => {
-                    match handoff.deal(Admitted::new(stream, source, self.shared.clone())) {
-                        Dealt::Keep(admitted) => admitted.serve(),
-                        Dealt::Sent => continue,
-                    }
-                }
-            };
-            self.add_connection(stream, source);
-        }
-        // Budget spent: accept the rest next turn, after the connections had theirs.
-        self.listener_ready = true;
-    }
-
-    /// Refuses a connection over a limit: counted, logged (a per-source refusal once per
-    /// source per 10 s, at warn; a global one at debug), and closed after its error line.
-    fn refuse(&mut self, stream: Stream, source: Option<Source>, refusal: Refusal) {
-        let line = match refusal {
-            Refusal::Global => {
-                self.cx.stats.rejected += 1;
-                debug!(
-                    "refused {}: limit {} reached",
-                    stream.peer_name(),
-                    self.shared.max_connections()
-                );
-                protocol::TOO_MANY_CONNECTIONS
-            }
-            Refusal::PerSource { log } => {
-                self.cx.stats.rejected_per_source += 1;
-                if let (Some(unlogged), Some(source)) = (log, source) {
-                    warn!(
-                        "refusing connections from {source}: it has {} open \
-                         (--max-connections-per-source); {unlogged} more refused since \
-                         the last such line, which comes at most every 10 s per source",
-                        self.shared.max_connections_per_source().unwrap_or(0)
-                    );
-                }
-                protocol::TOO_MANY_CONNECTIONS_FROM_SOURCE
-            }
-        };
-        listener::refuse(stream, line);
-    }
-
-    /// Connections another reactor accepted for this one (already admitted).
-    fn take_handed_off(&mut self) {
-        let Some(inbox) = &self.inbox else {
-            return;
-        };
-        let handed: Vec<Admitted> = inbox.try_iter().collect();
-        if handed.is_empty() {
-            return;
-        }
-        self.cx.now_us = self.clock.now_us();
-        for admitted in handed {
-            let (stream, source) = admitted.serve();
-            let key = self.add_connection(stream, source);
-            if let (Some(key), true) = (key, self.phase == Phase::Draining) {
-                // Accepted just before the shutdown began: the shutdown's lingering close.
-                if let Some(next) = self
-                    .drive_without_budget(key, |conn, _| conn.begin_closing(CloseReason::Shutdown))
-                {
-                    self.settle(key, next);
-                }
-            }
-        }
-    }
-
     /// Serves a connection admitted from `source`; returns its key, or `None` if it could
     /// not be registered (then it is closed and released).
     fn add_connection(&mut self, mut stream: Stream, source: Option<Source>) -> Option<usize> {
@@ -761,7 +616,7 @@ impl Reactor {
         self.cx.stats.count_close(reason);
         debug!("close {key}: {reason}");
         drop(conn);
-        if self.accept_paused_since.is_some() {
+        if self.acceptor.is_paused() {
             // A descriptor was freed: try the backlog now.
             self.resume_accepting();
         }
@@ -769,11 +624,7 @@ impl Reactor {
 
     fn on_timer(&mut self, key: TimerKey) {
         match key {
-            TimerKey::AcceptResume => {
-                if self.accept_paused_since.is_some() {
-                    self.resume_accepting();
-                }
-            }
+            TimerKey::AcceptResume => self.resume_accepting(),
             TimerKey::Stats => {
                 debug_assert_eq!(
                     self.connections
@@ -885,13 +736,6 @@ impl Reactor {
                 TimerKey::Conn(key).to_value(),
             ));
         }
-    }
-
-    fn resume_accepting(&mut self) {
-        if let Some(since) = self.accept_paused_since.take() {
-            self.cx.stats.accept_paused_time += since.elapsed();
-        }
-        self.listener_ready = true;
     }
 
     fn arm_server_timer(&mut self, after: Duration, key: TimerKey) {

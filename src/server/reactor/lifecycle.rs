@@ -81,14 +81,13 @@ impl Reactor {
     pub(super) fn begin_handover(&mut self) {
         self.phase = Phase::HandedOver;
         self.upgrader = None;
-        if let Some(mut listener) = self.listener.take() {
+        if let Some(mut listener) = self.acceptor.take_listener() {
             let _ = self.poll.registry().deregister(&mut listener);
             // The new process serves this socket now: its Unix socket file stays.
             listener.leave_file();
             self.shared.stop_accepting();
         }
-        self.listener_ready = false;
-        if self.handoff.is_some() {
+        if self.acceptor.deals() {
             // No more connections will be dealt: the others may end once theirs are served.
             self.shared.end_dealing();
         }
@@ -105,7 +104,7 @@ impl Reactor {
     /// listener and then takes what is left in its inbox (served like the others), so that
     /// no connection accepted just before the handover is dropped unserved.
     pub(super) fn inbox_settled(&mut self) -> bool {
-        if self.phase != Phase::HandedOver || self.inbox.is_none() {
+        if self.phase != Phase::HandedOver || !self.acceptor.has_inbox() {
             return true;
         }
         if !self.shared.dealing_over() {
@@ -127,7 +126,7 @@ impl Reactor {
         }
         // The shutdown is announced once no reactor accepts any more: by the last to close
         // its listener, or by reactor 0 when the listeners went with an upgrade's handover.
-        let announce = match self.listener.take() {
+        let announce = match self.acceptor.take_listener() {
             Some(mut listener) => {
                 let _ = self.poll.registry().deregister(&mut listener);
                 // Dropping it closes the socket (refusing what is in the backlog) and
@@ -150,7 +149,6 @@ impl Reactor {
                 self.of_reactor()
             );
         }
-        self.listener_ready = false;
         self.arm_server_timer(self.shutdown_linger, TimerKey::Shutdown);
         let keys: Vec<usize> = self.connections.iter().map(|(k, _)| k).collect();
         for key in keys {

@@ -93,6 +93,10 @@ pub struct Context {
     /// connections whose socket refuses replies (whose `output` owns memory). Updated only
     /// where `output` is allocated or given back, never on a frame's common path.
     pub kernel_charged: usize,
+    /// An accounting subtraction found less than it had to take back (a bug): set instead
+    /// of wrapping; the reactor recomputes the account from its connections on its next
+    /// turn (`Reactor::new_budget_turn`), and logs it.
+    pub out_of_sync: bool,
     /// Microseconds since the server started: read when the poll returns, and again
     /// before the timers are judged, so the wheel and the idle checks share one clock.
     pub now_us: u64,
@@ -107,8 +111,10 @@ pub struct Connection {
     decoder: FrameDecoder,
     /// Replies not yet taken by the socket, from `sent` on.
     output: Vec<u8>,
-    /// How much of `output` the socket has taken. `output` stays far below 4 GiB: it
-    /// holds at most the high-water mark (at most 1 GiB) plus one reply.
+    /// How much of `output` the socket has taken. Always below 4 GiB, so a `u32` (the
+    /// connection stays 88 bytes): `output` holds at most the high-water mark (at most
+    /// `MAX_HIGH_WATER`, 1 GiB) plus one reply (at most the frame limit, at most
+    /// `MAX_FRAME_LIMIT`, 1 GiB, plus 12 bytes) plus an error line.
     sent: u32,
     /// When the connection last made progress (a frame received or reply bytes written),
     /// in microseconds since the server started.
@@ -211,7 +217,10 @@ impl Connection {
     /// kernel queues if the socket was refusing replies.
     fn give_back_output(&mut self, cx: &mut Context) {
         if self.is_stalled() {
-            cx.kernel_charged -= cx.limits.kernel_held;
+            match cx.kernel_charged.checked_sub(cx.limits.kernel_held) {
+                Some(charged) => cx.kernel_charged = charged,
+                None => cx.out_of_sync = true,
+            }
         }
         self.output = Vec::new();
         self.sent = 0;
@@ -462,6 +471,7 @@ impl Connection {
             // The socket refuses replies: its kernel queues are charged from now on.
             self.output = cx.replies[written..].to_vec();
             self.sent = 0;
+            debug_assert!(u32::try_from(self.output.len()).is_ok());
             cx.kernel_charged += cx.limits.kernel_held;
         }
         Ok(())
@@ -476,6 +486,11 @@ impl Connection {
         }
         self.output.reserve_exact(bytes.len());
         self.output.extend_from_slice(bytes);
+        debug_assert!(
+            u32::try_from(self.output.len()).is_ok(),
+            "pending output {} past what `sent` can count",
+            self.output.len()
+        );
     }
 
     /// Writes `output[sent..]` until done or the socket is full.
@@ -485,7 +500,10 @@ impl Connection {
             match self.stream.write(&self.output[self.sent as usize..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
-                    self.sent += n as u32;
+                    // Bound: n <= output.len() - sent < 4 GiB (see `sent`).
+                    #[allow(clippy::cast_possible_truncation)]
+                    let n32 = n as u32;
+                    self.sent += n32;
                     written += n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

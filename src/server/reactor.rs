@@ -112,8 +112,12 @@ const READ_BUF_SIZE: usize = 64 * 1024;
 /// (no doubling slack), and a growing slab never copies itself. 2^20 slots of 112 bytes
 /// is 112 MiB of address space at most.
 const MAX_RESERVED_CONNECTIONS: usize = 1 << 20;
-/// The largest high-water mark honoured, so pending output always fits a `u32` offset.
+/// The largest high-water mark honoured, so pending output always fits a `u32` offset
+/// (`Connection::sent`).
 const MAX_HIGH_WATER: usize = 1 << 30;
+/// The largest frame limit honoured (`--max-frame` is refused above it), for the same
+/// reason: pending output is at most high water plus one reply, far below 4 GiB.
+const MAX_FRAME_LIMIT: usize = 1 << 30;
 /// Events taken per poll.
 const EVENTS_CAPACITY: usize = 1024;
 /// The coarsest timer tick: an idle close is at most one tick late, and 100 ms is 5% of
@@ -124,6 +128,11 @@ const MIN_TICK: Duration = Duration::from_millis(1);
 /// Ticks per idle timeout: one tick late is at most 1/20 = 5% late.
 const TICKS_PER_TIMEOUT: u32 = 20;
 
+/// `d` in microseconds, `u64::MAX` if longer (584,000 years: never, for a deadline).
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
 /// Turns instants into wheel ticks.
 pub(super) struct Clock {
     start: Instant,
@@ -132,7 +141,7 @@ pub(super) struct Clock {
 
 impl Clock {
     pub(super) fn now_us(&self) -> u64 {
-        self.start.elapsed().as_micros() as u64
+        micros(self.start.elapsed())
     }
     /// The tick in progress at `us` (ticks that have fully begun).
     fn tick_at(&self, us: u64) -> Tick {
@@ -260,13 +269,14 @@ impl Reactor {
         let max_connections = shared.max_connections();
 
         let tick = (config.idle_timeout / TICKS_PER_TIMEOUT).clamp(MIN_TICK, MAX_TICK);
-        let tick_us = tick.as_micros() as u64;
-        let idle_us = config.idle_timeout.as_micros() as u64;
+        let tick_us = micros(tick);
+        let idle_us = micros(config.idle_timeout);
         // One revolution covers the idle timeout: polls touch only entries that expire.
-        let slots = (idle_us / tick_us + 2).min(1 << 16) as usize;
+        let slots =
+            usize::try_from((idle_us / tick_us).saturating_add(2).min(1 << 16)).unwrap_or(1 << 16);
         let reserved = max_connections.min(MAX_RESERVED_CONNECTIONS);
         let limits = Limits {
-            max_frame: config.max_frame,
+            max_frame: config.max_frame.min(MAX_FRAME_LIMIT),
             high_water: config.high_water.clamp(1, MAX_HIGH_WATER),
             low_water: config.high_water.clamp(1, MAX_HIGH_WATER) / 2,
             kernel_held: config.kernel_held_when_stalled(),
@@ -292,7 +302,7 @@ impl Reactor {
                 tick_us,
             },
             idle_us,
-            linger_us: config.linger.as_micros() as u64,
+            linger_us: micros(config.linger),
             shared,
             source_prefix_v6: config
                 .max_connections_per_source
@@ -306,6 +316,7 @@ impl Reactor {
                 limits,
                 stats: Stats::default(),
                 kernel_charged: 0,
+                out_of_sync: false,
                 now_us: 0,
             },
             ready: Vec::new(),
@@ -367,7 +378,7 @@ impl Reactor {
             }
             self.cx.now_us = self.clock.now_us();
             let turn_start_us = self.cx.now_us;
-            self.budget.new_turn();
+            self.new_budget_turn();
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.acceptor.mark_ready(),
@@ -533,11 +544,13 @@ impl Reactor {
         }
         // A shutdown's linger lasts the grace period: replies owed may take that long.
         let linger_us = if reason == CloseReason::Shutdown {
-            self.shutdown_linger.as_micros() as u64
+            micros(self.shutdown_linger)
         } else {
             self.linger_us
         };
-        let deadline = self.clock.tick_after(self.cx.now_us + linger_us);
+        let deadline = self
+            .clock
+            .tick_after(self.cx.now_us.saturating_add(linger_us));
         conn.set_timer(self.wheel.arm(deadline, TimerKey::Conn(key).to_value()));
         self.ready.push(key);
     }
@@ -566,7 +579,9 @@ impl Reactor {
             );
             self.connection_sources[key] = source;
         }
-        let deadline = self.clock.tick_after(self.cx.now_us + self.idle_us);
+        let deadline = self
+            .clock
+            .tick_after(self.cx.now_us.saturating_add(self.idle_us));
         let timer = self.wheel.arm(deadline, TimerKey::Conn(key).to_value());
         if log::log_enabled!(log::Level::Debug) {
             debug!("open {} as {key}", stream.peer_name());
@@ -602,7 +617,14 @@ impl Reactor {
         let _ = self.poll.registry().deregister(conn.stream_mut());
         self.budget.release(conn.held_bytes());
         if conn.is_stalled() {
-            self.cx.kernel_charged -= self.cx.limits.kernel_held;
+            match self
+                .cx
+                .kernel_charged
+                .checked_sub(self.cx.limits.kernel_held)
+            {
+                Some(charged) => self.cx.kernel_charged = charged,
+                None => self.cx.out_of_sync = true,
+            }
         }
         let source = self.connection_sources.get_mut(key).and_then(Option::take);
         self.shared.release(source.as_ref());
@@ -698,7 +720,9 @@ impl Reactor {
                 Driven::NoRoom => {
                     // No probe without room: judge it one tick from now, after the next
                     // turn's closes for the budget.
-                    let deadline = self.clock.tick_after(self.cx.now_us + self.clock.tick_us);
+                    let deadline = self
+                        .clock
+                        .tick_after(self.cx.now_us.saturating_add(self.clock.tick_us));
                     if let Some(conn) = self.connections.get_mut(key) {
                         conn.set_timer(self.wheel.arm(deadline, TimerKey::Conn(key).to_value()));
                     }
@@ -712,14 +736,14 @@ impl Reactor {
         if conn.timer() != TimerId::NONE {
             return; // closed for the budget while probed: lingering, with its own timer
         }
-        let mut deadline_us = conn.last_progress_us() + self.idle_us;
+        let mut deadline_us = conn.last_progress_us().saturating_add(self.idle_us);
         let reason = match conn.closing() {
             Some(reason) => Some(reason),
             None if self.cx.now_us >= deadline_us => {
                 if conn.reads_input() && conn.stream().has_input() {
                     // Input arrived that this busy turn has not read yet (its event is
                     // in the next poll): judge after reading it, one tick from now.
-                    deadline_us = self.cx.now_us + self.clock.tick_us;
+                    deadline_us = self.cx.now_us.saturating_add(self.clock.tick_us);
                     None
                 } else {
                     Some(CloseReason::Idle)
@@ -739,7 +763,7 @@ impl Reactor {
     }
 
     fn arm_server_timer(&mut self, after: Duration, key: TimerKey) {
-        let at = self.clock.now_us() + after.as_micros() as u64;
+        let at = self.clock.now_us().saturating_add(micros(after));
         self.wheel.arm(self.clock.tick_after(at), key.to_value());
     }
 

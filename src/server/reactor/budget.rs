@@ -16,11 +16,16 @@
 //!   turn; I/O that finds no room after them does not run ([`Driven::NoRoom`]).
 //! - A memory-pressure episode is logged twice: when it starts and once it has been
 //!   quiet for [`PRESSURE_QUIET`].
+//! - The account never wraps, in release builds too: a subtraction that would (a bug)
+//!   marks it out of sync instead, and the next turn recomputes it from the connections
+//!   ([`Reactor::new_budget_turn`]), with an error logged the first time (debug builds
+//!   panic there, so tests catch the bug). Before that fix, one wrapped `buffered` made
+//!   every later `drive` evict.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::warn;
+use log::{debug, error, warn};
 
 use super::{Reactor, TimerKey};
 use crate::protocol;
@@ -65,6 +70,11 @@ pub(super) struct Budget {
     evictions_left: usize,
     /// The memory-pressure episode in progress, if any.
     pressure: Option<Pressure>,
+    /// A subtraction from `buffered` found less than it took back: `buffered` is not the
+    /// connections' sum until [`Budget::resync`].
+    out_of_sync: bool,
+    /// The account has been resynchronised before (its error is logged once).
+    resynced: bool,
 }
 
 impl Budget {
@@ -85,6 +95,8 @@ impl Budget {
             headroom,
             evictions_left: 0,
             pressure: None,
+            out_of_sync: false,
+            resynced: false,
         }
     }
 
@@ -135,12 +147,44 @@ impl Budget {
     /// A connection's buffers went from `before` to `after` bytes.
     #[inline]
     pub(super) fn account(&mut self, before: usize, after: usize) {
-        self.buffered = self.buffered - before + after;
+        match (self.buffered + after).checked_sub(before) {
+            Some(buffered) => self.buffered = buffered,
+            None => self.slipped(),
+        }
     }
 
     /// A connection holding `held` bytes of buffers is gone.
     pub(super) fn release(&mut self, held: usize) {
-        self.buffered -= held;
+        match self.buffered.checked_sub(held) {
+            Some(buffered) => self.buffered = buffered,
+            None => self.slipped(),
+        }
+    }
+
+    /// A subtraction would have wrapped: hold nothing rather than almost `usize::MAX`
+    /// until the reactor recomputes the account.
+    #[cold]
+    #[inline(never)]
+    fn slipped(&mut self) {
+        self.buffered = 0;
+        self.out_of_sync = true;
+    }
+
+    /// The account must be recomputed from the connections ([`Budget::resync`]).
+    #[inline]
+    pub(super) fn out_of_sync(&self) -> bool {
+        self.out_of_sync
+    }
+
+    /// Sets `buffered` to `held`, the connections' sum recomputed; what it was, and
+    /// whether this is the first time (the error to log once).
+    pub(super) fn resync(&mut self, held: usize) -> (usize, bool) {
+        let was = self.buffered;
+        let first = !self.resynced;
+        self.buffered = held;
+        self.out_of_sync = false;
+        self.resynced = true;
+        (was, first)
     }
 
     /// After a connection's I/O, with `charged` now charged: gives a chunk back to the
@@ -152,7 +196,14 @@ impl Budget {
             "charged {charged} > lease {}",
             self.lease
         );
-        if self.lease - charged > self.lease_floor + 2 * LEASE_CHUNK + self.headroom {
+        self.settle_lease_unchecked(charged);
+    }
+
+    /// [`Budget::settle_lease`] without its debug check.
+    #[inline]
+    fn settle_lease_unchecked(&mut self, charged: usize) {
+        // Saturating: were `charged` past the lease (a bug), nothing would be given back.
+        if self.lease.saturating_sub(charged) > self.lease_floor + 2 * LEASE_CHUNK + self.headroom {
             self.lease -= LEASE_CHUNK;
             self.shared.give_back(LEASE_CHUNK);
         }
@@ -317,6 +368,51 @@ impl Reactor {
     /// those whose sockets refuse replies.
     pub(in crate::server) fn charged(&self) -> usize {
         self.budget.charged(self.cx.kernel_charged)
+    }
+
+    /// A new loop turn: its share of closes for the budget; first, if an accounting
+    /// subtraction found less than it took back since the last turn, the account
+    /// recomputed from the connections (one branch per turn, none per frame).
+    pub(super) fn new_budget_turn(&mut self) {
+        if self.budget.out_of_sync() || self.cx.out_of_sync {
+            self.resync_budget();
+        }
+        self.budget.new_turn();
+    }
+
+    /// Recomputes the account from the connections: their buffers, and the kernel
+    /// queues of those whose sockets refuse replies. Logged as an error the first time.
+    #[cold]
+    #[inline(never)]
+    fn resync_budget(&mut self) {
+        let (held, stalled) =
+            self.connections
+                .iter()
+                .fold((0usize, 0usize), |(held, stalled), (_, conn)| {
+                    (
+                        held + conn.held_bytes(),
+                        stalled + usize::from(conn.is_stalled()),
+                    )
+                });
+        let kernel_charged = stalled * self.cx.limits.kernel_held;
+        let (was, first) = self.budget.resync(held);
+        let kernel_was = std::mem::replace(&mut self.cx.kernel_charged, kernel_charged);
+        self.cx.out_of_sync = false;
+        let line = format!(
+            "buffer accounting out of step with the connections{}: {was} bytes buffered and \
+             {kernel_was} in kernel queues accounted, {held} and {kernel_charged} held; \
+             recomputed",
+            self.of_reactor()
+        );
+        if first {
+            error!("{line} (a bug; further ones are logged at debug)");
+        } else {
+            debug!("{line}");
+        }
+        // Debug builds stop here, so the tests find the bug; release builds go on, exact.
+        if cfg!(debug_assertions) {
+            panic!("{line}");
+        }
     }
 
     /// Closes the connections that hold the most buffer memory, largest first, until
@@ -552,6 +648,43 @@ mod tests {
     }
 
     #[test]
+    fn a_subtraction_past_zero_marks_the_account_out_of_sync_instead_of_wrapping() {
+        let (mut b, _) = budget(MIB, 0);
+        b.account(0, 100);
+        b.account(100, 40);
+        assert_eq!((b.charged(0), b.out_of_sync()), (40, false));
+        b.account(41, 0);
+        assert_eq!(
+            (b.charged(0), b.out_of_sync()),
+            (0, true),
+            "held nothing, not wrapped"
+        );
+        assert!(
+            b.has_room(0),
+            "a slipped account does not make every I/O evict"
+        );
+        assert_eq!(
+            b.resync(40),
+            (0, true),
+            "the first resync is the one logged"
+        );
+        assert_eq!((b.charged(0), b.out_of_sync()), (40, false));
+        b.release(41);
+        assert!(b.out_of_sync());
+        assert_eq!(b.resync(0), (0, false));
+        b.release(0);
+        assert!(!b.out_of_sync());
+    }
+
+    #[test]
+    fn charged_past_the_lease_gives_nothing_back() {
+        let (mut b, shared) = budget(MIB, 0);
+        b.settle_lease_unchecked(2 * MIB);
+        assert_eq!(b.lease, MIB);
+        assert_unleased(&shared, 0);
+    }
+
+    #[test]
     fn evictions_are_bounded_per_turn() {
         let (mut b, _) = budget(MIB, 0);
         assert_eq!(b.evictions_left(), 0, "none before the first turn");
@@ -601,7 +734,7 @@ mod tests {
                     seed ^= seed << 13;
                     seed ^= seed >> 7;
                     seed ^= seed << 17;
-                    ((seed % 8) as usize, key)
+                    (usize::from(seed.to_le_bytes()[0] % 8), key)
                 })
                 .collect();
             let mut model: Vec<_> = holders.iter().copied().filter(|h| h.0 > 0).collect();

@@ -151,9 +151,9 @@ impl Clock {
     fn tick_after(&self, us: u64) -> Tick {
         us.div_ceil(self.tick_us)
     }
-    fn until_tick(&self, tick: Tick) -> Duration {
-        let at = Duration::from_micros(tick.saturating_mul(self.tick_us));
-        at.saturating_sub(self.start.elapsed())
+    /// From `now_us` until `tick` begins.
+    fn until_tick(&self, tick: Tick, now_us: u64) -> Duration {
+        Duration::from_micros(tick.saturating_mul(self.tick_us).saturating_sub(now_us))
     }
 }
 
@@ -462,7 +462,10 @@ impl Reactor {
         }
     }
 
-    /// Zero when work is left over (ready list, listener), else until the next timer.
+    /// Zero when work is left over (ready list, listener), else until the next timer,
+    /// counted from the clock the turn's timers were judged by (read microseconds ago): a
+    /// clock read per turn saved (about 20 instructions per frame at pipeline 1 and 10
+    /// connections), for a wake-up at most those microseconds late, far under a tick.
     fn poll_timeout(&self) -> Option<Duration> {
         if !self.ready.is_empty()
             || !self.waiting_for_room.is_empty()
@@ -473,7 +476,7 @@ impl Reactor {
         }
         self.wheel
             .next_expiration()
-            .map(|tick| self.clock.until_tick(tick))
+            .map(|tick| self.clock.until_tick(tick, self.cx.now_us))
     }
 
     // Inlined into the loop and the revisits: the event path of every frame. Left to the
@@ -626,6 +629,8 @@ impl Reactor {
                 None => self.cx.out_of_sync = true,
             }
         }
+        // A close is one of the ways a charge falls: a surplus lease goes back now.
+        self.budget.settle_lease(self.charged());
         let source = self.connection_sources.get_mut(key).and_then(Option::take);
         self.shared.release(source.as_ref());
         if conn.owes_replies() {

@@ -355,12 +355,22 @@ impl Reactor {
                 return Driven::NoRoom;
             }
         }
-        let Some(next) = self.run_accounted(key, io) else {
+        let Some(conn) = self.connections.get_mut(key) else {
             return Driven::Gone;
         };
-        let charged = self.charged();
-        self.cx.stats.buffered_peak = self.cx.stats.buffered_peak.max(charged as u64);
-        self.budget.settle_lease(charged);
+        let (held_before, stalled_before) = (conn.held_bytes(), conn.is_stalled());
+        let next = io(conn, &mut self.cx);
+        let held_after = conn.held_bytes();
+        if held_after != held_before || conn.is_stalled() != stalled_before {
+            // The charge changed (its buffers, or its kernel queues, charged while its
+            // socket refuses replies): most events, answered straight to the socket and
+            // holding nothing, skip this. (Every other way a charge falls, a close or
+            // `drive_without_budget`, settles the lease too, so a surplus never stays.)
+            self.budget.account(held_before, held_after);
+            let charged = self.charged();
+            self.cx.stats.buffered_peak = self.cx.stats.buffered_peak.max(charged as u64);
+            self.budget.settle_lease(charged);
+        }
         Driven::Ran(next)
     }
 
@@ -493,11 +503,9 @@ impl Reactor {
     ) -> Option<Next> {
         let before = self.charged();
         let result = self.run_accounted(key, io);
-        debug_assert!(
-            self.charged() <= before,
-            "buffers grew: {before} to {}",
-            self.charged()
-        );
+        let charged = self.charged();
+        debug_assert!(charged <= before, "buffers grew: {before} to {charged}");
+        self.budget.settle_lease(charged);
         result
     }
 

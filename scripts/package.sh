@@ -180,7 +180,8 @@ purged=0
 trap '[ $purged = 1 ] || $SUDO dpkg --purge tabecho >/dev/null 2>&1 || true' EXIT
 
 echo "== tabecho --version"
-# By its path: a tabecho in /usr/local/bin (README, "Run as a service") comes first in PATH.
+# By its path: a tabecho in /usr/local/bin (docs/OPERATIONS.md, "Run as a service") comes
+# first in PATH.
 got=$(/usr/bin/tabecho --version)
 [ "$got" = "tabecho $version" ] || { echo "FAIL: tabecho --version said '$got'" >&2; exit 1; }
 echo "$got"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # repeat-tests.sh N: runs `cargo test` N times in a row (default 30) and prints each run's
-# failures, then a summary. A test that fails one run in N is a bug (DEVELOPERS.md): run
+# failures, then a summary. A test that fails one run in N is a bug, not bad luck: run
 # this while the machine is busy, e.g. beside `scripts/loadgen.sh -d 20m`.
 #
 # Exit status: 0 if every run passed, 1 otherwise. Logs of failed runs stay in

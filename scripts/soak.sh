@@ -30,7 +30,8 @@ pause. Every 5 s the server is sampled: RSS (/proc/PID/status), open descriptors
   3. its RSS is at most the warm-up's peak plus a margin of 10% or 1 MiB, whichever is
      larger (no leak). The warm-up is the first third of the run, at most 60 s. Its
      peak, not one sample, because RSS swings by tens of MB with the noread clients'
-     backlogs (up to 1 MiB of pending replies each, by design);
+     backlogs (the server holds at most 2 x --high-water, 64 KiB at the defaults, for
+     each; the rest waits in the kernel's capped socket buffers);
   4. it still answers (`tabecho send`);
   5. SIGTERM (by its PID) stops it with exit status 0.
 

@@ -50,7 +50,13 @@ impl fmt::Display for ListenAddr {
     }
 }
 
-/// Parses a duration written as a number and a unit: `250ms`, `2s`, `1.5s`, `5m`, `1h`.
+/// The longest duration any flag takes: 365 days. Longer ones are typing mistakes, and
+/// the server counts its deadlines in `u64` microseconds from its start, which
+/// [`Duration::MAX`] would overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Parses a duration written as a number and a unit: `250ms`, `2s`, `1.5s`, `5m`, `1h`;
+/// at most [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
@@ -67,7 +73,49 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => value * 3600.0,
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
     };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{s:?}: {e}"))
+    let too_long = || format!("{s:?}: longer than 365 days (8760h), the longest accepted");
+    if seconds > MAX_DURATION.as_secs_f64() {
+        return Err(too_long());
+    }
+    match Duration::try_from_secs_f64(seconds) {
+        Ok(d) if d > MAX_DURATION => Err(too_long()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("{s:?}: {e}")),
+    }
+}
+
+/// A duration as the command line writes it: parsed by [`parse_duration`], and displayed
+/// so that it parses back (`2s`, `250ms`, `1.5s`), which lets clap show a default taken
+/// from a `Duration` constant (`default_value_t`) instead of a second spelling of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DurationArg(pub Duration);
+
+impl FromStr for DurationArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_duration(s).map(DurationArg)
+    }
+}
+
+impl fmt::Display for DurationArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.0;
+        if d.subsec_nanos() == 0 {
+            write!(f, "{}s", d.as_secs())
+        } else if d.subsec_nanos().is_multiple_of(1_000_000) {
+            write!(f, "{}ms", d.as_millis())
+        } else {
+            // f64's shortest round-trip form: parses back to within a nanosecond.
+            write!(f, "{}s", d.as_secs_f64())
+        }
+    }
+}
+
+impl From<DurationArg> for Duration {
+    fn from(d: DurationArg) -> Duration {
+        d.0
+    }
 }
 
 #[cfg(test)]
@@ -114,5 +162,36 @@ mod tests {
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("2 weeks").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn durations_stop_at_365_days() {
+        assert_eq!(parse_duration("8760h").unwrap(), MAX_DURATION);
+        assert_eq!(parse_duration("525600m").unwrap(), MAX_DURATION);
+        let over = parse_duration("8760.001h").unwrap_err();
+        assert!(over.contains("365 days"), "{over}");
+        assert!(parse_duration("1000000000s").is_err());
+        assert!(parse_duration("1e400s").is_err());
+        assert!(parse_duration("99999999999999999999999h").is_err());
+    }
+
+    #[test]
+    fn duration_args_display_as_they_parse() {
+        for s in ["2s", "3s", "0s", "250ms", "1500ms", "8760h"] {
+            let d: DurationArg = s.parse().unwrap();
+            assert_eq!(d.to_string().parse::<DurationArg>().unwrap(), d, "{s}");
+        }
+        assert_eq!(DurationArg(Duration::from_secs(2)).to_string(), "2s");
+        assert_eq!(DurationArg(Duration::from_millis(250)).to_string(), "250ms");
+        assert_eq!(
+            DurationArg(Duration::from_millis(1500)).to_string(),
+            "1500ms"
+        );
+        let odd = DurationArg(Duration::new(1, 500));
+        let back: DurationArg = odd.to_string().parse().unwrap();
+        assert!(
+            back.0.abs_diff(odd.0) <= Duration::from_nanos(1),
+            "{back:?}"
+        );
     }
 }

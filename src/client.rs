@@ -29,9 +29,9 @@ use std::time::Duration;
 
 use crate::addr::ListenAddr;
 use crate::protocol::DELIMITER;
-
-/// What an error line from the server starts with (`error: too many connections`, ...).
-pub const ERROR_REPLY_PREFIX: &[u8] = b"error:";
+/// What an error line from the server starts with; spelled in [`crate::protocol`], kept
+/// here for the users of this module.
+pub use crate::protocol::ERROR_REPLY_PREFIX;
 
 /// How many bytes one `read` asks for: a whole reply to a 64 KiB frame in one call.
 const READ_CHUNK: usize = 64 * 1024 + 64;

@@ -2,12 +2,14 @@
 
 use std::time::Duration;
 
-use crate::addr::ListenAddr;
+use crate::addr::{ListenAddr, MAX_DURATION};
 use crate::protocol;
 pub use crate::server::DEFAULT_SOURCE_PREFIX_V6;
 
 /// The original Go example's address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8085";
+/// One reactor: the original design, a single thread; `--threads` adds more.
+pub const DEFAULT_THREADS: usize = 1;
 /// The original's `SetReadDeadline(2 * time.Second)`.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
 /// 64 KiB, as Redis's inline-command limit: large enough for any sane message, small
@@ -37,8 +39,15 @@ pub const DEFAULT_RECV_BUFFER: usize = 128 * 1024;
 /// How long a shutdown waits for replies to drain before it closes what is left.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// How long a closing connection (frame too long, shutdown) discards input after its
-/// write side is shut, so the peer reads the last bytes instead of a reset.
+/// write side is shut, so the peer reads the last bytes instead of a reset (`--linger`).
 pub const DEFAULT_LINGER: Duration = Duration::from_secs(1);
+/// The largest value of any per-connection size in bytes (`--max-frame`, `--high-water`,
+/// `--sndbuf`, `--rcvbuf`): 1 GiB. Far above any sane setting, and low enough that one
+/// connection's pending output (at most `--high-water` + one reply + an error line, under
+/// 2 GiB + 76 bytes) always fits the `u32` the connection counts it in, that the sum of
+/// the worst cases cannot overflow, and that the kernel takes the socket buffer sizes
+/// (an `int`, doubled) as given.
+pub const MAX_CONNECTION_BYTES: usize = 1 << 30;
 /// File descriptors kept back from `--max-connections`' default for the listener, the
 /// poll instance, logs and the accepts in flight, so the polite limit fires before EMFILE.
 pub const FD_RESERVE: u64 = 32;
@@ -75,7 +84,8 @@ pub struct ServerConfig {
     pub stats_interval: Option<Duration>,
     /// Longest a shutdown waits for replies to drain.
     pub shutdown_grace: Duration,
-    /// Longest a closing connection discards input after shutting its write side.
+    /// Longest a closing connection discards input after shutting its write side
+    /// (`--linger`).
     pub linger: Duration,
     /// SO_SNDBUF of accepted TCP connections, set on the listener (they inherit it);
     /// 0 leaves the kernel's autotuning (or what systemd set on its socket).
@@ -90,12 +100,23 @@ impl ServerConfig {
     /// partial frame (at most `max_frame`) or unanswered input (at most one read, at most
     /// the high-water mark), and what its kernel queues hold while it is stalled
     /// ([`ServerConfig::kernel_held_when_stalled`]). See `server::connection` and
-    /// docs/PROTOCOL.md.
+    /// docs/PROTOCOL.md. `usize::MAX` if that does not fit a `usize`, which
+    /// [`ServerConfig::validate`] refuses.
     pub fn max_held_per_connection(&self) -> usize {
-        let output =
-            self.high_water + protocol::reply_len(self.max_frame) + protocol::MAX_ERROR_LINE;
+        self.checked_max_held_per_connection().unwrap_or(usize::MAX)
+    }
+
+    /// [`ServerConfig::max_held_per_connection`], `None` on overflow.
+    fn checked_max_held_per_connection(&self) -> Option<usize> {
+        let output = self
+            .high_water
+            .checked_add(self.max_frame)?
+            .checked_add(protocol::reply_len(0))?
+            .checked_add(protocol::MAX_ERROR_LINE)?;
         let input = self.max_frame.max(self.high_water);
-        output + input + self.kernel_held_when_stalled()
+        output
+            .checked_add(input)?
+            .checked_add(self.checked_kernel_held_when_stalled()?)
     }
 
     /// What the kernel holds for one connection whose socket refuses replies, charged to
@@ -103,18 +124,76 @@ impl ServerConfig {
     /// fills while the server does not read it. Linux doubles SO_SNDBUF and SO_RCVBUF for
     /// its bookkeeping (socket(7)), so this is 2 x (`send_buffer` + `recv_buffer`). A
     /// buffer left to autotuning (0) is not charged: its size is the kernel's to choose.
+    /// `usize::MAX` if that does not fit a `usize`, which [`ServerConfig::validate`] refuses.
     pub fn kernel_held_when_stalled(&self) -> usize {
-        2 * (self.send_buffer + self.recv_buffer)
+        self.checked_kernel_held_when_stalled()
+            .unwrap_or(usize::MAX)
     }
 
-    /// Checks the options against each other: the buffer budget must hold one connection
-    /// at its worst for every reactor (each keeps that much leased for good) and one more,
-    /// so closing the largest holder always makes room.
+    /// [`ServerConfig::kernel_held_when_stalled`], `None` on overflow.
+    fn checked_kernel_held_when_stalled(&self) -> Option<usize> {
+        self.send_buffer
+            .checked_add(self.recv_buffer)?
+            .checked_mul(2)
+    }
+
+    /// Checks every option's bounds and the options against each other, naming the flag
+    /// at fault: sizes at most [`MAX_CONNECTION_BYTES`], durations at most
+    /// [`MAX_DURATION`], and a buffer budget that holds one connection at its worst for
+    /// every reactor (each keeps that much leased for good) and one more, so closing the
+    /// largest holder always makes room. The arithmetic is checked: a sum that would
+    /// overflow is an error, never a wrapped value that passes.
     pub fn validate(&self) -> Result<(), String> {
         if self.threads == 0 {
             return Err("--threads must be at least 1".to_string());
         }
-        let floor = (self.threads + 1) * self.max_held_per_connection();
+        for (flag, bytes) in [
+            ("--max-frame", self.max_frame),
+            ("--high-water", self.high_water),
+            ("--sndbuf", self.send_buffer),
+            ("--rcvbuf", self.recv_buffer),
+        ] {
+            if bytes > MAX_CONNECTION_BYTES {
+                return Err(too_many_bytes(flag, bytes));
+            }
+        }
+        for (flag, duration) in [
+            ("--idle-timeout", Some(self.idle_timeout)),
+            ("--shutdown-grace", Some(self.shutdown_grace)),
+            ("--linger", Some(self.linger)),
+            ("--stats-interval", self.stats_interval),
+        ] {
+            if duration.is_some_and(|d| d > MAX_DURATION) {
+                return Err(format!(
+                    "{flag}: longer than 365 days (8760h), the longest accepted"
+                ));
+            }
+        }
+        if self.idle_timeout.is_zero() {
+            return Err("--idle-timeout must be more than zero".to_string());
+        }
+        if self.high_water == 0 {
+            return Err("--high-water must be at least 1 byte".to_string());
+        }
+        let worst = self.checked_max_held_per_connection().ok_or_else(|| {
+            format!(
+                "--high-water {}, --max-frame {}, --sndbuf {} and --rcvbuf {}: one \
+                 connection's worst case overflows",
+                self.high_water, self.max_frame, self.send_buffer, self.recv_buffer
+            )
+        })?;
+        let floor = self
+            .threads
+            .checked_add(1)
+            .and_then(|n| n.checked_mul(worst))
+            .ok_or_else(|| {
+                format!(
+                    "--threads {}: {} times one connection's worst case ({worst} bytes, one \
+                     for each reactor and one more) overflows",
+                    self.threads,
+                    self.threads.saturating_add(1)
+                )
+            })?;
         if self.max_buffer_memory < floor {
             return Err(format!(
                 "--max-buffer-memory {} is below {floor} bytes: {} times what one connection \
@@ -126,9 +205,6 @@ impl ServerConfig {
                 self.max_frame,
                 self.threads
             ));
-        }
-        if self.high_water == 0 {
-            return Err("--high-water must be at least 1 byte".to_string());
         }
         if self.max_connections_per_source == Some(0) {
             return Err("--max-connections-per-source must be at least 1".to_string());
@@ -146,7 +222,7 @@ impl ServerConfig {
     pub fn new(listen: ListenAddr) -> Self {
         ServerConfig {
             listen,
-            threads: 1,
+            threads: DEFAULT_THREADS,
             reuse_port: false,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_frame: DEFAULT_MAX_FRAME,
@@ -162,6 +238,25 @@ impl ServerConfig {
             recv_buffer: DEFAULT_RECV_BUFFER,
         }
     }
+}
+
+/// The error for a size over [`MAX_CONNECTION_BYTES`], naming its flag.
+pub fn too_many_bytes(flag: &str, bytes: usize) -> String {
+    format!("{flag} {bytes} is above 1 GiB ({MAX_CONNECTION_BYTES} bytes), the largest accepted")
+}
+
+/// A size flag in bytes, at most [`MAX_CONNECTION_BYTES`] (a clap value parser; clap
+/// names the flag in its error).
+pub fn parse_connection_bytes(s: &str) -> Result<usize, String> {
+    let bytes: usize = s
+        .parse()
+        .map_err(|e| format!("{s:?}: not a number of bytes ({e})"))?;
+    if bytes > MAX_CONNECTION_BYTES {
+        return Err(format!(
+            "{bytes} is above 1 GiB ({MAX_CONNECTION_BYTES} bytes), the largest accepted"
+        ));
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -180,5 +275,80 @@ mod tests {
         assert_eq!(with_kernel - config.max_held_per_connection(), 512 * 1024);
         // The user-space worst case at the defaults: 160 KiB and 76 bytes.
         assert_eq!(config.max_held_per_connection(), 32768 + 65548 + 64 + 65536);
+        assert_eq!(config.max_held_per_connection(), 163_916);
+    }
+
+    fn defaults() -> ServerConfig {
+        ServerConfig::new("127.0.0.1:0".parse().unwrap())
+    }
+
+    #[track_caller]
+    fn refused(adjust: impl FnOnce(&mut ServerConfig), flag: &str) {
+        let mut config = defaults();
+        adjust(&mut config);
+        let err = config.validate().unwrap_err();
+        assert!(err.contains(flag), "{flag} not named: {err}");
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        defaults().validate().unwrap();
+    }
+
+    #[test]
+    fn sizes_stop_at_one_gib_exactly() {
+        let mut config = defaults();
+        config.max_frame = MAX_CONNECTION_BYTES;
+        config.max_buffer_memory = usize::MAX;
+        config.validate().unwrap();
+        refused(|c| c.max_frame = MAX_CONNECTION_BYTES + 1, "--max-frame");
+        refused(|c| c.max_frame = usize::MAX, "--max-frame");
+        refused(|c| c.high_water = usize::MAX, "--high-water");
+        refused(|c| c.send_buffer = usize::MAX, "--sndbuf");
+        refused(|c| c.recv_buffer = MAX_CONNECTION_BYTES + 1, "--rcvbuf");
+    }
+
+    #[test]
+    fn durations_stop_at_365_days() {
+        let mut config = defaults();
+        config.idle_timeout = MAX_DURATION;
+        config.validate().unwrap();
+        let over = MAX_DURATION + std::time::Duration::from_nanos(1);
+        refused(|c| c.idle_timeout = over, "--idle-timeout");
+        refused(|c| c.shutdown_grace = Duration::MAX, "--shutdown-grace");
+        refused(|c| c.linger = over, "--linger");
+        refused(|c| c.stats_interval = Some(over), "--stats-interval");
+        refused(|c| c.idle_timeout = Duration::ZERO, "--idle-timeout");
+    }
+
+    #[test]
+    fn a_budget_floor_that_overflows_is_refused_not_wrapped() {
+        refused(|c| c.threads = usize::MAX, "--threads");
+        refused(
+            |c| {
+                c.threads = usize::MAX / 2;
+                c.max_buffer_memory = usize::MAX;
+            },
+            "--threads",
+        );
+        // Past the bounds, the unchecked accessors saturate instead of wrapping.
+        let mut config = defaults();
+        config.high_water = usize::MAX;
+        assert_eq!(config.max_held_per_connection(), usize::MAX);
+        config.send_buffer = usize::MAX;
+        assert_eq!(config.kernel_held_when_stalled(), usize::MAX);
+    }
+
+    #[test]
+    fn size_parser_takes_one_gib_and_refuses_more() {
+        assert_eq!(
+            parse_connection_bytes("1073741824"),
+            Ok(MAX_CONNECTION_BYTES)
+        );
+        let err = parse_connection_bytes("1073741825").unwrap_err();
+        assert!(err.contains("1 GiB"), "{err}");
+        assert!(parse_connection_bytes("18446744073709551615").is_err());
+        assert!(parse_connection_bytes("99999999999999999999999").is_err());
+        assert!(parse_connection_bytes("-1").is_err());
     }
 }

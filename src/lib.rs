@@ -39,6 +39,10 @@
 //! - [`systemd`]: socket activation (`LISTEN_FDS`) and `READY=1` / `STOPPING=1`.
 //! - [`client`]: a blocking client (`tabecho send`, tests, embedders).
 //! - [`load`]: the verifying load generator (`tabecho load`, the benchmarks).
+// No `unsafe` of our own: the one exception, wrapping the descriptors systemd passed, is
+// allowed where it is, in systemd.rs, with its SAFETY comment.
+#![deny(unsafe_code)]
+
 pub mod addr;
 pub mod client;
 pub mod config;

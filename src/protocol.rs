@@ -9,6 +9,10 @@ pub const DELIMITER: u8 = b'\t';
 /// What every reply starts with, as in the original Go example (`"server got:" + msg`).
 pub const REPLY_PREFIX: &[u8] = b"server got:";
 
+/// What every error line the server sends starts with (`error: too many connections`, ...):
+/// clients tell an error line from a reply by it.
+pub const ERROR_REPLY_PREFIX: &[u8] = b"error:";
+
 /// Sent, then the connection is closed, when the server is at `--max-connections`.
 pub const TOO_MANY_CONNECTIONS: &[u8] = b"error: too many connections\t";
 

@@ -18,6 +18,7 @@ static NOTIFY_STOPPED: AtomicBool = AtomicBool::new(false);
 /// Sets each descriptor close-on-exec, and unsets the `LISTEN_*` variables (as
 /// `sd_listen_fds(1)` does) so children do not inherit them. Call it before spawning
 /// threads: it changes the environment.
+#[allow(unsafe_code)] // the crate's one exception: see the SAFETY comment below
 pub fn listen_fds() -> io::Result<Vec<OwnedFd>> {
     let fds = sd_notify::listen_fds_with_names(true)?;
     Ok(fds

@@ -3,10 +3,13 @@
 //! ```text
 //!   run(&LoadOptions)
 //!     ├─ raise RLIMIT_NOFILE to the hard limit
-//!     ├─ worker thread × T  (worker.rs: one mio Poll each, C/T connections)
-//!     │     ├─ Session × C/T  (session.rs: connect, send frames, check replies)
+//!     ├─ Plan (plan.rs): the timeline and shape, shared read-only by the workers
+//!     ├─ worker thread × T  (worker.rs: one mio Poll each, C/T connections; owns the loop)
+//!     │     ├─ Session × C/T  (session.rs: one connection: send frames, check replies)
 //!     │     │     └─ ReplyChecker (verify.rs) ← PayloadSource (payload.rs)
-//!     │     └─ FaultSession  (fault.rs: --faults; misbehave, check the outcome, reconnect)
+//!     │     ├─ FaultSession  (fault/: --faults; misbehave, check the outcome, reconnect)
+//!     │     ├─ Churn  (churn.rs: --churn; connect, one frame, its reply, close)
+//!     │     └─ both connect through conn.rs (non-blocking connect, the worker's Ctx)
 //!     ├─ progress line each second (stderr, when asked)
 //!     └─ merge WorkerStats (stats.rs) → LoadReport (report.rs prints it)
 //! ```
@@ -18,12 +21,20 @@
 //! a reply after the drain are lost. In `idle` mode nothing is sent: connections are held
 //! for `duration` and the server's closes are timed.
 //!
-//! With `faults`, a share of the connections misbehave instead (fault.rs): each cycles
+//! With `faults`, a share of the connections misbehave instead (fault/): each cycles
 //! connect, misbehave, check, pause, until sending stops; a cycle in progress then has
 //! until the end of the drain to reach its outcome, else it is counted as cut short.
+//!
+//! With `churn`, one-frame connections (the original Go client's pattern) are opened at
+//! that rate from the start until sending stops, beside the others (`connections` may
+//! then be 0); each one's outcome is counted ([`ChurnCounts`]), and each opened keeps
+//! its whole `connect_timeout`, the run waiting for it past the drain if need be.
 
+mod churn;
+mod conn;
 mod fault;
 mod payload;
+mod plan;
 mod report;
 mod session;
 mod stats;
@@ -41,10 +52,12 @@ use crate::config::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FRAME};
 pub use fault::{FaultCounts, FaultKind};
 pub use payload::PayloadSource;
 pub use report::LoadReport;
+pub use stats::ChurnCounts;
 pub use verify::{Desync, ReplyChecker, Verdict};
 
+use plan::Plan;
 use stats::{Progress, WorkerStats};
-use worker::{Plan, WorkerConfig};
+use worker::WorkerConfig;
 
 /// How long the drain phase waits for replies by default.
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(3);
@@ -88,6 +101,9 @@ pub struct LoadOptions {
     pub rate: Option<f64>,
     /// New connections per second over all threads; `None` opens them all at once.
     pub connect_rate: Option<f64>,
+    /// One-frame connections per second over all threads (connect, send one frame, read
+    /// its reply, close), from the start until sending stops; `None`: none.
+    pub churn: Option<f64>,
     /// Hold connections without sending, for `duration`, and time the server's closes.
     pub idle: bool,
     /// Expect each payload back verbatim (payload + TAB), not `server got:` + payload + TAB.
@@ -131,6 +147,7 @@ impl LoadOptions {
             warmup: Duration::ZERO,
             rate: None,
             connect_rate: None,
+            churn: None,
             idle: false,
             raw: false,
             drain: DEFAULT_DRAIN,
@@ -152,27 +169,25 @@ impl LoadOptions {
 /// Fails only when the run cannot start (bad options, no thread, no `Poll`); connection
 /// failures, losses and corruption are counted in the report.
 pub fn run(options: &LoadOptions) -> io::Result<LoadReport> {
-    if options.connections == 0 || options.threads == 0 {
+    if (options.connections == 0 && options.churn.is_none()) || options.threads == 0 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "connections and threads must be at least 1",
+            "connections (unless --churn) and threads must be at least 1",
         ));
     }
-    if options.rate.is_some_and(|r| !(r > 0.0 && r.is_finite()))
-        || options
-            .connect_rate
-            .is_some_and(|r| !(r > 0.0 && r.is_finite()))
-    {
+    let bad_rate = |rate: Option<f64>| rate.is_some_and(|r| !(r > 0.0 && r.is_finite()));
+    if bad_rate(options.rate) || bad_rate(options.connect_rate) || bad_rate(options.churn) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "--rate and --connect-rate must be positive",
+            "--rate, --connect-rate and --churn must be positive",
         ));
     }
     if !options.faults.is_empty() {
         check_fault_options(options)?;
     }
     let fd_limit = raise_fd_limit();
-    let threads = options.threads.min(options.connections);
+    // At least one worker, which may have only churn to do.
+    let threads = options.threads.min(options.connections.max(1));
     let source = PayloadSource::new(options.size);
     let start = Instant::now();
     let plan = Arc::new(Plan::new(options, start));
@@ -190,6 +205,9 @@ pub fn run(options: &LoadOptions) -> io::Result<LoadReport> {
             connect_rate: options.connect_rate.map(|r| r / threads as f64),
             // --rate is the healthy load: faulty connections send no paced frames.
             rate_per_connection: options.rate.map(|r| r / healthy.max(1) as f64),
+            churn_rate: options.churn.map(|r| r / threads as f64),
+            // Far from the sessions' ids (which seed their payloads too).
+            churn_id: (1 << 63) | ((w as u64) << 40),
             source: source.clone(),
             plan: Arc::clone(&plan),
         };

@@ -2,20 +2,31 @@
 //!
 //! Times are in microseconds (latency, connect) or milliseconds (idle closes); rates per
 //! second of the measured window; MB are 10^6 bytes.
+//!
+//! The JSON (`tabecho load --json`) is serde's, of these very fields (the field names are
+//! the keys), plus the two verdicts `verified` and `faults_ok`; [`LoadReport::from_json`]
+//! reads it back. Keys are never renamed: scripts and the xtask read them.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::load::fault::{FaultCounts, FaultKind};
-use crate::load::stats::{LimitHit, WorkerStats};
+use crate::load::stats::{ChurnCounts, LimitHit, WorkerStats};
 use crate::load::LoadOptions;
 
 /// What a load run found.
-#[derive(Debug, Clone, Default, PartialEq)]
+///
+/// Fields missing from a JSON report read back (an older release's) take their default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LoadReport {
     /// The server address, as given.
     pub addr: String,
+    /// Whether this was an idle run.
+    pub idle: bool,
     /// Connections asked for.
     pub connections: u64,
     /// Connections established.
@@ -74,15 +85,70 @@ pub struct LoadReport {
     pub limit_note: Option<String>,
     /// Whole run, connect to close, in seconds.
     pub elapsed_secs: f64,
-    /// Whether this was an idle run.
-    pub idle: bool,
     /// Healthy connections asked for (`connections` less the faulty ones); the frame,
     /// latency and connect fields above count these only.
     pub healthy_connections: u64,
     /// Faulty connections (`--faults`), cycling.
     pub faulty_connections: u64,
-    /// The faulty connections' cycles, one entry per kind given, in `--faults` order.
+    /// The faulty connections' cycles, one entry per kind given, in `--faults` order (in
+    /// JSON, an object keyed by the kinds' names, in the same order).
+    #[serde(with = "kinds_in_order")]
     pub faults: Vec<(FaultKind, FaultCounts)>,
+    /// The one-frame connections' outcomes (`--churn`); `None` (JSON `null`) without it.
+    pub churn: Option<ChurnCounts>,
+}
+
+/// What `--json` prints: the report's fields, and its verdicts, which are computed from
+/// them (so they are not fields, and reading a report back ignores them).
+#[derive(Serialize)]
+struct Json<'a> {
+    /// [`LoadReport::verified`].
+    verified: bool,
+    /// [`LoadReport::faults_ok`].
+    faults_ok: bool,
+    /// Every field, as keys of the same object.
+    #[serde(flatten)]
+    report: &'a LoadReport,
+}
+
+/// `Vec<(FaultKind, FaultCounts)>` as a JSON object keyed by the kinds' names, in the
+/// vector's order both ways (serde's maps would sort or lose it).
+mod kinds_in_order {
+    use std::fmt;
+
+    use serde::de::{MapAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    use crate::load::fault::{FaultCounts, FaultKind};
+
+    pub fn serialize<S: Serializer>(
+        faults: &[(FaultKind, FaultCounts)],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(faults.iter().map(|(kind, counts)| (kind, counts)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<(FaultKind, FaultCounts)>, D::Error> {
+        struct InOrder;
+        impl<'de> Visitor<'de> for InOrder {
+            type Value = Vec<(FaultKind, FaultCounts)>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of fault kinds and their counts")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut faults = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    faults.push(entry);
+                }
+                Ok(faults)
+            }
+        }
+        deserializer.deserialize_map(InOrder)
+    }
 }
 
 impl LoadReport {
@@ -160,13 +226,23 @@ impl LoadReport {
             healthy_connections: (options.connections as u64).saturating_sub(faulty),
             faulty_connections: faulty,
             faults,
+            churn: options.churn.map(|_| stats.churn.clone()),
         }
     }
 
-    /// True when every frame sent got exactly its reply, nothing unexpected came, and
-    /// every fault cycle got its documented outcome.
+    /// True when every frame sent got exactly its reply, nothing unexpected came, every
+    /// fault cycle got its documented outcome, and every churn connection its reply.
     pub fn verified(&self) -> bool {
-        self.lost == 0 && self.corrupt == 0 && self.unexpected == 0 && self.faults_ok()
+        self.lost == 0
+            && self.corrupt == 0
+            && self.unexpected == 0
+            && self.faults_ok()
+            && self.churn_failed() == 0
+    }
+
+    /// Churn connections that did not get their reply (0 without `--churn`).
+    pub fn churn_failed(&self) -> u64 {
+        self.churn.as_ref().map_or(0, ChurnCounts::failed)
     }
 
     /// True when no fault cycle got an unexpected outcome.
@@ -182,7 +258,9 @@ impl LoadReport {
     /// True when something ran: a healthy connection was established, or a fault cycle
     /// reached an outcome.
     pub fn ran(&self) -> bool {
-        self.established > 0 || self.faults.iter().any(|(_, c)| c.runs > 0)
+        self.established > 0
+            || self.faults.iter().any(|(_, c)| c.runs > 0)
+            || self.churn.as_ref().is_some_and(|c| c.ok > 0)
     }
 
     /// The human summary, several lines.
@@ -244,20 +322,28 @@ impl LoadReport {
         if !self.faults.is_empty() {
             let _ = writeln!(
                 out,
-                "faults       {:<10} {:>6} {:>8} {:>9} {:>11} {:>10} {:>15}",
-                "kind", "conns", "runs", "expected", "unexpected", "cut short", "connect failed"
+                "faults       {:<10} {:>6} {:>8} {:>9} {:>11} {:>10} {:>15} {:>8}",
+                "kind",
+                "conns",
+                "runs",
+                "expected",
+                "unexpected",
+                "cut short",
+                "connect failed",
+                "evicted"
             );
             for (kind, c) in &self.faults {
                 let _ = writeln!(
                     out,
-                    "             {:<10} {:>6} {:>8} {:>9} {:>11} {:>10} {:>15}",
+                    "             {:<10} {:>6} {:>8} {:>9} {:>11} {:>10} {:>15} {:>8}",
                     kind.name(),
                     c.connections,
                     c.runs,
                     c.expected,
                     c.unexpected,
                     c.cut_short,
-                    c.connect_failed
+                    c.connect_failed,
+                    c.evicted
                 );
             }
             for (kind, c) in &self.faults {
@@ -265,6 +351,14 @@ impl LoadReport {
                     let _ = writeln!(out, "unexpected   {kind}: {sample}");
                 }
             }
+        }
+        if let Some(c) = &self.churn {
+            let _ = writeln!(
+                out,
+                "churn        {} one-frame connections: {} ok, {} refused, {} reset, {} wrong, \
+                 {} timed out, {} other",
+                c.attempted, c.ok, c.refused, c.reset, c.wrong, c.timed_out, c.other
+            );
         }
         if self.errors.is_empty() {
             let _ = writeln!(out, "errors       none");
@@ -303,6 +397,13 @@ impl LoadReport {
                     self.fault_unexpected()
                 );
             }
+            if self.churn.is_some() {
+                let _ = write!(
+                    out,
+                    "; {} churn connections without their reply",
+                    self.churn_failed()
+                );
+            }
             out.push('\n');
         }
         out
@@ -310,110 +411,19 @@ impl LoadReport {
 
     /// One JSON object, on one line.
     pub fn to_json(&self) -> String {
-        let mut out = String::from("{");
-        let mut field = |name: &str, value: String| {
-            if out.len() > 1 {
-                out.push(',');
-            }
-            let _ = write!(out, "{}:{value}", json_string(name));
+        let json = Json {
+            verified: self.verified(),
+            faults_ok: self.faults_ok(),
+            report: self,
         };
-        field("addr", json_string(&self.addr));
-        field("verified", self.verified().to_string());
-        field("idle", self.idle.to_string());
-        field("connections", self.connections.to_string());
-        field("established", self.established.to_string());
-        field("connect_failed", self.connect_failed.to_string());
-        field("frames_sent", self.frames_sent.to_string());
-        field("frames_answered", self.frames_answered.to_string());
-        field("lost", self.lost.to_string());
-        field("corrupt", self.corrupt.to_string());
-        field("unexpected", self.unexpected.to_string());
-        field("error_replies", self.error_replies.to_string());
-        field("replies", self.replies.to_string());
-        field("window_secs", json_number(self.window_secs));
-        field("replies_per_sec", json_number(self.replies_per_sec));
-        field("rx_mb_per_sec", json_number(self.rx_mb_per_sec));
-        field("tx_mb_per_sec", json_number(self.tx_mb_per_sec));
-        field("p50_us", self.p50_us.to_string());
-        field("p90_us", self.p90_us.to_string());
-        field("p99_us", self.p99_us.to_string());
-        field("p999_us", self.p999_us.to_string());
-        field("max_us", self.max_us.to_string());
-        field("connect_p50_us", self.connect_p50_us.to_string());
-        field("connect_p99_us", self.connect_p99_us.to_string());
-        field("server_closes", self.server_closes.to_string());
-        field("close_after_min_ms", self.close_after_min_ms.to_string());
-        field("close_after_p50_ms", self.close_after_p50_ms.to_string());
-        field("close_after_max_ms", self.close_after_max_ms.to_string());
-        let errors: Vec<String> = self
-            .errors
-            .iter()
-            .map(|(k, n)| format!("{}:{n}", json_string(k)))
-            .collect();
-        field("errors", format!("{{{}}}", errors.join(",")));
-        field("fd_limit", self.fd_limit.to_string());
-        field(
-            "limit_note",
-            self.limit_note
-                .as_deref()
-                .map_or("null".into(), json_string),
-        );
-        field("elapsed_secs", json_number(self.elapsed_secs));
-        field("healthy_connections", self.healthy_connections.to_string());
-        field("faulty_connections", self.faulty_connections.to_string());
-        field("faults_ok", self.faults_ok().to_string());
-        let faults: Vec<String> = self
-            .faults
-            .iter()
-            .map(|(kind, c)| {
-                let samples: Vec<String> = c.samples.iter().map(|s| json_string(s)).collect();
-                format!(
-                    "{}:{{\"connections\":{},\"runs\":{},\"expected\":{},\"unexpected\":{},\
-                     \"cut_short\":{},\"connect_failed\":{},\"samples\":[{}]}}",
-                    json_string(kind.name()),
-                    c.connections,
-                    c.runs,
-                    c.expected,
-                    c.unexpected,
-                    c.cut_short,
-                    c.connect_failed,
-                    samples.join(",")
-                )
-            })
-            .collect();
-        field("faults", format!("{{{}}}", faults.join(",")));
-        out.push('}');
-        out
+        // Plain data with string keys: serializing it cannot fail.
+        serde_json::to_string(&json).expect("a LoadReport serializes")
     }
-}
 
-/// A JSON number; JSON has no NaN or infinity, so those become `null`.
-fn json_number(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x:.3}")
-    } else {
-        "null".into()
+    /// A report read back from [`LoadReport::to_json`]'s output (`tabecho load --json`).
+    pub fn from_json(json: &str) -> serde_json::Result<LoadReport> {
+        serde_json::from_str(json)
     }
-}
-
-/// A JSON string literal (RFC 8259 §7): quote, backslash and control characters escaped.
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]
@@ -422,7 +432,12 @@ mod tests {
 
     #[test]
     fn json_strings_are_escaped() {
-        assert_eq!(json_string("a\"b\\c\td\u{1}"), r#""a\"b\\c\td\u0001""#);
+        let report = LoadReport {
+            addr: "a\"b\\c\td\u{1}".into(),
+            ..LoadReport::default()
+        };
+        let json = report.to_json();
+        assert!(json.contains(r#""addr":"a\"b\\c\td\u0001""#), "{json}");
     }
 
     #[test]
@@ -475,9 +490,185 @@ mod tests {
         let json = report.to_json();
         assert!(json.contains(r#""faults_ok":false"#), "{json}");
         assert!(
-            json.contains(r#""halfclose":{"connections":2,"runs":5,"expected":4,"unexpected":1,"cut_short":0,"connect_failed":0,"samples":["connection 3 cycle 2: EOF after 1 of 8 replies"]}"#),
+            json.contains(r#""halfclose":{"connections":2,"runs":5,"expected":4,"unexpected":1,"cut_short":0,"connect_failed":0,"evicted":0,"samples":["connection 3 cycle 2: EOF after 1 of 8 replies"]}"#),
             "{json}"
         );
+    }
+
+    /// The keys of `tabecho load --json` in 0.2.0, captured from its output: scripts and
+    /// the xtask read them by name, so none may be renamed or go.
+    const JSON_KEYS_0_2: [&str; 36] = [
+        "addr",
+        "verified",
+        "idle",
+        "connections",
+        "established",
+        "connect_failed",
+        "frames_sent",
+        "frames_answered",
+        "lost",
+        "corrupt",
+        "unexpected",
+        "error_replies",
+        "replies",
+        "window_secs",
+        "replies_per_sec",
+        "rx_mb_per_sec",
+        "tx_mb_per_sec",
+        "p50_us",
+        "p90_us",
+        "p99_us",
+        "p999_us",
+        "max_us",
+        "connect_p50_us",
+        "connect_p99_us",
+        "server_closes",
+        "close_after_min_ms",
+        "close_after_p50_ms",
+        "close_after_max_ms",
+        "errors",
+        "fd_limit",
+        "limit_note",
+        "elapsed_secs",
+        "healthy_connections",
+        "faulty_connections",
+        "faults_ok",
+        "faults",
+    ];
+    /// The keys of each kind's object under `faults` in 0.2.0.
+    const FAULT_JSON_KEYS_0_2: [&str; 7] = [
+        "connections",
+        "runs",
+        "expected",
+        "unexpected",
+        "cut_short",
+        "connect_failed",
+        "samples",
+    ];
+
+    /// Keys added since 0.2.0, top level: new ones go here, never in place of an old one.
+    const JSON_KEYS_ADDED: [&str; 1] = ["churn"];
+    /// Keys added since 0.2.0 to each kind's object under `faults`.
+    const FAULT_JSON_KEYS_ADDED: [&str; 1] = ["evicted"];
+
+    /// The keys of a JSON object, sorted.
+    fn keys(value: &serde_json::Value) -> Vec<String> {
+        let mut keys: Vec<String> = value
+            .as_object()
+            .expect("a JSON object")
+            .keys()
+            .cloned()
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    fn sorted(names: &[&str]) -> Vec<String> {
+        let mut names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn json_keys_are_those_of_0_2_and_the_added_ones() {
+        let report = LoadReport {
+            faults: vec![(FaultKind::Trickle, FaultCounts::default())],
+            ..LoadReport::default()
+        };
+        let json = report.to_json();
+        let value: serde_json::Value = serde_json::from_str(&json).expect(&json);
+        let top = [&JSON_KEYS_0_2[..], &JSON_KEYS_ADDED[..]].concat();
+        assert_eq!(keys(&value), sorted(&top), "{json}");
+        let fault = [&FAULT_JSON_KEYS_0_2[..], &FAULT_JSON_KEYS_ADDED[..]].concat();
+        assert_eq!(keys(&value["faults"]["trickle"]), sorted(&fault), "{json}");
+    }
+
+    #[test]
+    fn json_reads_back_into_the_same_report_with_faults_in_order() {
+        let mut report = LoadReport {
+            addr: "127.0.0.1:7".into(),
+            connections: 10,
+            established: 9,
+            connect_failed: 1,
+            frames_sent: 100,
+            frames_answered: 99,
+            lost: 1,
+            window_secs: 2.5,
+            replies_per_sec: 39.5,
+            p99_us: 1234,
+            limit_note: Some("could open only 9 of 10 connections".into()),
+            elapsed_secs: 3.25,
+            healthy_connections: 8,
+            faulty_connections: 2,
+            faults: vec![
+                (
+                    FaultKind::Trickle,
+                    FaultCounts {
+                        connections: 1,
+                        runs: 2,
+                        expected: 2,
+                        ..FaultCounts::default()
+                    },
+                ),
+                (
+                    FaultKind::Reset,
+                    FaultCounts {
+                        connections: 1,
+                        unexpected: 1,
+                        samples: vec!["connection 4 cycle 1: EOF".into()],
+                        ..FaultCounts::default()
+                    },
+                ),
+            ],
+            ..LoadReport::default()
+        };
+        report.errors.insert("server: connection reset".into(), 2);
+        report.churn = Some(ChurnCounts {
+            attempted: 3,
+            ok: 2,
+            reset: 1,
+            ..ChurnCounts::default()
+        });
+        let json = report.to_json();
+        assert!(json.contains(r#""verified":false"#), "{json}");
+        assert!(json.contains(r#""faults":{"trickle":{"#), "{json}");
+        assert_eq!(LoadReport::from_json(&json).expect(&json), report);
+        // A report with fields missing (an older release's) reads with their defaults.
+        let old = LoadReport::from_json(r#"{"addr":"x","lost":3}"#).unwrap();
+        assert_eq!((old.addr.as_str(), old.lost, old.established), ("x", 3, 0));
+    }
+
+    #[test]
+    fn a_churn_connection_without_its_reply_fails_the_run() {
+        let mut report = LoadReport {
+            churn: Some(ChurnCounts {
+                attempted: 5,
+                ok: 5,
+                ..ChurnCounts::default()
+            }),
+            ..LoadReport::default()
+        };
+        assert!(report.verified() && report.ran(), "{}", report.to_text());
+        report.churn = Some(ChurnCounts {
+            attempted: 5,
+            ok: 4,
+            timed_out: 1,
+            ..ChurnCounts::default()
+        });
+        let text = report.to_text();
+        assert!(!report.verified() && report.churn_failed() == 1, "{text}");
+        assert!(text.contains("1 timed out, 0 other"), "{text}");
+        assert!(
+            text.contains("1 churn connections without their reply"),
+            "{text}"
+        );
+        assert!(report
+            .to_json()
+            .contains(r#""churn":{"attempted":5,"ok":4,"#));
+        // Without --churn: null, and no churn line.
+        let none = LoadReport::default();
+        assert!(none.to_json().contains(r#""churn":null"#));
+        assert!(!none.to_text().contains("churn"));
     }
 
     #[test]

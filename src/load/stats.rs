@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 
 use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
 
-use crate::load::fault::{FaultCounts, FaultKind};
+use crate::load::fault::kind::{FaultCounts, FaultKind};
 
 /// The largest latency or connect time recorded, in microseconds (one minute); larger
 /// values are clamped to it.
@@ -60,6 +61,60 @@ pub struct WorkerStats {
     pub limit: Option<LimitHit>,
     /// The faulty connections' cycles, by kind (indexed by `FaultKind::index`).
     pub faults: [FaultCounts; FaultKind::ALL.len()],
+    /// The one-frame connections' outcomes (`--churn`).
+    pub churn: ChurnCounts,
+}
+
+/// What the one-frame connections of `--churn` came to (connect, send one frame, read
+/// its reply, close); in JSON, these field names are the keys.
+///
+/// # Invariants
+/// - Once the run is over, `attempted` always equals the sum of the six outcomes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChurnCounts {
+    /// Connections opened (or tried).
+    pub attempted: u64,
+    /// The exact reply arrived.
+    pub ok: u64,
+    /// The connect was refused (ECONNREFUSED; on a Unix socket, a full backlog too).
+    pub refused: u64,
+    /// Reset or broken by the server, or closed before the whole reply.
+    pub reset: u64,
+    /// A reply other than the one expected, an error line included.
+    pub wrong: u64,
+    /// No reply within `--connect-timeout` of the connect.
+    pub timed_out: u64,
+    /// Any other failure (no descriptor, no local port, ...), described in `errors`.
+    pub other: u64,
+}
+
+impl ChurnCounts {
+    /// Connections that did not get their reply: refused, reset, wrong, timed out, other.
+    pub fn failed(&self) -> u64 {
+        self.refused + self.reset + self.wrong + self.timed_out + self.other
+    }
+
+    /// Adds `other` into `self`. Exhaustive: a new field does not compile until it is
+    /// merged here.
+    pub fn merge(&mut self, other: &ChurnCounts) {
+        let ChurnCounts {
+            attempted,
+            ok,
+            refused,
+            reset,
+            wrong,
+            timed_out,
+            other,
+        } = other;
+        self.attempted += attempted;
+        self.ok += ok;
+        self.refused += refused;
+        self.reset += reset;
+        self.wrong += wrong;
+        self.timed_out += timed_out;
+        self.other += other;
+    }
 }
 
 /// A resource that ran out while opening connections.
@@ -99,6 +154,7 @@ impl WorkerStats {
             errors: BTreeMap::new(),
             limit: None,
             faults: Default::default(),
+            churn: ChurnCounts::default(),
         }
     }
 
@@ -126,32 +182,56 @@ impl WorkerStats {
             .saturating_record(millis.clamp(1, MAX_MILLIS));
     }
 
-    /// Adds `other` into `self`.
+    /// Adds `other` into `self`. Exhaustive: a new field does not compile until it is
+    /// merged here.
     pub fn merge(&mut self, other: &WorkerStats) {
-        self.established += other.established;
-        self.failed += other.failed;
-        self.frames_sent += other.frames_sent;
-        self.frames_answered += other.frames_answered;
-        self.frames_corrupt += other.frames_corrupt;
-        self.frames_lost += other.frames_lost;
-        self.unsolicited += other.unsolicited;
-        self.error_replies += other.error_replies;
-        self.desyncs += other.desyncs;
-        self.measured_replies += other.measured_replies;
-        self.measured_rx_bytes += other.measured_rx_bytes;
-        self.measured_tx_bytes += other.measured_tx_bytes;
+        let WorkerStats {
+            established,
+            failed,
+            frames_sent,
+            frames_answered,
+            frames_corrupt,
+            frames_lost,
+            unsolicited,
+            error_replies,
+            desyncs,
+            measured_replies,
+            measured_rx_bytes,
+            measured_tx_bytes,
+            latency_us,
+            connect_us,
+            server_closes,
+            close_after_ms,
+            errors,
+            limit,
+            faults,
+            churn,
+        } = other;
+        self.established += established;
+        self.failed += failed;
+        self.frames_sent += frames_sent;
+        self.frames_answered += frames_answered;
+        self.frames_corrupt += frames_corrupt;
+        self.frames_lost += frames_lost;
+        self.unsolicited += unsolicited;
+        self.error_replies += error_replies;
+        self.desyncs += desyncs;
+        self.measured_replies += measured_replies;
+        self.measured_rx_bytes += measured_rx_bytes;
+        self.measured_tx_bytes += measured_tx_bytes;
         // Same bounds on both sides: `add` cannot fail.
-        let _ = self.latency_us.add(&other.latency_us);
-        let _ = self.connect_us.add(&other.connect_us);
-        let _ = self.close_after_ms.add(&other.close_after_ms);
-        self.server_closes += other.server_closes;
-        for (kind, n) in &other.errors {
+        let _ = self.latency_us.add(latency_us);
+        let _ = self.connect_us.add(connect_us);
+        let _ = self.close_after_ms.add(close_after_ms);
+        self.server_closes += server_closes;
+        for (kind, n) in errors {
             *self.errors.entry(kind.clone()).or_insert(0) += n;
         }
-        self.limit = self.limit.or(other.limit);
-        for (mine, theirs) in self.faults.iter_mut().zip(&other.faults) {
+        self.limit = self.limit.or(*limit);
+        for (mine, theirs) in self.faults.iter_mut().zip(faults) {
             mine.merge(theirs);
         }
+        self.churn.merge(churn);
     }
 }
 

@@ -18,10 +18,9 @@
 
 use std::collections::VecDeque;
 
-use crate::client::ERROR_REPLY_PREFIX;
 use crate::config::DEFAULT_MAX_FRAME;
 use crate::load::payload::PayloadSource;
-use crate::protocol::{DELIMITER, REPLY_PREFIX};
+use crate::protocol::{DELIMITER, ERROR_REPLY_PREFIX, REPLY_PREFIX};
 
 /// The delimiter as a one-byte slice, the last segment of every reply.
 const TAB: &[u8] = &[DELIMITER];

@@ -5,13 +5,15 @@
 //! event to its session; send the paced frames that came due; publish progress; stop when
 //! the drain is over or nothing is in flight after sending stopped.
 //!
-//! Faulty sessions (fault.rs) share the loop: their timers go in the same heap, and
-//! the drain also waits for their cycles in progress (`busy_faults`).
+//! Faulty sessions (fault/session.rs) share the loop: their timers go in the same heap, and
+//! the drain also waits for their cycles in progress (`busy_faults`). So do the one-frame
+//! connections of `--churn` (churn.rs), on tokens of their own from `CHURN_TOKENS` up; the
+//! run also waits for each of them to reach its outcome.
 //!
 //! # Invariants
 //! - `sessions[i]` is always registered as `Token(i)`; sessions are never removed during
 //!   a run, so a token always names the session it was given to. A faulty session
-//!   registers each cycle's socket under its same token, only from a timer (see fault.rs).
+//!   registers each cycle's socket under its same token, only from a timer (see fault/session.rs).
 //! - `in_flight` always equals the sum of the healthy sessions' frames in flight.
 //! - Each healthy session has at most one entry in the pacing heap (`Session::in_heap`).
 
@@ -24,13 +26,13 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token};
 
-use crate::addr::ListenAddr;
-use crate::load::fault::{FaultKind, FaultPlan, FaultSession, NOREAD_FRAME};
+use crate::load::churn::{Churn, CHURN_TOKENS};
+use crate::load::conn::{ConnectError, Ctx};
+use crate::load::fault::{FaultSession, NOREAD_FRAME};
 use crate::load::payload::PayloadSource;
-use crate::load::session::{ConnectError, Ctx, Session, State};
+use crate::load::plan::Plan;
+use crate::load::session::{Session, State};
 use crate::load::stats::{Progress, WorkerStats};
-use crate::load::LoadOptions;
-use crate::protocol::REPLY_PREFIX;
 
 /// Connections opened per loop turn at most, so that events of the open ones are served
 /// between batches; the rest wait for the next turn (poll timeout zero).
@@ -42,109 +44,6 @@ const READ_BUF: usize = 256 * 1024;
 /// Delay before retrying a Unix connect refused with EAGAIN (backlog full).
 const UNIX_RETRY: Duration = Duration::from_millis(10);
 
-/// The run's timeline and shape, shared by all workers.
-#[derive(Debug)]
-pub struct Plan {
-    /// The server.
-    pub addr: ListenAddr,
-    /// The local address to connect from, if given.
-    pub source: Option<std::net::IpAddr>,
-    /// Both socket buffers of every connection capped at this many bytes, if given.
-    pub socket_buffer: Option<usize>,
-    /// Frames in flight per connection, at most.
-    pub pipeline: usize,
-    /// Bytes of a frame on the wire (payload + TAB).
-    pub frame_len: usize,
-    /// Bytes of a reply on the wire.
-    pub reply_len: usize,
-    /// Expect verbatim echo.
-    pub raw: bool,
-    /// Hold connections without sending.
-    pub idle: bool,
-    /// Frames per connection, at most.
-    pub frames_per_connection: Option<u64>,
-    /// When the measured window starts.
-    pub measure_start: Instant,
-    /// When sending stops (the measured window ends).
-    pub send_end: Instant,
-    /// When the drain gives up.
-    pub drain_end: Instant,
-    /// The longest a connect may take.
-    pub connect_timeout: Duration,
-    /// When the workers started.
-    pub start: Instant,
-    /// Which connections misbehave, how, and what they assume of the server.
-    pub faults: FaultPlan,
-}
-
-impl Plan {
-    /// The timeline of `options` from `start`.
-    pub fn new(options: &LoadOptions, start: Instant) -> Self {
-        let measure_start = start + options.warmup;
-        let send_end = measure_start + options.duration;
-        let drain = if options.idle {
-            Duration::ZERO
-        } else {
-            options.drain
-        };
-        Plan {
-            addr: options.addr.clone(),
-            source: options.source,
-            socket_buffer: options.socket_buffer,
-            pipeline: options.pipeline.max(1),
-            frame_len: options.size + 1,
-            reply_len: if options.raw { 0 } else { REPLY_PREFIX.len() } + options.size + 1,
-            raw: options.raw,
-            idle: options.idle,
-            frames_per_connection: options.frames_per_connection,
-            measure_start,
-            send_end,
-            drain_end: send_end + drain,
-            connect_timeout: options.connect_timeout,
-            start,
-            faults: fault_plan(options),
-        }
-    }
-
-    /// Whether new frames may be sent at `now`.
-    pub fn sending(&self, now: Instant) -> bool {
-        !self.idle && now < self.send_end
-    }
-
-    /// Whether a frame scheduled at `stamp` counts in the measured window.
-    pub fn measured(&self, stamp: Instant) -> bool {
-        stamp >= self.measure_start && stamp < self.send_end
-    }
-}
-
-/// The faulty connections of `options`: `fault_share` of them, at least one per kind
-/// given (each kind once, in the order given), at most all.
-fn fault_plan(options: &LoadOptions) -> FaultPlan {
-    let mut kinds: Vec<FaultKind> = Vec::new();
-    for &kind in &options.faults {
-        if !kinds.contains(&kind) {
-            kinds.push(kind);
-        }
-    }
-    let connections = options.connections as u64;
-    let faulty = if kinds.is_empty() {
-        0
-    } else {
-        ((connections as f64 * options.fault_share).ceil() as u64)
-            .max(kinds.len() as u64)
-            .min(connections)
-    };
-    FaultPlan {
-        kinds,
-        faulty,
-        connections,
-        max_frame: options.max_frame,
-        idle_timeout: options.idle_timeout,
-        pause: options.fault_pause,
-        cycles: options.fault_cycles,
-    }
-}
-
 /// One worker's share of the run.
 pub struct WorkerConfig {
     /// The id of this worker's first connection; it has `count` consecutive ids.
@@ -155,6 +54,10 @@ pub struct WorkerConfig {
     pub connect_rate: Option<f64>,
     /// Frames per second per connection in open loop.
     pub rate_per_connection: Option<f64>,
+    /// This worker's share of `--churn`, one-frame connections per second.
+    pub churn_rate: Option<f64>,
+    /// Mixed into this worker's churn payloads (unique per worker).
+    pub churn_id: u64,
     /// Payload generator.
     pub source: PayloadSource,
     /// The shared timeline.
@@ -201,6 +104,7 @@ pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats>
     let mut open: u64 = 0;
     let mut busy_faults: u64 = 0;
     let mut limit_logged = false;
+    let mut churn = Churn::new(config.churn_rate, plan.start, config.churn_id);
     // A registry of its own, so the sessions' context can live across `poll.poll`.
     let registry = poll.registry().try_clone()?;
     let mut ctx = Ctx {
@@ -258,7 +162,7 @@ pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats>
                     to_open.push_front((id, now + UNIX_RETRY));
                     break;
                 }
-                Err(ConnectError::Failed(why)) => {
+                Err(ConnectError::Refused(why) | ConnectError::Failed(why)) => {
                     ctx.stats.failed += 1;
                     ctx.stats.error(format!("connect: {why}"));
                 }
@@ -275,6 +179,11 @@ pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats>
                 }
             }
         }
+
+        // One-frame connections that are due, in what is left of the batch; then the
+        // ones past their deadline.
+        opened += churn.open_due(now, CONNECTS_PER_TURN - opened, &mut ctx);
+        churn.expire(now, &mut ctx);
 
         // Connects past their deadline fail.
         while let Some(&(deadline, index)) = connect_deadlines.front() {
@@ -312,13 +221,20 @@ pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats>
         publish(progress, ctx.stats, *ctx.open);
 
         // The end: the drain is over, or nothing is left to wait for.
+        // A churn connection is never cut short: it keeps its whole deadline.
         let idle = *ctx.in_flight == 0 && *ctx.busy_faults == 0;
-        if now >= plan.send_end && to_open.is_empty() && (idle || now >= plan.drain_end) {
+        if now >= plan.send_end
+            && to_open.is_empty()
+            && (idle || now >= plan.drain_end)
+            && churn.is_idle()
+        {
             break;
         }
         if plan.frames_per_connection.is_some()
             && to_open.is_empty()
             && idle
+            && churn.is_idle()
+            && !churn.scheduled(&ctx, now)
             && sessions.iter().all(|slot| match slot {
                 Slot::Healthy(session) => session.is_done(plan),
                 Slot::Faulty(fault) => fault.is_done(),
@@ -346,6 +262,13 @@ pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats>
         if let Some(&Reverse((due, _))) = paced.peek() {
             wake = wake.min(due);
         }
+        if let Some(due) = churn.next_wake(&ctx, now) {
+            wake = wake.min(if opened == CONNECTS_PER_TURN {
+                now
+            } else {
+                due
+            });
+        }
         // Wake at least once a second so the progress counters stay fresh.
         let timeout = wake
             .saturating_duration_since(now)
@@ -359,6 +282,10 @@ pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats>
         let now = Instant::now();
         for event in events.iter() {
             let index = event.token().0;
+            if index >= CHURN_TOKENS {
+                churn.on_event(index - CHURN_TOKENS, &mut ctx);
+                continue;
+            }
             // A token always names its own slot (never removed, never reused by another).
             let Some(slot) = sessions.get_mut(index) else {
                 continue;
@@ -396,6 +323,7 @@ pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats>
             Slot::Faulty(fault) => fault.end_of_run(&mut ctx),
         }
     }
+    churn.end_of_run(&mut ctx);
     publish(progress, &stats, open);
     debug_assert_eq!(
         stats.frames_sent,
@@ -403,6 +331,12 @@ pub fn run(config: WorkerConfig, progress: &Progress) -> io::Result<WorkerStats>
         "every frame sent is settled once"
     );
     debug_assert_eq!(busy_faults, 0, "every faulty cycle ended");
+    debug_assert_eq!(
+        stats.churn.attempted,
+        stats.churn.ok + stats.churn.failed(),
+        "every churn connection has one outcome: {:?}",
+        stats.churn
+    );
     Ok(stats)
 }
 

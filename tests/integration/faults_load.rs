@@ -157,6 +157,52 @@ fn fault_garbage_alone_gets_the_replies_of_the_frames_it_makes() {
 }
 
 #[test]
+fn fault_partial_alone_gets_nothing_and_is_reaped_after_the_idle_timeout() {
+    let (counts, stats) = kind_alone(FaultKind::Partial);
+    assert_eq!(counts.evicted, 0, "{counts:?}");
+    assert!(stats.reaped_idle >= counts.runs, "{stats:?}");
+    assert_eq!(stats.closed_memory_budget, 0, "{stats:?}");
+}
+
+#[test]
+fn fault_partial_over_the_memory_budget_is_evicted_with_the_error_line() {
+    // The memory tests' budget: one reactor, 64 KiB, one connection's worst case 4096 +
+    // (8192 + 12) + 64 + 8192 = 20,556 bytes kept free; eight partial frames of 8,191
+    // bytes (65,528) cannot all be held, so the server evicts some, each with the line.
+    // The others are reaped at the idle timeout: both are documented outcomes.
+    let server = TestServer::start_with(|c| {
+        c.threads = 1;
+        c.high_water = 4096;
+        c.max_frame = 8192;
+        c.max_buffer_memory = 64 * 1024;
+        c.idle_timeout = IDLE;
+        c.send_buffer = 0;
+        c.recv_buffer = 0;
+    });
+    let mut options = faulty(&server.addr, &[FaultKind::Partial]);
+    options.fault_share = 1.0;
+    options.max_frame = 8192;
+    let report = run_load(&options);
+    let text = report.to_text();
+    assert!(report.verified(), "{text}");
+    let counts = &report.faults[0].1;
+    assert_eq!(counts.connections, 8, "{text}");
+    assert_eq!(counts.runs, 8 * CYCLES, "{text}");
+    assert_eq!(counts.expected, counts.runs, "{text}");
+    let stats = server.stop();
+    assert!(counts.evicted >= 1, "nobody evicted: {text}{stats:?}");
+    // Every close for the budget reached its holder with the whole line.
+    assert_eq!(
+        counts.evicted, stats.closed_memory_budget,
+        "{text}{stats:?}"
+    );
+    assert!(
+        stats.reaped_idle + counts.evicted >= counts.runs,
+        "{stats:?}"
+    );
+}
+
+#[test]
 fn fault_oversize_against_another_frame_limit_is_unexpected() {
     // A smaller limit: the error line names another number.
     let server = start_server(MAX_FRAME / 2);
@@ -191,7 +237,7 @@ fn load_binary_with_every_fault_exits_0_with_json() {
             "--addr",
             &addr,
             "-c",
-            "16",
+            "18",
             "-t",
             "2",
             "--frames",
@@ -201,7 +247,7 @@ fn load_binary_with_every_fault_exits_0_with_json() {
             "-d",
             "10s",
             "--faults",
-            "reset,halfclose,slowread,noread,flood,trickle,oversize,garbage",
+            "reset,halfclose,slowread,noread,flood,trickle,oversize,garbage,partial",
             "--fault-share",
             "0.5",
             "--fault-cycles",
@@ -219,7 +265,7 @@ fn load_binary_with_every_fault_exits_0_with_json() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains(r#""verified":true"#), "{out}");
     assert!(out.contains(r#""faults_ok":true"#), "{out}");
-    assert!(out.contains(r#""faulty_connections":8"#), "{out}");
+    assert!(out.contains(r#""faulty_connections":9"#), "{out}");
     for kind in FaultKind::ALL {
         assert!(out.contains(&format!("\"{kind}\":{{")), "{kind}: {out}");
     }

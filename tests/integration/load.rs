@@ -1,5 +1,6 @@
 //! `tabecho load` and `tabecho::load::run`: verified runs against the real server, and the
-//! deliberately wrong servers whose corruption and loss it must catch. Small and bounded:
+//! deliberately wrong servers whose corruption and loss it must catch; `--churn`'s one-frame
+//! connections and each of their outcomes. Small and bounded:
 //! a few connections and a fixed frame count per connection.
 
 use std::time::Duration;
@@ -207,4 +208,134 @@ fn load_binary_exits_3_when_no_connection_opens() {
     let (code, _, err) = tabecho(&["load", "--addr", &addr, "-c", "2", "-d", "300ms"], b"");
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("no connection"), "{err}");
+}
+
+/// Only churn: no long-lived connection, `rate` one-frame connections a second for
+/// `duration`, each with 2 s for its whole exchange.
+fn churn_only(addr: &ListenAddr, rate: f64, duration: Duration) -> LoadOptions {
+    let mut options = LoadOptions::new(addr.clone());
+    options.connections = 0;
+    options.threads = 2;
+    options.size = 24;
+    options.churn = Some(rate);
+    options.duration = duration;
+    options.connect_timeout = Duration::from_secs(2);
+    options
+}
+
+/// The report's churn counts; checks that every connection opened has one outcome.
+#[track_caller]
+fn churn_counts(report: &tabecho::load::LoadReport) -> tabecho::load::ChurnCounts {
+    let text = report.to_text();
+    let churn = report.churn.clone().unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(churn.attempted, churn.ok + churn.failed(), "{text}");
+    assert!(churn.attempted > 0, "{text}");
+    churn
+}
+
+#[test]
+fn load_churn_connects_sends_one_frame_reads_its_reply_and_closes() {
+    let server = TestServer::start();
+    // Long-lived connections beside the churn, verified as without it.
+    let mut options = churn_only(&server.addr, 200.0, Duration::from_millis(500));
+    options.connections = 2;
+    options.frames_per_connection = Some(100);
+    let report = run_load(&options);
+    let text = report.to_text();
+    assert!(report.verified(), "{text}");
+    assert_eq!(report.frames_answered, 200, "{text}");
+    let churn = churn_counts(&report);
+    // 100 a second per worker for 0.5 s; a worker scheduled late may miss the last few.
+    assert!((50..=100).contains(&churn.attempted), "{text}");
+    assert_eq!(churn.ok, churn.attempted, "{text}");
+    assert!(text.contains(&format!("churn        {} one-frame", churn.attempted)));
+    let stats = server.stop();
+    // Each one a connection of its own, with one frame.
+    assert_eq!(stats.accepted, churn.attempted + 2, "{stats:?}");
+    assert_eq!(stats.frames, churn.attempted + 200, "{stats:?}");
+}
+
+#[test]
+fn load_churn_over_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("churn.sock");
+    let server = TestServer::start_with(|c| c.listen = ListenAddr::Unix(path.clone()));
+    let report = run_load(&churn_only(&server.addr, 200.0, Duration::from_millis(300)));
+    let churn = churn_counts(&report);
+    assert_eq!(churn.ok, churn.attempted, "{}", report.to_text());
+    assert!(report.verified());
+}
+
+#[test]
+fn load_churn_counts_refused_connections() {
+    let addr = ListenAddr::Tcp(refused_addr());
+    let report = run_load(&churn_only(&addr, 100.0, Duration::from_millis(200)));
+    let churn = churn_counts(&report);
+    assert_eq!(churn.refused, churn.attempted, "{}", report.to_text());
+    assert!(!report.verified() && !report.ran());
+    assert_eq!(
+        report.errors.get("churn: connection refused"),
+        Some(&churn.attempted)
+    );
+}
+
+#[test]
+fn load_churn_counts_a_close_before_the_reply_as_reset() {
+    let server = FaultyServer::start(Fault::CloseAtOnce);
+    let report = run_load(&churn_only(&server.addr, 100.0, Duration::from_millis(200)));
+    let churn = churn_counts(&report);
+    assert_eq!(churn.reset, churn.attempted, "{}", report.to_text());
+    assert!(!report.verified());
+}
+
+#[test]
+fn load_churn_counts_another_reply_as_wrong() {
+    // A byte echo answers the payload without `server got:`.
+    let server = FaultyServer::start(Fault::Verbatim);
+    let report = run_load(&churn_only(&server.addr, 100.0, Duration::from_millis(200)));
+    let churn = churn_counts(&report);
+    assert_eq!(churn.wrong, churn.attempted, "{}", report.to_text());
+    assert!(!report.verified());
+}
+
+#[test]
+fn load_churn_counts_no_reply_within_the_timeout_as_timed_out() {
+    let server = FaultyServer::start(Fault::Silent);
+    let mut options = churn_only(&server.addr, 100.0, Duration::from_millis(200));
+    options.connect_timeout = Duration::from_millis(300);
+    let report = run_load(&options);
+    let churn = churn_counts(&report);
+    assert_eq!(churn.timed_out, churn.attempted, "{}", report.to_text());
+    // Each one kept its whole timeout, past the end of sending.
+    assert!(report.elapsed_secs >= 0.3, "{}", report.to_text());
+}
+
+#[test]
+fn load_binary_churn_alone_exits_0_and_its_json_reads_back() {
+    let server = TestServer::start();
+    let addr = server.addr.to_string();
+    let (code, out, err) = tabecho(
+        &[
+            "load", "--addr", &addr, "-c", "0", "--churn", "100", "-d", "300ms", "--json",
+        ],
+        b"",
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let report = tabecho::load::LoadReport::from_json(out.trim()).expect(&out);
+    let churn = churn_counts(&report);
+    assert_eq!(churn.ok, churn.attempted, "{out}");
+    assert!(out.contains(r#""churn":{"attempted":"#), "{out}");
+}
+
+#[test]
+fn load_binary_churn_refused_exits_3() {
+    let addr = refused_addr().to_string();
+    let (code, out, err) = tabecho(
+        &[
+            "load", "--addr", &addr, "-c", "0", "--churn", "50", "-d", "200ms",
+        ],
+        b"",
+    );
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(out.contains("0 ok, "), "{out}");
 }

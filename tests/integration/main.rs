@@ -8,8 +8,9 @@
 //! - `faults`: half-close, resets
 //! - `unix`: Unix stream sockets
 //! - `process`: the built binary: signals, shutdown summary, CLI errors
+//! - `bounds`: every flag whose value could overflow is refused, exit 2, naming the flag
 //! - `send`: `tabecho send` and the blocking `Client`: replies, stdin, every error exit
-//! - `load`: `tabecho load`: verified runs, and the wrong servers it must catch
+//! - `load`: `tabecho load`: verified runs, the wrong servers it must catch, `--churn`
 //! - `faults_load`: `tabecho load --faults`: each misbehaving client's documented outcome
 //! - `memory`: what a peer can make the server hold; the buffer-memory budget
 //! - `metrics`: `serve --metrics` and `tabecho stats`: exact counters, every metric present
@@ -19,8 +20,12 @@
 //! - `systemd`: socket activation through `systemd-socket-activate`, the units' rules
 //! - `upgrade`: SIGUSR2: the new process on the same sockets, the old one's drain, failures
 //! - `cli_docs`: `tabecho man` and `tabecho completions` cover every subcommand and flag
+//! - `docs`: README.md, docs/PROTOCOL.md and docs/OPERATIONS.md against the code: metrics,
+//!   close reasons, flags and defaults, cited tests, links
 
+mod bounds;
 mod cli_docs;
+mod docs;
 mod faults;
 mod faults_load;
 mod idle;

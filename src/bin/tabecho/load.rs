@@ -6,13 +6,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use tabecho::addr::{parse_duration, ListenAddr};
-use tabecho::config::{DEFAULT_LISTEN, DEFAULT_MAX_FRAME};
+use tabecho::addr::{DurationArg, ListenAddr};
+use tabecho::config::{parse_connection_bytes, DEFAULT_LISTEN};
 use tabecho::load::{self, FaultKind, LoadOptions};
 
-/// Every frame got exactly its reply (and every fault its documented outcome).
+/// Every frame got exactly its reply (every fault its documented outcome, every churn
+/// connection its reply).
 const EXIT_OK: u8 = 0;
-/// Frames lost or corrupt, replies nobody asked for, or a fault's unexpected outcome.
+/// Frames lost or corrupt, replies nobody asked for, a fault's unexpected outcome, or a
+/// churn connection without its reply.
 const EXIT_VERIFY_FAILED: u8 = 1;
 /// Could not run: no connection established, or the run could not start.
 const EXIT_NO_RUN: u8 = 3;
@@ -46,12 +48,25 @@ assume the server's --max-frame and --idle-timeout: give the same values here.
              exactly `error: frame exceeds N bytes` + TAB, then EOF
   garbage    4 KiB of random bytes with TABs (NUL, 0xFF...): the replies to the frames
              they make, byte for byte, then EOF
+  partial    all of a frame but its TAB (--max-frame - 1 bytes), held: no byte back
+             and a close no sooner than the idle timeout, or, evicted by the
+             server's memory budget (its --max-buffer-memory), exactly its error
+             line (counted as evicted); held to the end of the run, it is cut short
+Durations (DUR) are a number and a unit (250ms, 2s, 1.5s, 1m, 1h), at most 365 days.
 Every outcome must come within 2 idle timeouts + 5 s of the connect. The healthy
 connections are verified as without faults and must lose nothing.
 
+Churn (--churn RATE): besides the -c connections (which may then be 0), RATE one-frame
+connections a second, as the original Go client makes them: connect, send one frame,
+read its reply, close; from the start until sending stops. Each one is counted as ok,
+refused, reset (or closed before the whole reply), wrong (another reply, or an error
+line), timed out (no reply within --connect-timeout of the connect) or other; any but
+ok fails the run (exit 1).
+
 Exit codes:
   0  every frame sent got exactly its reply, every fault its documented outcome
-  1  frames lost or corrupt, unexpected replies, or an unexpected fault outcome
+  1  frames lost or corrupt, unexpected replies, an unexpected fault outcome, or a
+     churn connection without its reply
   2  bad command line
   3  could not run (no connection established, no thread, no poll)")]
 pub struct LoadArgs {
@@ -69,30 +84,38 @@ pub struct LoadArgs {
     /// server's (scripts/attack.sh) [default: the kernel's autotuning].
     #[arg(long, value_name = "BYTES")]
     socket_buffer: Option<usize>,
-    /// Connections to open.
-    #[arg(short, long, default_value_t = 100)]
+    /// Connections to open (at most 16,777,216; 0 with --churn: only churn).
+    #[arg(short, long, default_value_t = defaults().connections,
+          value_parser = parse_connections)]
     connections: usize,
     /// Worker threads, each with its own poll [default: the number of cores].
     #[arg(short, long)]
     threads: Option<usize>,
     /// Frames in flight per connection, at most.
-    #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(short, long, default_value_t = default_pipeline(),
+          value_parser = clap::value_parser!(u32).range(1..))]
     pipeline: u32,
-    /// Payload bytes per frame (payloads vary, never hold a TAB).
-    #[arg(short, long, default_value_t = 32)]
+    /// Payload bytes per frame (payloads vary, never hold a TAB; at most 1 GiB).
+    #[arg(short, long, default_value_t = defaults().size,
+          value_parser = parse_connection_bytes)]
     size: usize,
     /// The measured window (as in 10s, 500ms).
-    #[arg(short, long, default_value = "10s", value_parser = parse_duration)]
-    duration: Duration,
+    #[arg(short, long, value_name = "DUR", default_value_t = DurationArg(defaults().duration))]
+    duration: DurationArg,
     /// Load before the measured window, not recorded.
-    #[arg(long, default_value = "0s", value_parser = parse_duration)]
-    warmup: Duration,
-    /// Frames per second over all connections (open loop) [default: closed loop].
-    #[arg(long)]
+    #[arg(long, value_name = "DUR", default_value_t = DurationArg(defaults().warmup))]
+    warmup: DurationArg,
+    /// Frames per second over all connections (open loop), at least one per 365 days
+    /// [default: closed loop].
+    #[arg(long, value_parser = parse_rate)]
     rate: Option<f64>,
-    /// New connections per second [default: all at once].
-    #[arg(long)]
+    /// New connections per second, at least one per 365 days [default: all at once].
+    #[arg(long, value_parser = parse_rate)]
     connect_rate: Option<f64>,
+    /// One-frame connections per second besides -c (connect, one frame, its reply, close;
+    /// see below) [default: none].
+    #[arg(long, value_name = "RATE")]
+    churn: Option<f64>,
     /// Open the connections, send nothing, hold them for --duration; report the server's closes.
     #[arg(long)]
     idle: bool,
@@ -103,68 +126,153 @@ pub struct LoadArgs {
     #[arg(long)]
     json: bool,
     /// The longest wait for replies in flight after sending stops.
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
-    drain: Duration,
-    /// The longest a connection may take to be established.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
-    connect_timeout: Duration,
+    #[arg(long, value_name = "DUR", default_value_t = DurationArg(defaults().drain))]
+    drain: DurationArg,
+    /// The longest a connection may take to be established (a --churn connection: its
+    /// whole exchange, connect to reply).
+    #[arg(long, value_name = "DUR", default_value_t = DurationArg(defaults().connect_timeout))]
+    connect_timeout: DurationArg,
     /// Send at most this many frames per connection, then end once all are answered.
     #[arg(long)]
     frames: Option<u64>,
     /// Mix in misbehaving connections: reset, halfclose, slowread, noread, flood, trickle,
-    /// oversize, garbage (comma-separated; see below).
+    /// oversize, garbage, partial (comma-separated; see below).
     #[arg(long, value_delimiter = ',', value_name = "KIND,...")]
     faults: Vec<FaultKind>,
     /// The share of connections that misbehave with --faults (0.1 = 10%).
-    #[arg(long, default_value_t = load::DEFAULT_FAULT_SHARE, value_name = "FRACTION")]
+    #[arg(long, default_value_t = defaults().fault_share, value_name = "FRACTION")]
     fault_share: f64,
     /// Mean pause between two cycles of a faulty connection.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    fault_pause: Duration,
+    #[arg(long, value_name = "DUR", default_value_t = DurationArg(defaults().fault_pause))]
+    fault_pause: DurationArg,
     /// Cycles per faulty connection, at most [default: until sending stops].
     #[arg(long)]
     fault_cycles: Option<u64>,
-    /// The server's --max-frame, which the oversize and garbage faults assume.
-    #[arg(long, default_value_t = DEFAULT_MAX_FRAME, value_name = "BYTES")]
+    /// The server's --max-frame, which the oversize, garbage and partial faults assume (at most
+    /// 1 GiB, as the server's).
+    #[arg(long, default_value_t = defaults().max_frame, value_name = "BYTES",
+          value_parser = parse_connection_bytes)]
     max_frame: usize,
-    /// The server's --idle-timeout, which the trickle and slowread faults assume.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
-    idle_timeout: Duration,
+    /// The server's --idle-timeout, which the trickle, slowread and partial faults assume.
+    #[arg(long, value_name = "DUR", default_value_t = DurationArg(defaults().idle_timeout))]
+    idle_timeout: DurationArg,
+}
+
+/// The most connections one load opens: 16 Mi, past what one process can hold (Linux's
+/// `fs.nr_open` is 1,048,576 by default), and few enough that the load's tables of them,
+/// and the pacing intervals computed from them (`--connections` / `--rate` seconds at
+/// most), stay far from overflowing.
+const MAX_CONNECTIONS: usize = 1 << 24;
+
+/// `--connections`: 0 (with `--churn`) to [`MAX_CONNECTIONS`].
+fn parse_connections(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n <= MAX_CONNECTIONS => Ok(n),
+        Ok(n) => Err(format!("{n}: at most {MAX_CONNECTIONS} connections")),
+        Err(e) => Err(format!("{s:?}: not a number of connections ({e})")),
+    }
+}
+
+/// `--rate`, `--connect-rate`: a finite rate of at least one per 365 days (so that the
+/// interval between two events is at most a year per connection, which a `Duration`
+/// holds).
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let rate: f64 = s
+        .parse()
+        .map_err(|e| format!("{s:?}: not a number per second ({e})"))?;
+    let slowest = 1.0 / tabecho::addr::MAX_DURATION.as_secs_f64();
+    if !(rate.is_finite() && rate >= slowest) {
+        return Err(format!(
+            "{s}: a finite rate per second, at least one per 365 days ({slowest:.3e})"
+        ));
+    }
+    Ok(rate)
+}
+
+/// `tabecho load`'s defaults: those of [`LoadOptions::new`], the one place they are written
+/// (clap shows them in `--help` from here).
+fn defaults() -> LoadOptions {
+    LoadOptions::new(DEFAULT_LISTEN.parse().expect("the default address parses"))
+}
+
+/// The default `--pipeline`, as the flag's type.
+fn default_pipeline() -> u32 {
+    u32::try_from(defaults().pipeline).expect("the default pipeline fits a u32")
+}
+
+impl LoadArgs {
+    /// The run's options, and whether to print JSON. Both structs are written out field by
+    /// field (no `..`), so a flag added to `LoadArgs`, or an option added to `LoadOptions`,
+    /// fails to compile here until it is wired.
+    fn options(self) -> (LoadOptions, bool) {
+        let LoadArgs {
+            addr,
+            source,
+            socket_buffer,
+            connections,
+            threads,
+            pipeline,
+            size,
+            duration,
+            warmup,
+            rate,
+            connect_rate,
+            churn,
+            idle,
+            raw,
+            json,
+            drain,
+            connect_timeout,
+            frames,
+            faults,
+            fault_share,
+            fault_pause,
+            fault_cycles,
+            max_frame,
+            idle_timeout,
+        } = self;
+        let options = LoadOptions {
+            addr,
+            source,
+            socket_buffer,
+            connections,
+            threads: threads.unwrap_or_else(|| defaults().threads),
+            pipeline: pipeline as usize,
+            size,
+            duration: duration.0,
+            warmup: warmup.0,
+            rate,
+            connect_rate,
+            churn,
+            idle,
+            raw,
+            drain: drain.0,
+            connect_timeout: connect_timeout.0,
+            frames_per_connection: frames,
+            progress: std::io::stderr().is_terminal(),
+            faults,
+            fault_share,
+            fault_pause: fault_pause.0,
+            fault_cycles,
+            max_frame,
+            idle_timeout: idle_timeout.0,
+        };
+        (options, json)
+    }
 }
 
 pub fn run(args: LoadArgs) -> ExitCode {
-    let mut options = LoadOptions::new(args.addr);
-    options.source = args.source;
-    options.socket_buffer = args.socket_buffer;
-    options.connections = args.connections;
-    if let Some(threads) = args.threads {
-        options.threads = threads;
+    let (options, json) = args.options();
+    if options.connections == 0 && options.churn.is_none() {
+        eprintln!("error: --connections 0 needs --churn: nothing would run");
+        return ExitCode::from(2);
     }
-    options.pipeline = args.pipeline as usize;
-    options.size = args.size;
-    options.duration = args.duration;
-    options.warmup = args.warmup;
-    options.rate = args.rate;
-    options.connect_rate = args.connect_rate;
-    options.idle = args.idle;
-    options.raw = args.raw;
-    options.drain = args.drain;
-    options.connect_timeout = args.connect_timeout;
-    options.frames_per_connection = args.frames;
-    options.progress = std::io::stderr().is_terminal();
-    options.faults = args.faults;
-    options.fault_share = args.fault_share;
-    options.fault_pause = args.fault_pause;
-    options.fault_cycles = args.fault_cycles;
-    options.max_frame = args.max_frame;
-    options.idle_timeout = args.idle_timeout;
-
-    if !args.json {
+    if !json {
         println!(
             "tabecho load: {}, {} connections, {} threads, {}{} {}-byte frames{}, {} (+{} warmup)",
             options.addr,
             options.connections,
-            options.threads.min(options.connections),
+            options.threads.min(options.connections.max(1)),
             if options.idle {
                 "idle, no ".to_string()
             } else {
@@ -178,6 +286,12 @@ pub fn run(args: LoadArgs) -> ExitCode {
             human(options.duration),
             human(options.warmup),
         );
+        if let Some(rate) = options.churn {
+            println!(
+                "churn: {rate} one-frame connections/s, each with --connect-timeout {}",
+                human(options.connect_timeout)
+            );
+        }
         if !options.faults.is_empty() {
             let kinds: Vec<&str> = options.faults.iter().map(|k| k.name()).collect();
             println!(
@@ -198,7 +312,7 @@ pub fn run(args: LoadArgs) -> ExitCode {
             return ExitCode::from(EXIT_NO_RUN);
         }
     };
-    if args.json {
+    if json {
         println!("{}", report.to_json());
     } else {
         print!("{}", report.to_text());

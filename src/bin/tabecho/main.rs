@@ -5,6 +5,8 @@
 //! Exit codes: 0 success; 1 a runtime failure (address in use, permission, I/O);
 //! 2 a bad command line (clap). Subcommands document any further codes in `--help`.
 
+#![deny(unsafe_code)]
+
 mod completions;
 mod load;
 mod man;

@@ -2,15 +2,13 @@
 //! passed if any, start the metrics endpoint if asked, run the server until SIGINT/SIGTERM;
 //! SIGUSR2 upgrades in place.
 
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::process::ExitCode;
-use std::time::Duration;
-
 use clap::Args;
 use log::{error, info, warn};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
 
-use tabecho::addr::{parse_duration, ListenAddr};
-use tabecho::config::{self, ServerConfig};
+use tabecho::addr::{DurationArg, ListenAddr};
+use tabecho::config::{self, parse_connection_bytes, ServerConfig};
 use tabecho::server::{Relaunch, Server, UPGRADED_FROM_ENV};
 use tabecho::systemd;
 
@@ -19,8 +17,9 @@ use tabecho::systemd;
 #[command(
     after_help = "Socket activation: without --listen, a listening socket passed by systemd \
 (LISTEN_PID is this process, LISTEN_FDS >= 1) is served instead of the default address; with \
-several, the first is served and the others closed, with a warning; with --listen, they are \
-closed, with a warning. The LISTEN_* variables are unset either way. READY=1 and STOPPING=1 \
+several, the first is served and the others closed, with a warning, unless they are all TCP \
+listeners on the first one's address, one per reactor (as an upgrade passes them); with \
+--listen, they are closed, with a warning. The LISTEN_* variables are unset either way. READY=1 and STOPPING=1 \
 are sent when NOTIFY_SOCKET is set.
 
 Upgrade in place: SIGUSR2 starts the binary now at the path this process was started from, \
@@ -31,8 +30,9 @@ serving. Refused under a service manager (NOTIFY_SOCKET set): restart the unit i
 
 Exit codes: 0 after a clean shutdown (SIGINT/SIGTERM); 1 when the address cannot be bound \
 (in use, permission), the socket systemd passed is unusable, the metrics address cannot be \
-bound, or the poll fails; 2 on a bad command line (including a --max-buffer-memory too \
-small for --high-water and --max-frame)."
+bound, or the poll fails; 2 on a bad command line, naming the flag: a value out of its \
+bounds (sizes above 1 GiB, durations above 365 days), or a --max-buffer-memory too small for \
+--threads, --high-water and --max-frame."
 )]
 pub struct ServeArgs {
     /// Where to listen: host:port, [v6]:port, or unix:/path [default: the socket systemd
@@ -41,26 +41,30 @@ pub struct ServeArgs {
     listen: Option<ListenAddr>,
     /// Reactors (threads), each with its own poll, connections and timers: a number, or
     /// `auto` for the cores this process may use.
-    #[arg(long, default_value = "1", value_parser = parse_threads)]
+    #[arg(long, value_name = "N|auto", default_value_t = config::DEFAULT_THREADS,
+          value_parser = parse_threads)]
     threads: usize,
     /// Set SO_REUSEPORT on the TCP listener, so that several `tabecho serve --reuseport`
     /// processes share one port (the kernel spreads connections over them).
     #[arg(long)]
     reuseport: bool,
     /// Close a connection after this long without progress (a frame received or reply
-    /// bytes written): 2s, 250ms, 1m.
-    #[arg(long, default_value = "2s", value_parser = parse_positive_duration)]
-    idle_timeout: Duration,
-    /// Longest frame answered, in bytes; a longer one gets an error and a close.
-    #[arg(long, default_value_t = config::DEFAULT_MAX_FRAME)]
+    /// bytes written): 2s, 250ms, 1m; at most 365 days.
+    #[arg(long, value_name = "DUR", default_value_t = DurationArg(config::DEFAULT_IDLE_TIMEOUT),
+          value_parser = parse_positive_duration)]
+    idle_timeout: DurationArg,
+    /// Longest frame answered, in bytes (at most 1 GiB); a longer one gets an error and a
+    /// close.
+    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_MAX_FRAME,
+          value_parser = parse_connection_bytes)]
     max_frame: usize,
     /// Connections served at once [default: the descriptor limit less a reserve of 32].
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
     /// Connections one source may have open at once: an IPv4 address, an IPv6 network
     /// (--source-prefix-v6), a Unix peer's uid. One more gets `error: too many connections
-    /// from your address`. [default: off, as in nginx and HAProxy: clients behind one NAT
-    /// share an address]
+    /// from your address`. Off unless given, as in nginx and HAProxy: clients behind one
+    /// NAT share an address [default: off]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_connections_per_source: Option<u32>,
     /// The leading bits of an IPv6 address that name its source for
@@ -68,59 +72,100 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BITS", default_value_t = config::DEFAULT_SOURCE_PREFIX_V6,
           value_parser = clap::value_parser!(u8).range(0..=128))]
     source_prefix_v6: u8,
-    /// Pending output (bytes) past which the server stops answering and reading a peer
-    /// that does not read (resumes below half of it); also the largest read.
-    #[arg(long, default_value_t = config::DEFAULT_HIGH_WATER)]
+    /// Pending output (bytes, at most 1 GiB) past which the server stops answering and
+    /// reading a peer that does not read (resumes below half of it); also the largest read.
+    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_HIGH_WATER,
+          value_parser = parse_connection_bytes)]
     high_water: usize,
     /// The most bytes all connection buffers may hold at once (partial frames, unanswered
-    /// input, pending replies); at the budget the connections holding the most are closed
-    /// with `error: server buffer memory exhausted`. At least twice one connection's worst
-    /// case (see docs/PROTOCOL.md).
-    #[arg(long, default_value_t = config::DEFAULT_MAX_BUFFER_MEMORY)]
+    /// input, pending replies, and the kernel queues of connections whose sockets refuse
+    /// replies); at the budget the connections holding the most are closed with `error:
+    /// server buffer memory exhausted`. At least (--threads + 1) times one connection's
+    /// worst case (see docs/PROTOCOL.md, "Buffer memory budget").
+    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_MAX_BUFFER_MEMORY)]
     max_buffer_memory: usize,
-    /// SO_SNDBUF of every accepted TCP connection, in bytes (the kernel doubles it): what
-    /// one peer that does not read can pin in the kernel's send queue. 0: the kernel's
-    /// autotuning, up to net.ipv4.tcp_wmem's maximum (see docs/PROTOCOL.md, "Kernel socket buffers").
-    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_SEND_BUFFER)]
+    /// SO_SNDBUF of every accepted TCP connection, in bytes (at most 1 GiB; the kernel
+    /// doubles it): what one peer that does not read can pin in the kernel's send queue.
+    /// 0: the kernel's autotuning, up to net.ipv4.tcp_wmem's maximum (see
+    /// docs/PROTOCOL.md, "Kernel socket buffers").
+    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_SEND_BUFFER,
+          value_parser = parse_connection_bytes)]
     sndbuf: usize,
-    /// SO_RCVBUF of every accepted TCP connection, in bytes (the kernel doubles it): what
-    /// one peer the server has stopped reading can pin in the kernel's receive queue.
-    /// 0: the kernel's autotuning, up to net.ipv4.tcp_rmem's maximum.
-    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_RECV_BUFFER)]
+    /// SO_RCVBUF of every accepted TCP connection, in bytes (at most 1 GiB; the kernel
+    /// doubles it): what one peer the server has stopped reading can pin in the kernel's
+    /// receive queue. 0: the kernel's autotuning, up to net.ipv4.tcp_rmem's maximum.
+    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_RECV_BUFFER,
+          value_parser = parse_connection_bytes)]
     rcvbuf: usize,
-    /// Log a line of counters this often (off by default).
-    #[arg(long, value_parser = parse_duration)]
-    stats_interval: Option<Duration>,
-    /// Longest a shutdown waits for replies to drain.
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
-    shutdown_grace: Duration,
+    /// Log a line of counters this often (at most 365 days) [default: off].
+    #[arg(long, value_name = "DUR")]
+    stats_interval: Option<DurationArg>,
+    /// Longest a shutdown waits for replies to drain (at most 365 days).
+    #[arg(long, value_name = "DUR", default_value_t = DurationArg(config::DEFAULT_SHUTDOWN_GRACE))]
+    shutdown_grace: DurationArg,
+    /// Longest a closing connection (after an error line such as a frame too long, or at
+    /// the end of an upgrade's drain) discards input after its write side is shut, so the
+    /// peer reads the last bytes instead of a reset (more than zero, at most 365 days).
+    #[arg(long, value_name = "DUR", default_value_t = DurationArg(config::DEFAULT_LINGER),
+          value_parser = parse_positive_duration)]
+    linger: DurationArg,
     /// Serve Prometheus metrics at http://ADDR/metrics (host:port; port 0 picks one) [default: off].
     #[arg(long, value_name = "ADDR", value_parser = parse_socket_addr)]
     metrics: Option<SocketAddr>,
 }
 
+impl ServeArgs {
+    /// The server's configuration. Both structs are written out field by field (no `..`),
+    /// so a flag added to `ServeArgs`, or a field added to `ServerConfig`, fails to compile
+    /// here until it is wired; `metrics` is not the config's, `run` serves it.
+    fn config(&self) -> ServerConfig {
+        let ServeArgs {
+            listen,
+            threads,
+            reuseport,
+            idle_timeout,
+            max_frame,
+            max_connections,
+            max_connections_per_source,
+            source_prefix_v6,
+            high_water,
+            max_buffer_memory,
+            sndbuf,
+            rcvbuf,
+            stats_interval,
+            shutdown_grace,
+            linger,
+            metrics: _,
+        } = self;
+        let listen = listen.clone().unwrap_or_else(|| {
+            config::DEFAULT_LISTEN
+                .parse()
+                .expect("the default address parses")
+        });
+        ServerConfig {
+            listen,
+            threads: *threads,
+            reuse_port: *reuseport,
+            idle_timeout: idle_timeout.0,
+            max_frame: *max_frame,
+            max_connections: *max_connections,
+            max_connections_per_source: *max_connections_per_source,
+            source_prefix_v6: *source_prefix_v6,
+            high_water: *high_water,
+            max_buffer_memory: *max_buffer_memory,
+            stats_interval: stats_interval.map(Into::into),
+            shutdown_grace: shutdown_grace.0,
+            linger: linger.0,
+            send_buffer: *sndbuf,
+            recv_buffer: *rcvbuf,
+        }
+    }
+}
+
 pub fn run(args: ServeArgs) -> ExitCode {
     // Resolved now: on Linux a file later replaced at this path is what an upgrade starts.
     let relaunch = relaunch();
-    let default_listen = || {
-        config::DEFAULT_LISTEN
-            .parse()
-            .expect("the default address parses")
-    };
-    let mut config = ServerConfig::new(args.listen.clone().unwrap_or_else(default_listen));
-    config.threads = args.threads;
-    config.reuse_port = args.reuseport;
-    config.idle_timeout = args.idle_timeout;
-    config.max_frame = args.max_frame;
-    config.max_connections = args.max_connections;
-    config.max_connections_per_source = args.max_connections_per_source;
-    config.source_prefix_v6 = args.source_prefix_v6;
-    config.high_water = args.high_water;
-    config.max_buffer_memory = args.max_buffer_memory;
-    config.stats_interval = args.stats_interval;
-    config.shutdown_grace = args.shutdown_grace;
-    config.send_buffer = args.sndbuf;
-    config.recv_buffer = args.rcvbuf;
+    let config = args.config();
     if let Err(e) = config.validate() {
         error!("{e}");
         return ExitCode::from(2);
@@ -167,10 +212,11 @@ fn parse_threads(s: &str) -> Result<usize, String> {
     }
 }
 
-/// A duration above zero: an idle timeout of zero would close every connection at once.
-fn parse_positive_duration(s: &str) -> Result<Duration, String> {
-    match parse_duration(s)? {
-        d if d.is_zero() => Err("must be more than zero".to_string()),
+/// A duration above zero: an idle timeout of zero would close every connection at once,
+/// a linger of zero would reset the peers it exists to spare.
+fn parse_positive_duration(s: &str) -> Result<DurationArg, String> {
+    match s.parse::<DurationArg>()? {
+        d if d.0.is_zero() => Err("must be more than zero".to_string()),
         d => Ok(d),
     }
 }

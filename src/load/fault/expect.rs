@@ -7,7 +7,7 @@
 //!
 //! # Invariants
 //! - `matched` is always at most `replies.len()`, and `replies[..matched]` always equals
-//!   the bytes received (garbage).
+//!   the bytes received (garbage; partial, whose `replies` is the memory budget's line).
 //! - `error_line_seen` is set only when every frame sent was answered first (oversize).
 
 use std::fmt;
@@ -18,8 +18,8 @@ use crate::load::payload::splitmix64;
 use crate::load::verify::{ReplyChecker, Verdict};
 use crate::protocol::{self, DELIMITER, REPLY_PREFIX};
 
-/// A trickled connection closed sooner than this fraction of the idle timeout after its
-/// connect was issued was reaped too early (the 10% absorb the server's clock, read once
+/// A trickled (or partial) connection closed sooner than this fraction of the idle timeout
+/// after its connect was issued, without another reason, was reaped too early (the 10% absorb the server's clock, read once
 /// per loop turn, being older than the accept it stamps).
 pub const TRICKLE_EARLIEST: f64 = 0.9;
 
@@ -50,9 +50,10 @@ pub struct Expect {
     checker: ReplyChecker<()>,
     /// Frames answered so far.
     answered: u64,
-    /// Garbage: the reply bytes owed, in order.
+    /// Garbage: the reply bytes owed, in order. Partial: the one line it may get, the
+    /// memory budget's.
     replies: Vec<u8>,
-    /// Garbage: how many of `replies` arrived.
+    /// Garbage, partial: how many of `replies` arrived.
     matched: usize,
     /// Oversize: the error line owed, without its TAB.
     error_line: Vec<u8>,
@@ -66,11 +67,15 @@ impl Expect {
     pub fn new(kind: FaultKind, checker: ReplyChecker<()>, max_frame: usize) -> Self {
         let mut error_line = protocol::frame_too_long(max_frame);
         error_line.pop();
+        let replies = match kind {
+            FaultKind::Partial => protocol::MEMORY_BUDGET_EXCEEDED.to_vec(),
+            _ => Vec::new(),
+        };
         Expect {
             kind,
             checker,
             answered: 0,
-            replies: Vec::new(),
+            replies,
             matched: 0,
             error_line,
             error_line_seen: false,
@@ -114,8 +119,30 @@ impl Expect {
                 data.len()
             )),
             FaultKind::Garbage => self.take_garbage_replies(data),
+            FaultKind::Partial => self.take_budget_line(data),
             _ => self.take_replies(data),
         }
+    }
+
+    /// Partial: whether the memory budget's error line arrived whole (it was evicted).
+    pub fn evicted(&self) -> bool {
+        self.kind == FaultKind::Partial && self.matched == self.replies.len()
+    }
+
+    /// Partial: an unfinished frame gets no reply; the only bytes it may receive are the
+    /// memory budget's error line (docs/PROTOCOL.md, the buffer-memory budget).
+    fn take_budget_line(&mut self, data: &[u8]) -> Result<(), String> {
+        let want = &self.replies[self.matched..];
+        if !want.starts_with(data) {
+            return Err(format!(
+                "received {:?} after {} bytes; a held partial frame gets no byte but {:?}",
+                String::from_utf8_lossy(&data[..data.len().min(64)]),
+                self.matched,
+                String::from_utf8_lossy(&self.replies)
+            ));
+        }
+        self.matched += data.len();
+        Ok(())
     }
 
     fn take_garbage_replies(&mut self, data: &[u8]) -> Result<(), String> {
@@ -210,7 +237,13 @@ impl Expect {
             }
             // Reaped: what arrived was checked as it came (a prefix may end mid-reply).
             FaultKind::NoRead | FaultKind::Flood => Ok(()),
-            FaultKind::Trickle => {
+            FaultKind::Partial if self.evicted() => Ok(()),
+            FaultKind::Partial if self.matched > 0 => Err(format!(
+                "{end} after {} of the {} bytes of the memory budget's error line",
+                self.matched,
+                self.replies.len()
+            )),
+            FaultKind::Trickle | FaultKind::Partial => {
                 if after < idle.mul_f64(TRICKLE_EARLIEST) {
                     Err(format!(
                         "closed ({end}) {} ms after connect, before the idle timeout of {} ms",
@@ -249,7 +282,7 @@ impl Expect {
         let ms = within.as_millis();
         match self.kind {
             FaultKind::NoRead | FaultKind::Flood => format!("not reaped within {ms} ms"),
-            FaultKind::Trickle => format!("not closed within {ms} ms"),
+            FaultKind::Trickle | FaultKind::Partial => format!("not closed within {ms} ms"),
             FaultKind::Garbage => format!(
                 "no EOF within {ms} ms, {} of {} reply bytes",
                 self.matched,
@@ -423,6 +456,38 @@ mod tests {
         // A reset (our next byte crossing the server's FIN) is still the reap.
         let reset = End::Reset("connection reset".into());
         assert_eq!(expect.at_end(&reset, false, IDLE, IDLE), Ok(()));
+    }
+
+    #[test]
+    fn partial_gets_no_byte_and_no_early_close_or_the_budget_line_whole() {
+        // Reaped for idleness: as trickle.
+        let (expect, _) = setup(FaultKind::Partial, 0, 1024);
+        assert_eq!(expect.at_end(&End::Eof, false, IDLE, IDLE), Ok(()));
+        assert!(!expect.evicted());
+        let early = expect.at_end(&End::Eof, false, IDLE / 2, IDLE).unwrap_err();
+        assert!(early.contains("before the idle timeout"), "{early}");
+        // Evicted by the memory budget, at any time, the line split anywhere, then EOF
+        // or a reset.
+        let line = b"error: server buffer memory exhausted\t";
+        for cut in 0..=line.len() {
+            let (mut expect, _) = setup(FaultKind::Partial, 0, 1024);
+            expect.take(&line[..cut]).unwrap();
+            expect.take(&line[cut..]).unwrap();
+            assert!(expect.evicted(), "cut {cut}");
+            assert_eq!(expect.at_end(&End::Eof, false, IDLE / 10, IDLE), Ok(()));
+            let reset = End::Reset("connection reset".into());
+            assert_eq!(expect.at_end(&reset, false, IDLE / 10, IDLE), Ok(()));
+        }
+        // Half the line, then the end; any other byte; a byte after the line.
+        let (mut expect, _) = setup(FaultKind::Partial, 0, 1024);
+        expect.take(&line[..10]).unwrap();
+        let half = expect.at_end(&End::Eof, false, IDLE, IDLE).unwrap_err();
+        assert!(half.contains("after 10 of the 38 bytes"), "{half}");
+        let (mut expect, _) = setup(FaultKind::Partial, 0, 1024);
+        assert!(expect.take(b"server got:").is_err());
+        let (mut expect, _) = setup(FaultKind::Partial, 0, 1024);
+        expect.take(line).unwrap();
+        assert!(expect.take(b"x").is_err());
     }
 
     #[test]

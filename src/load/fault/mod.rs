@@ -12,20 +12,22 @@
 //! | trickle   | an unfinished frame, one byte at a time            | no byte; a close no sooner than the idle timeout |
 //! | oversize  | frames, then more than `max_frame` bytes, still sending | their replies, the exact error line, EOF   |
 //! | garbage   | random bytes (TAB, NUL, 0xFF...), shuts its write side | the replies to the frames they make, EOF    |
+//! | partial   | all of a frame but its TAB (`max_frame - 1` bytes), held | no byte and a close no sooner than the idle timeout, or the memory budget's error line (evicted) |
 //!
 //! Every outcome must come within [`OUTCOME_SLACK`] + 2 idle timeouts of the connect.
 //!
-//! Files: this one, the kinds, their counters and which connections misbehave;
+//! Files: this one, which connections misbehave and what they assume; `kind.rs`, the
+//! kinds and their counters (a leaf the load's statistics use);
 //! `session.rs`, one faulty connection's sockets and timers; `expect.rs`, what a cycle
 //! must receive, judged from bytes alone (pure).
 
 mod expect;
+pub mod kind;
 mod session;
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
+pub use kind::{FaultCounts, FaultKind, SAMPLES};
 pub use session::FaultSession;
 
 /// Extra time every fault's outcome may take beyond two idle timeouts: a loaded machine
@@ -34,124 +36,6 @@ pub const OUTCOME_SLACK: Duration = Duration::from_secs(5);
 /// Payload bytes of `noread`'s frames (at most the frame limit): the backlog it builds
 /// is megabytes, in few frames, so a soak can repeat it cheaply.
 pub const NOREAD_FRAME: usize = 4096;
-/// Unexpected outcomes described per kind in the report.
-pub const SAMPLES: usize = 3;
-
-/// One way to misbehave.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum FaultKind {
-    /// Closes with a reset while replies are in flight.
-    Reset,
-    /// Shuts its write side after a burst, reads to EOF.
-    HalfClose,
-    /// Stops reading for a while.
-    SlowRead,
-    /// Never reads.
-    NoRead,
-    /// Sends empty frames, the most reply per byte, as fast as it can; never reads.
-    Flood,
-    /// Sends an unfinished frame one byte at a time.
-    Trickle,
-    /// Sends a frame over the limit.
-    Oversize,
-    /// Sends random bytes with TABs.
-    Garbage,
-}
-
-impl FaultKind {
-    /// Every kind, in report order.
-    pub const ALL: [FaultKind; 8] = [
-        FaultKind::Reset,
-        FaultKind::HalfClose,
-        FaultKind::SlowRead,
-        FaultKind::NoRead,
-        FaultKind::Flood,
-        FaultKind::Trickle,
-        FaultKind::Oversize,
-        FaultKind::Garbage,
-    ];
-
-    /// The name on the command line and in reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            FaultKind::Reset => "reset",
-            FaultKind::HalfClose => "halfclose",
-            FaultKind::SlowRead => "slowread",
-            FaultKind::NoRead => "noread",
-            FaultKind::Flood => "flood",
-            FaultKind::Trickle => "trickle",
-            FaultKind::Oversize => "oversize",
-            FaultKind::Garbage => "garbage",
-        }
-    }
-
-    /// Sends frames without ever reading (noread, flood): the server must throttle it.
-    pub fn never_reads(self) -> bool {
-        matches!(self, FaultKind::NoRead | FaultKind::Flood)
-    }
-
-    /// The position in [`FaultKind::ALL`], which indexes per-kind counters.
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
-
-impl fmt::Display for FaultKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for FaultKind {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        FaultKind::ALL
-            .into_iter()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
-                format!("{s:?}: not a fault (one of {})", names.join(", "))
-            })
-    }
-}
-
-/// What the cycles of one kind came to.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FaultCounts {
-    /// Connections of this kind.
-    pub connections: u64,
-    /// Cycles that reached an outcome.
-    pub runs: u64,
-    /// Outcomes as documented.
-    pub expected: u64,
-    /// Outcomes not as documented.
-    pub unexpected: u64,
-    /// Cycles still in progress when the run ended (no outcome, not a failure).
-    pub cut_short: u64,
-    /// Cycles whose connect failed (not a fault outcome; the connection tries again).
-    pub connect_failed: u64,
-    /// The first few unexpected outcomes, described.
-    pub samples: Vec<String>,
-}
-
-impl FaultCounts {
-    /// Adds `other` into `self`, keeping at most [`SAMPLES`] descriptions.
-    pub fn merge(&mut self, other: &FaultCounts) {
-        self.connections += other.connections;
-        self.runs += other.runs;
-        self.expected += other.expected;
-        self.unexpected += other.unexpected;
-        self.cut_short += other.cut_short;
-        self.connect_failed += other.connect_failed;
-        for s in &other.samples {
-            if self.samples.len() < SAMPLES {
-                self.samples.push(s.clone());
-            }
-        }
-    }
-}
-
 /// What the faults need to know of the server and the run.
 #[derive(Debug, Clone)]
 pub struct FaultPlan {
@@ -193,18 +77,6 @@ impl FaultPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_round_trip() {
-        for kind in FaultKind::ALL {
-            assert_eq!(kind.name().parse::<FaultKind>(), Ok(kind));
-            assert_eq!(FaultKind::ALL[kind.index()], kind);
-        }
-        assert!("bogus"
-            .parse::<FaultKind>()
-            .unwrap_err()
-            .contains("halfclose"));
-    }
 
     #[test]
     fn faulty_connections_are_spread_evenly_over_the_kinds() {

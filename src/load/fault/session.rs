@@ -18,9 +18,10 @@ use mio::Token;
 
 use super::expect::{garbage, End, Expect};
 use super::{FaultKind, SAMPLES};
+use crate::load::conn::{connect_done, describe, open_stream, ConnectError, Ctx};
 use crate::load::payload::{splitmix64, PayloadSource};
-use crate::load::session::{connect_done, describe, open_stream, ConnectError, Ctx, Stream};
 use crate::load::verify::ReplyChecker;
+use crate::stream::Stream;
 
 /// Trickled bytes per idle timeout: several, so the server sees bytes that are not
 /// progress, few enough to stay far below any frame limit.
@@ -239,7 +240,11 @@ impl FaultSession {
             }
             // The Unix backlog is full: try again shortly, not counted.
             Err(ConnectError::Retry) => self.phase = Phase::Pausing(now + UNIX_RETRY),
-            Err(ConnectError::Limit(_, why) | ConnectError::Failed(why)) => {
+            Err(
+                ConnectError::Limit(_, why)
+                | ConnectError::Refused(why)
+                | ConnectError::Failed(why),
+            ) => {
                 self.cycle += 1;
                 self.connect_failed(&why, now, ctx);
             }
@@ -298,6 +303,11 @@ impl FaultSession {
                 self.queue_frames(OVERSIZE_FRAMES_BEFORE);
                 let over = faults.max_frame + 1 + OVERSIZE_EXTRA;
                 self.out.extend((0..over).map(|i| b'a' + (i % 26) as u8));
+            }
+            FaultKind::Partial => {
+                // All of a frame but its TAB: the most a server must hold for it.
+                let len = faults.max_frame.saturating_sub(1).max(1);
+                self.out.extend((0..len).map(|i| b'a' + (i % 26) as u8));
             }
             FaultKind::Garbage => {
                 let seed = splitmix64(conn ^ u64::from_be_bytes(*b"garbage!"));
@@ -490,7 +500,12 @@ impl FaultSession {
         let counts = &mut ctx.stats.faults[self.kind.index()];
         counts.runs += 1;
         match outcome {
-            Ok(()) => counts.expected += 1,
+            Ok(()) => {
+                counts.expected += 1;
+                if self.expect.evicted() {
+                    counts.evicted += 1;
+                }
+            }
             Err(why) => {
                 counts.unexpected += 1;
                 if counts.samples.len() < SAMPLES {

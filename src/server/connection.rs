@@ -112,9 +112,9 @@ pub struct Connection {
     /// Replies not yet taken by the socket, from `sent` on.
     output: Vec<u8>,
     /// How much of `output` the socket has taken. Always below 4 GiB, so a `u32` (the
-    /// connection stays 88 bytes): `output` holds at most the high-water mark (at most
-    /// `MAX_HIGH_WATER`, 1 GiB) plus one reply (at most the frame limit, at most
-    /// `MAX_FRAME_LIMIT`, 1 GiB, plus 12 bytes) plus an error line.
+    /// connection stays 88 bytes): `output` holds at most the high-water mark plus one
+    /// reply (the frame limit plus 12 bytes) plus an error line, and the reactor honours
+    /// neither limit past `config::MAX_CONNECTION_BYTES`, 1 GiB.
     sent: u32,
     /// When the connection last made progress (a frame received or reply bytes written),
     /// in microseconds since the server started.

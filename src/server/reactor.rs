@@ -113,11 +113,11 @@ const READ_BUF_SIZE: usize = 64 * 1024;
 /// is 112 MiB of address space at most.
 const MAX_RESERVED_CONNECTIONS: usize = 1 << 20;
 /// The largest high-water mark honoured, so pending output always fits a `u32` offset
-/// (`Connection::sent`).
-const MAX_HIGH_WATER: usize = 1 << 30;
+/// (`Connection::sent`): the flags' bound, for configs built without them.
+const MAX_HIGH_WATER: usize = crate::config::MAX_CONNECTION_BYTES;
 /// The largest frame limit honoured (`--max-frame` is refused above it), for the same
 /// reason: pending output is at most high water plus one reply, far below 4 GiB.
-const MAX_FRAME_LIMIT: usize = 1 << 30;
+const MAX_FRAME_LIMIT: usize = crate::config::MAX_CONNECTION_BYTES;
 /// Events taken per poll.
 const EVENTS_CAPACITY: usize = 1024;
 /// The coarsest timer tick: an idle close is at most one tick late, and 100 ms is 5% of

@@ -71,6 +71,21 @@ impl FrameDecoder {
         self.buf.capacity()
     }
 
+    /// The decoder's bytes, and whether they are unanswered input rather than a frame's
+    /// head: what an upgrade's hand-over carries to the new process.
+    pub fn into_parts(self) -> (Vec<u8>, bool) {
+        (self.buf, self.held)
+    }
+
+    /// A decoder holding `buf` (unanswered input if `held`), as [`FrameDecoder::into_parts`]
+    /// gave it. An empty buffer is never held, and owns no memory.
+    pub fn from_parts(buf: Vec<u8>, held: bool) -> Self {
+        if buf.is_empty() {
+            return FrameDecoder::new();
+        }
+        FrameDecoder { buf, held }
+    }
+
     /// Unanswered input is waiting to be taken back.
     pub fn has_unanswered(&self) -> bool {
         self.held

@@ -42,7 +42,7 @@ struct ReactorsCollector(Vec<Snapshot>);
 type Scalar = (&'static str, &'static str, fn(&Snapshot) -> u64);
 
 /// The counters (the encoder appends `_total`).
-const COUNTERS: [Scalar; 6] = [
+const COUNTERS: [Scalar; 8] = [
     ("frames", "Frames answered", |s| s.stats.frames),
     ("accepted", "Connections accepted and served", |s| {
         s.stats.accepted
@@ -62,6 +62,16 @@ const COUNTERS: [Scalar; 6] = [
         "accept_pauses",
         "Times accepting paused because descriptors or memory ran out",
         |s| s.stats.accept_pauses,
+    ),
+    (
+        "connections_moved_out",
+        "Connections moved to a new process by an upgrade (SIGUSR2)",
+        |s| s.stats.moved_out,
+    ),
+    (
+        "connections_adopted",
+        "Connections moved in from the process this one upgraded",
+        |s| s.stats.adopted,
     ),
 ];
 

@@ -34,6 +34,7 @@ use std::ops::ControlFlow;
 use log::trace;
 
 use super::close::CloseReason;
+use super::handover::{ConnState, Kind};
 use super::stats::Stats;
 use crate::frame::FrameDecoder;
 use crate::protocol;
@@ -183,6 +184,68 @@ impl Connection {
     /// microseconds since the server started.
     pub fn last_progress_us(&self) -> u64 {
         self.last_progress_us
+    }
+
+    /// Takes the connection apart for an upgrade's hand-over: its socket, untouched (not
+    /// shut, not reset), and its state, idle for the time since its last progress at
+    /// `now_us`. The caller has taken its timer and its charges back.
+    pub fn export(self, now_us: u64) -> (Stream, ConnState) {
+        let pending = self.output[self.sent as usize..].to_vec();
+        let (decoder, decoder_held) = self.decoder.into_parts();
+        let kind = match self.stream {
+            Stream::Tcp(_) => Kind::Tcp,
+            Stream::Unix(_) => Kind::Unix,
+        };
+        let state = ConnState {
+            kind,
+            decoder,
+            decoder_held,
+            output: pending,
+            idle_for_us: now_us.saturating_sub(self.last_progress_us),
+            closing: self.closing,
+            peer_eof: self.peer_eof,
+            read_paused: self.read_paused,
+            write_shut: self.write_shut,
+            hangup_seen: self.hangup_seen,
+        };
+        (self.stream, state)
+    }
+
+    /// A connection moved in by an upgrade's hand-over, going on where [`Connection::export`]
+    /// stopped: its last progress was `idle_for_us` before `now_us` (or at the clock's
+    /// start, if that is earlier), its timer already armed by the reactor, which also
+    /// charges its buffers (and its kernel queues, if it [`is_stalled`](Self::is_stalled)).
+    pub fn adopt(stream: Stream, state: ConnState, now_us: u64, timer: TimerId) -> Self {
+        let ConnState {
+            kind: _,
+            decoder,
+            decoder_held,
+            output,
+            idle_for_us,
+            closing,
+            peer_eof,
+            read_paused,
+            write_shut,
+            hangup_seen,
+        } = state;
+        Connection {
+            stream,
+            decoder: FrameDecoder::from_parts(decoder, decoder_held),
+            // The first invariant: no pending output, no heap memory.
+            output: if output.is_empty() {
+                Vec::new()
+            } else {
+                output
+            },
+            sent: 0,
+            last_progress_us: now_us.saturating_sub(idle_for_us),
+            timer,
+            closing,
+            peer_eof,
+            read_paused,
+            write_shut,
+            hangup_seen,
+        }
     }
 
     /// Reply bytes waiting for the socket.

@@ -37,6 +37,7 @@
 mod close;
 mod connection;
 mod handoff;
+mod handover;
 mod listener;
 mod reactor;
 mod shared;
@@ -56,11 +57,12 @@ use std::time::Duration;
 use log::{info, warn};
 
 pub use close::CloseReason;
+pub use handover::{Adopter, FAULT_ENV as HANDOVER_FAULT_ENV};
 pub use snapshot::{Snapshot, SnapshotHandle, TurnHistogram, TURN_BUCKET_BOUNDS_US};
 pub use source::{Source, DEFAULT_SOURCE_PREFIX_V6};
 pub use source_table::SourceTable;
 pub use stats::Stats;
-pub use upgrade::{without_listen, Relaunch, UPGRADED_FROM_ENV};
+pub use upgrade::{without_listen, Relaunch, HANDOVER_NAME, METRICS_NAME, UPGRADED_FROM_ENV};
 
 use crate::addr::ListenAddr;
 use crate::config::{ServerConfig, FD_RESERVE};
@@ -99,6 +101,10 @@ pub struct Server {
     listener_fds: Vec<std::os::fd::OwnedFd>,
     shared: Arc<Shared>,
     stats_interval: Option<Duration>,
+    /// `--shutdown-grace`: also how long an upgrade's hand-over may take.
+    shutdown_grace: Duration,
+    /// A duplicate of the metrics listener, once served: what an upgrade hands over.
+    metrics_fd: Option<std::os::fd::OwnedFd>,
 }
 
 impl Server {
@@ -221,6 +227,9 @@ impl Server {
             senders.push(sender);
             inboxes.push(inbox);
         }
+        let (adoption_senders, adoptions): (Vec<_>, Vec<_>) =
+            (0..threads).map(|_| mpsc::channel()).unzip();
+        let mut adoptions = adoptions.into_iter();
         let mut listeners = listeners.into_iter();
         let mut inboxes = inboxes.into_iter();
         let mut reactors = Vec::with_capacity(threads);
@@ -238,6 +247,7 @@ impl Server {
                     listener,
                     handoff: None,
                     inbox,
+                    adoptions: adoptions.next().expect("one adoption channel per reactor"),
                     shared: shared.clone(),
                     lease_floor,
                 },
@@ -256,6 +266,7 @@ impl Server {
         }
         shared.set_accepting(reactors.iter().filter(|r| r.accepts()).count());
         shared.set_wakers(wakers);
+        shared.set_adoptions(adoption_senders);
         Ok(Server {
             reactors,
             local_addr,
@@ -263,6 +274,8 @@ impl Server {
             listener_fds,
             shared,
             stats_interval: config.stats_interval,
+            shutdown_grace: config.shutdown_grace,
+            metrics_fd: None,
         })
     }
 
@@ -305,20 +318,44 @@ impl Server {
         &mut self,
         addr: std::net::SocketAddr,
     ) -> io::Result<std::net::SocketAddr> {
+        self.serve_metrics_on(std::net::TcpListener::bind(addr)?)
+    }
+
+    /// As [`Server::serve_metrics`], on a listener bound already: the one the process this
+    /// one upgrades handed over (so an upgrade never needs the port free).
+    pub fn serve_metrics_on(
+        &mut self,
+        listener: std::net::TcpListener,
+    ) -> io::Result<std::net::SocketAddr> {
+        listener.set_nonblocking(true)?;
+        self.metrics_fd = Some(std::os::fd::OwnedFd::from(listener.try_clone()?));
         let siblings = self.reactors[1..]
             .iter_mut()
             .map(Reactor::snapshot_handle)
             .collect();
-        self.reactors[0].serve_metrics(addr, siblings)
+        self.reactors[0].serve_metrics_on(mio::net::TcpListener::from_std(listener), siblings)
+    }
+
+    /// Prepares to adopt the connections of the process this one upgrades, sent over
+    /// `channel` (the descriptor it passed as `tabecho-handover`): says which hand-over
+    /// version this binary speaks, now, before `READY=1`. [`Adopter::start`] then receives
+    /// them on a thread of its own while the reactors serve (docs/PROTOCOL.md "Upgrade in
+    /// place").
+    pub fn adopt_from(&self, channel: std::os::unix::net::UnixStream) -> io::Result<Adopter> {
+        Adopter::hello(channel, self.shared.clone())
     }
 
     /// Makes SIGINT and SIGTERM start the graceful shutdown of every reactor (a second
     /// one ends it at once), and, with `upgrade`, SIGUSR2 an upgrade in place: `upgrade`
     /// says how to start the new process (docs/PROTOCOL.md "Upgrade in place"). Reactor 0
-    /// receives them.
+    /// receives them. Call it after [`Server::serve_metrics`]: an upgrade hands that
+    /// listener over too.
     pub fn handle_signals(&mut self, upgrade: Option<Relaunch>) -> io::Result<()> {
         let fds = std::mem::take(&mut self.listener_fds);
-        let upgrader = upgrade.map(|relaunch| Upgrader::new(relaunch, fds, self.shared.clone()));
+        let metrics = self.metrics_fd.take();
+        let grace = self.shutdown_grace;
+        let upgrader = upgrade
+            .map(|relaunch| Upgrader::new(relaunch, fds, metrics, grace, self.shared.clone()));
         self.reactors[0].handle_signals(upgrader)
     }
 
@@ -329,6 +366,7 @@ impl Server {
         // Only an upgrade uses them, and reactor 0 has its own duplicates if enabled: the
         // sockets must close when the reactors' listeners do.
         self.listener_fds.clear();
+        self.metrics_fd = None;
         let from = &self.origin_note;
         let threads = self.reactors.len();
         info!("listening on {}{from}", self.local_addr);

@@ -27,6 +27,7 @@
 //! inbox, accepts per turn, the pause; and the reactor's admission and refusals);
 //! `reactor/timer_key.rs`, what each timer is for (`TimerKey`);
 //! `reactor/lifecycle.rs`, signals, the shutdown and the drain after an upgrade;
+//! `reactor/handover.rs`, connections moved out to an upgrade's new process and adopted;
 //! `reactor/publish.rs`, snapshots for readers and the turn histogram;
 //! `reactor/metrics_listener.rs`, the metrics endpoint's listener and HTTP connections.
 //!
@@ -67,6 +68,7 @@
 
 mod acceptor;
 mod budget;
+mod handover;
 mod lifecycle;
 mod metrics_listener;
 mod publish;
@@ -75,6 +77,7 @@ mod timer_key;
 use acceptor::Acceptor;
 use budget::{Budget, Driven};
 use std::io;
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -85,6 +88,7 @@ use slab::Slab;
 use super::close::CloseReason;
 use super::connection::{Connection, Context, Limits, Next};
 use super::handoff::{Handoff, Inbox};
+use super::handover::{MoveMsg, Moved};
 use super::listener::Listener;
 use super::shared::Shared;
 use super::signal::ServerSignals;
@@ -157,11 +161,23 @@ impl Clock {
     }
 }
 
+/// When a reactor's clock starts: one idle timeout before now, where the system's clock
+/// allows, so that a connection moved in by an upgrade, whose last progress was up to a
+/// timeout ago in the old process, has a last progress this clock can say (times are
+/// unsigned), and its idle deadline continues. (Later than that, it is due at once.)
+fn clock_start(idle_timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_sub(idle_timeout).unwrap_or(now)
+}
+
 /// Shutdown progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Accepting and serving.
     Serving,
+    /// An upgrade's new process takes the connections: no listener; each connection is
+    /// sent to the mover as soon as it is here; what comes back is served.
+    Moving,
     /// An upgrade's new process serves the listening sockets: no listener, the open
     /// connections served as usual (idle ones reaped) for at most the grace period.
     HandedOver,
@@ -189,6 +205,9 @@ pub struct Reactor {
     /// The listener or the inbox new connections come from, the accepts per turn, the
     /// pause when descriptors run out.
     acceptor: Acceptor,
+    /// The listener while connections move to an upgrade's new process: out of the poll
+    /// and the acceptor, kept in case the move rolls back.
+    parked_listener: Option<Listener>,
     connections: Slab<Connection>,
     wheel: TimerWheel,
     clock: Clock,
@@ -197,6 +216,13 @@ pub struct Reactor {
     config: ServerConfig,
     /// The connection count, the budget's leases and the shutdown state of the server.
     shared: Arc<Shared>,
+    /// Connections to adopt: moved in by an upgrade, or back from a move that failed.
+    adoptions: Receiver<Moved>,
+    /// While this reactor moves its connections to an upgrade's new process: where they
+    /// go. Taken when it has sent the last.
+    mover: Option<Sender<MoveMsg>>,
+    /// This reactor has answered the hand-over's call (moved, or said it has nothing).
+    move_joined: bool,
     /// With `--max-connections-per-source`: the IPv6 prefix length a source is counted by
     /// (`--source-prefix-v6`). `None` without the limit: no source is computed at all.
     source_prefix_v6: Option<u8>,
@@ -242,6 +268,8 @@ pub struct Setup {
     pub handoff: Option<Handoff>,
     /// Where its connections come from, if others accept for it.
     pub inbox: Option<Inbox>,
+    /// Where connections to adopt come from (an upgrade's hand-over).
+    pub adoptions: Receiver<Moved>,
     /// What the reactors share.
     pub shared: Arc<Shared>,
     /// The part of the budget leased to it for good.
@@ -257,6 +285,7 @@ impl Reactor {
             mut listener,
             handoff,
             inbox,
+            adoptions,
             shared,
             lease_floor,
         } = setup;
@@ -294,16 +323,20 @@ impl Reactor {
             alone: of == 1,
             poll,
             acceptor: Acceptor::new(listener, handoff, inbox),
+            parked_listener: None,
             connections: Slab::with_capacity(reserved),
             // One timer per connection, the metrics connections' and the server's own few.
             wheel: TimerWheel::with_capacity(slots, reserved + crate::metrics::MAX_CONNECTIONS + 5),
             clock: Clock {
-                start: Instant::now(),
+                start: clock_start(config.idle_timeout),
                 tick_us,
             },
             idle_us,
             linger_us: micros(config.linger),
             shared,
+            adoptions,
+            mover: None,
+            move_joined: false,
             source_prefix_v6: config
                 .max_connections_per_source
                 .map(|_| config.source_prefix_v6),
@@ -384,7 +417,11 @@ impl Reactor {
                     LISTENER => self.acceptor.mark_ready(),
                     WAKER => {
                         self.on_wake();
-                        self.take_handed_off();
+                        let keys = self.take_handed_off();
+                        if self.phase == Phase::Moving {
+                            self.move_out(keys);
+                        }
+                        self.take_moved();
                         self.collect_sibling_snapshots();
                     }
                     SIGNALS => self.on_signal(),
@@ -630,7 +667,7 @@ impl Reactor {
             }
         }
         // A close is one of the ways a charge falls: a surplus lease goes back now.
-        self.budget.settle_lease(self.charged());
+        self.budget.settle_lease_unchecked(self.charged());
         let source = self.connection_sources.get_mut(key).and_then(Option::take);
         self.shared.release(source.as_ref());
         if conn.owes_replies() {

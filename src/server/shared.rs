@@ -14,15 +14,18 @@
 //!   sum never exceeds `--max-buffer-memory`, and each reactor's buffers stay within its
 //!   lease, so the whole process stays within the budget.
 //! - The shutdown state only moves forward: serving, draining, forced.
-//! - The upgrade state (SIGUSR2) is always one of none, in progress, handed over; it goes
-//!   back from in progress to none only when an upgrade fails, and handed over is final.
+//! - The upgrade state (SIGUSR2) is always one of none, in progress, moving, handed over;
+//!   it goes back from in progress to none only when an upgrade fails, moving leads only
+//!   to handed over, and handed over is final.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Instant;
 
 use mio::Waker;
 
+use super::handover::{MoveMsg, Moved};
 use super::source::Source;
 use super::source_table::SourceTable;
 
@@ -35,6 +38,8 @@ const FORCED: u8 = 2;
 const NO_UPGRADE: u8 = 0;
 const UPGRADING: u8 = 1;
 const HANDED_OVER: u8 = 2;
+/// The new process speaks the hand-over: the reactors move their connections to it.
+const MOVING: u8 = 3;
 
 /// Why an upgrade cannot begin now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +90,11 @@ pub struct Shared {
     /// Reactors that still hold a listener: a shutdown is announced once none does, so a
     /// connection made after the announcement is refused by every reactor alike.
     accepting: AtomicUsize,
+    /// Per reactor, by index: where connections to adopt go (moved in by an upgrade, or
+    /// back from a hand-over that failed); set once all are built.
+    adoptions: OnceLock<Vec<Sender<Moved>>>,
+    /// While moving: where the reactors send their connections (the upgrade thread).
+    mover: Mutex<Option<Sender<MoveMsg>>>,
 }
 
 impl Shared {
@@ -103,6 +113,8 @@ impl Shared {
             running: AtomicUsize::new(0),
             dealing_over: AtomicBool::new(false),
             accepting: AtomicUsize::new(0),
+            adoptions: OnceLock::new(),
+            mover: Mutex::new(None),
         })
     }
 
@@ -120,6 +132,40 @@ impl Shared {
     pub fn set_wakers(&self, wakers: Vec<Arc<Waker>>) {
         self.running.store(wakers.len(), Ordering::Release);
         let _ = self.wakers.set(wakers);
+    }
+
+    /// Records where each reactor takes connections to adopt.
+    pub fn set_adoptions(&self, senders: Vec<Sender<Moved>>) {
+        let _ = self.adoptions.set(senders);
+    }
+
+    /// The number of reactors.
+    pub fn reactors(&self) -> usize {
+        self.adoptions.get().map_or(0, Vec::len)
+    }
+
+    /// Gives `moved` to reactor `reactor` to adopt and wakes it; hands it back if that
+    /// reactor is gone.
+    pub fn deliver(&self, reactor: usize, moved: Moved) -> Result<(), Moved> {
+        let Some(sender) = self.adoptions.get().and_then(|s| s.get(reactor)) else {
+            return Err(moved);
+        };
+        sender.send(moved).map_err(|e| e.0)?;
+        if let Some(waker) = self.wakers.get().and_then(|w| w.get(reactor)) {
+            // A failed wake means the reactor is gone; the connection drops with its channel.
+            let _ = waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Counts a connection moved to this process by an upgrade (or back from a hand-over
+    /// that failed), from `source`, whatever the limits: it was admitted once already and
+    /// its client must not notice the move. Released as any other.
+    pub fn adopt(&self, source: Option<Source>) {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        if let (Some(table), Some(source)) = (&self.per_source, source) {
+            lock(table).adopt(source);
+        }
     }
 
     /// A reactor's loop has returned (or panicked): wakes reactor 0, which may be
@@ -247,7 +293,7 @@ impl Shared {
             Ordering::Acquire,
         ) {
             Ok(_) => Ok(()),
-            Err(HANDED_OVER) => Err(UpgradeBusy::HandedOver),
+            Err(HANDED_OVER | MOVING) => Err(UpgradeBusy::HandedOver),
             Err(_) => Err(UpgradeBusy::InProgress),
         }
     }
@@ -270,6 +316,62 @@ impl Shared {
             Ordering::AcqRel,
             Ordering::Acquire,
         );
+        for waker in self.wakers.get().into_iter().flatten() {
+            // A failed wake means that reactor is already gone.
+            let _ = waker.wake();
+        }
+    }
+
+    /// The new process speaks the hand-over: every reactor stops accepting and sends its
+    /// connections to `mover`; wakes them all.
+    pub fn begin_move(&self, mover: Sender<MoveMsg>) {
+        *self.mover.lock().unwrap_or_else(PoisonError::into_inner) = Some(mover);
+        let _ =
+            self.upgrade
+                .compare_exchange(UPGRADING, MOVING, Ordering::AcqRel, Ordering::Acquire);
+        self.wake_all();
+    }
+
+    /// While the connections move: where a reactor sends them.
+    pub fn mover(&self) -> Option<Sender<MoveMsg>> {
+        if self.upgrade.load(Ordering::Acquire) != MOVING {
+            return None;
+        }
+        self.mover
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Every connection that could move has moved (the rest are back with their
+    /// reactors): the reactors end once theirs are served. Or, `rolled_back`, the new
+    /// process died during the move: the reactors serve on as before the upgrade, their
+    /// listeners again included, and a later SIGUSR2 may try again. Wakes them all.
+    pub fn end_move(&self, rolled_back: bool) {
+        self.mover
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if rolled_back {
+            self.dealing_over.store(false, Ordering::Release);
+            self.upgrade.store(NO_UPGRADE, Ordering::Release);
+        } else {
+            self.upgrade.store(HANDED_OVER, Ordering::Release);
+        }
+        self.wake_all();
+    }
+
+    /// A reactor accepts again (a move rolled back).
+    pub fn resume_accepting(&self) {
+        self.accepting.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Connections are moving to the new process.
+    pub fn moving(&self) -> bool {
+        self.upgrade.load(Ordering::Acquire) == MOVING
+    }
+
+    fn wake_all(&self) {
         for waker in self.wakers.get().into_iter().flatten() {
             // A failed wake means that reactor is already gone.
             let _ = waker.wake();

@@ -86,6 +86,12 @@ impl SourceTable {
         })
     }
 
+    /// Counts one more connection of `source` whatever the limit: one moved here by an
+    /// upgrade, which was admitted by the old process and must not be dropped now.
+    pub fn adopt(&mut self, source: Source) {
+        *self.open.entry(source).or_insert(0) += 1;
+    }
+
     /// A connection of `source` admitted earlier is closed.
     pub fn release(&mut self, source: &Source) {
         let Some(count) = self.open.get_mut(source) else {

@@ -45,6 +45,11 @@ pub struct Stats {
     pub bytes_in: u64,
     /// Bytes written.
     pub bytes_out: u64,
+    /// Connections moved to a new process by an upgrade (not closed: they go on there).
+    pub moved_out: u64,
+    /// Connections moved in from the process this one upgraded (or back from a move that
+    /// failed).
+    pub adopted: u64,
 }
 
 impl Stats {
@@ -71,6 +76,8 @@ impl Stats {
             frames,
             bytes_in,
             bytes_out,
+            moved_out,
+            adopted,
         } = other;
         self.accepted += accepted;
         self.rejected += rejected;
@@ -90,6 +97,8 @@ impl Stats {
         self.frames += frames;
         self.bytes_in += bytes_in;
         self.bytes_out += bytes_out;
+        self.moved_out += moved_out;
+        self.adopted += adopted;
     }
 
     /// Counts one close.
@@ -137,7 +146,7 @@ impl fmt::Display for Stats {
             "accepted {}, reaped idle {}, closed by error {}, frames {}, bytes in {}, bytes out {} \
              (eof {}, reset {}, error {}, frame-too-long {}, shutdown {}, memory-budget {}, \
              rejected {}, rejected per source {}, accept pauses {} for {} ms, read yields {}, backpressure stalls {}, \
-             buffered peak {} bytes)",
+             buffered peak {} bytes, moved out {}, adopted {})",
             self.accepted,
             self.reaped_idle,
             self.closed_by_error(),
@@ -157,6 +166,8 @@ impl fmt::Display for Stats {
             self.read_yields,
             self.backpressure_stalls,
             self.buffered_peak,
+            self.moved_out,
+            self.adopted,
         )
     }
 }

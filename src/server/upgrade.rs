@@ -23,16 +23,17 @@
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixDatagram;
+use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::PathBuf;
 use std::process::{Child, Command};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use command_fds::{CommandFdExt, FdMapping};
 use log::{info, warn};
 
+use super::handover::{wire, Mover};
 use super::shared::Shared;
 
 /// The environment variable that tells a new process which process it upgrades (its
@@ -45,8 +46,17 @@ const READY_WAIT: Duration = Duration::from_secs(10);
 /// How often the wait for `READY=1` looks whether the new process has exited instead: its
 /// exit sends nothing on the notify socket, so the wait wakes to ask.
 const EXIT_CHECK_EVERY: Duration = Duration::from_millis(50);
+/// How long the new process's hello may lag its `READY=1`: it is written before, so it is
+/// there at once unless the new process is an older tabecho, which sends none.
+const HELLO_WAIT: Duration = Duration::from_millis(200);
 /// The first descriptor of socket activation (`SD_LISTEN_FDS_START`).
 const LISTEN_FDS_START: i32 = 3;
+/// `LISTEN_FDNAMES` of an echo listener handed over.
+pub const LISTENER_NAME: &str = "tabecho-listener";
+/// `LISTEN_FDNAMES` of the metrics listener handed over.
+pub const METRICS_NAME: &str = "tabecho-metrics";
+/// `LISTEN_FDNAMES` of the hand-over's socketpair (not a listener).
+pub const HANDOVER_NAME: &str = "tabecho-handover";
 /// Sets `LISTEN_PID` to the shell's own pid, which `exec` keeps for the binary: the
 /// environment is set before the binary starts, with no unsafe code between fork and exec.
 const EXEC_WITH_LISTEN_PID: &str = r#"export LISTEN_PID=$$; exec "$0" "$@""#;
@@ -59,18 +69,22 @@ pub struct Relaunch {
     pub program: PathBuf,
     /// The arguments after the program name, `--listen` removed.
     pub args: Vec<OsString>,
-    /// Why upgrades are refused in this process, if they are (a service manager's
-    /// readiness socket, see docs/PROTOCOL.md "Upgrade in place").
+    /// Why upgrades are refused in this process, if they are.
     pub refused: Option<String>,
+    /// The service manager's notification socket, if running under one: the new process
+    /// reports `MAINPID=` there once the connections have moved.
+    pub service_notify: Option<OsString>,
 }
 
 impl Relaunch {
     /// This process's binary (`std::env::current_exe`, resolved now) and arguments.
     pub fn from_current_process() -> io::Result<Relaunch> {
+        let upgraded = std::env::var_os(UPGRADED_FROM_ENV).is_some();
         Ok(Relaunch {
             program: std::env::current_exe()?,
             args: without_listen(std::env::args_os().skip(1)),
             refused: None,
+            service_notify: crate::systemd::service_socket(upgraded),
         })
     }
 }
@@ -100,15 +114,28 @@ pub struct Upgrader {
     /// gets. Dropped with the upgrader when a shutdown or a handover begins, so the
     /// sockets close when the reactors' own listeners do.
     sockets: Vec<OwnedFd>,
+    /// A duplicate of the metrics listener, if `--metrics` is served: handed over too.
+    metrics: Option<OwnedFd>,
+    /// How long a hand-over may take (`--shutdown-grace`).
+    grace: Duration,
     shared: Arc<Shared>,
 }
 
 impl Upgrader {
-    /// An upgrader handing `sockets` (duplicates of the listeners) over when asked.
-    pub fn new(relaunch: Relaunch, sockets: Vec<OwnedFd>, shared: Arc<Shared>) -> Upgrader {
+    /// An upgrader handing `sockets` (duplicates of the listeners) and `metrics` (of the
+    /// metrics listener) over when asked, and the connections within `grace`.
+    pub fn new(
+        relaunch: Relaunch,
+        sockets: Vec<OwnedFd>,
+        metrics: Option<OwnedFd>,
+        grace: Duration,
+        shared: Arc<Shared>,
+    ) -> Upgrader {
         Upgrader {
             relaunch,
             sockets,
+            metrics,
+            grace,
             shared,
         }
     }
@@ -124,14 +151,33 @@ impl Upgrader {
         }
         let sockets: io::Result<Vec<OwnedFd>> =
             self.sockets.iter().map(|s| s.try_clone()).collect();
+        let metrics = self.metrics.as_ref().map(OwnedFd::try_clone).transpose();
         let relaunch = self.relaunch.clone();
         let shared = self.shared.clone();
+        let grace = self.grace;
         let started = sockets.and_then(|sockets| {
+            let metrics = metrics?;
             thread::Builder::new()
                 .name("upgrade".into())
-                .spawn(move || match upgrade(&relaunch, sockets) {
-                    Ok(pid) => {
-                        info!("upgrade: PID {pid} serves now; draining");
+                .spawn(move || match upgrade(&relaunch, sockets, metrics) {
+                    Ok((child, Some((channel, room)))) => {
+                        let pid = child.id();
+                        info!("upgrade: PID {pid} serves now; moving the connections to it");
+                        let (to_mover, from_reactors) = mpsc::channel();
+                        shared.begin_move(to_mover);
+                        let reactors = shared.reactors();
+                        Mover::new(channel, room, shared, grace).run(
+                            from_reactors,
+                            reactors,
+                            child,
+                        );
+                    }
+                    Ok((child, None)) => {
+                        let pid = child.id();
+                        info!(
+                            "upgrade: PID {pid} serves now; it does not take connections \
+                             (an older version?): draining"
+                        );
                         shared.hand_over();
                     }
                     Err(e) => {
@@ -147,9 +193,14 @@ impl Upgrader {
     }
 }
 
-/// Starts the new process on `sockets` and waits for its `READY=1`; returns its pid, or
-/// why not (then it has been killed and reaped).
-fn upgrade(relaunch: &Relaunch, sockets: Vec<OwnedFd>) -> io::Result<u32> {
+/// Starts the new process on `sockets` (and the metrics listener) and waits for its
+/// `READY=1`; returns it, and the hand-over's channel with the new process's room
+/// if it speaks our hand-over version; or why not (then it has been killed and reaped).
+fn upgrade(
+    relaunch: &Relaunch,
+    sockets: Vec<OwnedFd>,
+    metrics: Option<OwnedFd>,
+) -> io::Result<(Child, Option<(UnixStream, usize)>)> {
     let dir = tempfile::Builder::new()
         .prefix("tabecho-upgrade-")
         .tempdir()?;
@@ -157,7 +208,17 @@ fn upgrade(relaunch: &Relaunch, sockets: Vec<OwnedFd>) -> io::Result<u32> {
     let notify = UnixDatagram::bind(&notify_path)?;
     notify.set_read_timeout(Some(EXIT_CHECK_EVERY))?;
     let count = sockets.len();
-    let mappings = sockets
+    let (mut channel, theirs) = UnixStream::pair()?;
+    let mut names = vec![LISTENER_NAME; count];
+    let mut passed = sockets;
+    if let Some(metrics) = metrics {
+        passed.push(metrics);
+        names.push(METRICS_NAME);
+    }
+    passed.push(OwnedFd::from(theirs));
+    names.push(HANDOVER_NAME);
+    let passed_count = passed.len();
+    let mappings = passed
         .into_iter()
         .zip(LISTEN_FDS_START..)
         .map(|(parent_fd, child_fd)| FdMapping {
@@ -171,12 +232,16 @@ fn upgrade(relaunch: &Relaunch, sockets: Vec<OwnedFd>) -> io::Result<u32> {
         .arg(EXEC_WITH_LISTEN_PID)
         .arg(&relaunch.program)
         .args(&relaunch.args)
-        .env("LISTEN_FDS", count.to_string())
-        .env_remove("LISTEN_FDNAMES")
+        .env("LISTEN_FDS", passed_count.to_string())
+        .env("LISTEN_FDNAMES", names.join(":"))
         .env("NOTIFY_SOCKET", &notify_path)
         .env(UPGRADED_FROM_ENV, std::process::id().to_string())
+        .env_remove(crate::systemd::SERVICE_NOTIFY_SOCKET_ENV)
         .fd_mappings(mappings)
         .map_err(io::Error::other)?;
+    if let Some(service) = &relaunch.service_notify {
+        command.env(crate::systemd::SERVICE_NOTIFY_SOCKET_ENV, service);
+    }
     let child = command.spawn();
     // The command holds our duplicates of the sockets until dropped: close them now.
     drop(command);
@@ -192,7 +257,10 @@ fn upgrade(relaunch: &Relaunch, sockets: Vec<OwnedFd>) -> io::Result<u32> {
         relaunch.program.display()
     );
     match wait_ready(&notify, &mut child) {
-        Ok(()) => Ok(pid),
+        Ok(()) => {
+            let hello = read_hello(&mut channel);
+            Ok((child, hello))
+        }
         Err(e) => {
             // Still running (not ready in time): it must not serve half-started.
             let _ = child.kill();
@@ -200,6 +268,15 @@ fn upgrade(relaunch: &Relaunch, sockets: Vec<OwnedFd>) -> io::Result<u32> {
             Err(io::Error::new(e.kind(), format!("PID {pid}: {e}")))
         }
     }
+}
+
+/// The new process's hello, if it sent one of our version: the channel and its room.
+fn read_hello(channel: &mut UnixStream) -> Option<(UnixStream, usize)> {
+    channel.set_read_timeout(Some(HELLO_WAIT)).ok()?;
+    let line = super::handover::read_hello_line(channel).ok()?;
+    let room = wire::parse_hello(&line)?;
+    let channel = channel.try_clone().ok()?;
+    Some((channel, room))
 }
 
 /// Waits for `READY=1` on `notify`; fails if `child` exits first or [`READY_WAIT`] passes.

@@ -18,7 +18,10 @@
 //!   limit, the thread count
 //! - `threads`: several reactors: the kernel's spread, the Unix handoff, global limits, shutdown
 //! - `systemd`: socket activation through `systemd-socket-activate`, the units' rules
-//! - `upgrade`: SIGUSR2: the new process on the same sockets, the old one's drain, failures
+//! - `upgrade`: SIGUSR2: the new process on the same sockets; a binary without the
+//!   hand-over (the old one drains), failures
+//! - `handover`: SIGUSR2 moves every connection: busy ones lose nothing, idle deadlines
+//!   kept, the metrics listener moves too, a new process that dies or stalls
 //! - `cli_docs`: `tabecho man` and `tabecho completions` cover every subcommand and flag
 //! - `docs`: README.md, docs/PROTOCOL.md and docs/OPERATIONS.md against the code: metrics,
 //!   close reasons, flags and defaults, cited tests, links
@@ -28,6 +31,7 @@ mod cli_docs;
 mod docs;
 mod faults;
 mod faults_load;
+mod handover;
 mod idle;
 mod limits;
 mod load;

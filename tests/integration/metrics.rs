@@ -11,7 +11,7 @@ use tabecho::server::{CloseReason, Server};
 use crate::util::*;
 
 /// Every metric docs/PROTOCOL.md promises, as its sample lines start.
-const REQUIRED: [&str; 14] = [
+const REQUIRED: [&str; 16] = [
     "tabecho_frames_total{reactor=\"0\"}",
     "tabecho_accepted_total{reactor=\"0\"}",
     "tabecho_rejected_total{reactor=\"0\",reason=\"global\"}",
@@ -21,6 +21,8 @@ const REQUIRED: [&str; 14] = [
     "tabecho_bytes_sent_total{reactor=\"0\"}",
     "tabecho_backpressure_stalls_total{reactor=\"0\"}",
     "tabecho_accept_pauses_total{reactor=\"0\"}",
+    "tabecho_connections_moved_out_total{reactor=\"0\"}",
+    "tabecho_connections_adopted_total{reactor=\"0\"}",
     "tabecho_connections_open{reactor=\"0\"}",
     "tabecho_buffered_bytes{reactor=\"0\"}",
     "tabecho_max_buffer_memory_bytes{reactor=\"0\"}",

@@ -5,11 +5,12 @@
 use clap::Args;
 use log::{error, info, warn};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::OwnedFd;
 use std::process::ExitCode;
 
 use tabecho::addr::{DurationArg, ListenAddr};
 use tabecho::config::{self, parse_connection_bytes, ServerConfig};
-use tabecho::server::{Relaunch, Server, UPGRADED_FROM_ENV};
+use tabecho::server::{Relaunch, Server, HANDOVER_NAME, METRICS_NAME, UPGRADED_FROM_ENV};
 use tabecho::systemd;
 
 /// Flags of `tabecho serve`.
@@ -170,16 +171,17 @@ pub fn run(args: ServeArgs) -> ExitCode {
         error!("{e}");
         return ExitCode::from(2);
     }
-    let Some((mut server, upgraded_from)) = bind(args.listen.is_none(), config) else {
+    let Some((mut server, upgraded_from, passed)) = bind(args.listen.is_none(), config) else {
         return ExitCode::from(1);
     };
-    if let Err(e) = server.handle_signals(Some(relaunch)) {
-        error!("cannot install signal handlers: {e}");
-        return ExitCode::from(1);
-    }
-    // Served by reactor 0's own loop: it lives exactly as long as the server.
+    // Served by reactor 0's own loop: it lives exactly as long as the server. An upgrade
+    // hands the very listener over, so the new process never needs the port free.
     if let Some(addr) = args.metrics {
-        match server.serve_metrics(addr) {
+        let served = match passed.metrics {
+            Some(fd) => server.serve_metrics_on(std::net::TcpListener::from(fd)),
+            None => server.serve_metrics(addr),
+        };
+        match served {
             Ok(local) => info!("metrics on http://{local}/metrics"),
             Err(e) => {
                 error!("cannot serve metrics on {addr}: {e}");
@@ -187,10 +189,30 @@ pub fn run(args: ServeArgs) -> ExitCode {
             }
         }
     }
+    if let Err(e) = server.handle_signals(Some(relaunch)) {
+        error!("cannot install signal handlers: {e}");
+        return ExitCode::from(1);
+    }
+    // Before READY=1: the old process reads our hand-over version after it.
+    let adopter = passed.handover.and_then(|channel| {
+        server
+            .adopt_from(std::os::unix::net::UnixStream::from(channel))
+            .map_err(|e| {
+                warn!(
+                    "upgrade: cannot take the connections over ({e}); the old process drains them"
+                )
+            })
+            .ok()
+    });
     systemd::notify_ready();
     if upgraded_from.is_some() {
         // That READY=1 went to the upgrading process, whose socket is gone after it.
         systemd::stop_notifying();
+    }
+    if let Some(adopter) = adopter {
+        if let Err(e) = adopter.start(systemd::service_socket(true)) {
+            warn!("upgrade: cannot take the connections over ({e}); the old process drains them");
+        }
     }
     match server.run() {
         Ok(_) => ExitCode::SUCCESS,
@@ -222,39 +244,50 @@ fn parse_positive_duration(s: &str) -> Result<DurationArg, String> {
 }
 
 /// How an upgrade (SIGUSR2) starts the new process: this binary, resolved now, and these
-/// arguments without `--listen`. Refused under a service manager, which would take the
-/// old process's exit for the service's end (see docs/PROTOCOL.md "Upgrade in place").
+/// arguments without `--listen`. Under a service manager the new process takes the
+/// service over with `MAINPID=` once the connections have moved (docs/OPERATIONS.md).
 fn relaunch() -> Relaunch {
-    let upgraded = std::env::var_os(UPGRADED_FROM_ENV).is_some();
-    let mut relaunch = Relaunch::from_current_process().unwrap_or_else(|e| Relaunch {
+    Relaunch::from_current_process().unwrap_or_else(|e| Relaunch {
         program: Default::default(),
         args: Vec::new(),
         refused: Some(format!("cannot resolve this binary's path: {e}")),
-    });
-    if std::env::var_os("NOTIFY_SOCKET").is_some() && !upgraded {
-        relaunch.refused = Some(
-            "running under a service manager (NOTIFY_SOCKET is set); restart the unit, with \
-             socket activation, instead"
-                .to_string(),
-        );
-    }
-    relaunch
+        service_notify: None,
+    })
+}
+
+/// What an upgrading process passed besides its echo listeners.
+#[derive(Default)]
+struct Passed {
+    /// Its metrics listener.
+    metrics: Option<OwnedFd>,
+    /// The hand-over's socketpair: its connections come over it.
+    handover: Option<OwnedFd>,
 }
 
 /// Binds the server: on the sockets systemd (or an upgrading process) passed when
 /// `--listen` was not given and there are some, else on `config.listen` (closing any
 /// socket passed, with a warning). Returns it with the pid of the process it upgrades,
-/// if it does. Logs one line and returns `None` on failure.
-fn bind(listen_not_given: bool, config: ServerConfig) -> Option<(Server, Option<u32>)> {
+/// if it does, and what that process passed besides listeners. Logs one line and returns
+/// `None` on failure.
+fn bind(listen_not_given: bool, config: ServerConfig) -> Option<(Server, Option<u32>, Passed)> {
     // Taken even when --listen is given, so the LISTEN_* variables are unset and the
     // descriptors closed rather than inherited by children.
-    let mut inherited = match systemd::listen_fds() {
+    let named = match systemd::listen_fds() {
         Ok(fds) => fds,
         Err(e) => {
             error!("socket activation: {e}");
             return None;
         }
     };
+    let mut passed = Passed::default();
+    let mut inherited = Vec::with_capacity(named.len());
+    for (fd, name) in named {
+        match name.as_str() {
+            METRICS_NAME => passed.metrics = Some(fd),
+            HANDOVER_NAME => passed.handover = Some(fd),
+            _ => inherited.push(fd),
+        }
+    }
     if !listen_not_given && !inherited.is_empty() {
         warn!(
             "--listen given: closing the {} socket(s) systemd passed",
@@ -267,7 +300,7 @@ fn bind(listen_not_given: bool, config: ServerConfig) -> Option<(Server, Option<
         return Server::bind(config)
             .map_err(|e| error!("cannot listen on {listen}: {e}"))
             .ok()
-            .map(|server| (server, None));
+            .map(|server| (server, None, Passed::default()));
     }
     let upgraded_from = std::env::var(UPGRADED_FROM_ENV)
         .ok()
@@ -275,7 +308,7 @@ fn bind(listen_not_given: bool, config: ServerConfig) -> Option<(Server, Option<
     Server::from_inherited(config, inherited, upgraded_from)
         .map_err(|e| error!("cannot serve the socket(s) passed: {e}"))
         .ok()
-        .map(|server| (server, upgraded_from))
+        .map(|server| (server, upgraded_from, passed))
 }
 
 /// `host:port` (a name is resolved, first address wins), for `--metrics`.

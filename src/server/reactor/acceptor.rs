@@ -194,11 +194,19 @@ impl Acceptor {
         }
     }
 
-    /// Stops accepting for good (a shutdown, a handover): the listener, for the reactor
-    /// to deregister and close or leave to the new process.
+    /// Stops accepting (a shutdown, a handover, a move to an upgrade's new process): the
+    /// listener, for the reactor to deregister and close, leave to the new process, or
+    /// park until the move is over.
     pub(super) fn take_listener(&mut self) -> Option<Listener> {
         self.ready = false;
         self.listener.take()
+    }
+
+    /// Accepts on `listener` again (registered again: a move rolled back), at once: the
+    /// backlog may have filled meanwhile, and no edge announces it.
+    pub(super) fn restore_listener(&mut self, listener: Listener) {
+        self.listener = Some(listener);
+        self.ready = true;
     }
 }
 
@@ -292,16 +300,19 @@ impl Reactor {
         listener::refuse(stream, line);
     }
 
-    /// Connections another reactor accepted for this one (already admitted).
-    pub(super) fn take_handed_off(&mut self) {
+    /// Connections another reactor accepted for this one (already admitted); returns
+    /// their keys.
+    pub(super) fn take_handed_off(&mut self) -> Vec<usize> {
         let handed = self.acceptor.handed_off();
+        let mut keys = Vec::with_capacity(handed.len());
         if handed.is_empty() {
-            return;
+            return keys;
         }
         self.cx.now_us = self.clock.now_us();
         for admitted in handed {
             let (stream, source) = admitted.serve();
             let key = self.add_connection(stream, source);
+            keys.extend(key);
             if let (Some(key), true) = (key, self.phase == Phase::Draining) {
                 // Accepted just before the shutdown began: the shutdown's lingering close.
                 if let Some(next) = self
@@ -311,6 +322,7 @@ impl Reactor {
                 }
             }
         }
+        keys
     }
 
     /// Ends a pause for lack of descriptors (its timer fired, or a close freed one): the

@@ -199,9 +199,10 @@ impl Budget {
         self.settle_lease_unchecked(charged);
     }
 
-    /// [`Budget::settle_lease`] without its debug check.
+    /// [`Budget::settle_lease`] where the charge may be past the lease for a while (a
+    /// close or a shrink after an upgrade adopted connections over it): no check.
     #[inline]
-    fn settle_lease_unchecked(&mut self, charged: usize) {
+    pub(super) fn settle_lease_unchecked(&mut self, charged: usize) {
         // Saturating: were `charged` past the lease (a bug), nothing would be given back.
         if self.lease.saturating_sub(charged) > self.lease_floor + 2 * LEASE_CHUNK + self.headroom {
             self.lease -= LEASE_CHUNK;
@@ -505,7 +506,7 @@ impl Reactor {
         let result = self.run_accounted(key, io);
         let charged = self.charged();
         debug_assert!(charged <= before, "buffers grew: {before} to {charged}");
-        self.budget.settle_lease(charged);
+        self.budget.settle_lease_unchecked(charged);
         result
     }
 

@@ -7,14 +7,40 @@ use log::{debug, info};
 
 use super::{Phase, Reactor, TimerKey};
 use crate::server::close::CloseReason;
+use crate::server::handover::MoveMsg;
 use crate::server::shared::UpgradeBusy;
 
 impl Reactor {
     /// Moves the phase on at the end of a turn: a shutdown or an upgrade's handover that
     /// began, a forced shutdown, and the end once every connection is closed.
     pub(super) fn advance_phase(&mut self) {
-        if matches!(self.phase, Phase::Serving | Phase::HandedOver) && self.shared.draining() {
+        if matches!(
+            self.phase,
+            Phase::Serving | Phase::Moving | Phase::HandedOver
+        ) && self.shared.draining()
+        {
             self.begin_shutdown(self.config.shutdown_grace);
+        }
+        if !self.move_joined {
+            if let Some(mover) = self.shared.mover() {
+                self.move_joined = true;
+                if self.phase == Phase::Serving {
+                    self.begin_move(mover);
+                } else {
+                    // Shutting down already: what it holds is closed here, nothing moves.
+                    let _ = mover.send(MoveMsg::Done);
+                }
+            }
+        }
+        if self.mover.is_some() {
+            self.continue_move();
+        }
+        if self.phase == Phase::Moving && self.mover.is_none() && !self.shared.moving() {
+            if self.shared.handed_over() {
+                self.finish_move();
+            } else {
+                self.resume_after_failed_move();
+            }
         }
         if self.phase == Phase::Serving && self.shared.handed_over() {
             self.begin_handover();
@@ -26,8 +52,11 @@ impl Reactor {
         // The reactor that receives the signals ends last, so a second signal (or a
         // SIGTERM during an upgrade's drain) is heard while any reactor still drains;
         // the others wake it as they end.
+        // Not while connections are moving: one the new process does not take comes back.
         if matches!(self.phase, Phase::Draining | Phase::HandedOver)
             && self.connections.is_empty()
+            && self.mover.is_none()
+            && !self.shared.moving()
             && (self.signals.is_none() || self.shared.running() <= 1)
             && self.inbox_settled()
         {
@@ -120,6 +149,10 @@ impl Reactor {
         self.shutdown_linger = grace;
         self.upgrader = None;
         let handed_over = self.phase == Phase::HandedOver;
+        if let Some(mut listener) = self.parked_listener.take() {
+            // A shutdown during a move: the new process serves this socket.
+            listener.leave_file();
+        }
         self.phase = Phase::Draining;
         if self.id == 0 {
             crate::systemd::notify_stopping();

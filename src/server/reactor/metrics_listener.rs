@@ -96,15 +96,15 @@ struct Gather {
 }
 
 impl Reactor {
-    /// Serves the metrics endpoint on `addr` (port 0 picks one) from this reactor's own
-    /// poll, with `siblings` the snapshot handles of the server's other reactors. Returns
-    /// the address bound. Starts timing this reactor's turns.
-    pub fn serve_metrics(
+    /// Serves the metrics endpoint on `listener` (bound by the server, or handed over by
+    /// the process this one upgrades) from this reactor's own poll, with `siblings` the
+    /// snapshot handles of the server's other reactors. Returns the address bound. Starts
+    /// timing this reactor's turns.
+    pub fn serve_metrics_on(
         &mut self,
-        addr: SocketAddr,
+        mut listener: TcpListener,
         siblings: Vec<SnapshotHandle>,
     ) -> io::Result<SocketAddr> {
-        let mut listener = TcpListener::bind(addr)?;
         let local = listener.local_addr()?;
         self.poll
             .registry()
@@ -212,6 +212,30 @@ impl Reactor {
     pub(super) fn http_timer_fired(&mut self, key: usize) {
         if let Some(slot) = self.metrics.as_mut().and_then(|ep| ep.conns.get_mut(key)) {
             slot.timer = TimerId::NONE;
+        }
+    }
+
+    /// An upgrade's new process serves the metrics listener now (the same socket): stop
+    /// accepting on it; the scrapes already accepted are answered.
+    pub(super) fn stop_metrics_accepting(&mut self) {
+        if let Some(ep) = self.metrics.as_mut() {
+            let _ = self.poll.registry().deregister(&mut ep.listener);
+            ep.accept_ready = false;
+        }
+    }
+
+    /// A move rolled back: accept scrapes again.
+    pub(super) fn resume_metrics_accepting(&mut self) {
+        if let Some(ep) = self.metrics.as_mut() {
+            if let Err(e) = self.poll.registry().register(
+                &mut ep.listener,
+                METRICS_LISTENER,
+                Interest::READABLE,
+            ) {
+                log::warn!("cannot serve metrics again after the failed move: {e}");
+            }
+            // Scrapes may have queued meanwhile: no edge announces them.
+            ep.accept_ready = true;
         }
     }
 

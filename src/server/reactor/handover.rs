@@ -1,0 +1,261 @@
+//! A reactor's part in an upgrade's hand-over (`server/handover.rs`): in the old process,
+//! taking every connection out of its poll and slab and sending it to the mover; in the
+//! new one, adopting the connections dealt to it, and in the old one again those a failed
+//! move hands back.
+//!
+//! # Invariants
+//! - A connection leaves this reactor whole: its timer cancelled, its descriptor out of
+//!   the poll, its charges taken back and its admission released, so the reactor's
+//!   accounts hold as if it had closed, but the socket is neither shut nor reset.
+//! - An adopted connection is charged, admitted (whatever the limits: its client was
+//!   served already) and given one timer, as [`Reactor::add_connection`] does; its idle
+//!   deadline counts from its last progress in the old process.
+
+use std::sync::mpsc::Sender;
+
+use log::{debug, info, warn};
+use mio::{Interest, Token};
+
+use super::{micros, Phase, Reactor, TimerKey, LISTENER};
+use crate::server::close::CloseReason;
+use crate::server::connection::Connection;
+use crate::server::handover::{MoveMsg, Moved};
+use crate::server::source::Source;
+use crate::timer_wheel::TimerId;
+
+impl Reactor {
+    /// The new process speaks the hand-over: stop accepting (it accepts on the same
+    /// sockets), stop serving the metrics listener (it serves that too), and send every
+    /// connection to `mover`.
+    pub(super) fn begin_move(&mut self, mover: Sender<MoveMsg>) {
+        self.phase = Phase::Moving;
+        if let Some(mut listener) = self.acceptor.take_listener() {
+            // Kept, out of the poll, until the move is over: if the new process dies
+            // meanwhile, this process accepts on it again.
+            let _ = self.poll.registry().deregister(&mut listener);
+            self.parked_listener = Some(listener);
+            self.shared.stop_accepting();
+        }
+        if self.acceptor.deals() {
+            // No more connections will be dealt: the others move what their inbox holds.
+            self.shared.end_dealing();
+        }
+        self.stop_metrics_accepting();
+        self.mover = Some(mover);
+        let keys: Vec<usize> = self.connections.iter().map(|(k, _)| k).collect();
+        debug!(
+            "moving {} connections to the new process{}",
+            keys.len(),
+            self.of_reactor()
+        );
+        self.move_out(keys);
+    }
+
+    /// Sends connections `keys` to the mover.
+    pub(super) fn move_out(&mut self, keys: Vec<usize>) {
+        if keys.is_empty() {
+            return;
+        }
+        self.cx.now_us = self.clock.now_us();
+        let moved: Vec<Moved> = keys.into_iter().filter_map(|k| self.take_out(k)).collect();
+        self.cx.stats.moved_out += moved.len() as u64;
+        let Some(mover) = &self.mover else {
+            self.adopt_all(moved); // back at once (counted back as they are adopted)
+            return;
+        };
+        if let Err(returned) = mover.send(MoveMsg::Conns(moved)) {
+            // The mover is gone (it gave up waiting): serve them on here.
+            if let MoveMsg::Conns(moved) = returned.0 {
+                self.adopt_all(moved);
+            }
+        }
+    }
+
+    /// While moving: once no connection can still be dealt to this reactor, moves what its
+    /// inbox holds and tells the mover it is done.
+    pub(super) fn continue_move(&mut self) {
+        if self.acceptor.has_inbox() && !self.shared.dealing_over() {
+            return;
+        }
+        let keys = self.take_handed_off();
+        if self.phase == Phase::Moving {
+            self.move_out(keys);
+        }
+        if let Some(mover) = self.mover.take() {
+            // A failed send means the mover is gone: nothing waits for this.
+            let _ = mover.send(MoveMsg::Done);
+        }
+    }
+
+    /// The move is over: what came back is served on until it closes, as after the old
+    /// drain, for at most the grace period.
+    pub(super) fn finish_move(&mut self) {
+        // Every connection given back was delivered before the move ended.
+        self.take_moved();
+        self.phase = Phase::HandedOver;
+        self.upgrader = None;
+        if let Some(mut listener) = self.parked_listener.take() {
+            // The new process serves this socket now: its Unix socket file stays.
+            listener.leave_file();
+        }
+        if !self.connections.is_empty() {
+            info!(
+                "serving {} connections the new process did not take{}",
+                self.connections.len(),
+                self.of_reactor()
+            );
+            self.arm_server_timer(self.config.shutdown_grace, TimerKey::Handover);
+        }
+    }
+
+    /// The move rolled back (the new process died): accept again, on the same listener,
+    /// serve the metrics listener again, and serve what came back, as before the upgrade.
+    pub(super) fn resume_after_failed_move(&mut self) {
+        // Every connection given back was delivered before the move ended.
+        self.take_moved();
+        self.phase = Phase::Serving;
+        self.move_joined = false;
+        if let Some(mut listener) = self.parked_listener.take() {
+            match self
+                .poll
+                .registry()
+                .register(&mut listener, LISTENER, Interest::READABLE)
+            {
+                Ok(()) => {
+                    self.acceptor.restore_listener(listener);
+                    self.shared.resume_accepting();
+                }
+                Err(e) => warn!("cannot accept again after the failed move: {e}"),
+            }
+        }
+        self.resume_metrics_accepting();
+        info!(
+            "upgrade rolled back: accepting again, {} connections served here{}",
+            self.connections.len(),
+            self.of_reactor()
+        );
+    }
+
+    /// Takes connection `key` out of this reactor, whole, for the move.
+    fn take_out(&mut self, key: usize) -> Option<Moved> {
+        let mut conn = self.connections.try_remove(key)?;
+        if conn.timer() != TimerId::NONE {
+            self.wheel.cancel(conn.timer());
+        }
+        // EPOLL_CTL_DEL before our descriptor closes: the socket lives on in the new
+        // process, and a registration left behind would still be reported here.
+        let _ = self.poll.registry().deregister(conn.stream_mut());
+        self.budget.release(conn.held_bytes());
+        if conn.is_stalled() {
+            match self
+                .cx
+                .kernel_charged
+                .checked_sub(self.cx.limits.kernel_held)
+            {
+                Some(charged) => self.cx.kernel_charged = charged,
+                None => self.cx.out_of_sync = true,
+            }
+        }
+        self.budget.settle_lease_unchecked(self.charged());
+        let source = self.connection_sources.get_mut(key).and_then(Option::take);
+        self.shared.release(source.as_ref());
+        let (stream, state) = conn.export(self.cx.now_us);
+        let (fd, _) = Moved::socket_of(stream);
+        Some(Moved {
+            fd,
+            state,
+            reactor: self.id,
+        })
+    }
+
+    /// Adopts the connections delivered to this reactor: moved in by an upgrade, or back
+    /// from a move that failed.
+    pub(super) fn take_moved(&mut self) {
+        let moved: Vec<Moved> = self.adoptions.try_iter().collect();
+        if !moved.is_empty() {
+            self.adopt_all(moved);
+        }
+    }
+
+    fn adopt_all(&mut self, moved: Vec<Moved>) {
+        self.cx.now_us = self.clock.now_us();
+        for m in moved {
+            self.adopt(m);
+        }
+    }
+
+    fn adopt(&mut self, moved: Moved) {
+        let (mut stream, state) = match moved.into_stream() {
+            Ok(adopted) => adopted,
+            Err(e) => {
+                warn!("cannot adopt a connection: {e}; closing it");
+                return;
+            }
+        };
+        let source = match self.source_prefix_v6 {
+            None => None,
+            Some(prefix_len) => match Source::of_stream(&stream, None, prefix_len) {
+                Ok(source) => Some(source),
+                Err(e) => {
+                    debug!("dropped an adopted connection: its source is unknown: {e}");
+                    return;
+                }
+            },
+        };
+        let entry = self.connections.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            warn!("register: {e}; dropping an adopted connection");
+            return;
+        }
+        self.shared.adopt(source);
+        if source.is_some() {
+            if self.connection_sources.len() <= key {
+                self.connection_sources.resize(key + 1, None);
+            }
+            self.connection_sources[key] = source;
+        }
+        let conn = Connection::adopt(stream, state, self.cx.now_us, TimerId::NONE);
+        let deadline_us = match conn.closing() {
+            Some(CloseReason::Shutdown) => {
+                self.cx.now_us.saturating_add(micros(self.shutdown_linger))
+            }
+            Some(_) => self.cx.now_us.saturating_add(self.linger_us),
+            None => conn.last_progress_us().saturating_add(self.idle_us),
+        };
+        let timer = self.wheel.arm(
+            self.clock.tick_after(deadline_us),
+            TimerKey::Conn(key).to_value(),
+        );
+        self.budget.account(0, conn.held_bytes());
+        if conn.is_stalled() {
+            self.cx.kernel_charged += self.cx.limits.kernel_held;
+        }
+        let conn = entry.insert(conn);
+        conn.set_timer(timer);
+        if self.move_joined {
+            // Back from a move that failed: it never left.
+            self.cx.stats.moved_out -= 1;
+        } else {
+            self.cx.stats.adopted += 1;
+        }
+        // Over the lease for now, if the budget is short: the next I/O's room check
+        // grows the lease or closes the largest holders, as for any connection.
+        if self.phase == Phase::Draining && self.connections[key].closing().is_none() {
+            // Adopted while this process shuts down: the shutdown's lingering close
+            // (`Linger`: its deadline re-armed as the linger's).
+            if let Some(next) =
+                self.drive_without_budget(key, |conn, _| conn.begin_closing(CloseReason::Shutdown))
+            {
+                self.settle(key, next);
+            }
+        }
+        // Input may wait in the socket, and an edge raised in the old process is not
+        // raised again here: read it on this turn's revisit.
+        self.ready.push(key);
+    }
+}

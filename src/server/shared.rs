@@ -95,6 +95,9 @@ pub struct Shared {
     adoptions: OnceLock<Vec<Sender<Moved>>>,
     /// While moving: where the reactors send their connections (the upgrade thread).
     mover: Mutex<Option<Sender<MoveMsg>>>,
+    /// This process is still taking connections over from the one it upgrades: no
+    /// upgrade of its own may begin (it would move them on half taken).
+    adopting: AtomicBool,
 }
 
 impl Shared {
@@ -115,6 +118,7 @@ impl Shared {
             accepting: AtomicUsize::new(0),
             adoptions: OnceLock::new(),
             mover: Mutex::new(None),
+            adopting: AtomicBool::new(false),
         })
     }
 
@@ -359,6 +363,16 @@ impl Shared {
             self.upgrade.store(HANDED_OVER, Ordering::Release);
         }
         self.wake_all();
+    }
+
+    /// Marks whether this process is taking connections over from the one it upgrades.
+    pub fn set_adopting(&self, adopting: bool) {
+        self.adopting.store(adopting, Ordering::Release);
+    }
+
+    /// This process is taking connections over from the one it upgrades.
+    pub fn adopting(&self) -> bool {
+        self.adopting.load(Ordering::Acquire)
     }
 
     /// A reactor accepts again (a move rolled back).

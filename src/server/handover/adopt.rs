@@ -33,6 +33,7 @@ impl Adopter {
             .max_connections()
             .saturating_sub(shared.connections_open());
         channel.write_all(wire::hello(room).as_bytes())?;
+        shared.set_adopting(true);
         Ok(Adopter { channel, shared })
     }
 
@@ -44,8 +45,11 @@ impl Adopter {
             mut channel,
             shared,
         } = self;
-        thread::Builder::new().name("adopt".into()).spawn(move || {
-            match adopt(&mut channel, &shared) {
+        let flag = shared.clone();
+        let started = thread::Builder::new().name("adopt".into()).spawn(move || {
+            let adopted = adopt(&mut channel, &shared);
+            shared.set_adopting(false);
+            match adopted {
                 Ok(n) => info!("upgrade: adopted {n} connections"),
                 Err(e) => {
                     warn!("upgrade: the hand-over ended early: {e}");
@@ -58,8 +62,11 @@ impl Adopter {
                     Err(e) => warn!("upgrade: cannot tell the service manager MAINPID: {e}"),
                 }
             }
-        })?;
-        Ok(())
+        });
+        if started.is_err() {
+            flag.set_adopting(false);
+        }
+        started.map(drop)
     }
 }
 
@@ -97,6 +104,9 @@ fn adopt(channel: &mut UnixStream, shared: &Shared) -> io::Result<usize> {
             }
         }
     }
+    // Done before the old process hears it (and exits): an upgrade of this process may
+    // begin from then on.
+    shared.set_adopting(false);
     channel.write_all(b"ack 0\n")?;
     Ok(adopted)
 }

@@ -89,6 +89,12 @@ impl Reactor {
             info!("upgrade ignored: shutting down");
             return;
         }
+        if self.shared.adopting() {
+            info!(
+                "upgrade ignored: still taking connections over from the process this one upgrades"
+            );
+            return;
+        }
         match self.shared.begin_upgrade() {
             Ok(()) => match &self.upgrader {
                 Some(upgrader) => upgrader.start(),

@@ -597,7 +597,40 @@ impl Reactor {
 
     /// Serves a connection admitted from `source`; returns its key, or `None` if it could
     /// not be registered (then it is closed and released).
-    fn add_connection(&mut self, mut stream: Stream, source: Option<Source>) -> Option<usize> {
+    fn add_connection(&mut self, stream: Stream, source: Option<Source>) -> Option<usize> {
+        let now_us = self.cx.now_us;
+        let key = self.insert_connection(stream, source, |s| {
+            Connection::new(s, now_us, TimerId::NONE)
+        })?;
+        self.cx.stats.accepted += 1;
+        Some(key)
+    }
+
+    /// The source a connection counts against under `--max-connections-per-source`
+    /// (`None` without the limit: nothing is computed); `peer` is what accept returned,
+    /// if it was accepted here. An error if it is gone before it could be counted.
+    fn source_of(
+        &self,
+        stream: &Stream,
+        peer: Option<std::net::SocketAddr>,
+    ) -> io::Result<Option<Source>> {
+        match self.source_prefix_v6 {
+            None => Ok(None),
+            Some(prefix_len) => Source::of_stream(stream, peer, prefix_len).map(Some),
+        }
+    }
+
+    /// Registers `stream`, admitted from `source`, as the connection `make` builds (a new
+    /// one, or one moved in with its state), records its source, charges its buffers, and
+    /// arms its one timer: its linger deadline if it is closing, else its idle deadline
+    /// from its last progress. Returns its key, or `None` if it could not be registered
+    /// (then it is closed and its admission released).
+    fn insert_connection(
+        &mut self,
+        mut stream: Stream,
+        source: Option<Source>,
+        make: impl FnOnce(Stream) -> Connection,
+    ) -> Option<usize> {
         let entry = self.connections.vacant_entry();
         let key = entry.key();
         if let Err(e) = self.poll.registry().register(
@@ -619,15 +652,30 @@ impl Reactor {
             );
             self.connection_sources[key] = source;
         }
-        let deadline = self
-            .clock
-            .tick_after(self.cx.now_us.saturating_add(self.idle_us));
-        let timer = self.wheel.arm(deadline, TimerKey::Conn(key).to_value());
         if log::log_enabled!(log::Level::Debug) {
             debug!("open {} as {key}", stream.peer_name());
         }
-        entry.insert(Connection::new(stream, self.cx.now_us, timer));
-        self.cx.stats.accepted += 1;
+        let conn = entry.insert(make(stream));
+        let deadline_us = match conn.closing() {
+            Some(CloseReason::Shutdown) => {
+                self.cx.now_us.saturating_add(micros(self.shutdown_linger))
+            }
+            Some(_) => self.cx.now_us.saturating_add(self.linger_us),
+            None => conn.last_progress_us().saturating_add(self.idle_us),
+        };
+        let timer = self.wheel.arm(
+            self.clock.tick_after(deadline_us),
+            TimerKey::Conn(key).to_value(),
+        );
+        conn.set_timer(timer);
+        let (held, stalled) = (conn.held_bytes(), conn.is_stalled());
+        if held > 0 {
+            // Only a connection moved in holds anything yet.
+            self.budget.account(0, held);
+        }
+        if stalled {
+            self.cx.kernel_charged += self.cx.limits.kernel_held;
+        }
         Some(key)
     }
 

@@ -248,16 +248,13 @@ impl Reactor {
                     return;
                 }
             };
-            let source = match self.source_prefix_v6 {
-                None => None,
-                Some(prefix_len) => match Source::of_stream(&stream, peer, prefix_len) {
-                    Ok(source) => Some(source),
-                    Err(e) => {
-                        // Gone before it could be counted (the peer already reset it).
-                        debug!("dropped a new connection: its source is unknown: {e}");
-                        continue;
-                    }
-                },
+            let source = match self.source_of(&stream, peer) {
+                Ok(source) => source,
+                Err(e) => {
+                    // Gone before it could be counted (the peer already reset it).
+                    debug!("dropped a new connection: its source is unknown: {e}");
+                    continue;
+                }
             };
             if let Err(refusal) = self.shared.admit(source, Instant::now()) {
                 self.refuse(stream, source, refusal);

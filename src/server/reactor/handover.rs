@@ -14,13 +14,12 @@
 use std::sync::mpsc::Sender;
 
 use log::{debug, info, warn};
-use mio::{Interest, Token};
+use mio::Interest;
 
-use super::{micros, Phase, Reactor, TimerKey, LISTENER};
+use super::{Phase, Reactor, TimerKey, LISTENER};
 use crate::server::close::CloseReason;
 use crate::server::connection::Connection;
 use crate::server::handover::{MoveMsg, Moved};
-use crate::server::source::Source;
 use crate::timer_wheel::TimerId;
 
 impl Reactor {
@@ -185,58 +184,28 @@ impl Reactor {
     }
 
     fn adopt(&mut self, moved: Moved) {
-        let (mut stream, state) = match moved.into_stream() {
+        let (stream, state) = match moved.into_stream() {
             Ok(adopted) => adopted,
             Err(e) => {
                 warn!("cannot adopt a connection: {e}; closing it");
                 return;
             }
         };
-        let source = match self.source_prefix_v6 {
-            None => None,
-            Some(prefix_len) => match Source::of_stream(&stream, None, prefix_len) {
-                Ok(source) => Some(source),
-                Err(e) => {
-                    debug!("dropped an adopted connection: its source is unknown: {e}");
-                    return;
-                }
-            },
+        let source = match self.source_of(&stream, None) {
+            Ok(source) => source,
+            Err(e) => {
+                debug!("dropped an adopted connection: its source is unknown: {e}");
+                return;
+            }
         };
-        let entry = self.connections.vacant_entry();
-        let key = entry.key();
-        if let Err(e) = self.poll.registry().register(
-            &mut stream,
-            Token(key),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            warn!("register: {e}; dropping an adopted connection");
-            return;
-        }
+        // Counted whatever the limits (it was admitted once); released if not served.
         self.shared.adopt(source);
-        if source.is_some() {
-            if self.connection_sources.len() <= key {
-                self.connection_sources.resize(key + 1, None);
-            }
-            self.connection_sources[key] = source;
-        }
-        let conn = Connection::adopt(stream, state, self.cx.now_us, TimerId::NONE);
-        let deadline_us = match conn.closing() {
-            Some(CloseReason::Shutdown) => {
-                self.cx.now_us.saturating_add(micros(self.shutdown_linger))
-            }
-            Some(_) => self.cx.now_us.saturating_add(self.linger_us),
-            None => conn.last_progress_us().saturating_add(self.idle_us),
+        let now_us = self.cx.now_us;
+        let Some(key) = self.insert_connection(stream, source, |s| {
+            Connection::adopt(s, state, now_us, TimerId::NONE)
+        }) else {
+            return;
         };
-        let timer = self.wheel.arm(
-            self.clock.tick_after(deadline_us),
-            TimerKey::Conn(key).to_value(),
-        );
-        self.budget.account(0, conn.held_bytes());
-        if conn.is_stalled() {
-            self.cx.kernel_charged += self.cx.limits.kernel_held;
-        }
-        let conn = entry.insert(conn);
-        conn.set_timer(timer);
         if self.move_joined {
             // Back from a move that failed: it never left.
             self.cx.stats.moved_out -= 1;

@@ -3,19 +3,22 @@
 //! generator.
 //!
 //! ```text
-//!  systemd: LISTEN_FDS (fd 3) ─▶ Listener; READY=1, STOPPING=1 ◀─ serve, shutdown
+//!  systemd: LISTEN_FDS (fd 3) ─▶ Listener; READY=1, STOPPING=1, MAINPID= ◀─ serve,
+//!           shutdown, the end of an upgrade
 //!  server::Server: binds, starts N reactors, joins them, sums their counters
 //!   │ TCP: one SO_REUSEPORT listener each │ Unix / systemd's socket: reactor 0 hands off
 //!   │ server::shared: connection count (and per source: server::source_table),
 //!   │                 buffer-budget leases, shutdown (accept/close only)
 //!   │ server::upgrade: SIGUSR2 ─▶ new process on the same sockets (LISTEN_FDS), READY=1
-//!   │                  ─▶ every reactor drops its listener and drains
+//!   │ server::handover: every connection moved to it (SCM_RIGHTS + its state); the
+//!   │                  new process adopts and deals them over its reactors
 //!   ▼
 //!            ┌──────── server::reactor::Reactor (one thread each) ──────┐
-//!  clients ──┤ mio::Poll ─▶ Listener (accept, admit, EMFILE pause)      │
+//!  clients ──┤ mio::Poll ─▶ Acceptor (accept, EMFILE pause) ─▶ admit    │
 //!            │           ─▶ Slab<Connection> ─▶ FrameDecoder (pure)     │
 //!            │                             └──▶ protocol (replies)      │
-//!            │ TimerWheel (pure): idle checks, lingers, pauses          │
+//!            │ TimerWheel (pure) ◀─ TimerKey: idle checks, lingers, ... │
+//!            │ Budget: buffer bytes held, lease from server::shared     │
 //!            │ Stats, turn histogram ─▶ Snapshot (on request, Waker)    │
 //!  Prometheus┤ reactor 0, --metrics: metrics listener ─▶ HttpConn (pure)│
 //!   GET /metrics, /ready  ─▶ own snapshot + siblings' (Waker) ─▶ exposition
@@ -32,7 +35,8 @@
 //!   connections over (`server::handoff`), shares the global limits (`server::shared`)
 //!   and the count per source (`server::source`, `server::source_table`);
 //!   `server::snapshot` copies a reactor's counters for other threads; `server::upgrade`
-//!   hands the listening sockets to a new process on SIGUSR2.
+//!   hands the listening sockets to a new process on SIGUSR2, and `server::handover`
+//!   moves every open connection to it.
 //! - [`metrics`]: the endpoint's pure parts: `metrics::http`, one HTTP connection's state
 //!   machine, and the exposition format; reactor 0 serves them on its own poll.
 //! - [`systemd`]: socket activation (`LISTEN_FDS`) and `READY=1` / `STOPPING=1`.

@@ -38,7 +38,10 @@ pub const MAX_ERROR_LINE: usize = 64;
 pub fn encode_reply(out: &mut Vec<u8>, head: &[u8], tail: &[u8]) {
     out.reserve(REPLY_PREFIX.len() + head.len() + tail.len() + 1);
     out.extend_from_slice(REPLY_PREFIX);
-    out.extend_from_slice(head);
+    if !head.is_empty() {
+        // Only a frame split across reads has a head: no call to copy nothing.
+        out.extend_from_slice(head);
+    }
     out.extend_from_slice(tail);
     out.push(DELIMITER);
 }

@@ -1,8 +1,10 @@
 //! Connection: one peer's state and its I/O: read, answer the frames, write the replies.
 //!
-//! The reactor (`mod.rs`) owns the registry, the timers, the slab and the buffer-memory
-//! budget; a `Connection` only moves bytes and tells the reactor what should happen next
-//! ([`Next`]).
+//! The reactor (`reactor.rs` and its parts in `reactor/`) owns the registry, the timers,
+//! the slab and the buffer-memory budget; a `Connection` only moves bytes and tells the
+//! reactor what should happen next ([`Next`]), including when it begins closing
+//! ([`Next::Linger`]). Its fields are private: the reactor reads them, and sets only the
+//! timer it armed, through methods.
 //!
 //! # Memory a peer can make it hold
 //! Replies are written straight to the socket; only what the socket refuses is kept, in
@@ -52,6 +54,11 @@ pub enum Next {
     Wait,
     /// Input may be left unread: read again on the next turn, before polling.
     ReadAgain,
+    /// The connection has just begun a lingering close, for this reason: the reactor arms
+    /// its linger deadline, and reads it again on the next turn (input left unread while
+    /// reading was paused raises no new edge; from now on it is read and discarded).
+    /// Returned once per connection, by the call in which closing began.
+    Linger(CloseReason),
     /// Close it now, for this reason.
     Close(CloseReason),
 }
@@ -87,6 +94,10 @@ pub struct Context {
     /// connections whose socket refuses replies (whose `output` owns memory). Updated only
     /// where `output` is allocated or given back, never on a frame's common path.
     pub kernel_charged: usize,
+    /// An accounting subtraction found less than it had to take back (a bug): set instead
+    /// of wrapping; the reactor recomputes the account from its connections on its next
+    /// turn (`Reactor::new_budget_turn`), and logs it.
+    pub out_of_sync: bool,
     /// Microseconds since the server started: read when the poll returns, and again
     /// before the timers are judged, so the wheel and the idle checks share one clock.
     pub now_us: u64,
@@ -96,22 +107,24 @@ pub struct Context {
 #[derive(Debug)]
 pub struct Connection {
     /// The socket.
-    pub stream: Stream,
+    stream: Stream,
     /// The unfinished frame, or the input not answered yet.
     decoder: FrameDecoder,
     /// Replies not yet taken by the socket, from `sent` on.
     output: Vec<u8>,
-    /// How much of `output` the socket has taken. `output` stays far below 4 GiB: it
-    /// holds at most the high-water mark (at most 1 GiB) plus one reply.
+    /// How much of `output` the socket has taken. Always below 4 GiB, so a `u32` (the
+    /// connection stays 88 bytes): `output` holds at most the high-water mark plus one
+    /// reply (the frame limit plus 12 bytes) plus an error line, and the reactor honours
+    /// neither limit past `config::MAX_CONNECTION_BYTES`, 1 GiB.
     sent: u32,
     /// When the connection last made progress (a frame received or reply bytes written),
     /// in microseconds since the server started.
-    pub last_progress_us: u64,
+    last_progress_us: u64,
     /// The connection's one armed timer: its idle check, or its linger deadline once closing.
-    pub timer: TimerId,
+    timer: TimerId,
     /// Set when the connection is closing (frame too long, shutdown, memory budget); the
     /// reason it closes with.
-    pub closing: Option<CloseReason>,
+    closing: Option<CloseReason>,
     /// The peer has shut its write side (read returned 0).
     peer_eof: bool,
     /// Reading paused: pending output passed high water, or input is left unanswered.
@@ -139,6 +152,38 @@ impl Connection {
             write_shut: false,
             hangup_seen: false,
         }
+    }
+
+    /// The socket.
+    pub fn stream(&self) -> &Stream {
+        &self.stream
+    }
+
+    /// The socket, to deregister it.
+    pub fn stream_mut(&mut self) -> &mut Stream {
+        &mut self.stream
+    }
+
+    /// The connection's armed timer (`TimerId::NONE` while the expiry of its last one is
+    /// handled).
+    pub fn timer(&self) -> TimerId {
+        self.timer
+    }
+
+    /// Records the timer the reactor armed for it, or `TimerId::NONE` once it fired.
+    pub fn set_timer(&mut self, timer: TimerId) {
+        self.timer = timer;
+    }
+
+    /// Why it is closing, once a lingering close has begun.
+    pub fn closing(&self) -> Option<CloseReason> {
+        self.closing
+    }
+
+    /// When it last made progress (a frame received or reply bytes written), in
+    /// microseconds since the server started.
+    pub fn last_progress_us(&self) -> u64 {
+        self.last_progress_us
     }
 
     /// Takes the connection apart for an upgrade's hand-over: its socket, untouched (not
@@ -235,7 +280,10 @@ impl Connection {
     /// kernel queues if the socket was refusing replies.
     fn give_back_output(&mut self, cx: &mut Context) {
         if self.is_stalled() {
-            cx.kernel_charged -= cx.limits.kernel_held;
+            match cx.kernel_charged.checked_sub(cx.limits.kernel_held) {
+                Some(charged) => cx.kernel_charged = charged,
+                None => cx.out_of_sync = true,
+            }
         }
         self.output = Vec::new();
         self.sent = 0;
@@ -248,15 +296,20 @@ impl Connection {
     }
 
     /// Starts a lingering close: answer nothing more that arrives, send what is owed, shut
-    /// the write side, discard input until EOF. The reactor arms the linger deadline.
+    /// the write side, discard input until EOF. Returns [`Next::Linger`] if closing began
+    /// now (the reactor arms the linger deadline), `Close` if it is over already.
     pub fn begin_closing(&mut self, reason: CloseReason) -> Next {
+        let began = self.closing.is_none();
         self.closing = Some(reason);
         self.decoder.discard_unfinished();
         if !self.decoder.has_unanswered() {
             // Reading only discards from now on: it may go on whatever is pending.
             self.read_paused = false;
         }
-        self.after_output()
+        match self.after_output() {
+            Next::Wait if began => Next::Linger(reason),
+            next => next,
+        }
     }
 
     /// Drops every buffer (unanswered input, pending replies, the unfinished frame) and
@@ -326,12 +379,11 @@ impl Connection {
                 if let Err(reason) = answered {
                     return Next::Close(reason);
                 }
-                if self.closing.is_some() {
+                if let Some(reason) = self.closing {
                     // Frame too long: the error is queued; what follows is read and
-                    // discarded, and the write side is shut once the error is out.
-                    if let Next::Close(reason) = self.after_output() {
-                        return Next::Close(reason);
-                    }
+                    // discarded from the next turn on (`Linger` puts it on the ready list),
+                    // and the write side is shut once the error is out.
+                    return self.began_closing(reason);
                 } else if self.decoder.has_unanswered()
                     || self.pending_output() >= cx.limits.high_water
                 {
@@ -354,10 +406,21 @@ impl Connection {
 
     /// Writes pending output; below low water answers the unanswered input and resumes
     /// reading; finishes closes.
+    // Inlined: nearly every event is writable (each ACK frees send-buffer space), and a
+    // connection almost never owes anything then; the check in the caller saves a call
+    // of ~25 instructions per event (callgrind, BENCHMARKS.md section 3).
+    #[inline(always)]
     pub fn on_writable(&mut self, cx: &mut Context) -> Next {
-        if self.pending_output() == 0 && !self.decoder.has_unanswered() {
+        // `output` is empty exactly when no reply is pending (the first invariant).
+        if self.output.is_empty() && !self.decoder.has_unanswered() {
             return Next::Wait;
         }
+        self.write_owed(cx)
+    }
+
+    /// [`Connection::on_writable`] when something is owed.
+    #[inline(never)]
+    fn write_owed(&mut self, cx: &mut Context) -> Next {
         if let Err(e) = self.flush(cx) {
             return Next::Close(CloseReason::from_error(&e));
         }
@@ -365,9 +428,13 @@ impl Connection {
             return self.after_output();
         }
         if self.decoder.has_unanswered() {
+            let was_closing = self.closing.is_some();
             let held = self.decoder.take_unanswered();
             if let Err(reason) = self.answer(&held, cx) {
                 return Next::Close(reason);
+            }
+            if let (false, Some(reason)) = (was_closing, self.closing) {
+                return self.began_closing(reason); // a frame too long in the held input
             }
             if self.decoder.has_unanswered() {
                 // Room ran out again: no reading yet.
@@ -478,6 +545,7 @@ impl Connection {
             // The socket refuses replies: its kernel queues are charged from now on.
             self.output = cx.replies[written..].to_vec();
             self.sent = 0;
+            debug_assert!(u32::try_from(self.output.len()).is_ok());
             cx.kernel_charged += cx.limits.kernel_held;
         }
         Ok(())
@@ -492,6 +560,11 @@ impl Connection {
         }
         self.output.reserve_exact(bytes.len());
         self.output.extend_from_slice(bytes);
+        debug_assert!(
+            u32::try_from(self.output.len()).is_ok(),
+            "pending output {} past what `sent` can count",
+            self.output.len()
+        );
     }
 
     /// Writes `output[sent..]` until done or the socket is full.
@@ -501,7 +574,10 @@ impl Connection {
             match self.stream.write(&self.output[self.sent as usize..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
-                    self.sent += n as u32;
+                    // Bound: n <= output.len() - sent < 4 GiB (see `sent`).
+                    #[allow(clippy::cast_possible_truncation)]
+                    let n32 = n as u32;
+                    self.sent += n32;
                     written += n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -521,6 +597,15 @@ impl Connection {
         if n > 0 {
             cx.stats.bytes_out += n as u64;
             self.last_progress_us = cx.now_us;
+        }
+    }
+
+    /// Closing has just begun (a frame too long): `Linger`, unless the close is over
+    /// already.
+    fn began_closing(&mut self, reason: CloseReason) -> Next {
+        match self.after_output() {
+            Next::Close(reason) => Next::Close(reason),
+            _ => Next::Linger(reason),
         }
     }
 

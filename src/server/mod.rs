@@ -29,6 +29,11 @@
 //! no such balancing (Linux refuses SO_REUSEPORT on them), so one reactor accepts and
 //! hands off, as memcached and actix-server do.
 
+// Every narrowing cast in the server is either checked (`try_from`, saturating) or
+// allowed where it stands with its proven bound (issue 17): peer-driven sizes and
+// operator-given durations must not wrap.
+#![warn(clippy::cast_possible_truncation)]
+
 mod close;
 mod connection;
 mod handoff;
@@ -196,7 +201,10 @@ impl Server {
         let fd_limit = raise_fd_limit();
         let max_connections = config
             .max_connections
-            .unwrap_or_else(|| fd_limit.saturating_sub(FD_RESERVE).max(1) as usize)
+            .unwrap_or_else(|| {
+                let descriptors = fd_limit.saturating_sub(FD_RESERVE).max(1);
+                usize::try_from(descriptors).unwrap_or(usize::MAX)
+            })
             .min(MAX_CONNECTION_KEYS - 1);
         // Each reactor keeps a share leased for good: half the budget split evenly, and at
         // least one connection's worst case. The rest is leased as the reactors need it.

@@ -253,9 +253,10 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            let source = ip((x % 7) as u32);
+            let source = ip(u32::try_from(x % 7).unwrap());
             if x.is_multiple_of(3) && !admitted.is_empty() {
-                let s = admitted.swap_remove((x as usize / 3) % admitted.len());
+                let at = usize::try_from(x / 3 % admitted.len() as u64).unwrap();
+                let s = admitted.swap_remove(at);
                 t.release(&s);
                 let c = model.get_mut(&s).unwrap();
                 *c -= 1;

@@ -104,6 +104,9 @@ fn adopt(channel: &mut UnixStream, shared: &Shared) -> io::Result<usize> {
             }
         }
     }
+    // Done before the old process hears it (and exits): an upgrade of this process may
+    // begin from then on.
+    shared.set_adopting(false);
     channel.write_all(b"ack 0\n")?;
     Ok(adopted)
 }

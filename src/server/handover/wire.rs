@@ -142,7 +142,7 @@ pub fn encode(state: &ConnState, out: &mut Vec<u8>) {
         Some(reason) => {
             let index = CloseReason::ALL.iter().position(|r| *r == reason);
             // ALL lists every reason (close.rs): the position is always found and small.
-            index.map_or(0, |i| i as u8 + 1)
+            index.and_then(|i| u8::try_from(i + 1).ok()).unwrap_or(0)
         }
     });
     out.extend_from_slice(&state.idle_for_us.to_le_bytes());

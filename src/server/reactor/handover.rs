@@ -14,13 +14,12 @@
 use std::sync::mpsc::Sender;
 
 use log::{debug, info, warn};
-use mio::{Interest, Token};
+use mio::Interest;
 
-use super::{Phase, Reactor, LISTENER, TIMER_HANDOVER};
+use super::{Phase, Reactor, TimerKey, LISTENER};
 use crate::server::close::CloseReason;
 use crate::server::connection::Connection;
 use crate::server::handover::{MoveMsg, Moved};
-use crate::server::source::Source;
 use crate::timer_wheel::TimerId;
 
 impl Reactor {
@@ -29,15 +28,14 @@ impl Reactor {
     /// connection to `mover`.
     pub(super) fn begin_move(&mut self, mover: Sender<MoveMsg>) {
         self.phase = Phase::Moving;
-        if let Some(mut listener) = self.listener.take() {
+        if let Some(mut listener) = self.acceptor.take_listener() {
             // Kept, out of the poll, until the move is over: if the new process dies
             // meanwhile, this process accepts on it again.
             let _ = self.poll.registry().deregister(&mut listener);
             self.parked_listener = Some(listener);
             self.shared.stop_accepting();
         }
-        self.listener_ready = false;
-        if self.handoff.is_some() {
+        if self.acceptor.deals() {
             // No more connections will be dealt: the others move what their inbox holds.
             self.shared.end_dealing();
         }
@@ -75,7 +73,7 @@ impl Reactor {
     /// While moving: once no connection can still be dealt to this reactor, moves what its
     /// inbox holds and tells the mover it is done.
     pub(super) fn continue_move(&mut self) {
-        if self.inbox.is_some() && !self.shared.dealing_over() {
+        if self.acceptor.has_inbox() && !self.shared.dealing_over() {
             return;
         }
         let keys = self.take_handed_off();
@@ -105,7 +103,7 @@ impl Reactor {
                 self.connections.len(),
                 self.of_reactor()
             );
-            self.arm_server_timer(self.config.shutdown_grace, TIMER_HANDOVER);
+            self.arm_server_timer(self.config.shutdown_grace, TimerKey::Handover);
         }
     }
 
@@ -123,8 +121,7 @@ impl Reactor {
                 .register(&mut listener, LISTENER, Interest::READABLE)
             {
                 Ok(()) => {
-                    self.listener = Some(listener);
-                    self.listener_ready = true;
+                    self.acceptor.restore_listener(listener);
                     self.shared.resume_accepting();
                 }
                 Err(e) => warn!("cannot accept again after the failed move: {e}"),
@@ -141,16 +138,24 @@ impl Reactor {
     /// Takes connection `key` out of this reactor, whole, for the move.
     fn take_out(&mut self, key: usize) -> Option<Moved> {
         let mut conn = self.connections.try_remove(key)?;
-        if conn.timer != TimerId::NONE {
-            self.wheel.cancel(conn.timer);
+        if conn.timer() != TimerId::NONE {
+            self.wheel.cancel(conn.timer());
         }
         // EPOLL_CTL_DEL before our descriptor closes: the socket lives on in the new
         // process, and a registration left behind would still be reported here.
-        let _ = self.poll.registry().deregister(&mut conn.stream);
-        self.buffered -= conn.held_bytes();
+        let _ = self.poll.registry().deregister(conn.stream_mut());
+        self.budget.release(conn.held_bytes());
         if conn.is_stalled() {
-            self.cx.kernel_charged -= self.cx.limits.kernel_held;
+            match self
+                .cx
+                .kernel_charged
+                .checked_sub(self.cx.limits.kernel_held)
+            {
+                Some(charged) => self.cx.kernel_charged = charged,
+                None => self.cx.out_of_sync = true,
+            }
         }
+        self.budget.settle_lease_unchecked(self.charged());
         let source = self.connection_sources.get_mut(key).and_then(Option::take);
         self.shared.release(source.as_ref());
         let (stream, state) = conn.export(self.cx.now_us);
@@ -179,55 +184,28 @@ impl Reactor {
     }
 
     fn adopt(&mut self, moved: Moved) {
-        let (mut stream, state) = match moved.into_stream() {
+        let (stream, state) = match moved.into_stream() {
             Ok(adopted) => adopted,
             Err(e) => {
                 warn!("cannot adopt a connection: {e}; closing it");
                 return;
             }
         };
-        let source = match self.source_prefix_v6 {
-            None => None,
-            Some(prefix_len) => match Source::of_stream(&stream, None, prefix_len) {
-                Ok(source) => Some(source),
-                Err(e) => {
-                    debug!("dropped an adopted connection: its source is unknown: {e}");
-                    return;
-                }
-            },
-        };
-        let entry = self.connections.vacant_entry();
-        let key = entry.key();
-        if let Err(e) = self.poll.registry().register(
-            &mut stream,
-            Token(key),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            warn!("register: {e}; dropping an adopted connection");
-            return;
-        }
-        self.shared.adopt(source);
-        if source.is_some() {
-            if self.connection_sources.len() <= key {
-                self.connection_sources.resize(key + 1, None);
+        let source = match self.source_of(&stream, None) {
+            Ok(source) => source,
+            Err(e) => {
+                debug!("dropped an adopted connection: its source is unknown: {e}");
+                return;
             }
-            self.connection_sources[key] = source;
-        }
-        let conn = Connection::adopt(stream, state, self.cx.now_us, TimerId::NONE);
-        let deadline_us = match conn.closing {
-            Some(CloseReason::Shutdown) => self.cx.now_us + self.shutdown_linger.as_micros() as u64,
-            Some(_) => self.cx.now_us + self.linger_us,
-            None => conn.last_progress_us + self.idle_us,
         };
-        let timer = self
-            .wheel
-            .arm(self.clock.tick_after(deadline_us), key as u32);
-        self.buffered += conn.held_bytes();
-        if conn.is_stalled() {
-            self.cx.kernel_charged += self.cx.limits.kernel_held;
-        }
-        let conn = entry.insert(conn);
-        conn.timer = timer;
+        // Counted whatever the limits (it was admitted once); released if not served.
+        self.shared.adopt(source);
+        let now_us = self.cx.now_us;
+        let Some(key) = self.insert_connection(stream, source, |s| {
+            Connection::adopt(s, state, now_us, TimerId::NONE)
+        }) else {
+            return;
+        };
         if self.move_joined {
             // Back from a move that failed: it never left.
             self.cx.stats.moved_out -= 1;
@@ -236,12 +214,13 @@ impl Reactor {
         }
         // Over the lease for now, if the budget is short: the next I/O's room check
         // grows the lease or closes the largest holders, as for any connection.
-        if self.phase == Phase::Draining && self.connections[key].closing.is_none() {
-            // Adopted while this process shuts down: the shutdown's lingering close.
-            if let Some((next, _)) =
+        if self.phase == Phase::Draining && self.connections[key].closing().is_none() {
+            // Adopted while this process shuts down: the shutdown's lingering close
+            // (`Linger`: its deadline re-armed as the linger's).
+            if let Some(next) =
                 self.drive_without_budget(key, |conn, _| conn.begin_closing(CloseReason::Shutdown))
             {
-                self.settle(key, next, false);
+                self.settle(key, next);
             }
         }
         // Input may wait in the socket, and an edge raised in the old process is not

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use log::{debug, info};
 
-use super::{Phase, Reactor, TIMER_HANDOVER, TIMER_SHUTDOWN};
+use super::{Phase, Reactor, TimerKey};
 use crate::server::close::CloseReason;
 use crate::server::handover::MoveMsg;
 use crate::server::shared::UpgradeBusy;
@@ -47,7 +47,7 @@ impl Reactor {
         }
         if self.phase == Phase::Draining && self.shared.forced() && !self.connections.is_empty() {
             info!("closing every connection now");
-            self.on_timer(TIMER_SHUTDOWN);
+            self.close_all();
         }
         // The reactor that receives the signals ends last, so a second signal (or a
         // SIGTERM during an upgrade's drain) is heard while any reactor still drains;
@@ -116,14 +116,13 @@ impl Reactor {
     pub(super) fn begin_handover(&mut self) {
         self.phase = Phase::HandedOver;
         self.upgrader = None;
-        if let Some(mut listener) = self.listener.take() {
+        if let Some(mut listener) = self.acceptor.take_listener() {
             let _ = self.poll.registry().deregister(&mut listener);
             // The new process serves this socket now: its Unix socket file stays.
             listener.leave_file();
             self.shared.stop_accepting();
         }
-        self.listener_ready = false;
-        if self.handoff.is_some() {
+        if self.acceptor.deals() {
             // No more connections will be dealt: the others may end once theirs are served.
             self.shared.end_dealing();
         }
@@ -132,7 +131,7 @@ impl Reactor {
             self.connections.len(),
             self.of_reactor()
         );
-        self.arm_server_timer(self.config.shutdown_grace, TIMER_HANDOVER);
+        self.arm_server_timer(self.config.shutdown_grace, TimerKey::Handover);
     }
 
     /// Whether no connection handed off to this reactor can still arrive: always, but in an
@@ -140,7 +139,7 @@ impl Reactor {
     /// listener and then takes what is left in its inbox (served like the others), so that
     /// no connection accepted just before the handover is dropped unserved.
     pub(super) fn inbox_settled(&mut self) -> bool {
-        if self.phase != Phase::HandedOver || self.inbox.is_none() {
+        if self.phase != Phase::HandedOver || !self.acceptor.has_inbox() {
             return true;
         }
         if !self.shared.dealing_over() {
@@ -166,7 +165,7 @@ impl Reactor {
         }
         // The shutdown is announced once no reactor accepts any more: by the last to close
         // its listener, or by reactor 0 when the listeners went with an upgrade's handover.
-        let announce = match self.listener.take() {
+        let announce = match self.acceptor.take_listener() {
             Some(mut listener) => {
                 let _ = self.poll.registry().deregister(&mut listener);
                 // Dropping it closes the socket (refusing what is in the backlog) and
@@ -189,26 +188,22 @@ impl Reactor {
                 self.of_reactor()
             );
         }
-        self.listener_ready = false;
-        self.arm_server_timer(self.shutdown_linger, TIMER_SHUTDOWN);
+        self.arm_server_timer(self.shutdown_linger, TimerKey::Shutdown);
         let keys: Vec<usize> = self.connections.iter().map(|(k, _)| k).collect();
         for key in keys {
-            if self.connections[key].closing.is_some() {
+            if self.connections[key].closing().is_some() {
                 continue;
             }
             // Every connection, even one that owes nothing, gets the lingering close: a
             // plain close while the client is still sending would reset the connection
             // and erase replies it has not read yet. One that owes nothing has its write
             // side shut at once, so an idle client sees EOF now.
-            let Some((next, _)) =
+            // `Linger`: the deadline armed, and read again next turn (`Reactor::linger`).
+            if let Some(next) =
                 self.drive_without_budget(key, |conn, _| conn.begin_closing(CloseReason::Shutdown))
-            else {
-                continue;
-            };
-            // Input left unread while reading was paused raises no new edge: read (and
-            // discard) it now, so the linger sees the peer's EOF.
-            self.ready.push(key);
-            self.settle(key, next, false);
+            {
+                self.settle(key, next);
+            }
         }
     }
 }

@@ -11,7 +11,7 @@
 //!     /metrics → one reactor: the page now. Several: a snapshot request to each sibling
 //!                (with this reactor's waker); the page when the last arrives (WAKER
 //!                event), or 503 at the connection's answer deadline (2 s)
-//!   timer TIMER_HTTP + key → the connection's deadline passed: close, or 503 if late
+//!   TimerKey::Http(key)  → the connection's deadline passed: close, or 503 if late
 //! ```
 //!
 //! # Invariants
@@ -34,7 +34,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
 use slab::Slab;
 
-use super::{Phase, Reactor, TIMER_HTTP};
+use super::{Phase, Reactor, TimerKey};
 use crate::metrics::http::{
     Expired, HttpClose, HttpConn, Next, Request, Route, Status, MAX_RESPONSE_HEAD, TEXT,
     TOO_MANY_CONNECTIONS,
@@ -499,9 +499,10 @@ impl Reactor {
             }
             self.wheel.cancel(slot.timer);
         }
-        slot.timer = self
-            .wheel
-            .arm(self.clock.tick_after(deadline), TIMER_HTTP + key as u32);
+        slot.timer = self.wheel.arm(
+            self.clock.tick_after(deadline),
+            TimerKey::Http(key).to_value(),
+        );
         slot.armed_us = deadline;
     }
 

@@ -52,7 +52,7 @@ impl Reactor {
             stats: self.cx.stats.clone(),
             connections_open: self.connections.len() as u64,
             buffered_bytes: self.charged() as u64,
-            max_buffer_memory: self.buffer_budget as u64,
+            max_buffer_memory: self.budget.total() as u64,
             turns: turns.clone(),
         }
     }

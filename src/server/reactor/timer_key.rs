@@ -1,0 +1,160 @@
+//! What a timer on a reactor's wheel is for ([`TimerKey`]), and its encoding in the
+//! wheel's `u32` value: the wheel stays pure (it stores a number per entry, small), and
+//! the one place that knows the encoding is [`TimerKey::to_value`] /
+//! [`TimerKey::from_value`].
+//!
+//! # Invariants
+//! - Values below [`HTTP_BASE`] are echo connections' slab keys (`Conn`); from it, the
+//!   metrics endpoint's [`MAX_CONNECTIONS`] connections (`Http`); the top five values are
+//!   the server's own timers. So every value decodes to exactly one key, and back.
+//! - An echo connection's slab key is always below [`MAX_CONNECTION_KEYS`]: the server
+//!   caps `max_connections` below it (server/mod.rs), so its timer value never reaches the
+//!   metrics connections' range.
+
+use crate::metrics::MAX_CONNECTIONS;
+
+/// What a timer is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TimerKey {
+    /// Echo connection `key`: its idle check, or its linger deadline once closing.
+    Conn(usize),
+    /// Metrics connection `key` (below [`MAX_CONNECTIONS`]): its deadline.
+    Http(usize),
+    /// Retry accepting after a descriptor-exhaustion pause.
+    AcceptResume,
+    /// Log the counters.
+    Stats,
+    /// The shutdown grace period is over: close every connection.
+    Shutdown,
+    /// An upgrade's drain has lasted the grace period: shut down what is left.
+    Handover,
+    /// See whether a memory-pressure episode is over.
+    Pressure,
+}
+
+/// Value of [`TimerKey::AcceptResume`].
+const ACCEPT_RESUME: u32 = u32::MAX;
+/// Value of [`TimerKey::Stats`].
+const STATS: u32 = u32::MAX - 1;
+/// Value of [`TimerKey::Shutdown`].
+const SHUTDOWN: u32 = u32::MAX - 2;
+/// Value of [`TimerKey::Handover`].
+const HANDOVER: u32 = u32::MAX - 3;
+/// Value of [`TimerKey::Pressure`]: the lowest server timer.
+const PRESSURE: u32 = u32::MAX - 4;
+/// Value of `TimerKey::Http(0)`; `Http(key)` is `HTTP_BASE + key`, below [`PRESSURE`].
+/// (`MAX_CONNECTIONS` is 64: the cast is exact.)
+#[allow(clippy::cast_possible_truncation)]
+const HTTP_BASE: u32 = PRESSURE - MAX_CONNECTIONS as u32;
+/// Echo connections a reactor may hold: their slab keys are their timer values, below
+/// the metrics connections'. (`u32` into `usize`: the server's targets are 32 or 64 bits.)
+pub const MAX_CONNECTION_KEYS: usize = HTTP_BASE as usize;
+
+impl TimerKey {
+    /// The wheel's value for this key.
+    #[inline]
+    pub(super) fn to_value(self) -> u32 {
+        match self {
+            TimerKey::Conn(key) => {
+                debug_assert!(
+                    key < MAX_CONNECTION_KEYS,
+                    "connection key {key} past MAX_CONNECTION_KEYS {MAX_CONNECTION_KEYS}"
+                );
+                // Bound: key < MAX_CONNECTION_KEYS < u32::MAX (the module's invariant).
+                #[allow(clippy::cast_possible_truncation)]
+                let value = key as u32;
+                value
+            }
+            TimerKey::Http(key) => {
+                debug_assert!(key < MAX_CONNECTIONS, "metrics connection key {key}");
+                // Bound: key < MAX_CONNECTIONS (64), the metrics endpoint's slab capacity.
+                #[allow(clippy::cast_possible_truncation)]
+                let key = key as u32;
+                HTTP_BASE + key
+            }
+            TimerKey::AcceptResume => ACCEPT_RESUME,
+            TimerKey::Stats => STATS,
+            TimerKey::Shutdown => SHUTDOWN,
+            TimerKey::Handover => HANDOVER,
+            TimerKey::Pressure => PRESSURE,
+        }
+    }
+
+    /// The key a wheel value was armed for.
+    #[inline]
+    pub(super) fn from_value(value: u32) -> TimerKey {
+        match value {
+            ACCEPT_RESUME => TimerKey::AcceptResume,
+            STATS => TimerKey::Stats,
+            SHUTDOWN => TimerKey::Shutdown,
+            HANDOVER => TimerKey::Handover,
+            PRESSURE => TimerKey::Pressure,
+            value if value >= HTTP_BASE => TimerKey::Http((value - HTTP_BASE) as usize),
+            value => TimerKey::Conn(value as usize),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn round_trip(key: TimerKey) {
+        assert_eq!(TimerKey::from_value(key.to_value()), key, "{key:?}");
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        for key in [
+            TimerKey::Conn(0),
+            TimerKey::Conn(1),
+            TimerKey::Http(0),
+            TimerKey::AcceptResume,
+            TimerKey::Stats,
+            TimerKey::Shutdown,
+            TimerKey::Handover,
+            TimerKey::Pressure,
+        ] {
+            round_trip(key);
+        }
+    }
+
+    #[test]
+    fn the_boundaries_round_trip() {
+        // The last connection key and the first metrics one are neighbours.
+        round_trip(TimerKey::Conn(MAX_CONNECTION_KEYS - 1));
+        assert_eq!(
+            TimerKey::Conn(MAX_CONNECTION_KEYS - 1).to_value() + 1,
+            TimerKey::Http(0).to_value()
+        );
+        // The last metrics key and the lowest server timer are neighbours.
+        round_trip(TimerKey::Http(MAX_CONNECTIONS - 1));
+        assert_eq!(
+            TimerKey::Http(MAX_CONNECTIONS - 1).to_value() + 1,
+            TimerKey::Pressure.to_value()
+        );
+        assert_eq!(TimerKey::AcceptResume.to_value(), u32::MAX);
+    }
+
+    #[test]
+    fn every_value_near_the_boundaries_decodes_and_encodes_back() {
+        let edges = [0, HTTP_BASE, PRESSURE];
+        for edge in edges {
+            for value in edge.saturating_sub(3)..=edge.saturating_add(3) {
+                let key = TimerKey::from_value(value);
+                assert_eq!(key.to_value(), value, "{value} decoded to {key:?}");
+            }
+        }
+        for value in u32::MAX - 6..=u32::MAX {
+            assert_eq!(TimerKey::from_value(value).to_value(), value);
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "past MAX_CONNECTION_KEYS")]
+    #[cfg(debug_assertions)]
+    fn a_connection_key_past_the_cap_is_refused() {
+        let _ = TimerKey::Conn(MAX_CONNECTION_KEYS).to_value();
+    }
+}

@@ -11,6 +11,7 @@ mod c100k;
 mod callgrind;
 mod cluster;
 mod echo_server;
+mod handover_time;
 mod haproxy;
 mod haproxy_bench;
 mod hostile;
@@ -40,8 +41,10 @@ struct Cli {
 enum Check {
     /// HAProxy before three instances on hosts of their own (network namespaces): one killed, one cut off (partition); who notices what
     Cluster,
-    /// Upgrade in place (SIGUSR2) under short and long-lived connections: every short one served
+    /// Ten upgrades in a row under busy, short, idle and flooding clients and scrapes: none notices
     Upgrade(upgrade::UpgradeArgs),
+    /// How long an upgrade takes to move 1,000 and 10,000 open connections
+    HandoverTime(handover_time::HandoverTimeArgs),
     /// A real Prometheus scrapes tabecho: the counter it stores equals a verified load's frames
     Prometheus(prometheus::PrometheusArgs),
     /// Minutes of healthy and faulty clients: nothing lost, no descriptor or memory leak, clean exit
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
     let outcome = match cli.check {
         Check::Cluster => cluster::run(),
         Check::Upgrade(args) => upgrade::run(args),
+        Check::HandoverTime(args) => handover_time::run(args),
         Check::Prometheus(args) => prometheus::run(args),
         Check::Soak(args) => soak::run(args),
         Check::Hostile(args) => hostile::run(args),

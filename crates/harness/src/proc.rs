@@ -78,6 +78,24 @@ pub fn wait_for_fds(pid: u32, within: Duration, done: impl Fn(usize) -> bool) ->
     }
 }
 
+/// Waits at most `within` for process `pid` to have exited (a zombie, or gone); whether
+/// it has. For timing an exit: a `ServerProcess`'s own wait also waits for its stderr to
+/// go quiet, which a process it started may hold open.
+pub fn wait_exited(pid: u32, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+        if stat.is_empty() || state.starts_with('Z') {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

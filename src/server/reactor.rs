@@ -698,10 +698,12 @@ impl Reactor {
         }
     }
 
-    /// Closes a connection already out of the slab and the wheel.
-    fn release(&mut self, key: usize, mut conn: Connection, reason: CloseReason) {
-        // Closing the descriptor would remove it from epoll too; deregistering keeps mio's
-        // contract on every platform.
+    /// Takes connection `key` (out of the slab and the wheel already) out of this reactor's
+    /// accounts, whether it closes or moves to an upgrade's new process: out of the poll,
+    /// its charges taken back (a surplus lease given back now), its admission released.
+    fn detach(&mut self, key: usize, conn: &mut Connection) {
+        // Closing the descriptor would remove it from epoll too, but a moved socket lives
+        // on elsewhere, and deregistering keeps mio's contract on every platform.
         let _ = self.poll.registry().deregister(conn.stream_mut());
         self.budget.release(conn.held_bytes());
         if conn.is_stalled() {
@@ -714,10 +716,14 @@ impl Reactor {
                 None => self.cx.out_of_sync = true,
             }
         }
-        // A close is one of the ways a charge falls: a surplus lease goes back now.
         self.budget.settle_lease_unchecked(self.charged());
         let source = self.connection_sources.get_mut(key).and_then(Option::take);
         self.shared.release(source.as_ref());
+    }
+
+    /// Closes a connection already out of the slab and the wheel.
+    fn release(&mut self, key: usize, mut conn: Connection, reason: CloseReason) {
+        self.detach(key, &mut conn);
         if conn.owes_replies() {
             // Replies owed will never be sent (idle, grace over, budget): reset, so the
             // peer cannot take a cut reply for a clean end, and the kernel frees the

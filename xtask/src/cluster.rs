@@ -307,13 +307,9 @@ impl Cluster {
         // Load B while tabecho2 is down.
         println!();
         println!("== load B while tabecho2 is down: 30 connections, 2 s");
-        let before: Vec<u64> = (1..=3)
-            .map(|i| self.stats.num(&format!("tabecho{i}"), "stot"))
-            .collect();
+        let before = self.sessions_sent();
         let b = self.run_load(out, "load-b", 30, 1_500, 2);
-        let after: Vec<u64> = (1..=3)
-            .map(|i| self.stats.num(&format!("tabecho{i}"), "stot"))
-            .collect();
+        let after = self.sessions_sent();
         let new: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
         match &b {
             Ok((status, r)) => {
@@ -433,13 +429,9 @@ impl Cluster {
             }
             Err(status) => v.check(false, format!("tabecho2 UP again (status {status})")),
         }
-        let before: Vec<u64> = (1..=3)
-            .map(|i| self.stats.num(&format!("tabecho{i}"), "stot"))
-            .collect();
+        let before = self.sessions_sent();
         let c = self.run_load(out, "load-c", 30, 1_500, 2);
-        let after: Vec<u64> = (1..=3)
-            .map(|i| self.stats.num(&format!("tabecho{i}"), "stot"))
-            .collect();
+        let after = self.sessions_sent();
         let new: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
         match &c {
             Ok((status, r)) => {
@@ -597,6 +589,13 @@ impl Cluster {
             .spawn()
             .map(Guard)
             .map_err(|e| format!("tabecho load: {e}"))
+    }
+
+    /// Sessions HAProxy has sent to each instance so far (`stot`, tabecho1..3).
+    fn sessions_sent(&self) -> Vec<u64> {
+        (1..=3)
+            .map(|i| self.stats.num(&format!("tabecho{i}"), "stot"))
+            .collect()
     }
 
     /// A load run to its end: its exit code and report.

@@ -108,43 +108,14 @@ fn start(name: &str, bins: &(PathBuf, PathBuf), summary: &Path) -> Result<Server
 }
 
 /// `tabecho load --faults partial`: `n` connections holding a partial frame (65,535
-/// bytes, no TAB) for `secs`.
+/// bytes, no TAB) for `secs`; their report on stdout.
 fn partial(
     bin: &Path,
     addr: SocketAddr,
     n: usize,
     secs: u64,
 ) -> std::io::Result<std::process::Child> {
-    Command::new(bin)
-        .arg("load")
-        .args([
-            "--addr",
-            &addr.to_string(),
-            "-c",
-            &n.to_string(),
-            "--connect-rate",
-            "5000",
-        ])
-        .args([
-            "--faults",
-            "partial",
-            "--fault-share",
-            "1",
-            "--fault-cycles",
-            "1",
-        ])
-        .args([
-            "-d",
-            &format!("{secs}s"),
-            "--drain",
-            "0s",
-            "--idle-timeout",
-            "30s",
-            "--json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
+    faulty(bin, addr, n, secs, "partial", Stdio::piped())
 }
 
 /// `tabecho load` flooding `n` connections for `secs`.
@@ -154,6 +125,19 @@ fn flood(
     n: usize,
     secs: u64,
 ) -> std::io::Result<std::process::Child> {
+    faulty(bin, addr, n, secs, "flood", Stdio::null())
+}
+
+/// `tabecho load` with `n` connections of fault `kind`, one cycle each, for `secs`; its
+/// JSON report to `stdout`.
+fn faulty(
+    bin: &Path,
+    addr: SocketAddr,
+    n: usize,
+    secs: u64,
+    kind: &str,
+    stdout: Stdio,
+) -> std::io::Result<std::process::Child> {
     Command::new(bin)
         .arg("load")
         .args([
@@ -166,7 +150,7 @@ fn flood(
         ])
         .args([
             "--faults",
-            "flood",
+            kind,
             "--fault-share",
             "1",
             "--fault-cycles",
@@ -181,7 +165,7 @@ fn flood(
             "30s",
             "--json",
         ])
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::null())
         .spawn()
 }

@@ -143,21 +143,7 @@ impl Reactor {
         }
         // EPOLL_CTL_DEL before our descriptor closes: the socket lives on in the new
         // process, and a registration left behind would still be reported here.
-        let _ = self.poll.registry().deregister(conn.stream_mut());
-        self.budget.release(conn.held_bytes());
-        if conn.is_stalled() {
-            match self
-                .cx
-                .kernel_charged
-                .checked_sub(self.cx.limits.kernel_held)
-            {
-                Some(charged) => self.cx.kernel_charged = charged,
-                None => self.cx.out_of_sync = true,
-            }
-        }
-        self.budget.settle_lease_unchecked(self.charged());
-        let source = self.connection_sources.get_mut(key).and_then(Option::take);
-        self.shared.release(source.as_ref());
+        self.detach(key, &mut conn);
         let (stream, state) = conn.export(self.cx.now_us);
         let (fd, _) = Moved::socket_of(stream);
         Some(Moved {

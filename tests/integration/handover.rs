@@ -225,15 +225,21 @@ fn a_new_process_that_dies_during_the_hand_over_leaves_every_connection_with_the
     );
 }
 
-#[test]
-fn sigterm_during_a_stalled_hand_over_is_a_normal_shutdown_of_what_the_old_one_holds() {
+/// SIGTERM while the new process never acknowledges the batch: the old process shuts
+/// down what it holds as usual (`listen`: its address; `connect`: a client).
+#[track_caller]
+fn sigterm_during_a_stalled_hand_over<S: Read + Write>(
+    listen: &str,
+    connect: impl Fn(&ServerProcess) -> S,
+) {
     let prefix = format!("{}=stall-before-ack", tabecho::server::HANDOVER_FAULT_ENV);
     let mut server = ServerProcess::spawn_with_shell_prefix(
         &prefix,
-        &["--listen", "127.0.0.1:0", "--shutdown-grace", "30s"],
+        &["--listen", listen, "--shutdown-grace", "30s"],
     );
-    let mut held = connect(server.tcp());
-    round_trip(&mut held, b"before");
+    let mut held = connect(&server);
+    held.write_all(b"before\t").unwrap();
+    assert_eq!(read_n(&mut held, reply(b"before").len()), reply(b"before"));
     server.signal("USR2");
     let new = wait_handover(&mut server);
     // The batch is out, unacknowledged: the old process still owns the connection.
@@ -246,6 +252,26 @@ fn sigterm_during_a_stalled_hand_over_is_a_normal_shutdown_of_what_the_old_one_h
     assert_eq!(status.code(), Some(0), "{log:?}");
     assert!(log.iter().any(|l| l.contains("shutdown 1,")), "{log:?}");
     drop(new);
+}
+
+#[test]
+fn sigterm_during_a_stalled_hand_over_is_a_normal_shutdown_of_what_the_old_one_holds() {
+    sigterm_during_a_stalled_hand_over("127.0.0.1:0", |server| connect(server.tcp()));
+}
+
+#[test]
+fn sigterm_during_a_stalled_unix_hand_over_is_a_normal_shutdown_too() {
+    // With several reactors, reactor 0 accepts a Unix socket and deals: the others wait
+    // for the dealing to end before they move, and the shutdown must not leave them
+    // waiting.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stall.sock");
+    let listen = format!("unix:{}", path.display());
+    sigterm_during_a_stalled_hand_over(&listen, |_| {
+        let c = UnixStream::connect(&path).expect("connect");
+        c.set_read_timeout(Some(WAIT)).unwrap();
+        c
+    });
 }
 
 #[test]

@@ -8,8 +8,8 @@
 //!   the poll, its charges taken back and its admission released, so the reactor's
 //!   accounts hold as if it had closed, but the socket is neither shut nor reset.
 //! - An adopted connection is charged, admitted (whatever the limits: its client was
-//!   served already) and given one timer, as [`Reactor::add_connection`] does; its idle
-//!   deadline counts from its last progress in the old process.
+//!   served already) and given one timer, by the same `insert_connection` as an accepted
+//!   one; its idle deadline counts from its last progress in the old process.
 
 use std::sync::mpsc::Sender;
 
@@ -73,7 +73,8 @@ impl Reactor {
     /// While moving: once no connection can still be dealt to this reactor, moves what its
     /// inbox holds and tells the mover it is done.
     pub(super) fn continue_move(&mut self) {
-        if self.acceptor.has_inbox() && !self.shared.dealing_over() {
+        // A shutdown dropped the dealer's listener: nothing more will be dealt either.
+        if self.acceptor.has_inbox() && !self.shared.dealing_over() && !self.shared.draining() {
             return;
         }
         let keys = self.take_handed_off();

@@ -27,13 +27,23 @@ impl Reactor {
                 if self.phase == Phase::Serving {
                     self.begin_move(mover);
                 } else {
-                    // Shutting down already: what it holds is closed here, nothing moves.
+                    // Shutting down already: what it holds is closed here, nothing moves,
+                    // and nothing more is dealt (its listener is gone).
+                    if self.acceptor.deals() {
+                        self.shared.end_dealing();
+                    }
                     let _ = mover.send(MoveMsg::Done);
                 }
             }
         }
         if self.mover.is_some() {
-            self.continue_move();
+            if self.shared.moving() {
+                self.continue_move();
+            } else {
+                // The move ended without this reactor's last word (the mover gave up
+                // waiting): nothing waits for it any more.
+                self.mover = None;
+            }
         }
         if self.phase == Phase::Moving && self.mover.is_none() && !self.shared.moving() {
             if self.shared.handed_over() {

@@ -236,11 +236,10 @@ impl Mover {
         }
     }
 
+    /// Stops moving, for `why` (logged once: the first reason is the one kept).
     fn stop(&mut self, why: &str) {
         if self.stopped.is_none() {
             warn!("upgrade: moving stopped: {why}");
-        }
-        if self.stopped.is_none() {
             self.stopped = Some(why.to_string());
         }
     }

@@ -19,6 +19,7 @@ mod http;
 mod idle_memory;
 mod machine;
 mod netns;
+mod package;
 mod per_source;
 mod prometheus;
 mod report;
@@ -67,6 +68,8 @@ enum Check {
     Attack(attack::AttackArgs),
     /// One source tries to take every slot; --max-connections-per-source holds, another source loses nothing
     PerSource(per_source::PerSourceArgs),
+    /// The Debian package (cargo-deb); --check: lintian, install it, try it, purge it, nothing left
+    Package(package::PackageArgs),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
         Check::C100k(args) => c100k::run(args),
         Check::Attack(args) => attack::run(args),
         Check::PerSource(args) => per_source::run(args),
+        Check::Package(args) => package::run(args),
     };
     outcome.exit()
 }

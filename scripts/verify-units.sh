@@ -27,7 +27,7 @@ sed "s#/usr/local/bin/tabecho#$bin#" deploy/tabecho.service >"$dir/tabecho.servi
 
 fail=0
 # --man=no: Documentation=man:tabecho(1) names the page the Debian package installs, which
-# need not be installed here; scripts/package.sh --check verifies the installed units with it.
+# need not be installed here; `cargo xtask package --check` verifies the installed units with it.
 out=$(systemd-analyze verify --man=no "$dir/tabecho.socket" "$dir/tabecho.service" 2>&1) || fail=1
 if [ -n "$out" ] || [ $fail = 1 ]; then
   echo "FAIL: systemd-analyze verify:"

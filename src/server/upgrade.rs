@@ -8,8 +8,11 @@
 //!     spawn /bin/sh -c 'export LISTEN_PID=$$; exec "$0" "$@"' EXE ARGS (no --listen)
 //!        with the listeners dup2'ed to 3.., LISTEN_FDS=N, TABECHO_UPGRADED_FROM=our pid
 //!     wait for READY=1 (at most READY_WAIT; the child exiting first is a failure)
-//!       ├─ ready  → "upgrade: PID N serves now; draining"; Shared::hand_over wakes
-//!       │           every reactor, each drops its listener and drains
+//!       ├─ ready, and its hello names our hand-over version → Shared::begin_move wakes
+//!       │           every reactor, each parks its listener and sends its connections;
+//!       │           "upgrade: PID N serves now; moving ..."; the Mover (handover.rs)
+//!       ├─ ready, no hello (an older binary) → Shared::hand_over: every reactor drops
+//!       │           its listener and drains; "upgrade: PID N serves now; ...: draining"
 //!       └─ failed → "upgrade failed: ..."; kill and reap the child; keep serving
 //! ```
 //!
@@ -162,9 +165,11 @@ impl Upgrader {
                 .spawn(move || match upgrade(&relaunch, sockets, metrics) {
                     Ok((child, Some((channel, room)))) => {
                         let pid = child.id();
-                        info!("upgrade: PID {pid} serves now; moving the connections to it");
+                        // The state first, then the line: a SIGUSR2 after the line must
+                        // meet the move (the tests and operators act on the line).
                         let (to_mover, from_reactors) = mpsc::channel();
                         shared.begin_move(to_mover);
+                        info!("upgrade: PID {pid} serves now; moving the connections to it");
                         let reactors = shared.reactors();
                         Mover::new(channel, room, shared, grace).run(
                             from_reactors,
@@ -174,11 +179,11 @@ impl Upgrader {
                     }
                     Ok((child, None)) => {
                         let pid = child.id();
+                        shared.hand_over();
                         info!(
                             "upgrade: PID {pid} serves now; it does not take connections \
                              (an older version?): draining"
                         );
-                        shared.hand_over();
                     }
                     Err(e) => {
                         warn!("upgrade failed: {e}; still serving");

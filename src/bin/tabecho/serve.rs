@@ -24,10 +24,12 @@ listeners on the first one's address, one per reactor (as an upgrade passes them
 are sent when NOTIFY_SOCKET is set.
 
 Upgrade in place: SIGUSR2 starts the binary now at the path this process was started from, \
-with the same arguments but --listen, on the very listening sockets (LISTEN_FDS); once it \
-reports READY=1 this process stops accepting, serves its open connections until they are \
-idle or --shutdown-grace ends, and exits 0. If the new process fails, this one keeps \
-serving. Refused under a service manager (NOTIFY_SOCKET set): restart the unit instead.
+with the same arguments but --listen, on the very listening sockets (LISTEN_FDS, and the \
+metrics listener); once it reports READY=1 this process stops accepting, moves every open \
+connection to it with what it had in flight (no client notices), and exits 0. A binary \
+without the hand-over gets a drain instead (connections served until idle or \
+--shutdown-grace ends). If the new process fails, or dies during the move, this one keeps \
+serving. Under systemd the new process reports MAINPID= (systemctl reload is the upgrade).
 
 Exit codes: 0 after a clean shutdown (SIGINT/SIGTERM); 1 when the address cannot be bound \
 (in use, permission), the socket systemd passed is unusable, the metrics address cannot be \

@@ -35,10 +35,11 @@ pub const COMMIT: u8 = b'C';
 /// Descriptors per batch, at most: Linux's `SCM_MAX_FD` (253), the most one `sendmsg`
 /// may carry.
 pub const MAX_FDS_PER_BATCH: usize = 253;
-/// The largest payload a receiver accepts for one batch: 253 connections at the largest
-/// state one can hold (a 1 GiB frame limit is refused at start) would be far more, but a
-/// batch is cut by bytes too ([`PAYLOAD_SOFT_LIMIT`]), so only one huge connection can pass
-/// this; it stays below what a `u32` length can say twice over.
+/// The largest payload a receiver accepts for one batch. A batch is closed once its
+/// payload passes [`PAYLOAD_SOFT_LIMIT`], so it holds that much plus one connection's
+/// state at most, and one connection's state is at most its frame limit or held input
+/// (each at most 1 GiB, as the flags are bounded) plus its pending output (the high-water
+/// mark, at most 1 GiB, plus one reply): well under this.
 pub const MAX_PAYLOAD: u64 = 4 << 30;
 /// A batch is closed once its payload passes this many bytes, so a receiver never holds
 /// more than one connection's state past it.

@@ -53,29 +53,12 @@ struct Closed {
 }
 
 fn load(bin: &Path, addr: SocketAddr, args: &[&str]) -> Result<LoadReport, String> {
-    let out = Command::new(bin)
-        .args([
-            "load",
-            "--addr",
-            &addr.to_string(),
-            "-t",
-            "1",
-            "-c",
-            &CONNS.to_string(),
-            "--json",
-        ])
-        .args(args)
-        .stderr(Stdio::null())
-        .output()
-        .map_err(|e| e.to_string())?;
-    report::parse(&String::from_utf8_lossy(&out.stdout)).map_err(|e| e.to_string())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len().saturating_sub(1) / 2)
-        .copied()
-        .unwrap_or(f64::NAN)
+    let conns = CONNS.to_string();
+    let all: Vec<&str> = ["-t", "1", "-c", conns.as_str()]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    report::run(bin, &addr.to_string(), &all)
 }
 
 pub fn run(a: HaproxyBenchArgs) -> Outcome {
@@ -223,11 +206,11 @@ pub fn run(a: HaproxyBenchArgs) -> Outcome {
             if rs.is_empty() {
                 continue;
             }
-            let s = median(rs.iter().map(|c| c.server_us).collect());
-            let h = median(rs.iter().map(|c| c.proxy_us).collect());
-            let t = median(rs.iter().map(|c| c.server_us + c.proxy_us).collect());
-            let p50 = median(rs.iter().map(|c| c.report.p50_us as f64).collect());
-            let p99 = median(rs.iter().map(|c| c.report.p99_us as f64).collect());
+            let s = report::median(rs.iter().map(|c| c.server_us).collect());
+            let h = report::median(rs.iter().map(|c| c.proxy_us).collect());
+            let t = report::median(rs.iter().map(|c| c.server_us + c.proxy_us).collect());
+            let p50 = report::median(rs.iter().map(|c| c.report.p50_us as f64).collect());
+            let p99 = report::median(rs.iter().map(|c| c.report.p99_us as f64).collect());
             let open =
                 opens
                     .iter()

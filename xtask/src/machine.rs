@@ -72,46 +72,31 @@ impl Verdict {
 /// Builds the release tabecho (quietly) and returns its path, in the target directory
 /// cargo uses (`CARGO_TARGET_DIR` honoured, as `cargo metadata` reports it).
 pub fn release_binary() -> Result<PathBuf, String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "--package",
-            "tabecho",
-            "--bin",
-            "tabecho",
-        ])
-        .status()
-        .map_err(|e| format!("cargo build: {e}"))?;
-    if !status.success() {
-        return Err(format!("cargo build --release failed ({status})"));
-    }
+    cargo_build_release(&["--bin", "tabecho"])?;
     Ok(target_dir()?.join("release/tabecho"))
 }
 
 /// Builds tabecho's example NAME in release (quietly) and returns its path.
 pub fn release_example(name: &str) -> Result<PathBuf, String> {
+    cargo_build_release(&["--example", name])?;
+    Ok(target_dir()?.join("release/examples").join(name))
+}
+
+/// `cargo build --release --quiet --package tabecho TARGET...`.
+fn cargo_build_release(target: &[&str]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(&cargo)
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "--package",
-            "tabecho",
-            "--example",
-            name,
-        ])
+        .args(["build", "--release", "--quiet", "--package", "tabecho"])
+        .args(target)
         .status()
         .map_err(|e| format!("cargo build: {e}"))?;
     if !status.success() {
         return Err(format!(
-            "cargo build --release --example {name} failed ({status})"
+            "cargo build --release {} failed ({status})",
+            target.join(" ")
         ));
     }
-    Ok(target_dir()?.join("release/examples").join(name))
+    Ok(())
 }
 
 /// Builds benches/tokio-echo (a workspace of its own) in release and returns its binary.

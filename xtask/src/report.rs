@@ -1,7 +1,29 @@
 //! The load generator's typed report (`tabecho load --json`, read back with
 //! `LoadReport::from_json`) and the line a check prints of it.
 
+use std::path::Path;
+use std::process::{Command, Stdio};
+
 pub use tabecho::load::LoadReport;
+
+/// Runs `tabecho load --addr ADDR --json ARGS` to its end and reads its report.
+pub fn run(bin: &Path, addr: &str, args: &[&str]) -> Result<LoadReport, String> {
+    let out = Command::new(bin)
+        .args(["load", "--addr", addr, "--json"])
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| format!("tabecho load: {e}"))?;
+    parse(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The median of `v` (the lower middle of an even count); NaN when empty.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len().saturating_sub(1) / 2)
+        .copied()
+        .unwrap_or(f64::NAN)
+}
 
 /// Parses what `tabecho load --json` printed.
 pub fn parse(json: &str) -> Result<LoadReport, String> {

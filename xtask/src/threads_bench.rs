@@ -13,13 +13,13 @@
 //! some of the connections in part 2; the figures themselves are for BENCHMARKS.md.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use clap::Args;
 use harness::proc::cpu_seconds;
 use harness::report::metric_by_reactor;
 
-use crate::report::{self, LoadReport};
+use crate::report;
 use harness::ServerProcess;
 
 use crate::http;
@@ -48,24 +48,6 @@ fn start(bin: &Path, threads: u32, listen: &str, metrics: bool) -> Result<Server
         c.args(["--metrics", "127.0.0.1:0"]);
     }
     ServerProcess::start_ready(c, "info").map_err(|e| e.to_string())
-}
-
-/// `tabecho load ARGS --json` against `addr`: its report (exit status aside).
-fn load(bin: &Path, addr: &str, args: &[&str]) -> Result<LoadReport, String> {
-    let out = Command::new(bin)
-        .args(["load", "--addr", addr, "--json"])
-        .args(args)
-        .stderr(Stdio::null())
-        .output()
-        .map_err(|e| format!("tabecho load: {e}"))?;
-    report::parse(&String::from_utf8_lossy(&out.stdout)).map_err(|e| e.to_string())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len().saturating_sub(1) / 2)
-        .copied()
-        .unwrap_or(f64::NAN)
 }
 
 pub fn run(a: ThreadsBenchArgs) -> Outcome {
@@ -103,7 +85,7 @@ pub fn run(a: ThreadsBenchArgs) -> Outcome {
                         Err(e) => return Outcome::CannotRun(e),
                     };
                     let t0 = cpu_seconds(server.pid());
-                    let r = load(
+                    let r = report::run(
                         &bin,
                         &server.addr,
                         &[
@@ -134,7 +116,10 @@ pub fn run(a: ThreadsBenchArgs) -> Outcome {
                     cpu[threads as usize - 1].push((t1 - t0) * 1e6 / (per_conn * conns) as f64);
                 }
             }
-            let (one, two) = (median(cpu[0].clone()), median(cpu[1].clone()));
+            let (one, two) = (
+                report::median(cpu[0].clone()),
+                report::median(cpu[1].clone()),
+            );
             println!(
                 "{conns:>6} {pipe:>4} {one:>10.3} {two:>10.3} {:>7.3}",
                 two / one
@@ -154,7 +139,7 @@ pub fn run(a: ThreadsBenchArgs) -> Outcome {
             Ok(s) => s,
             Err(e) => return Outcome::CannotRun(e),
         };
-        match load(
+        match report::run(
             &bin,
             &server.addr,
             &[
@@ -194,7 +179,7 @@ pub fn run(a: ThreadsBenchArgs) -> Outcome {
             Ok(s) => s,
             Err(e) => return Outcome::CannotRun(e),
         };
-        match load(&bin, &server.addr, &["-c", "100", "-p", "16", "-d", "5s"]) {
+        match report::run(&bin, &server.addr, &["-c", "100", "-p", "16", "-d", "5s"]) {
             Ok(r) => {
                 println!(
                     "   {threads} reactor(s): {:.0} replies/s, p99 {:.2} ms, verified {}",

@@ -3,10 +3,15 @@
 use std::fmt;
 use std::time::Duration;
 
+use serde::{Serialize, Serializer};
+
 use super::close::CloseReason;
 
 /// Counters since the server started. Plain integers: one thread owns them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// Serialized (`serve --summary-json`) as one JSON object of every field by its name,
+/// `accept_paused_time` in seconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
     /// Connections accepted and served.
     pub accepted: u64,
@@ -18,6 +23,7 @@ pub struct Stats {
     /// Times accepting paused because descriptors ran out (EMFILE/ENFILE).
     pub accept_pauses: u64,
     /// Total time accepting was paused.
+    #[serde(serialize_with = "seconds")]
     pub accept_paused_time: Duration,
     /// Closed: peer EOF after all replies.
     pub closed_eof: u64,
@@ -50,6 +56,11 @@ pub struct Stats {
     /// Connections moved in from the process this one upgraded (or back from a move that
     /// failed).
     pub adopted: u64,
+}
+
+/// A duration as seconds, a float (the unit Prometheus and the summary use).
+fn seconds<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
 }
 
 impl Stats {
@@ -175,6 +186,24 @@ impl fmt::Display for Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_summary_json_names_every_counter_and_gives_the_paused_time_in_seconds() {
+        let stats = Stats {
+            accept_paused_time: Duration::from_millis(1500),
+            frames: 3,
+            closed_memory_budget: 2,
+            ..Stats::default()
+        };
+        let json: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&stats).unwrap()).unwrap();
+        let object = json.as_object().unwrap();
+        assert_eq!(object.len(), 20, "{json}");
+        assert_eq!(object["accept_paused_time"], 1.5);
+        assert_eq!(object["frames"], 3);
+        assert_eq!(object["closed_memory_budget"], 2);
+        assert_eq!(object["accepted"], 0);
+    }
 
     #[test]
     fn closed_reads_the_counter_count_close_adds_to() {

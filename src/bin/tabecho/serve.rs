@@ -292,68 +292,13 @@ fn write_ready(mut ready: std::fs::File, text: &str) {
 fn write_summary(path: &std::path::Path, stats: &Stats) {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
-    let result =
-        std::fs::write(&tmp, summary_json(stats) + "\n").and_then(|()| std::fs::rename(&tmp, path));
+    let result = serde_json::to_string(stats)
+        .map_err(std::io::Error::other)
+        .and_then(|json| std::fs::write(&tmp, json + "\n"))
+        .and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = result {
         error!("--summary-json {}: {e}", path.display());
     }
-}
-
-/// One JSON object with every counter of `stats` by its field name; `accept_paused_time`
-/// in seconds. Exhaustive: a new counter does not compile until it is written here.
-fn summary_json(stats: &Stats) -> String {
-    let Stats {
-        accepted,
-        rejected,
-        rejected_per_source,
-        accept_pauses,
-        accept_paused_time,
-        closed_eof,
-        reaped_idle,
-        closed_frame_too_long,
-        closed_reset,
-        closed_error,
-        closed_shutdown,
-        closed_memory_budget,
-        buffered_peak,
-        read_yields,
-        backpressure_stalls,
-        frames,
-        bytes_in,
-        bytes_out,
-        moved_out,
-        adopted,
-    } = stats;
-    let counters = [
-        ("accepted", accepted),
-        ("rejected", rejected),
-        ("rejected_per_source", rejected_per_source),
-        ("accept_pauses", accept_pauses),
-        ("closed_eof", closed_eof),
-        ("reaped_idle", reaped_idle),
-        ("closed_frame_too_long", closed_frame_too_long),
-        ("closed_reset", closed_reset),
-        ("closed_error", closed_error),
-        ("closed_shutdown", closed_shutdown),
-        ("closed_memory_budget", closed_memory_budget),
-        ("buffered_peak", buffered_peak),
-        ("read_yields", read_yields),
-        ("backpressure_stalls", backpressure_stalls),
-        ("frames", frames),
-        ("bytes_in", bytes_in),
-        ("bytes_out", bytes_out),
-        ("moved_out", moved_out),
-        ("adopted", adopted),
-    ];
-    let mut out = format!(
-        "{{\"accept_paused_time\":{}",
-        accept_paused_time.as_secs_f64()
-    );
-    for (name, value) in counters {
-        out.push_str(&format!(",\"{name}\":{value}"));
-    }
-    out.push('}');
-    out
 }
 
 /// `--threads`: a number from 1, or `auto` (the cores available to this process).

@@ -25,7 +25,8 @@
 //! buffer-memory budget (`Budget`, its account and leases, and the reactor's `drive` and
 //! eviction); `reactor/acceptor.rs`, new connections (`Acceptor`: the listener or the
 //! inbox, accepts per turn, the pause; and the reactor's admission and refusals);
-//! `reactor/timer_key.rs`, what each timer is for (`TimerKey`);
+//! `reactor/timer_key.rs`, what each timer is for (`TimerKey`); `reactor/clock.rs`, the
+//! reactor's time and the wheel's ticks (`Clock`);
 //! `reactor/lifecycle.rs`, signals, the shutdown and the drain after an upgrade;
 //! `reactor/handover.rs`, connections moved out to an upgrade's new process and adopted;
 //! `reactor/publish.rs`, snapshots for readers and the turn histogram;
@@ -68,6 +69,7 @@
 
 mod acceptor;
 mod budget;
+mod clock;
 mod handover;
 mod lifecycle;
 mod metrics_listener;
@@ -79,7 +81,7 @@ use budget::{Budget, Driven};
 use std::io;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use log::{debug, warn};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -98,7 +100,8 @@ use super::stats::Stats;
 use super::upgrade::Upgrader;
 use crate::config::ServerConfig;
 use crate::stream::Stream;
-use crate::timer_wheel::{Tick, TimerId, TimerWheel};
+use crate::timer_wheel::{TimerId, TimerWheel};
+use clock::{micros, Clock};
 use metrics_listener::{MetricsEndpoint, HTTP_TOKENS, METRICS_LISTENER};
 use timer_key::TimerKey;
 pub use timer_key::MAX_CONNECTION_KEYS;
@@ -124,52 +127,6 @@ const MAX_HIGH_WATER: usize = crate::config::MAX_CONNECTION_BYTES;
 const MAX_FRAME_LIMIT: usize = crate::config::MAX_CONNECTION_BYTES;
 /// Events taken per poll.
 const EVENTS_CAPACITY: usize = 1024;
-/// The coarsest timer tick: an idle close is at most one tick late, and 100 ms is 5% of
-/// the default 2 s timeout.
-const MAX_TICK: Duration = Duration::from_millis(100);
-/// The finest timer tick.
-const MIN_TICK: Duration = Duration::from_millis(1);
-/// Ticks per idle timeout: one tick late is at most 1/20 = 5% late.
-const TICKS_PER_TIMEOUT: u32 = 20;
-
-/// `d` in microseconds, `u64::MAX` if longer (584,000 years: never, for a deadline).
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-/// Turns instants into wheel ticks.
-pub(super) struct Clock {
-    start: Instant,
-    tick_us: u64,
-}
-
-impl Clock {
-    pub(super) fn now_us(&self) -> u64 {
-        micros(self.start.elapsed())
-    }
-    /// The tick in progress at `us` (ticks that have fully begun).
-    fn tick_at(&self, us: u64) -> Tick {
-        us / self.tick_us
-    }
-    /// The first tick that begins at or after `us`: a deadline rounded up, never early.
-    fn tick_after(&self, us: u64) -> Tick {
-        us.div_ceil(self.tick_us)
-    }
-    /// From `now_us` until `tick` begins.
-    fn until_tick(&self, tick: Tick, now_us: u64) -> Duration {
-        Duration::from_micros(tick.saturating_mul(self.tick_us).saturating_sub(now_us))
-    }
-}
-
-/// When a reactor's clock starts: one idle timeout before now, where the system's clock
-/// allows, so that a connection moved in by an upgrade, whose last progress was up to a
-/// timeout ago in the old process, has a last progress this clock can say (times are
-/// unsigned), and its idle deadline continues. (Later than that, it is due at once.)
-fn clock_start(idle_timeout: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_sub(idle_timeout).unwrap_or(now)
-}
-
 /// Shutdown progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -297,12 +254,11 @@ impl Reactor {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let max_connections = shared.max_connections();
 
-        let tick = (config.idle_timeout / TICKS_PER_TIMEOUT).clamp(MIN_TICK, MAX_TICK);
-        let tick_us = micros(tick);
+        let clock = Clock::new(config.idle_timeout);
         let idle_us = micros(config.idle_timeout);
         // One revolution covers the idle timeout: polls touch only entries that expire.
-        let slots =
-            usize::try_from((idle_us / tick_us).saturating_add(2).min(1 << 16)).unwrap_or(1 << 16);
+        let slots = usize::try_from((idle_us / clock.tick_us()).saturating_add(2).min(1 << 16))
+            .unwrap_or(1 << 16);
         let reserved = max_connections.min(MAX_RESERVED_CONNECTIONS);
         let limits = Limits {
             max_frame: config.max_frame.min(MAX_FRAME_LIMIT),
@@ -327,10 +283,7 @@ impl Reactor {
             connections: Slab::with_capacity(reserved),
             // One timer per connection, the metrics connections' and the server's own few.
             wheel: TimerWheel::with_capacity(slots, reserved + crate::metrics::MAX_CONNECTIONS + 5),
-            clock: Clock {
-                start: clock_start(config.idle_timeout),
-                tick_us,
-            },
+            clock,
             idle_us,
             linger_us: micros(config.linger),
             shared,
@@ -818,7 +771,7 @@ impl Reactor {
                     // turn's closes for the budget.
                     let deadline = self
                         .clock
-                        .tick_after(self.cx.now_us.saturating_add(self.clock.tick_us));
+                        .tick_after(self.cx.now_us.saturating_add(self.clock.tick_us()));
                     if let Some(conn) = self.connections.get_mut(key) {
                         conn.set_timer(self.wheel.arm(deadline, TimerKey::Conn(key).to_value()));
                     }
@@ -839,7 +792,7 @@ impl Reactor {
                 if conn.reads_input() && conn.stream().has_input() {
                     // Input arrived that this busy turn has not read yet (its event is
                     // in the next poll): judge after reading it, one tick from now.
-                    deadline_us = self.cx.now_us.saturating_add(self.clock.tick_us);
+                    deadline_us = self.cx.now_us.saturating_add(self.clock.tick_us());
                     None
                 } else {
                     Some(CloseReason::Idle)

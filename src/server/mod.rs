@@ -387,12 +387,13 @@ impl Server {
         let others: Vec<_> = reactors
             .enumerate()
             .map(|(i, reactor)| {
+                let shared = self.shared.clone();
                 thread::Builder::new()
                     .name(format!("reactor-{}", i + 1))
-                    .spawn(move || reactor.run())
+                    .spawn(move || run_guarded(&shared, || reactor.run()))
             })
             .collect::<io::Result<_>>()?;
-        let mut result = first.run();
+        let mut result = run_guarded(&self.shared, || first.run());
         if result.is_err() {
             // This reactor's poll failed: stop the others too.
             self.shared.shut_down(true);
@@ -456,6 +457,21 @@ impl Server {
     }
 }
 
+/// Runs one reactor to its end. A panic in it (a bug) becomes an error and stops every
+/// reactor at once, as a second SIGTERM does: the server exits 1 (and systemd's
+/// `Restart=on-failure` starts it again) rather than serve on without part of itself,
+/// its connections gone and its admissions never given back. The panic's message has
+/// gone to stderr through the panic hook.
+fn run_guarded(shared: &Shared, run: impl FnOnce() -> io::Result<Stats>) -> io::Result<Stats> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+        Ok(result) => result,
+        Err(_) => {
+            shared.shut_down(true);
+            Err(io::Error::other("a reactor panicked"))
+        }
+    }
+}
+
 /// The thread of [`Server::start_stats_logger`]; stopped and joined on drop.
 struct StatsLogger {
     stop: Option<mpsc::Sender<()>>,
@@ -488,5 +504,29 @@ fn raise_fd_limit() -> u64 {
                 .map(|(soft, _)| soft)
                 .unwrap_or(1024)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reactor_that_panics_is_an_error_and_stops_the_others_at_once() {
+        let shared = Shared::new(1, None, 0);
+        let result = run_guarded(&shared, || panic!("a bug in a reactor (this test's)"));
+        assert!(result.is_err());
+        assert!(
+            shared.forced(),
+            "the other reactors are told to close at once"
+        );
+
+        let shared = Shared::new(1, None, 0);
+        let stats = Stats {
+            frames: 7,
+            ..Stats::default()
+        };
+        assert_eq!(run_guarded(&shared, || Ok(stats.clone())).unwrap(), stats);
+        assert!(!shared.forced());
     }
 }

@@ -50,6 +50,15 @@ impl fmt::Display for ListenAddr {
     }
 }
 
+/// Parses a TCP `host:port` (or `[v6]:port`): a name is resolved, the first address wins.
+/// For the flags that take only TCP (`serve --metrics`, `tabecho stats`).
+pub fn parse_tcp_addr(s: &str) -> Result<SocketAddr, String> {
+    s.to_socket_addrs()
+        .map_err(|e| format!("{s}: not host:port ({e})"))?
+        .next()
+        .ok_or_else(|| format!("{s}: the name has no address"))
+}
+
 /// The longest duration any flag takes: 365 days. Longer ones are typing mistakes, and
 /// the server counts its deadlines in `u64` microseconds from its start, which
 /// [`Duration::MAX`] would overflow.

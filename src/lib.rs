@@ -30,6 +30,7 @@
 //! - [`frame`]: `FrameDecoder`, TAB framing across reads with a frame limit (pure).
 //! - [`timer_wheel`]: `TimerWheel`, a hashed wheel of tick deadlines (pure).
 //! - [`addr`], [`config`]: `ListenAddr` (tcp | unix), durations; `ServerConfig` defaults.
+//! - [`fd_limit`]: the descriptor limit raised at start (the server and the load).
 //! - [`stream`]: one non-blocking TCP-or-Unix stream type for the server and the load.
 //! - [`server`]: `Server` starts the reactors (`server::reactor`, the loop), hands Unix
 //!   connections over (`server::handoff`), shares the global limits (`server::shared`)
@@ -50,6 +51,7 @@
 pub mod addr;
 pub mod client;
 pub mod config;
+pub mod fd_limit;
 pub mod frame;
 pub mod load;
 pub mod metrics;

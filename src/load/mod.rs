@@ -185,7 +185,7 @@ pub fn run(options: &LoadOptions) -> io::Result<LoadReport> {
     if !options.faults.is_empty() {
         check_fault_options(options)?;
     }
-    let fd_limit = raise_fd_limit();
+    let fd_limit = crate::fd_limit::raise().unwrap_or(0);
     // At least one worker, which may have only churn to do.
     let threads = options.threads.min(options.connections.max(1));
     let source = PayloadSource::new(options.size);
@@ -286,17 +286,6 @@ fn check_fault_options(options: &LoadOptions) -> io::Result<()> {
         return bad("--idle-timeout must be above zero");
     }
     Ok(())
-}
-
-/// Raises the soft RLIMIT_NOFILE to the hard limit; returns the soft limit in force.
-fn raise_fd_limit() -> u64 {
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => limit,
-        Err(e) => {
-            log::warn!("could not raise RLIMIT_NOFILE: {e}");
-            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(0, |(soft, _)| soft)
-        }
-    }
 }
 
 /// One line of live counters, rewritten in place on a terminal.

@@ -198,7 +198,7 @@ impl Server {
             .iter()
             .map(Listener::try_clone_fd)
             .collect::<io::Result<_>>()?;
-        let fd_limit = raise_fd_limit();
+        let fd_limit = crate::fd_limit::raise().unwrap_or(1024);
         let max_connections = config
             .max_connections
             .unwrap_or_else(|| {
@@ -492,19 +492,6 @@ fn validate(config: &ServerConfig) -> io::Result<()> {
     config
         .validate()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
-}
-
-/// Raises the soft RLIMIT_NOFILE to the hard limit; returns the soft limit in force.
-fn raise_fd_limit() -> u64 {
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => limit,
-        Err(e) => {
-            warn!("cannot raise the descriptor limit: {e}");
-            rlimit::getrlimit(rlimit::Resource::NOFILE)
-                .map(|(soft, _)| soft)
-                .unwrap_or(1024)
-        }
-    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use clap::Args;
 use log::{error, info, warn};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::process::ExitCode;
 
@@ -113,7 +113,7 @@ pub struct ServeArgs {
           value_parser = parse_positive_duration)]
     linger: DurationArg,
     /// Serve Prometheus metrics at http://ADDR/metrics (host:port; port 0 picks one) [default: off].
-    #[arg(long, value_name = "ADDR", value_parser = parse_socket_addr)]
+    #[arg(long, value_name = "ADDR", value_parser = tabecho::addr::parse_tcp_addr)]
     metrics: Option<SocketAddr>,
     /// Once listening, write the bound addresses to descriptor FD (left open by the
     /// parent, 3 or above), one per line, and close it: the listening address as --listen
@@ -405,12 +405,4 @@ fn without_ready_fd(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
         }
     }
     out
-}
-
-/// `host:port` (a name is resolved, first address wins), for `--metrics`.
-fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
-    s.to_socket_addrs()
-        .map_err(|e| format!("{s}: not host:port ({e})"))?
-        .next()
-        .ok_or_else(|| format!("{s}: the name has no address"))
 }

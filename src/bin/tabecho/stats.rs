@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, IsTerminal, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,7 @@ over reactors. --once prints one table, after one interval, and exits.
 Exit codes: 0 done (--once) or interrupted; 1 the endpoint could not be read.")]
 pub struct StatsArgs {
     /// The metrics endpoint: host:port, as given to `serve --metrics`.
-    #[arg(value_parser = parse_addr)]
+    #[arg(value_parser = tabecho::addr::parse_tcp_addr)]
     addr: SocketAddr,
     /// Time between two reads (the window of the rates).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
@@ -216,13 +216,6 @@ fn render(addr: SocketAddr, before: &Page, now: &Page, seconds: f64) -> String {
         micros(0.99)
     );
     t
-}
-
-fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    s.to_socket_addrs()
-        .map_err(|e| format!("{s}: not host:port ({e})"))?
-        .next()
-        .ok_or_else(|| format!("{s}: the name has no address"))
 }
 
 #[cfg(test)]

@@ -360,8 +360,8 @@ impl Server {
     }
 
     /// Serves until shut down; returns the counters summed over the reactors and logs
-    /// them as one summary line. Only a failure of a poll itself is an error: a
-    /// connection's errors close that connection.
+    /// them as one summary line. Only a failure of a poll itself, or a reactor's panic, is
+    /// an error (the first one met): a connection's errors close that connection.
     pub fn run(mut self) -> io::Result<Stats> {
         // Only an upgrade uses them, and reactor 0 has its own duplicates if enabled: the
         // sockets must close when the reactors' listeners do.
@@ -400,15 +400,16 @@ impl Server {
         }
         let mut total = result.as_ref().cloned().unwrap_or_default();
         for handle in others {
-            match handle.join() {
-                Ok(Ok(stats)) => total.add(&stats),
-                Ok(Err(e)) => {
+            let ended = handle
+                .join()
+                .unwrap_or_else(|panic| Err(panicked(panic.as_ref())));
+            match ended {
+                Ok(stats) => total.add(&stats),
+                Err(e) => {
                     self.shared.shut_down(true);
-                    result = Err(e);
-                }
-                Err(_) => {
-                    self.shared.shut_down(true);
-                    result = Err(io::Error::other("a reactor panicked"));
+                    if result.is_ok() {
+                        result = Err(e);
+                    }
                 }
             }
         }
@@ -463,12 +464,21 @@ impl Server {
 /// its connections gone and its admissions never given back. The panic's message has
 /// gone to stderr through the panic hook.
 fn run_guarded(shared: &Shared, run: impl FnOnce() -> io::Result<Stats>) -> io::Result<Stats> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
-        Ok(result) => result,
-        Err(_) => {
-            shared.shut_down(true);
-            Err(io::Error::other("a reactor panicked"))
-        }
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|panic| {
+        shared.shut_down(true);
+        Err(panicked(panic.as_ref()))
+    })
+}
+
+/// The error a reactor's panic becomes, with its message when it has one.
+fn panicked(payload: &(dyn std::any::Any + Send)) -> io::Error {
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
+    match message {
+        Some(message) => io::Error::other(format!("a reactor panicked: {message}")),
+        None => io::Error::other("a reactor panicked"),
     }
 }
 
@@ -502,7 +512,11 @@ mod tests {
     fn a_reactor_that_panics_is_an_error_and_stops_the_others_at_once() {
         let shared = Shared::new(1, None, 0);
         let result = run_guarded(&shared, || panic!("a bug in a reactor (this test's)"));
-        assert!(result.is_err());
+        let error = result.unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "a reactor panicked: a bug in a reactor (this test's)"
+        );
         assert!(
             shared.forced(),
             "the other reactors are told to close at once"

@@ -359,3 +359,23 @@ fn every_relative_link_in_the_docs_names_a_file_that_exists() {
     }
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
 }
+
+#[test]
+fn every_key_of_the_summary_json_is_in_the_protocol_doc() {
+    let stats = serde_json::to_value(tabecho::server::Stats::default()).unwrap();
+    let keys: Vec<&String> = stats.as_object().expect("an object").keys().collect();
+    let doc = read("docs/PROTOCOL.md");
+    let start = doc
+        .find("- `--summary-json PATH`")
+        .expect("PROTOCOL.md describes --summary-json");
+    let entry = &doc[start..];
+    let entry = &entry[..entry.find("\n- ").unwrap_or(entry.len())];
+    let missing: Vec<_> = keys
+        .iter()
+        .filter(|key| !entry.contains(&format!("`{key}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "keys of `serve --summary-json` missing from PROTOCOL.md's --summary-json entry: {missing:?}"
+    );
+}

@@ -33,7 +33,7 @@ serving. Under systemd the new process reports MAINPID= (systemctl reload is the
 
 Exit codes: 0 after a clean shutdown (SIGINT/SIGTERM); 1 when the address cannot be bound \
 (in use, permission), the socket systemd passed is unusable, the metrics address cannot be \
-bound, or the poll fails; 2 on a bad command line, naming the flag: a value out of its \
+bound, the poll fails, or a reactor panicked (a bug); 2 on a bad command line, naming the flag: a value out of its \
 bounds (sizes above 1 GiB, durations above 365 days), or a --max-buffer-memory too small for \
 --threads, --high-water and --max-frame."
 )]
@@ -254,7 +254,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            error!("poll failed: {e}");
+            error!("{e}");
             ExitCode::from(1)
         }
     }

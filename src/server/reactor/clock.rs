@@ -1,7 +1,7 @@
 //! Clock: a reactor's time, in microseconds since its start, and the timer wheel's ticks.
 //!
 //! A tick is 1/20 of the idle timeout, between 1 ms and 100 ms: an idle close is at most
-//! one tick late, so at most 5% late, and an idle server wakes at most ten times a second.
+//! one tick late, so at most 5% late (and at most 100 ms late with a long timeout).
 //! Deadlines round up to the next tick (never early); a poll sees every tick that has
 //! fully begun.
 //!

@@ -395,7 +395,7 @@ impl Server {
             .collect::<io::Result<_>>()?;
         let mut result = run_guarded(&self.shared, || first.run());
         if result.is_err() {
-            // This reactor's poll failed: stop the others too.
+            // This reactor's poll failed, or it panicked: stop the others too.
             self.shared.shut_down(true);
         }
         let mut total = result.as_ref().cloned().unwrap_or_default();

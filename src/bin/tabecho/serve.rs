@@ -33,9 +33,9 @@ serving. Under systemd the new process reports MAINPID= (systemctl reload is the
 
 Exit codes: 0 after a clean shutdown (SIGINT/SIGTERM); 1 when the address cannot be bound \
 (in use, permission), the socket systemd passed is unusable, the metrics address cannot be \
-bound, the poll fails, or a reactor panicked (a bug); 2 on a bad command line, naming the flag: a value out of its \
-bounds (sizes above 1 GiB, durations above 365 days), or a --max-buffer-memory too small for \
---threads, --high-water and --max-frame."
+bound, the poll fails, or a reactor panicked (a bug); 2 on a bad command line, naming the \
+flag: a value out of its bounds (sizes above 1 GiB, durations above 365 days), or a \
+--max-buffer-memory too small for --threads, --high-water and --max-frame."
 )]
 pub struct ServeArgs {
     /// Where to listen: host:port, [v6]:port, or unix:/path [default: the socket systemd

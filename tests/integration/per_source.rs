@@ -186,10 +186,11 @@ fn an_idle_close_gives_the_slot_back() {
     assert!(server.stop().reaped_idle >= 2);
 }
 
-/// Unix peers count by uid: `threads` reactors (with two, reactor 0 accepts and hands the
+/// Unix peers count by uid: `threads` reactors (with two, reactor 0 accepts and deals the
 /// connections over); as root, a peer of another uid (nobody) is still served.
 fn unix_by_uid(threads: usize) {
-    let dir = tempfile::tempdir().unwrap();
+    // Nobody must reach the socket: a directory whose every ancestor others may enter.
+    let dir = world_enterable_tempdir();
     let path = dir.path().join("per-source.sock");
     let server = TestServer::start_with(|c| {
         c.listen = ListenAddr::Unix(path.clone());
@@ -218,8 +219,16 @@ fn unix_by_uid(threads: usize) {
     assert!(stats.rejected_per_source >= 1);
 }
 
-/// As root, `tabecho send` run as nobody (uid 65534) over the socket at `path` is served:
-/// the uid of this test process is at its limit, nobody's is not.
+/// The uid `tabecho send` runs as to be another peer: nobody's, on Debian and most others.
+const NOBODY: u32 = 65534;
+
+/// As root, `tabecho send` run as nobody over the socket at `path` (inside `dir`, which
+/// [`world_enterable_tempdir`] made) is served: the uid of this test process is at its
+/// limit, nobody's is not.
+///
+/// Nobody cannot reach the binary under `target/` when the clone sits in a private
+/// directory (`/root` is 0700, and so is every `mktemp -d`), so the binary is copied into
+/// `dir` first and run from there.
 fn other_uid_is_served(dir: &std::path::Path, path: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
@@ -227,17 +236,21 @@ fn other_uid_is_served(dir: &std::path::Path, path: &std::path::Path) {
         eprintln!("skipped: a peer of another uid needs root to run as nobody");
         return;
     }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.join("tabecho");
+    std::fs::copy(env!("CARGO_BIN_EXE_tabecho"), &bin).expect("copy the binary");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tabecho"))
+    let out = std::process::Command::new(&bin)
         .args([
             "send",
             "--addr",
             &format!("unix:{}", path.display()),
             "nobody",
         ])
-        .uid(65534)
-        .gid(65534)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        // Nobody's own working directory: the test's may be private too.
+        .current_dir(dir)
         .output()
         .expect("run tabecho send");
     assert_eq!(
@@ -249,6 +262,28 @@ fn other_uid_is_served(dir: &std::path::Path, path: &std::path::Path) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A fresh temporary directory, mode 0755, that every user may enter: in the usual
+/// temporary directory when each of its ancestors lets others search it, else in `/tmp`
+/// (`TMPDIR` may point somewhere private).
+fn world_enterable_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let enterable = |dir: &std::path::Path| {
+        dir.ancestors().all(|d| {
+            std::fs::metadata(d).is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o001 != 0)
+        })
+    };
+    let base = std::env::temp_dir();
+    let base = if enterable(&base) {
+        base
+    } else {
+        std::path::PathBuf::from("/tmp")
+    };
+    assert!(enterable(&base), "no directory others may enter: {base:?}");
+    let dir = tempfile::tempdir_in(&base).expect("temporary directory");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
 }
 
 /// Whether this process runs as root.

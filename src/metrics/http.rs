@@ -8,7 +8,7 @@
 //!    │    (5 s from its      (the reactor     (30 s without a      keep-alive ──┘
 //!    │     first byte)        gathers, 2 s)    byte written)       close ──▶ Lingering ─▶ end
 //!    ├─ over 8 KiB: 431 ──▶ Writing ──▶ Lingering (write side shut, input read and dropped,
-//!    ├─ garbage, a body: 400 ─┘                     until EOF or 2 s)
+//!    ├─ garbage, no Host: 400 ┘                     until EOF or 2 s)
 //!    └─ other paths 404, other methods 405: answered here, keep-alive as asked
 //! ```
 //!

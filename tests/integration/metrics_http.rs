@@ -41,7 +41,7 @@ fn keep_alive_serves_requests_one_after_another_on_one_connection() {
     }
     // HEAD: the same head, no body.
     s.get_mut()
-        .write_all(b"HEAD /ready HTTP/1.1\r\n\r\n")
+        .write_all(b"HEAD /ready HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     let mut head = String::new();
     while !head.ends_with("\r\n\r\n") {
@@ -52,9 +52,39 @@ fn keep_alive_serves_requests_one_after_another_on_one_connection() {
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     assert!(head.contains("Content-Length: 6\r\n"), "{head}");
     // Then a 404 and a 405 keep the connection too.
-    assert_eq!(ask(&mut s, b"GET /nope HTTP/1.1\r\n\r\n").status, 404);
-    assert_eq!(ask(&mut s, b"DELETE /metrics HTTP/1.1\r\n\r\n").status, 405);
+    assert_eq!(
+        ask(&mut s, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n").status,
+        404
+    );
+    assert_eq!(
+        ask(&mut s, b"DELETE /metrics HTTP/1.1\r\nHost: x\r\n\r\n").status,
+        405
+    );
     assert_eq!(ask(&mut s, GET_READY).status, 200);
+}
+
+#[test]
+fn absolute_form_is_served_and_a_post_with_a_body_is_405_then_closed() {
+    let server = TestServer::start_with_metrics();
+    let addr = server.metrics_addr();
+    let mut s = BufReader::new(connect(addr));
+    // RFC 9112 §3.2.2: a server accepts the absolute form.
+    let absolute = format!("GET http://{addr}/metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let page = ask(&mut s, absolute.as_bytes());
+    assert_eq!(page.status, 200, "{}", page.head);
+    // HTTP/1.1 without Host: 400 and a close.
+    assert_eq!(ask(&mut s, b"GET /metrics HTTP/1.1\r\n\r\n").status, 400);
+    // A POST with a body: 405 with Allow, then the close (its body is never read).
+    let mut s = BufReader::new(connect(addr));
+    let post = ask(
+        &mut s,
+        b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi",
+    );
+    assert_eq!(post.status, 405, "{}", post.head);
+    assert!(post.head.contains("Allow: GET, HEAD\r\n"), "{}", post.head);
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).expect("EOF after the 405");
+    assert!(rest.is_empty(), "{rest:?}");
 }
 
 #[test]
@@ -108,7 +138,7 @@ fn a_head_trickled_a_byte_at_a_time_is_closed_at_the_head_timeout() {
     // One byte every 100 ms of a head that never ends: the deadline counts from the
     // head's start, so bytes do not move it.
     let trickle = std::thread::spawn(move || {
-        let head = b"GET /metrics HTTP/1.1\r\nX-Slow: ";
+        let head = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ";
         for i in 0.. {
             let byte = head.get(i).copied().unwrap_or(b'a');
             if writer.write_all(&[byte]).is_err() {
@@ -162,7 +192,7 @@ fn a_garbage_head_gets_400_and_a_close() {
 fn a_head_over_8_kib_gets_431_and_a_close() {
     let server = TestServer::start_with_metrics();
     let mut s = connect(server.metrics_addr());
-    let mut head = b"GET /metrics HTTP/1.1\r\nX-Big: ".to_vec();
+    let mut head = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
     head.resize(MAX_HEAD + 1024, b'a');
     s.write_all(&head).unwrap();
     let (got, reset) = read_to_end(&mut s);
@@ -342,7 +372,7 @@ fn hostile_scrapers_cost_a_verified_load_nothing_and_a_scrape_after_is_quick() {
     let silent: Vec<TcpStream> = (0..100).map(|_| connect(metrics)).collect();
     let trickler = std::thread::spawn(move || {
         let mut slow = slow;
-        let head = b"GET /metrics HTTP/1.1\r\nX-Slow: ";
+        let head = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ";
         let until = Instant::now() + HEAD_TIMEOUT + Duration::from_secs(3);
         let mut i = 0;
         while Instant::now() < until && !slow.is_empty() {

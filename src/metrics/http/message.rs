@@ -7,7 +7,8 @@ use super::{MAX_HEAD, MAX_RESPONSE_HEAD};
 /// sends 5; more than 32 get 431, as a head too large.
 pub const MAX_HEADERS: usize = 32;
 
-/// `400` and a close: the head is not HTTP/1.x, or the request has a body.
+/// `400` and a close: the head is not HTTP/1.x, a GET or HEAD has a body, an HTTP/1.1
+/// request has no Host (or any request has two), or the target is no path.
 pub(super) const BAD_REQUEST: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 12\r\nConnection: close\r\n\r\nbad request\n";
 /// `431` and a close: the head is over [`MAX_HEAD`] or has over [`MAX_HEADERS`] headers.
 pub(super) const HEAD_TOO_LARGE: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 21\r\nConnection: close\r\n\r\nrequest head too big\n";
@@ -103,6 +104,8 @@ pub(super) fn parse(input: &[u8]) -> Parsed {
     };
     let http10 = version == 0;
     let mut keep_alive = !http10;
+    let mut has_body = false;
+    let mut hosts = 0;
     for header in request.headers.iter() {
         let name = header.name;
         if name.eq_ignore_ascii_case("connection") {
@@ -114,22 +117,39 @@ pub(super) fn parse(input: &[u8]) -> Parsed {
                     keep_alive = true;
                 }
             }
+        } else if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
         } else if name.eq_ignore_ascii_case("transfer-encoding")
             || (name.eq_ignore_ascii_case("content-length") && header.value.trim_ascii() != b"0")
         {
-            // A request body: we never read one, so the next head could not be found.
-            return Parsed::Rejected(BAD_REQUEST);
+            has_body = true;
         }
+    }
+    // RFC 9112 §3.2: an HTTP/1.1 request without Host, or any request with more than one,
+    // is a 400.
+    if hosts > 1 || (hosts == 0 && !http10) {
+        return Parsed::Rejected(BAD_REQUEST);
     }
     let head_only = match method {
         "GET" => false,
         "HEAD" => true,
         _ => {
+            // RFC 9110 §15.5.6: 405 with Allow, whatever the path. A body we do not read
+            // would be taken for the next head: then the answer closes the connection.
+            let keep_alive = keep_alive && !has_body;
             let request = small(http10, keep_alive, false);
             let body: &[u8] = b"only GET and HEAD\n";
             let response = build_response(Status::MethodNotAllowed, TEXT, body, &request);
             return Parsed::Answered(response, keep_alive, len);
         }
+    };
+    if has_body {
+        // A GET or HEAD with a body: we never read one, so the next head could not be
+        // found.
+        return Parsed::Rejected(BAD_REQUEST);
+    }
+    let Some(path) = origin_path(path) else {
+        return Parsed::Rejected(BAD_REQUEST);
     };
     // The query string, if any, is ignored (Prometheus sends none).
     let route = match path.split('?').next() {
@@ -151,6 +171,31 @@ pub(super) fn parse(input: &[u8]) -> Parsed {
         },
         len,
     )
+}
+
+/// The path and query of a GET or HEAD's request-target (RFC 9112 §3.2): the origin form
+/// (`/metrics`) as it is, the absolute form (`http://host:port/metrics`, which a server
+/// must accept, §3.2.2) without its scheme and authority (an empty path is `/`). `None`
+/// for any other form: the authority and asterisk forms belong to CONNECT and OPTIONS,
+/// which are answered 405 before this.
+fn origin_path(target: &str) -> Option<&str> {
+    if target.starts_with('/') {
+        return Some(target);
+    }
+    let (scheme, rest) = target.split_once("://")?;
+    if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
+        return None;
+    }
+    // The authority ends at the first '/', '?' or the end (RFC 3986 §3.2).
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    if end == 0 {
+        return None; // no authority: `http:///metrics`
+    }
+    match &rest[end..] {
+        "" => Some("/"),
+        path if path.starts_with('?') => Some("/"),
+        path => Some(path),
+    }
 }
 
 /// The plain-text content type of the small answers.

@@ -142,13 +142,13 @@ fn http10_keep_alive_is_announced() {
 
 #[test]
 fn http11_connection_close_is_honoured() {
-    let (next, ..) = after(b"GET /metrics HTTP/1.1\r\nConnection: TE, close\r\n\r\n");
+    let (next, ..) = after(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: TE, close\r\n\r\n");
     assert_eq!(next, Next::Answer(metrics_request(false, false)));
 }
 
 #[test]
 fn head_gets_the_head_only() {
-    let (next, mut conn, mut s) = after(b"HEAD /metrics HTTP/1.1\r\n\r\n");
+    let (next, mut conn, mut s) = after(b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(matches!(next, Next::Answer(r) if r.head_only));
     conn.respond(Status::Ok, TEXT, b"12345", 2);
     conn.drive(&mut s, 3);
@@ -161,13 +161,13 @@ fn head_gets_the_head_only() {
 
 #[test]
 fn query_string_is_ignored() {
-    let (next, ..) = after(b"GET /metrics?x=1 HTTP/1.1\r\n\r\n");
+    let (next, ..) = after(b"GET /metrics?x=1 HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(next, Next::Answer(metrics_request(true, false)));
 }
 
 #[test]
 fn unknown_path_is_404_and_kept() {
-    let (next, conn, s) = after(b"GET / HTTP/1.1\r\n\r\n");
+    let (next, conn, s) = after(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(next, Next::Wait);
     assert!(s.sent_text().starts_with("HTTP/1.1 404 Not Found\r\n"));
     assert!(!s.shut);
@@ -176,7 +176,7 @@ fn unknown_path_is_404_and_kept() {
 
 #[test]
 fn other_method_is_405_with_allow() {
-    let (next, _, s) = after(b"POST /metrics HTTP/1.1\r\n\r\n");
+    let (next, _, s) = after(b"POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(next, Next::Wait);
     let sent = s.sent_text();
     assert!(
@@ -186,6 +186,79 @@ fn other_method_is_405_with_allow() {
     assert!(sent.contains("Allow: GET, HEAD\r\n"));
     assert!(sent.ends_with("\r\n\r\nonly GET and HEAD\n"), "{sent}");
     assert!(!s.shut);
+}
+
+#[test]
+fn other_method_with_a_body_is_405_and_a_close() {
+    // The body is never read, so it would be taken for the next head: the answer closes.
+    let (next, _, s) = after(b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc");
+    assert_eq!(next, Next::Wait);
+    let sent = s.sent_text();
+    assert!(
+        sent.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+        "{sent}"
+    );
+    assert!(
+        sent.contains("Allow: GET, HEAD\r\nConnection: close\r\n"),
+        "{sent}"
+    );
+    assert!(s.shut);
+}
+
+#[test]
+fn options_asterisk_and_connect_authority_are_405() {
+    for head in [
+        &b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n",
+    ] {
+        let (_, _, s) = after(head);
+        let sent = s.sent_text();
+        assert!(sent.starts_with("HTTP/1.1 405 "), "{sent}");
+    }
+}
+
+#[test]
+fn absolute_form_is_served_by_its_path() {
+    for head in [
+        &b"GET http://127.0.0.1:9100/metrics HTTP/1.1\r\nHost: 127.0.0.1:9100\r\n\r\n"[..],
+        b"GET HTTP://x/metrics?y=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        let (next, ..) = after(head);
+        assert_eq!(next, Next::Answer(metrics_request(true, false)), "{head:?}");
+    }
+    // An empty path is `/`: not found, kept.
+    let (_, _, s) = after(b"GET http://x HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(s.sent_text().starts_with("HTTP/1.1 404 "));
+    assert!(!s.shut);
+}
+
+#[test]
+fn a_target_that_is_no_path_is_400() {
+    for head in [
+        &b"GET * HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        b"GET metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET ftp://x/metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET http:///metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        let (_, _, s) = after(head);
+        assert_eq!(s.sent, BAD_REQUEST, "{head:?}");
+    }
+}
+
+#[test]
+fn http11_without_host_or_any_with_two_is_400() {
+    for head in [
+        &b"GET /metrics HTTP/1.1\r\n\r\n"[..],
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+        b"GET /metrics HTTP/1.0\r\nHost: x\r\nhost: y\r\n\r\n",
+    ] {
+        let (_, _, s) = after(head);
+        assert_eq!(s.sent, BAD_REQUEST, "{head:?}");
+        assert!(s.shut);
+    }
+    // HTTP/1.0 predates Host: served without one.
+    let (next, ..) = after(b"GET /metrics HTTP/1.0\r\n\r\n");
+    assert!(matches!(next, Next::Answer(_)));
 }
 
 #[test]
@@ -199,19 +272,19 @@ fn garbage_is_400_and_a_close() {
 #[test]
 fn a_request_body_is_400() {
     for head in [
-        &b"GET /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"[..],
-        b"GET /metrics HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        &b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"[..],
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
     ] {
         let (_, _, s) = after(head);
         assert_eq!(s.sent, BAD_REQUEST);
     }
-    let (next, ..) = after(b"GET /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    let (next, ..) = after(b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
     assert!(matches!(next, Next::Answer(_)));
 }
 
 /// A GET /metrics head of exactly `len` bytes (one padded header).
 fn head_of(len: usize) -> Vec<u8> {
-    let start = b"GET /metrics HTTP/1.1\r\nX-Pad: ";
+    let start = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: ";
     let end = b"\r\n\r\n";
     let mut head = start.to_vec();
     head.resize(len - end.len(), b'a');
@@ -245,7 +318,7 @@ fn head_one_byte_over_the_limit_is_431_and_a_close() {
 
 #[test]
 fn too_many_headers_is_431() {
-    let mut head = b"GET /metrics HTTP/1.1\r\n".to_vec();
+    let mut head = b"GET /metrics HTTP/1.1\r\nHost: x\r\n".to_vec();
     for i in 0..=MAX_HEADERS {
         head.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
     }
@@ -274,7 +347,7 @@ fn a_head_split_at_every_point_is_one_request() {
 #[test]
 fn pipelined_requests_are_answered_one_at_a_time() {
     let mut two = GET_METRICS.to_vec();
-    two.extend_from_slice(b"GET /ready HTTP/1.1\r\n\r\n");
+    two.extend_from_slice(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n");
     let (next, mut conn, mut s) = after(&two);
     assert_eq!(next, Next::Answer(metrics_request(true, false)));
     // The second is not looked at until the first is answered and sent.
@@ -395,7 +468,7 @@ fn drive_grows_held_bytes_by_at_most_its_bound() {
     assert_eq!(conn.growth_bound(), MAX_DRIVE_GROWTH);
     // A 404 that cannot be sent, and a head begun behind it.
     let mut s = Script::new(0);
-    s.push(b"GET /nowhere HTTP/1.1\r\n\r\nGET /m");
+    s.push(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\nGET /m");
     let mut conn = HttpConn::new(0);
     conn.drive(&mut s, 1);
     assert!(

@@ -5,6 +5,7 @@ use std::time::Duration;
 use crate::addr::{ListenAddr, MAX_DURATION};
 use crate::protocol;
 pub use crate::server::DEFAULT_SOURCE_PREFIX_V6;
+use crate::size::{self, Size};
 
 /// The original Go example's address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8085";
@@ -179,7 +180,10 @@ impl ServerConfig {
             format!(
                 "--high-water {}, --max-frame {}, --sndbuf {} and --rcvbuf {}: one \
                  connection's worst case overflows",
-                self.high_water, self.max_frame, self.send_buffer, self.recv_buffer
+                Size(self.high_water),
+                Size(self.max_frame),
+                Size(self.send_buffer),
+                Size(self.recv_buffer)
             )
         })?;
         let floor = self
@@ -188,21 +192,23 @@ impl ServerConfig {
             .and_then(|n| n.checked_mul(worst))
             .ok_or_else(|| {
                 format!(
-                    "--threads {}: {} times one connection's worst case ({worst} bytes, one \
-                     for each reactor and one more) overflows",
+                    "--threads {}: {} times one connection's worst case ({}, one for each \
+                     reactor and one more) overflows",
                     self.threads,
-                    self.threads.saturating_add(1)
+                    self.threads.saturating_add(1),
+                    Size(worst)
                 )
             })?;
         if self.max_buffer_memory < floor {
             return Err(format!(
-                "--max-buffer-memory {} is below {floor} bytes: {} times what one connection \
-                 can hold with --high-water {} and --max-frame {} (one for each of {} \
-                 reactors, and one more)",
-                self.max_buffer_memory,
+                "--max-buffer-memory {} is below {}: {} times what one connection can hold \
+                 with --high-water {} and --max-frame {} (one for each of {} reactors, and \
+                 one more)",
+                Size(self.max_buffer_memory),
+                Size(floor),
                 self.threads + 1,
-                self.high_water,
-                self.max_frame,
+                Size(self.high_water),
+                Size(self.max_frame),
                 self.threads
             ));
         }
@@ -242,21 +248,13 @@ impl ServerConfig {
 
 /// The error for a size over [`MAX_CONNECTION_BYTES`], naming its flag.
 pub fn too_many_bytes(flag: &str, bytes: usize) -> String {
-    format!("{flag} {bytes} is above 1 GiB ({MAX_CONNECTION_BYTES} bytes), the largest accepted")
+    format!("{flag} {}", size::above(bytes, MAX_CONNECTION_BYTES))
 }
 
-/// A size flag in bytes, at most [`MAX_CONNECTION_BYTES`] (a clap value parser; clap
-/// names the flag in its error).
-pub fn parse_connection_bytes(s: &str) -> Result<usize, String> {
-    let bytes: usize = s
-        .parse()
-        .map_err(|e| format!("{s:?}: not a number of bytes ({e})"))?;
-    if bytes > MAX_CONNECTION_BYTES {
-        return Err(format!(
-            "{bytes} is above 1 GiB ({MAX_CONNECTION_BYTES} bytes), the largest accepted"
-        ));
-    }
-    Ok(bytes)
+/// A size flag, at most [`MAX_CONNECTION_BYTES`] (a clap value parser; clap names the flag
+/// in its error): `65536`, `64K`, `1GiB` ([`crate::size`]).
+pub fn parse_connection_bytes(s: &str) -> Result<Size, String> {
+    size::parse_size_at_most(s, MAX_CONNECTION_BYTES)
 }
 
 #[cfg(test)]
@@ -343,10 +341,16 @@ mod tests {
     fn size_parser_takes_one_gib_and_refuses_more() {
         assert_eq!(
             parse_connection_bytes("1073741824"),
-            Ok(MAX_CONNECTION_BYTES)
+            Ok(Size(MAX_CONNECTION_BYTES))
+        );
+        assert_eq!(
+            parse_connection_bytes("1GiB"),
+            Ok(Size(MAX_CONNECTION_BYTES))
         );
         let err = parse_connection_bytes("1073741825").unwrap_err();
-        assert!(err.contains("1 GiB"), "{err}");
+        assert!(err.contains("above 1GiB"), "{err}");
+        let err = parse_connection_bytes("2GiB").unwrap_err();
+        assert!(err.contains("2GiB is above 1GiB"), "{err}");
         assert!(parse_connection_bytes("18446744073709551615").is_err());
         assert!(parse_connection_bytes("99999999999999999999999").is_err());
         assert!(parse_connection_bytes("-1").is_err());

@@ -30,6 +30,7 @@
 //! - [`frame`]: `FrameDecoder`, TAB framing across reads with a frame limit (pure).
 //! - [`timer_wheel`]: `TimerWheel`, a hashed wheel of tick deadlines (pure).
 //! - [`addr`], [`config`]: `ListenAddr` (tcp | unix), durations; `ServerConfig` defaults.
+//! - [`size`]: sizes as people write them (`64K`, `256MiB`), parsed and printed.
 //! - [`fd_limit`]: the descriptor limit raised at start (the server and the load).
 //! - [`stream`]: one non-blocking TCP-or-Unix stream type for the server and the load.
 //! - [`server`]: `Server` starts the reactors (`server::reactor`, the loop), hands Unix
@@ -57,6 +58,7 @@ pub mod load;
 pub mod metrics;
 pub mod protocol;
 pub mod server;
+pub mod size;
 pub mod stream;
 pub mod systemd;
 pub mod timer_wheel;

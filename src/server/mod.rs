@@ -66,6 +66,7 @@ pub use upgrade::{without_listen, Relaunch, HANDOVER_NAME, METRICS_NAME, UPGRADE
 
 use crate::addr::ListenAddr;
 use crate::config::{ServerConfig, FD_RESERVE};
+use crate::size::Size;
 use handoff::Handoff;
 use listener::Listener;
 use reactor::{Reactor, Setup, MAX_CONNECTION_KEYS};
@@ -448,7 +449,8 @@ impl Server {
                     open += s.connections_open;
                     buffered += s.buffered_bytes;
                 }
-                info!("stats: {open} connections open, {buffered} bytes buffered; {total}");
+                let buffered = Size(usize::try_from(buffered).unwrap_or(usize::MAX));
+                info!("stats: {open} connections open, {buffered} buffered; {total}");
             }
         })?;
         Ok(StatsLogger {

@@ -99,6 +99,7 @@ use super::source::Source;
 use super::stats::Stats;
 use super::upgrade::Upgrader;
 use crate::config::ServerConfig;
+use crate::size::Size;
 use crate::stream::Stream;
 use crate::timer_wheel::{TimerId, TimerWheel};
 use clock::{micros, Clock};
@@ -713,10 +714,10 @@ impl Reactor {
                 };
                 log::log!(
                     level,
-                    "stats{}: {} connections open, {} bytes buffered; {}",
+                    "stats{}: {} connections open, {} buffered; {}",
                     self.of_reactor(),
                     self.connections.len(),
-                    self.charged(),
+                    Size(self.charged()),
                     self.cx.stats
                 );
                 if let Some(every) = self.config.stats_interval {

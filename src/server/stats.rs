@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 
 use super::close::CloseReason;
+use crate::size::Size;
 
 /// Counters since the server started. Plain integers: one thread owns them.
 ///
@@ -157,7 +158,7 @@ impl fmt::Display for Stats {
             "accepted {}, reaped idle {}, closed by error {}, frames {}, bytes in {}, bytes out {} \
              (eof {}, reset {}, error {}, frame-too-long {}, shutdown {}, memory-budget {}, \
              rejected {}, rejected per source {}, accept pauses {} for {} ms, read yields {}, backpressure stalls {}, \
-             buffered peak {} bytes, moved out {}, adopted {})",
+             buffered peak {}, moved out {}, adopted {})",
             self.accepted,
             self.reaped_idle,
             self.closed_by_error(),
@@ -176,7 +177,7 @@ impl fmt::Display for Stats {
             self.accept_paused_time.as_millis(),
             self.read_yields,
             self.backpressure_stalls,
-            self.buffered_peak,
+            Size(usize::try_from(self.buffered_peak).unwrap_or(usize::MAX)),
             self.moved_out,
             self.adopted,
         )

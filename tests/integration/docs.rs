@@ -120,12 +120,12 @@ fn every_metric_and_close_reason_the_server_exposes_is_in_the_readme() {
     );
 }
 
-/// Each long flag `tabecho serve --help` shows, with its `[default: ...]` if it has one.
-fn serve_flags_and_defaults() -> Vec<(String, Option<String>)> {
+/// Each long flag `tabecho SUB --help` shows, with its `[default: ...]` if it has one.
+fn flags_and_defaults(sub: &str) -> Vec<(String, Option<String>)> {
     let out = Command::new(env!("CARGO_BIN_EXE_tabecho"))
-        .args(["serve", "--help"])
+        .args([sub, "--help"])
         .output()
-        .expect("run tabecho serve --help");
+        .expect("run tabecho SUB --help");
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8(out.stdout).expect("UTF-8 help");
     let mut flags = Vec::new();
@@ -154,28 +154,36 @@ fn serve_flags_and_defaults() -> Vec<(String, Option<String>)> {
     flags
 }
 
-#[test]
-fn every_serve_flag_and_its_default_is_in_the_readme_cli_reference() {
-    let flags = serve_flags_and_defaults();
+/// Checks the README's CLI reference for `tabecho SUB` against `tabecho SUB --help`: an
+/// entry for every long flag, with its default if it has one, and no entry for a flag the
+/// binary lacks. Returns what is wrong, one line each.
+fn readme_reference_against_help(sub: &str) -> Vec<String> {
+    let flags = flags_and_defaults(sub);
     assert!(flags.len() >= 15, "too few flags parsed: {flags:?}");
     let readme = read("README.md");
     let reference = section(&readme, "## CLI reference");
-    // One entry per flag of `tabecho serve` (its block runs to the next `tabecho ...`
-    // line): its line and the indented lines under it, whitespace squeezed.
+    // One entry per flag of `tabecho SUB` (its block runs to the next `tabecho ...`
+    // line): its line (`--name ...` or `-n, --name ...`) and the indented lines under it,
+    // whitespace squeezed.
     let mut entries: Vec<(String, String)> = Vec::new();
-    let mut in_serve = false;
+    let mut in_sub = false;
     for line in reference.lines() {
         if line.starts_with("tabecho ") {
-            in_serve = line.starts_with("tabecho serve");
+            in_sub = line.starts_with(&format!("tabecho {sub} "));
             continue;
         }
-        if !in_serve {
+        if !in_sub {
             continue;
         }
         let trimmed = line.trim_start();
         let indent = line.len() - trimmed.len();
-        if trimmed.starts_with("--") && indent <= 2 {
-            let name: String = trimmed.chars().take_while(|c| !c.is_whitespace()).collect();
+        // `-c, --connections N`: a short flag first.
+        let long = match trimmed.as_bytes() {
+            [b'-', short, b',', b' ', ..] if *short != b'-' => &trimmed[4..],
+            _ => trimmed,
+        };
+        if long.starts_with("--") && indent <= 2 {
+            let name: String = long.chars().take_while(|c| !c.is_whitespace()).collect();
             entries.push((name, squeeze(trimmed)));
         } else if indent > 2 && !trimmed.is_empty() {
             if let Some((_, text)) = entries.last_mut() {
@@ -202,12 +210,28 @@ fn every_serve_flag_and_its_default_is_in_the_readme_cli_reference() {
     let known: Vec<&String> = flags.iter().map(|(f, _)| f).collect();
     for (name, _) in &entries {
         if !name.is_empty() && !known.contains(&name) {
-            wrong.push(format!("{name}: in the README, not in `serve --help`"));
+            wrong.push(format!("{name}: in the README, not in `{sub} --help`"));
         }
     }
+    wrong
+}
+
+#[test]
+fn every_serve_flag_and_its_default_is_in_the_readme_cli_reference() {
+    let wrong = readme_reference_against_help("serve");
     assert!(
         wrong.is_empty(),
         "README.md, \"CLI reference\", against `tabecho serve --help`:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn every_load_flag_and_its_default_is_in_the_readme_cli_reference() {
+    let wrong = readme_reference_against_help("load");
+    assert!(
+        wrong.is_empty(),
+        "README.md, \"CLI reference\", against `tabecho load --help`:\n{}",
         wrong.join("\n")
     );
 }

@@ -9,6 +9,7 @@
 //! - `unix`: Unix stream sockets
 //! - `process`: the built binary: signals, shutdown summary, CLI errors
 //! - `bounds`: every flag whose value could overflow is refused, exit 2, naming the flag
+//! - `sizes`: every size flag takes `128K`, `256MiB`; any other form is refused, exit 2
 //! - `send`: `tabecho send` and the blocking `Client`: replies, stdin, every error exit
 //! - `load`: `tabecho load`: verified runs, the wrong servers it must catch, `--churn`
 //! - `faults_load`: `tabecho load --faults`: each misbehaving client's documented outcome
@@ -42,6 +43,7 @@ mod per_source;
 mod process;
 mod protocol;
 mod send;
+mod sizes;
 mod systemd;
 mod threads;
 mod unix;

@@ -9,6 +9,7 @@ use clap::Args;
 use tabecho::addr::{DurationArg, ListenAddr};
 use tabecho::config::{parse_connection_bytes, DEFAULT_LISTEN};
 use tabecho::load::{self, FaultKind, LoadOptions};
+use tabecho::size::Size;
 
 /// Every frame got exactly its reply (every fault its documented outcome, every churn
 /// connection its reply).
@@ -53,6 +54,8 @@ assume the server's --max-frame and --idle-timeout: give the same values here.
              server's memory budget (its --max-buffer-memory), exactly its error
              line (counted as evicted); held to the end of the run, it is cut short
 Durations (DUR) are a number and a unit (250ms, 2s, 1.5s, 1m, 1h), at most 365 days.
+Sizes (SIZE) are a number of bytes with an optional K, M or G, no space, in any case
+(32, 64K, 1MiB); units are binary however written: K = KB = KiB = 1024.
 Every outcome must come within 2 idle timeouts + 5 s of the connect. The healthy
 connections are verified as without faults and must lose nothing.
 
@@ -80,10 +83,10 @@ pub struct LoadArgs {
     #[arg(long, value_name = "IP")]
     source: Option<std::net::IpAddr>,
     /// Cap both kernel socket buffers (SO_SNDBUF, SO_RCVBUF) of every TCP connection at
-    /// this many bytes, as an attacker on its own machine would not count against the
-    /// server's (scripts/attack.sh) [default: the kernel's autotuning].
-    #[arg(long, value_name = "BYTES")]
-    socket_buffer: Option<usize>,
+    /// this size, as an attacker on its own machine would not count against the server's
+    /// (scripts/attack.sh) [default: the kernel's autotuning].
+    #[arg(long, value_name = "SIZE")]
+    socket_buffer: Option<Size>,
     /// Connections to open (at most 16,777,216; 0 with --churn: only churn).
     #[arg(short, long, default_value_t = defaults().connections,
           value_parser = parse_connections)]
@@ -95,10 +98,10 @@ pub struct LoadArgs {
     #[arg(short, long, default_value_t = default_pipeline(),
           value_parser = clap::value_parser!(u32).range(1..))]
     pipeline: u32,
-    /// Payload bytes per frame (payloads vary, never hold a TAB; at most 1 GiB).
-    #[arg(short, long, default_value_t = defaults().size,
+    /// Payload size of every frame (payloads vary, never hold a TAB; at most 1GiB).
+    #[arg(short, long, value_name = "SIZE", default_value_t = Size(defaults().size),
           value_parser = parse_connection_bytes)]
-    size: usize,
+    size: Size,
     /// The measured window (as in 10s, 500ms).
     #[arg(short, long, value_name = "DUR", default_value_t = DurationArg(defaults().duration))]
     duration: DurationArg,
@@ -149,10 +152,10 @@ pub struct LoadArgs {
     #[arg(long)]
     fault_cycles: Option<u64>,
     /// The server's --max-frame, which the oversize, garbage and partial faults assume (at most
-    /// 1 GiB, as the server's).
-    #[arg(long, default_value_t = defaults().max_frame, value_name = "BYTES",
+    /// 1GiB, as the server's).
+    #[arg(long, default_value_t = Size(defaults().max_frame), value_name = "SIZE",
           value_parser = parse_connection_bytes)]
-    max_frame: usize,
+    max_frame: Size,
     /// The server's --idle-timeout, which the trickle, slowread and partial faults assume.
     #[arg(long, value_name = "DUR", default_value_t = DurationArg(defaults().idle_timeout))]
     idle_timeout: DurationArg,
@@ -234,11 +237,11 @@ impl LoadArgs {
         let options = LoadOptions {
             addr,
             source,
-            socket_buffer,
+            socket_buffer: socket_buffer.map(usize::from),
             connections,
             threads: threads.unwrap_or_else(|| defaults().threads),
             pipeline: pipeline as usize,
-            size,
+            size: size.0,
             duration: duration.0,
             warmup: warmup.0,
             rate,
@@ -254,7 +257,7 @@ impl LoadArgs {
             fault_share,
             fault_pause: fault_pause.0,
             fault_cycles,
-            max_frame,
+            max_frame: max_frame.0,
             idle_timeout: idle_timeout.0,
         };
         (options, json)
@@ -269,7 +272,7 @@ pub fn run(args: LoadArgs) -> ExitCode {
     }
     if !json {
         println!(
-            "tabecho load: {}, {} connections, {} threads, {}{} {}-byte frames{}, {} (+{} warmup)",
+            "tabecho load: {}, {} connections, {} threads, {}{} frames of {}{}, {} (+{} warmup)",
             options.addr,
             options.connections,
             options.threads.min(options.connections.max(1)),
@@ -279,7 +282,7 @@ pub fn run(args: LoadArgs) -> ExitCode {
                 format!("pipeline {}, ", options.pipeline)
             },
             if options.raw { "raw" } else { "tab-echo" },
-            options.size,
+            Size(options.size),
             options
                 .rate
                 .map_or(String::new(), |r| format!(", {r} frames/s")),
@@ -300,7 +303,7 @@ pub fn run(args: LoadArgs) -> ExitCode {
                 kinds.join(","),
                 options.fault_share * 100.0,
                 human(options.fault_pause),
-                options.max_frame,
+                Size(options.max_frame),
                 human(options.idle_timeout),
             );
         }

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use tabecho::addr::{DurationArg, ListenAddr};
 use tabecho::config::{self, parse_connection_bytes, ServerConfig};
 use tabecho::server::{Relaunch, Server, Stats, HANDOVER_NAME, METRICS_NAME, UPGRADED_FROM_ENV};
+use tabecho::size::Size;
 use tabecho::systemd;
 
 /// Flags of `tabecho serve`.
@@ -30,6 +31,10 @@ connection to it with what it had in flight (no client notices), and exits 0. A 
 without the hand-over gets a drain instead (connections served until idle or \
 --shutdown-grace ends). If the new process fails, or dies during the move, this one keeps \
 serving. Under systemd the new process reports MAINPID= (systemctl reload is the upgrade).
+
+Sizes (SIZE) are a number of bytes with an optional K, M or G, no space, in any case: 65536, \
+64K, 256MiB, 1GiB. Units are binary however written: K = KB = KiB = 1024, M = 1024K, \
+G = 1024M.
 
 Exit codes: 0 after a clean shutdown (SIGINT/SIGTERM); 1 when the address cannot be bound \
 (in use, permission), the socket systemd passed is unusable, the metrics address cannot be \
@@ -56,11 +61,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DUR", default_value_t = DurationArg(config::DEFAULT_IDLE_TIMEOUT),
           value_parser = parse_positive_duration)]
     idle_timeout: DurationArg,
-    /// Longest frame answered, in bytes (at most 1 GiB); a longer one gets an error and a
-    /// close.
-    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_MAX_FRAME,
+    /// Longest frame answered (at most 1GiB); a longer one gets an error and a close.
+    #[arg(long, value_name = "SIZE", default_value_t = Size(config::DEFAULT_MAX_FRAME),
           value_parser = parse_connection_bytes)]
-    max_frame: usize,
+    max_frame: Size,
     /// Connections served at once [default: the descriptor limit less a reserve of 32].
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
@@ -75,31 +79,31 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BITS", default_value_t = config::DEFAULT_SOURCE_PREFIX_V6,
           value_parser = clap::value_parser!(u8).range(0..=128))]
     source_prefix_v6: u8,
-    /// Pending output (bytes, at most 1 GiB) past which the server stops answering and
-    /// reading a peer that does not read (resumes below half of it); also the largest read.
-    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_HIGH_WATER,
+    /// Pending output (at most 1GiB) past which the server stops answering and reading a
+    /// peer that does not read (resumes below half of it); also the largest read.
+    #[arg(long, value_name = "SIZE", default_value_t = Size(config::DEFAULT_HIGH_WATER),
           value_parser = parse_connection_bytes)]
-    high_water: usize,
+    high_water: Size,
     /// The most bytes all connection buffers may hold at once (partial frames, unanswered
     /// input, pending replies, and the kernel queues of connections whose sockets refuse
     /// replies); at the budget the connections holding the most are closed with `error:
     /// server buffer memory exhausted`. At least (--threads + 1) times one connection's
     /// worst case (see docs/PROTOCOL.md, "Buffer memory budget").
-    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_MAX_BUFFER_MEMORY)]
-    max_buffer_memory: usize,
-    /// SO_SNDBUF of every accepted TCP connection, in bytes (at most 1 GiB; the kernel
-    /// doubles it): what one peer that does not read can pin in the kernel's send queue.
-    /// 0: the kernel's autotuning, up to net.ipv4.tcp_wmem's maximum (see
-    /// docs/PROTOCOL.md, "Kernel socket buffers").
-    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_SEND_BUFFER,
+    #[arg(long, value_name = "SIZE", default_value_t = Size(config::DEFAULT_MAX_BUFFER_MEMORY))]
+    max_buffer_memory: Size,
+    /// SO_SNDBUF of every accepted TCP connection (at most 1GiB; the kernel doubles it):
+    /// what one peer that does not read can pin in the kernel's send queue. 0: the
+    /// kernel's autotuning, up to net.ipv4.tcp_wmem's maximum (see docs/PROTOCOL.md,
+    /// "Kernel socket buffers").
+    #[arg(long, value_name = "SIZE", default_value_t = Size(config::DEFAULT_SEND_BUFFER),
           value_parser = parse_connection_bytes)]
-    sndbuf: usize,
-    /// SO_RCVBUF of every accepted TCP connection, in bytes (at most 1 GiB; the kernel
-    /// doubles it): what one peer the server has stopped reading can pin in the kernel's
-    /// receive queue. 0: the kernel's autotuning, up to net.ipv4.tcp_rmem's maximum.
-    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_RECV_BUFFER,
+    sndbuf: Size,
+    /// SO_RCVBUF of every accepted TCP connection (at most 1GiB; the kernel doubles it):
+    /// what one peer the server has stopped reading can pin in the kernel's receive queue.
+    /// 0: the kernel's autotuning, up to net.ipv4.tcp_rmem's maximum.
+    #[arg(long, value_name = "SIZE", default_value_t = Size(config::DEFAULT_RECV_BUFFER),
           value_parser = parse_connection_bytes)]
-    rcvbuf: usize,
+    rcvbuf: Size,
     /// Log a line of counters this often (at most 365 days) [default: off].
     #[arg(long, value_name = "DUR")]
     stats_interval: Option<DurationArg>,
@@ -161,17 +165,17 @@ impl ServeArgs {
             threads: *threads,
             reuse_port: *reuseport,
             idle_timeout: idle_timeout.0,
-            max_frame: *max_frame,
+            max_frame: max_frame.0,
             max_connections: *max_connections,
             max_connections_per_source: *max_connections_per_source,
             source_prefix_v6: *source_prefix_v6,
-            high_water: *high_water,
-            max_buffer_memory: *max_buffer_memory,
+            high_water: high_water.0,
+            max_buffer_memory: max_buffer_memory.0,
             stats_interval: stats_interval.map(Into::into),
             shutdown_grace: shutdown_grace.0,
             linger: linger.0,
-            send_buffer: *sndbuf,
-            recv_buffer: *rcvbuf,
+            send_buffer: sndbuf.0,
+            recv_buffer: rcvbuf.0,
         }
     }
 }

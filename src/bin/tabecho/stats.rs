@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use tabecho::addr::parse_duration;
+use tabecho::size::Size;
 
 /// The longest a scrape may take (connect, then the whole answer).
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -201,11 +202,9 @@ fn render(addr: SocketAddr, before: &Page, now: &Page, seconds: f64) -> String {
         })
         .collect();
     t += &format!("  {:<12} {}\n", "closed", closes.join(", "));
-    t += &format!(
-        "  {:<12} {:>14.0} bytes buffered\n",
-        "memory",
-        total("tabecho_buffered_bytes")
-    );
+    // A gauge of whole bytes: the float holds it exactly below 2^53.
+    let buffered = Size(total("tabecho_buffered_bytes") as usize);
+    t += &format!("  {:<12} {buffered:>14} buffered\n", "memory");
     let micros = |q: f64| {
         turn_quantile(before, now, q).map_or("-".to_string(), |s| format!("{:.0} µs", s * 1e6))
     };

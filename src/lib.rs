@@ -19,6 +19,7 @@
 //!            │                             └──▶ protocol (replies)      │
 //!            │ TimerWheel (pure) ◀─ TimerKey: idle checks, lingers, ... │
 //!            │ Budget: buffer bytes held, lease from server::shared     │
+//!            │ TurnBudget (pure): a turn's work; past it, short reads   │
 //!            │ Stats, turn histogram ─▶ Snapshot (on request, Waker)    │
 //!  Prometheus┤ reactor 0, --metrics: metrics listener ─▶ HttpConn (pure)│
 //!   GET /metrics, /ready  ─▶ own snapshot + siblings' (Waker) ─▶ exposition
@@ -36,7 +37,8 @@
 //! - [`server`]: `Server` starts the reactors (`server::reactor`, the loop), hands Unix
 //!   connections over (`server::handoff`), shares the global limits (`server::shared`)
 //!   and the count per source (`server::source`, `server::source_table`);
-//!   `server::snapshot` copies a reactor's counters for other threads; `server::upgrade`
+//!   `server::snapshot` copies a reactor's counters for other threads;
+//!   `server::turn_budget` bounds one loop turn's work; `server::upgrade`
 //!   hands the listening sockets to a new process on SIGUSR2, and `server::handover`
 //!   moves every open connection to it.
 //! - [`metrics`]: the endpoint's pure parts: `metrics::http`, one HTTP connection's state

@@ -41,6 +41,8 @@ use crate::protocol;
 use crate::stream::Stream;
 use crate::timer_wheel::TimerId;
 
+use super::turn_budget::TurnBudget;
+
 /// Reads per readiness event before yielding to the other connections (fairness). With
 /// reads of at most the high-water mark (32 KiB by default) that is 128 KiB per turn; the
 /// rest is read on the next turn of the loop, from the reactor's ready list
@@ -81,8 +83,15 @@ pub struct Limits {
 /// The reactor-wide state a connection works with: one read buffer and one reply buffer
 /// for all connections, the limits, the counters, and the time of this loop turn.
 pub struct Context {
-    /// The reactor's one read buffer.
+    /// The reactor's one read buffer, whose length is the most one read takes: the whole
+    /// buffer, or [`super::turn_budget::PRESSED_READ_LEN`] bytes while the turn is pressed (swapped with
+    /// `spare_buf` until the next turn).
     pub read_buf: Box<[u8]>,
+    /// The other read buffer: the short one while reads are whole, the whole one while
+    /// they are short.
+    pub spare_buf: Box<[u8]>,
+    /// This turn's work budget.
+    pub turn: TurnBudget,
     /// The reactor's one reply buffer: the replies to one round of frames, sent with one
     /// write.
     pub replies: Vec<u8>,
@@ -101,6 +110,36 @@ pub struct Context {
     /// Microseconds since the server started: read when the poll returns, and again
     /// before the timers are judged, so the wheel and the idle checks share one clock.
     pub now_us: u64,
+}
+
+impl Context {
+    /// A new loop turn: whole reads again ([`TurnBudget::start`]).
+    #[inline]
+    pub fn start_turn(&mut self) {
+        if self.turn.pressed() {
+            std::mem::swap(&mut self.read_buf, &mut self.spare_buf);
+        }
+        self.turn.start(self.stats.frames, self.stats.bytes_in);
+    }
+
+    /// Looks at the turn's work when enough was read since the last look: the reactor
+    /// calls this before a connection's reads (one comparison when nothing is due).
+    #[inline(always)]
+    pub fn check_turn(&mut self) {
+        if self.turn.check_due(self.stats.bytes_in) {
+            self.look_at_turn();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn look_at_turn(&mut self) {
+        self.turn.check(self.stats.frames, self.stats.bytes_in);
+        if self.turn.pressed() {
+            // Short reads until the next turn.
+            std::mem::swap(&mut self.read_buf, &mut self.spare_buf);
+        }
+    }
 }
 
 /// One peer. 88 bytes when idle, and no heap memory.
@@ -345,7 +384,8 @@ impl Connection {
     }
 
     /// Reads what the socket has (at most [`READS_PER_EVENT`] reads, each at most the room
-    /// under high water), answers complete frames, and writes the replies.
+    /// under high water and the read buffer's length), answers complete frames, and writes the
+    /// replies.
     pub fn on_readable(&mut self, cx: &mut Context) -> Next {
         if self.read_paused || self.peer_eof {
             return Next::Wait;

@@ -46,6 +46,7 @@ mod snapshot;
 mod source;
 mod source_table;
 mod stats;
+mod turn_budget;
 mod upgrade;
 
 use std::io;

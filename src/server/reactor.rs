@@ -97,6 +97,7 @@ use super::signal::ServerSignals;
 use super::snapshot::Publisher;
 use super::source::Source;
 use super::stats::Stats;
+use super::turn_budget::{TurnBudget, PRESSED_READ_LEN};
 use super::upgrade::Upgrader;
 use crate::config::ServerConfig;
 use crate::size::Size;
@@ -299,6 +300,8 @@ impl Reactor {
             config,
             cx: Context {
                 read_buf: vec![0; READ_BUF_SIZE].into_boxed_slice(),
+                spare_buf: vec![0; PRESSED_READ_LEN].into_boxed_slice(),
+                turn: TurnBudget::default(),
                 replies: Vec::new(),
                 limits,
                 stats: Stats::default(),
@@ -365,6 +368,7 @@ impl Reactor {
             }
             self.cx.now_us = self.clock.now_us();
             let turn_start_us = self.cx.now_us;
+            self.cx.start_turn();
             self.new_budget_turn();
             for event in events.iter() {
                 match event.token() {
@@ -484,6 +488,7 @@ impl Reactor {
                 next = conn.on_writable(cx);
             }
             if readable && next == Next::Wait {
+                cx.check_turn();
                 next = conn.on_readable(cx);
             }
             next
@@ -495,22 +500,52 @@ impl Reactor {
         }
     }
 
-    /// Reads again the connections whose read budget ran out, in this turn's events or the
-    /// last revisit: one more budget each; what is still unread then waits for the next
-    /// turn, after a poll that does not block (the ready list makes its timeout zero).
-    /// Then serves the connections that waited for room under the budget last turn.
+    /// Reads again the connections whose read budget ran out, in this turn's events or
+    /// earlier revisits, in order: one more budget each, while the turn has work left in
+    /// its budget (`TurnBudget`; the first is always served, so every one is, in turn). What is still unread
+    /// then waits for the next turn, after a poll that does not block (the ready list
+    /// makes its timeout zero): first those this revisit did not reach, then those it
+    /// served that had more. Then serves the connections that waited for room under the
+    /// budget last turn.
     fn revisit_ready(&mut self) {
-        // Walk this list while new entries go to the spare one; both keep their buffers.
-        let mut ready = std::mem::replace(&mut self.ready, std::mem::take(&mut self.ready_spare));
-        for key in ready.drain(..) {
-            self.on_connection_event(key, true, false);
+        if !self.ready.is_empty() {
+            self.revisit_ready_list();
         }
-        self.ready_spare = ready;
         if !self.waiting_for_room.is_empty() {
             // Rare (the budget's closes spent): those still without room wait again.
             for key in std::mem::take(&mut self.waiting_for_room) {
                 self.on_connection_event(key, true, true);
             }
+        }
+    }
+
+    /// Reads connection `key` again (from the ready list): out of line, so the revisit
+    /// adds no second copy of the event path to the loop.
+    #[inline(never)]
+    fn read_again(&mut self, key: usize) {
+        self.on_connection_event(key, true, false);
+    }
+
+    /// [`Reactor::revisit_ready`]'s ready list, when it has entries.
+    #[inline(never)]
+    fn revisit_ready_list(&mut self) {
+        // Walk this list while new entries go to the spare one; both keep their buffers.
+        let mut ready = std::mem::replace(&mut self.ready, std::mem::take(&mut self.ready_spare));
+        let mut served = 0;
+        for &key in &ready {
+            if served > 0 && self.cx.turn.pressed() {
+                break;
+            }
+            served += 1;
+            self.read_again(key);
+        }
+        if served == ready.len() {
+            ready.clear();
+            self.ready_spare = ready;
+        } else {
+            ready.drain(..served);
+            ready.append(&mut self.ready);
+            self.ready_spare = std::mem::replace(&mut self.ready, ready);
         }
     }
 

@@ -31,6 +31,8 @@
 //! - [`timer_wheel`]: `TimerWheel`, a hashed wheel of tick deadlines (pure).
 //! - [`addr`], [`config`]: `ListenAddr` (tcp | unix), durations; `ServerConfig` defaults.
 //! - [`fd_limit`]: the descriptor limit raised at start (the server and the load).
+//! - [`cgroup`], [`sizing`]: the process's cgroup limits (memory, CPU quota), read at
+//!   start, and the defaults sized from them (the buffer budget, `--threads auto`).
 //! - [`stream`]: one non-blocking TCP-or-Unix stream type for the server and the load.
 //! - [`server`]: `Server` starts the reactors (`server::reactor`, the loop), hands Unix
 //!   connections over (`server::handoff`), shares the global limits (`server::shared`)
@@ -49,6 +51,7 @@
 #![deny(unsafe_code)]
 
 pub mod addr;
+pub mod cgroup;
 pub mod client;
 pub mod config;
 pub mod fd_limit;
@@ -57,6 +60,7 @@ pub mod load;
 pub mod metrics;
 pub mod protocol;
 pub mod server;
+pub mod sizing;
 pub mod stream;
 pub mod systemd;
 pub mod timer_wheel;

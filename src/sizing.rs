@@ -14,28 +14,26 @@ use crate::config::DEFAULT_MAX_BUFFER_MEMORY;
 /// lost) before the budget closes the few that hold the most.
 /// - The process's baseline: its binary and threads, each reactor's read and reply
 ///   buffers, about 112 bytes of user space per open connection, and the kernel's objects
-///   for each socket (socket, file, epoll entry: charged to the cgroup too). Measured with
-///   the budget at 128 MiB in a 200 MiB cgroup under 10,000 attacking connections and 100
-///   healthy ones, the cgroup's peak was 151 MiB: 23 MiB above the budget.
-/// - The kernel's share: on cgroup v2 the socket buffers are charged to the cgroup
-///   (`memory.stat`: `sock`). The budget already charges the kernel queues of connections
-///   whose sockets refuse replies (`ServerConfig::kernel_held_when_stalled`), the bulk of
-///   what an attack pins; the queues of the others (read soon, or waiting for room while
-///   the budget closes its largest holders) are left to this margin.
+///   for each socket (socket, file, epoll entry), which are charged to the cgroup too.
+/// - The kernel's share: cgroup v2 charges socket buffers to the same limit (`memory.stat`:
+///   `sock`). The budget charges the kernel queues of connections whose sockets refuse
+///   replies (`ServerConfig::kernel_held_when_stalled`); not those of the connections it
+///   has not read yet (new ones, and those waiting for room while it closes its largest
+///   holders), which under an attack of thousands of connections are tens of MiB.
 /// - Whatever else runs in the same cgroup (a container's shell, a sidecar).
 ///
-/// 60% leaves 40% for those: 80 MiB in a 200 MiB cgroup, over three times the baseline
-/// measured there (`cargo xtask container` checks the mixed attack in one with 1 and 2
-/// reactors). The JVM defaults its heap to 25% of the limit, and .NET to 75%: tabecho's
-/// budget is nearer the process's whole footprint than a heap is.
-pub const BUDGET_SHARE_PERCENT: u64 = 60;
+/// One share for v1 and v2 alike, sized for v2, where the sockets count: 60% left too
+/// little room under the attack mix in a 200 MiB cgroup, 40% leaves enough
+/// (BENCHMARKS.md, section 15, measured by `cargo xtask container`). The JVM sizes its
+/// heap at 25% of a container's limit by default, .NET at 75%.
+pub const BUDGET_SHARE_PERCENT: u64 = 40;
 
 /// A value sized at start, with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Choice {
     /// The value.
     pub value: usize,
-    /// Where it came from, for the start-up line: `60% of memory.max 200 MiB in
+    /// Where it came from, for the start-up line: `40% of memory.max 200 MiB in
     /// /sys/fs/cgroup/...`.
     pub from: String,
     /// What is amiss, for a warning beside it: a limit that could not be read, a value
@@ -275,12 +273,12 @@ mod tests {
     const LEAST: usize = 3 * 688_204;
 
     #[test]
-    fn a_200_mib_cgroup_gives_60_percent_and_says_where_from() {
+    fn a_200_mib_cgroup_gives_its_share_and_says_where_from() {
         let c = buffer_budget(None, &limit(200 * MIB), LEAST);
-        assert_eq!(c.value as u64, 200 * MIB * 60 / 100);
-        assert_eq!(c.from, "60% of memory.max 200 MiB in /sys/fs/cgroup/app");
+        assert_eq!(c.value as u64, 200 * MIB * BUDGET_SHARE_PERCENT / 100);
+        assert_eq!(c.value as u64, 80 * MIB);
+        assert_eq!(c.from, "40% of memory.max 200 MiB in /sys/fs/cgroup/app");
         assert_eq!(c.warning, None);
-        assert_eq!(size(c.value as u64), "120 MiB");
     }
 
     #[test]
@@ -293,20 +291,22 @@ mod tests {
 
     #[test]
     fn a_large_limit_never_raises_the_default() {
-        // 60% of 427 MiB is 256.2 MiB: more than the default, which stays.
-        let c = buffer_budget(None, &limit(427 * MIB), LEAST);
+        // 40% of 1 GiB is 409.6 MiB: more than the default, which stays.
+        let c = buffer_budget(None, &limit(1 << 30), LEAST);
         assert_eq!(c.value, DEFAULT_MAX_BUFFER_MEMORY);
         assert_eq!(
             c.from,
-            "the default; 60% of memory.max 427 MiB in /sys/fs/cgroup/app is more"
+            "the default; 40% of memory.max 1 GiB in /sys/fs/cgroup/app is more"
         );
-        // Exactly at the boundary: 60% of the limit equals the default.
-        let at = DEFAULT_MAX_BUFFER_MEMORY as u64 * 100 / 60 + 1;
+        // Exactly at the boundary (640 MiB): 40% of the limit is the default.
+        let at = 640 * MIB;
+        assert_eq!(share_of(at), DEFAULT_MAX_BUFFER_MEMORY as u64);
         assert_eq!(
             buffer_budget(None, &limit(at), LEAST).value,
             DEFAULT_MAX_BUFFER_MEMORY
         );
-        let below = buffer_budget(None, &limit(at - 2), LEAST);
+        let below = buffer_budget(None, &limit(at - 3), LEAST);
+        assert_eq!(below.value as u64, share_of(at - 3));
         assert!(below.value < DEFAULT_MAX_BUFFER_MEMORY, "{below:?}");
         assert_eq!(
             buffer_budget(None, &limit(u64::MAX), LEAST).value,
@@ -348,7 +348,7 @@ mod tests {
             ),
             "{w}"
         );
-        assert!(w.contains("the default there is 120 MiB"), "{w}");
+        assert!(w.contains("the default there is 80 MiB"), "{w}");
         let c = buffer_budget(Some(256 << 20), &Ok(None), LEAST);
         assert_eq!(c.warning, None);
         let c = buffer_budget(Some(256 << 20), &Err("why".into()), LEAST);
@@ -357,8 +357,8 @@ mod tests {
 
     #[test]
     fn a_limit_too_small_for_the_reactors_gives_their_least_with_a_warning() {
-        // 60% of 3 MiB is 1.8 MiB, under the 1.97 MiB two reactors need.
-        let c = buffer_budget(None, &limit(3 * MIB), LEAST);
+        // 40% of 4 MiB is 1.6 MiB, under the 1.97 MiB two reactors need.
+        let c = buffer_budget(None, &limit(4 * MIB), LEAST);
         assert_eq!(c.value, LEAST);
         assert!(
             c.from.starts_with("the least the reactors need"),
@@ -367,7 +367,7 @@ mod tests {
         );
         assert!(c.warning.expect("a warning").contains("raise the limit"));
         // Exactly the least: taken as it is.
-        let limit_at_least = (LEAST as u64 * 100).div_ceil(60);
+        let limit_at_least = (LEAST as u64 * 100).div_ceil(BUDGET_SHARE_PERCENT);
         let c = buffer_budget(None, &limit(limit_at_least), LEAST);
         assert_eq!((c.value, c.warning), (LEAST, None));
     }

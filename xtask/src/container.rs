@@ -13,7 +13,8 @@
 //!
 //! Printed per run: the budget the server chose and where from, the healthy load's
 //! latency and lost frames, the cgroup's peak memory (`memory.peak`, v1
-//! `memory.max_usage_in_bytes`), the peak of its sockets' memory, and its OOM kills.
+//! `memory.max_usage_in_bytes`, with the kernel objects' part of it), the peak of its
+//! sockets' memory, and its OOM kills.
 //! Sockets: cgroup v2 charges socket buffers to the same limit (`memory.stat`: `sock`,
 //! sampled every 50 ms); v1 counts them apart (`memory.kmem.tcp`, switched on by writing
 //! its limit, left at "unlimited", before the server starts), so on v1 peak + sockets is
@@ -138,6 +139,19 @@ impl Cgroup {
             "memory.max_usage_in_bytes"
         };
         self.read(file).ok()?.trim().parse().ok()
+    }
+
+    /// The peak of the kernel's objects charged to it (v1: `memory.kmem.max_usage_in_bytes`,
+    /// within the cgroup's peak); v2 keeps no peak of them (`None`).
+    fn kernel_peak(&self) -> Option<u64> {
+        if self.v2 {
+            return None;
+        }
+        self.read("memory.kmem.max_usage_in_bytes")
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// v1: the peak of its socket memory so far (`memory.kmem.tcp.max_usage_in_bytes`),
@@ -311,6 +325,7 @@ pub fn run(a: ContainerArgs) -> Outcome {
             });
         let oom_after = cgroup.oom_kills();
         let peak = cgroup.peak();
+        let kernel = cgroup.kernel_peak();
         let sockets = if cgroup.v2 {
             Some(sock_peak.load(Ordering::SeqCst))
         } else {
@@ -346,16 +361,22 @@ pub fn run(a: ContainerArgs) -> Outcome {
             println!("  {line}");
         }
         let show = |b: Option<u64>| b.map_or("-".to_string(), mib);
+        let sockets_note = if cgroup.v2 {
+            "charged to the limit".to_string()
+        } else {
+            // v1 counts the sockets apart: v2 would have charged them on top, at most
+            // the two peaks' sum.
+            format!(
+                "v1: counted apart; peak + sockets {} MiB",
+                show(peak.zip(sockets).map(|(p, s)| p + s))
+            )
+        };
         println!(
-            "  budget gauge {} MiB; cgroup peak {} MiB, sockets' peak {} MiB ({}); OOM kills {}; server exit: {exit}",
+            "  budget gauge {} MiB; cgroup peak {} MiB (kernel objects {} MiB), sockets' peak {} MiB ({sockets_note}); OOM kills {}; server exit: {exit}",
             show(gauge),
             show(peak),
+            show(kernel),
             show(sockets),
-            if cgroup.v2 {
-                "charged to the limit"
-            } else {
-                "v1: counted apart; peak + sockets is what v2 would charge at most"
-            },
             oom_after.as_ref().map_or_else(|e| e.clone(), u64::to_string),
         );
         v.check(

@@ -89,7 +89,7 @@ pub struct ServeArgs {
     /// server buffer memory exhausted`. At least (--threads + 1) times one connection's
     /// worst case (see docs/PROTOCOL.md, "Buffer memory budget"; in a container,
     /// docs/OPERATIONS.md, "Containers and memory limits"). The start-up log says what
-    /// was chosen and where from [default: 268435456, or 60% of the cgroup's memory limit
+    /// was chosen and where from [default: 268435456, or 40% of the cgroup's memory limit
     /// if less]
     #[arg(long, value_name = "BYTES")]
     max_buffer_memory: Option<usize>,

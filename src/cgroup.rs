@@ -268,8 +268,11 @@ struct Place {
 
 /// The process's memberships and the cgroup mounts, read under `root`.
 struct Tree<'a> {
+    /// The filesystem root every file is read under (`/`, or a fixture's directory).
     root: &'a Path,
+    /// The lines of `/proc/self/cgroup`.
     memberships: &'a [Membership],
+    /// The cgroup mounts of `/proc/self/mountinfo`.
     mounts: &'a [Mount],
 }
 

@@ -90,8 +90,9 @@ impl Cgroup {
         } else {
             cgroup.write("memory.limit_in_bytes", &limit.to_string())?;
             let _ = cgroup.write("memory.memsw.limit_in_bytes", &limit.to_string());
-            // v1 counts socket memory only once this is written; its value stays unlimited.
-            cgroup.write("memory.kmem.tcp.limit_in_bytes", "-1")?;
+            // v1 counts socket memory only once this is written (its value stays
+            // unlimited); without it the sockets' peak is not shown.
+            let _ = cgroup.write("memory.kmem.tcp.limit_in_bytes", "-1");
         }
         Ok(cgroup)
     }
@@ -192,13 +193,21 @@ fn key_value(text: &str, key: &str) -> Option<u64> {
     })
 }
 
-/// Removes the empty cgroups an earlier run that was killed left under `top`.
+/// Removes the cgroups left under `top` by an earlier run that was killed: those named
+/// for a process that is gone (a cgroup with a process in it is not removed anyway).
 fn remove_leftovers(top: &Path) {
     let Ok(entries) = std::fs::read_dir(top) else {
         return;
     };
     for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(PREFIX) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.split('-').next())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
             let _ = std::fs::remove_dir(entry.path());
         }
     }

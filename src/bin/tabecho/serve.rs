@@ -151,14 +151,14 @@ impl std::fmt::Display for Threads {
 }
 
 /// The values sized at start from where the server runs, to log once it listens.
-struct Sized {
+struct StartSizing {
     /// `--threads auto`'s count, when asked for.
     threads: Option<Choice>,
     /// The buffer budget, given or sized.
     budget: Choice,
 }
 
-impl Sized {
+impl StartSizing {
     /// The start-up lines: what was chosen and where from, and a warning for what is amiss.
     fn log(&self) {
         if let Some(threads) = &self.threads {
@@ -190,7 +190,7 @@ impl ServeArgs {
     /// was sized, to log. Both structs are written out field by field (no `..`), so a flag
     /// added to `ServeArgs`, or a field added to `ServerConfig`, fails to compile here
     /// until it is wired; `metrics` is not the config's, `run` serves it.
-    fn config(&self, limits: &Limits) -> (ServerConfig, Sized) {
+    fn config(&self, limits: &Limits) -> (ServerConfig, StartSizing) {
         let ServeArgs {
             listen,
             threads,
@@ -247,7 +247,7 @@ impl ServeArgs {
         config.max_buffer_memory = budget.value;
         (
             config,
-            Sized {
+            StartSizing {
                 threads: auto,
                 budget,
             },

@@ -23,7 +23,8 @@ pub const DEFAULT_MAX_FRAME: usize = 64 * 1024;
 /// waits in the kernel's socket buffer, not here. (HAProxy serves with 16 KiB buffers.)
 pub const DEFAULT_HIGH_WATER: usize = 32 * 1024;
 /// 256 MiB: the bytes all connection buffers may hold at once, about 4,000 connections at
-/// their worst under the defaults, and 1% of this 24 GiB machine.
+/// their worst under the defaults, and 1% of this 24 GiB machine. `tabecho serve` takes
+/// less in a cgroup whose memory limit is small (`sizing::buffer_budget`).
 pub const DEFAULT_MAX_BUFFER_MEMORY: usize = 256 * 1024 * 1024;
 /// SO_SNDBUF asked for every accepted TCP connection (`--sndbuf`). Linux autotunes an
 /// uncapped send buffer up to `tcp_wmem[2]` (4 MiB here): 500 peers that never read then
@@ -136,6 +137,15 @@ impl ServerConfig {
         self.send_buffer
             .checked_add(self.recv_buffer)?
             .checked_mul(2)
+    }
+
+    /// The smallest `max_buffer_memory` [`ServerConfig::validate`] accepts: one
+    /// connection's worst case for every reactor and one more. `None` on overflow, which
+    /// `validate` refuses.
+    pub fn least_buffer_memory(&self) -> Option<usize> {
+        self.threads
+            .checked_add(1)?
+            .checked_mul(self.checked_max_held_per_connection()?)
     }
 
     /// Checks every option's bounds and the options against each other, naming the flag
@@ -291,6 +301,23 @@ mod tests {
     #[test]
     fn the_defaults_are_valid() {
         defaults().validate().unwrap();
+    }
+
+    #[test]
+    fn the_least_buffer_memory_is_exactly_what_validate_accepts() {
+        for threads in [1, 2, 7] {
+            let mut config = defaults();
+            config.threads = threads;
+            let least = config.least_buffer_memory().unwrap();
+            assert_eq!(least, (threads + 1) * config.max_held_per_connection());
+            config.max_buffer_memory = least;
+            config.validate().unwrap();
+            config.max_buffer_memory = least - 1;
+            assert!(config.validate().is_err());
+        }
+        let mut config = defaults();
+        config.threads = usize::MAX;
+        assert_eq!(config.least_buffer_memory(), None);
     }
 
     #[test]

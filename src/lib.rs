@@ -33,6 +33,8 @@
 //! - [`addr`], [`config`]: `ListenAddr` (tcp | unix), durations; `ServerConfig` defaults.
 //! - [`size`]: sizes as people write them (`64K`, `256MiB`), parsed and printed.
 //! - [`fd_limit`]: the descriptor limit raised at start (the server and the load).
+//! - [`cgroup`], [`sizing`]: the process's cgroup limits (memory, CPU quota), read at
+//!   start, and the defaults sized from them (the buffer budget, `--threads auto`).
 //! - [`stream`]: one non-blocking TCP-or-Unix stream type for the server and the load.
 //! - [`server`]: `Server` starts the reactors (`server::reactor`, the loop), hands Unix
 //!   connections over (`server::handoff`), shares the global limits (`server::shared`)
@@ -52,6 +54,7 @@
 #![deny(unsafe_code)]
 
 pub mod addr;
+pub mod cgroup;
 pub mod client;
 pub mod config;
 pub mod fd_limit;
@@ -61,6 +64,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod size;
+pub mod sizing;
 pub mod stream;
 pub mod systemd;
 pub mod timer_wheel;

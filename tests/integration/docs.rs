@@ -403,3 +403,54 @@ fn every_key_of_the_summary_json_is_in_the_protocol_doc() {
         "keys of `serve --summary-json` missing from PROTOCOL.md's --summary-json entry: {missing:?}"
     );
 }
+
+/// The buffer budget's share of a cgroup's memory limit is one number, the code's
+/// (`sizing::BUDGET_SHARE_PERCENT`), wherever `serve --help`, the docs and the unit say it:
+/// every "N% of the (cgroup's) memory limit", "N% of memory.max", "N% of the limit".
+#[test]
+fn the_budgets_share_of_a_cgroup_limit_is_the_codes_everywhere() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tabecho"))
+        .args(["serve", "--help"])
+        .output()
+        .expect("run tabecho serve --help");
+    let help = String::from_utf8(out.stdout).expect("UTF-8 help");
+    let share = tabecho::sizing::BUDGET_SHARE_PERCENT.to_string();
+    let texts = [
+        ("serve --help", help),
+        ("README.md", read("README.md")),
+        ("docs/PROTOCOL.md", read("docs/PROTOCOL.md")),
+        ("docs/OPERATIONS.md", read("docs/OPERATIONS.md")),
+        ("deploy/tabecho.service", read("deploy/tabecho.service")),
+    ];
+    let of_a_limit = [
+        "the cgroup's memory limit",
+        "the memory limit",
+        "memory.max",
+        "the limit",
+        "it when",
+    ];
+    for (name, text) in texts {
+        let text = squeeze(&text.replace("\n#", " "));
+        let mut said = Vec::new();
+        for (at, _) in text.match_indices("% of ") {
+            let after = &text[at + 5..];
+            if !of_a_limit.iter().any(|p| after.starts_with(p)) {
+                continue;
+            }
+            let number: String = text[..at]
+                .chars()
+                .rev()
+                .take_while(char::is_ascii_digit)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            said.push(number);
+        }
+        assert!(!said.is_empty(), "{name} does not say the budget's share");
+        assert!(
+            said.iter().all(|n| *n == share),
+            "{name} says {said:?}% of a limit; the code takes {share}%"
+        );
+    }
+}

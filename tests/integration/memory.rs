@@ -303,3 +303,45 @@ fn budget_below_two_connections_worst_case_is_refused() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("--max-buffer-memory"), "{stderr}");
 }
+
+/// The start-up log names the budget and where it came from; a budget given is used as
+/// given, cgroup or not.
+#[test]
+fn a_budget_given_is_used_as_given_and_logged() {
+    let mut server =
+        ServerProcess::spawn(&["--listen", "127.0.0.1:0", "--max-buffer-memory", "10000000"]);
+    let line = server.wait_for_line(|l| l.contains("buffer memory budget"));
+    assert!(
+        line.ends_with("buffer memory budget 9.5 MiB (--max-buffer-memory)"),
+        "{line}"
+    );
+}
+
+/// Not given, the budget is sized from the memory limit of the cgroup the server runs in
+/// (this test's): the plain default outside any limit. The log line and the metrics gauge
+/// say the same value. (`cargo xtask container` runs the server in a 200 MiB cgroup.)
+#[test]
+fn the_default_budget_is_sized_from_the_cgroup_and_logged() {
+    use tabecho::sizing;
+    let mut config = tabecho::config::ServerConfig::new("127.0.0.1:0".parse().unwrap());
+    config.threads = test_threads();
+    let limits = tabecho::cgroup::Limits::of_this_process();
+    let want = sizing::buffer_budget(None, &limits.memory, config.least_buffer_memory().unwrap());
+    let mut server = ServerProcess::spawn(&["--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]);
+    let line = server.wait_for_line(|l| l.contains("buffer memory budget"));
+    let logged = format!(
+        "buffer memory budget {} ({})",
+        sizing::size(want.value as u64),
+        want.from
+    );
+    assert!(
+        line.ends_with(&logged),
+        "{line:?} does not end with {logged:?}"
+    );
+    let (_, page) = http_get(server.metrics_addr(), "/metrics");
+    let gauge = format!(
+        "tabecho_max_buffer_memory_bytes{{reactor=\"0\"}} {}",
+        want.value
+    );
+    assert!(page.lines().any(|l| l == gauge), "{gauge} not in {page}");
+}

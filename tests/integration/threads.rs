@@ -150,3 +150,20 @@ fn shutdown_drains_every_reactor() {
     assert_eq!(stats.frames, 80);
     assert_eq!(stats.closed_shutdown + stats.closed_eof, 40);
 }
+
+/// `--threads auto` counts the CPUs in the affinity mask (here one, set by taskset before
+/// the server starts), never more than the cgroup's CPU quota, and says so at start.
+#[test]
+fn threads_auto_counts_the_affinity_mask_and_says_so() {
+    let mut server = ServerProcess::spawn_with_shell_prefix(
+        "taskset -p -c 0 $$ >/dev/null &&",
+        &["--listen", "127.0.0.1:0", "--threads", "auto"],
+    );
+    let line = server.wait_for_line(|l| l.contains("--threads auto"));
+    assert!(
+        line.contains("] 1 reactor (--threads auto: 1 CPU in the affinity mask"),
+        "{line}"
+    );
+    let mut c = connect(server.tcp());
+    round_trip(&mut c, b"one reactor");
+}

@@ -124,7 +124,7 @@ fn tcp_pages() -> i64 {
 }
 
 /// A process killed on drop.
-struct Guard(Child);
+pub(crate) struct Guard(pub(crate) Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -163,6 +163,62 @@ fn attacker(bin: &Path, addr: &str, args: &[&str], out: &Path) -> std::io::Resul
         .stderr(Stdio::null())
         .spawn()
         .map(Guard)
+}
+
+/// The mix against `addr`: 5,000 partial-frame holders and 5,000 flooders, each an
+/// [`attacker`], their reports to `partial` and `flood`.
+pub(crate) fn mix(
+    bin: &Path,
+    addr: &str,
+    partial: &Path,
+    flood: &Path,
+) -> std::io::Result<Vec<Guard>> {
+    let partial = attacker(
+        bin,
+        addr,
+        &[
+            "-c",
+            "5000",
+            "--connect-rate",
+            "5000",
+            "--faults",
+            "partial",
+        ],
+        partial,
+    )?;
+    let flood = attacker(
+        bin,
+        addr,
+        &["-c", "5000", "--connect-rate", "5000", "--faults", "flood"],
+        flood,
+    )?;
+    Ok(vec![partial, flood])
+}
+
+/// The healthy load against `addr`: 100 connections at pipeline 16, 100,000 frames/s for
+/// 20 s, its `--json` report on stdout.
+pub(crate) fn healthy(bin: &Path, addr: &str) -> std::io::Result<Child> {
+    Command::new(bin)
+        .args([
+            "load", "--addr", addr, "-c", "100", "-p", "16", "--rate", "100000",
+        ])
+        .args(["-d", "20s", "--json"])
+        .stderr(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+}
+
+/// What the partial holders of a mix met, from their report: one line.
+pub(crate) fn partial_outcome(report: &Path) -> Option<String> {
+    let p = std::fs::read_to_string(report)
+        .map_err(|e| e.to_string())
+        .and_then(|t| report::parse(&t))
+        .ok()?;
+    let (_, c) = p.faults.iter().find(|(k, _)| k.name() == "partial")?;
+    Some(format!(
+        "partial holders: {} held, {} closed with the budget's error line, {} closed without it",
+        c.cut_short, c.evicted, c.unexpected
+    ))
 }
 
 pub fn run(a: AttackArgs) -> Outcome {
@@ -228,15 +284,7 @@ pub fn run(a: AttackArgs) -> Outcome {
                     }
                 })
             };
-            let healthy = Command::new(&bin)
-                .args([
-                    "load", "--addr", &addr, "-c", "100", "-p", "16", "--rate", "100000",
-                ])
-                .args(["-d", "20s", "--json"])
-                .stderr(Stdio::null())
-                .stdout(Stdio::piped())
-                .spawn();
-            let Ok(healthy) = healthy else {
+            let Ok(healthy) = healthy(&bin, &addr) else {
                 return Outcome::CannotRun("cannot start the healthy load".into());
             };
             std::thread::sleep(Duration::from_secs(3));
@@ -250,29 +298,8 @@ pub fn run(a: AttackArgs) -> Outcome {
                     &file("flood"),
                 )
                 .map(|g| attackers.push(g)),
-                "mix" => attacker(
-                    &bin,
-                    &addr,
-                    &[
-                        "-c",
-                        "5000",
-                        "--connect-rate",
-                        "5000",
-                        "--faults",
-                        "partial",
-                    ],
-                    &file("partial"),
-                )
-                .map(|g| attackers.push(g))
-                .and_then(|()| {
-                    attacker(
-                        &bin,
-                        &addr,
-                        &["-c", "5000", "--connect-rate", "5000", "--faults", "flood"],
-                        &file("flood"),
-                    )
-                    .map(|g| attackers.push(g))
-                }),
+                "mix" => mix(&bin, &addr, &file("partial"), &file("flood"))
+                    .map(|guards| attackers.extend(guards)),
                 _ => Ok(()),
             };
             if let Err(e) = started {
@@ -327,16 +354,8 @@ pub fn run(a: AttackArgs) -> Outcome {
                 }
             }
             if scenario == "mix" {
-                let partial = std::fs::read_to_string(file("partial"))
-                    .map_err(|e| e.to_string())
-                    .and_then(|t| report::parse(&t));
-                if let Ok(p) = partial {
-                    if let Some((_, c)) = p.faults.iter().find(|(k, _)| k.name() == "partial") {
-                        println!(
-                            "          partial holders: {} held, {} closed with the budget's error line, {} closed without it",
-                            c.cut_short, c.evicted, c.unexpected
-                        );
-                    }
+                if let Some(line) = partial_outcome(&file("partial")) {
+                    println!("          {line}");
                 }
             }
             let tabecho = server != "tokio";

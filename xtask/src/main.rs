@@ -10,6 +10,7 @@ mod attack;
 mod c100k;
 mod callgrind;
 mod cluster;
+mod container;
 mod echo_server;
 mod handover_time;
 mod haproxy;
@@ -66,6 +67,8 @@ enum Check {
     C100k(c100k::C100kArgs),
     /// Healthy clients' latency and the kernel's memory under flooders and partial frames
     Attack(attack::AttackArgs),
+    /// tabecho at its defaults in a 200 MiB memory cgroup under the attack mix, 1 and 2 reactors: no OOM kill, nothing lost
+    Container(container::ContainerArgs),
     /// One source tries to take every slot; --max-connections-per-source holds, another source loses nothing
     PerSource(per_source::PerSourceArgs),
     /// The Debian package (cargo-deb); --check: lintian, install it, try it, purge it, nothing left
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
         Check::HaproxyBench(args) => haproxy_bench::run(args),
         Check::C100k(args) => c100k::run(args),
         Check::Attack(args) => attack::run(args),
+        Check::Container(args) => container::run(args),
         Check::PerSource(args) => per_source::run(args),
         Check::Package(args) => package::run(args),
     };

@@ -9,9 +9,11 @@ use std::os::fd::OwnedFd;
 use std::process::ExitCode;
 
 use tabecho::addr::{DurationArg, ListenAddr};
+use tabecho::cgroup::Limits;
 use tabecho::config::{self, parse_connection_bytes, ServerConfig};
 use tabecho::server::{Relaunch, Server, Stats, HANDOVER_NAME, METRICS_NAME, UPGRADED_FROM_ENV};
 use tabecho::size::Size;
+use tabecho::sizing::{self, Choice};
 use tabecho::systemd;
 
 /// Flags of `tabecho serve`.
@@ -48,10 +50,11 @@ pub struct ServeArgs {
     #[arg(long)]
     listen: Option<ListenAddr>,
     /// Reactors (threads), each with its own poll, connections and timers: a number, or
-    /// `auto` for the cores this process may use.
-    #[arg(long, value_name = "N|auto", default_value_t = config::DEFAULT_THREADS,
+    /// `auto` for the CPUs this process may use (its affinity mask, and no more than its
+    /// cgroup's CPU quota in whole CPUs, rounded down, at least 1).
+    #[arg(long, value_name = "N|auto", default_value_t = Threads::Count(config::DEFAULT_THREADS),
           value_parser = parse_threads)]
-    threads: usize,
+    threads: Threads,
     /// Set SO_REUSEPORT on the TCP listener, so that several `tabecho serve --reuseport`
     /// processes share one port (the kernel spreads connections over them).
     #[arg(long)]
@@ -88,9 +91,12 @@ pub struct ServeArgs {
     /// input, pending replies, and the kernel queues of connections whose sockets refuse
     /// replies); at the budget the connections holding the most are closed with `error:
     /// server buffer memory exhausted`. At least (--threads + 1) times one connection's
-    /// worst case (see docs/PROTOCOL.md, "Buffer memory budget").
-    #[arg(long, value_name = "SIZE", default_value_t = Size(config::DEFAULT_MAX_BUFFER_MEMORY))]
-    max_buffer_memory: Size,
+    /// worst case (see docs/PROTOCOL.md, "Buffer memory budget"; in a container,
+    /// docs/OPERATIONS.md, "Containers and memory limits"). The start-up log says what
+    /// was chosen and where from [default: 256MiB, or 40% of the cgroup's memory limit
+    /// if less]
+    #[arg(long, value_name = "SIZE")]
+    max_buffer_memory: Option<Size>,
     /// SO_SNDBUF of every accepted TCP connection (at most 1GiB; the kernel doubles it):
     /// what one peer that does not read can pin in the kernel's send queue. 0: the
     /// kernel's autotuning, up to net.ipv4.tcp_wmem's maximum (see docs/PROTOCOL.md,
@@ -130,11 +136,65 @@ pub struct ServeArgs {
     summary_json: Option<std::path::PathBuf>,
 }
 
+/// `--threads`: a number of reactors, or `auto`, sized at start ([`sizing::reactors`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Threads {
+    /// This many.
+    Count(usize),
+    /// The CPUs this process may use, within its cgroup's CPU quota.
+    Auto,
+}
+
+impl std::fmt::Display for Threads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Threads::Count(n) => write!(f, "{n}"),
+            Threads::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+/// The values sized at start from where the server runs, to log once it listens.
+struct StartSizing {
+    /// `--threads auto`'s count, when asked for.
+    threads: Option<Choice>,
+    /// The buffer budget, given or sized.
+    budget: Choice,
+}
+
+impl StartSizing {
+    /// The start-up lines: what was chosen and where from, and a warning for what is amiss.
+    fn log(&self) {
+        if let Some(threads) = &self.threads {
+            let n = threads.value;
+            info!(
+                "{n} reactor{} ({})",
+                if n == 1 { "" } else { "s" },
+                threads.from
+            );
+            if let Some(w) = &threads.warning {
+                warn!("{w}");
+            }
+        }
+        let budget = &self.budget;
+        info!(
+            "buffer memory budget {} ({})",
+            sizing::size(budget.value as u64),
+            budget.from
+        );
+        if let Some(w) = &budget.warning {
+            warn!("{w}");
+        }
+    }
+}
+
 impl ServeArgs {
-    /// The server's configuration. Both structs are written out field by field (no `..`),
-    /// so a flag added to `ServeArgs`, or a field added to `ServerConfig`, fails to compile
-    /// here until it is wired; `metrics` is not the config's, `run` serves it.
-    fn config(&self) -> ServerConfig {
+    /// The server's configuration, with `--threads auto` and the buffer budget's default
+    /// sized from `limits` (this process's cgroup's) and the CPUs it may use; and what
+    /// was sized, to log. Both structs are written out field by field (no `..`), so a flag
+    /// added to `ServeArgs`, or a field added to `ServerConfig`, fails to compile here
+    /// until it is wired; `metrics` is not the config's, `run` serves it.
+    fn config(&self, limits: &Limits) -> (ServerConfig, StartSizing) {
         let ServeArgs {
             listen,
             threads,
@@ -160,9 +220,17 @@ impl ServeArgs {
                 .parse()
                 .expect("the default address parses")
         });
-        ServerConfig {
+        let (threads, auto) = match *threads {
+            Threads::Count(n) => (n, None),
+            Threads::Auto => {
+                let (cpus, from) = sizing::cpus_allowed();
+                let auto = sizing::reactors(cpus, from, &limits.cpu);
+                (auto.value, Some(auto))
+            }
+        };
+        let mut config = ServerConfig {
             listen,
-            threads: *threads,
+            threads,
             reuse_port: *reuseport,
             idle_timeout: idle_timeout.0,
             max_frame: max_frame.0,
@@ -170,13 +238,24 @@ impl ServeArgs {
             max_connections_per_source: *max_connections_per_source,
             source_prefix_v6: *source_prefix_v6,
             high_water: high_water.0,
-            max_buffer_memory: max_buffer_memory.0,
+            // Sized below, once the reactors are known.
+            max_buffer_memory: config::DEFAULT_MAX_BUFFER_MEMORY,
             stats_interval: stats_interval.map(Into::into),
             shutdown_grace: shutdown_grace.0,
             linger: linger.0,
             send_buffer: sndbuf.0,
             recv_buffer: rcvbuf.0,
-        }
+        };
+        let least = config.least_buffer_memory().unwrap_or(0);
+        let budget = sizing::buffer_budget(max_buffer_memory.map(|s| s.0), &limits.memory, least);
+        config.max_buffer_memory = budget.value;
+        (
+            config,
+            StartSizing {
+                threads: auto,
+                budget,
+            },
+        )
     }
 }
 
@@ -191,7 +270,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
     };
     // Resolved now: on Linux a file later replaced at this path is what an upgrade starts.
     let relaunch = relaunch();
-    let config = args.config();
+    let (config, sized) = args.config(&Limits::of_this_process());
     if let Err(e) = config.validate() {
         error!("{e}");
         return ExitCode::from(2);
@@ -199,6 +278,8 @@ pub fn run(args: ServeArgs) -> ExitCode {
     let Some((mut server, upgraded_from, passed)) = bind(args.listen.is_none(), config) else {
         return ExitCode::from(1);
     };
+    // Once bound: a server that cannot start says only why.
+    sized.log();
     // Served by reactor 0's own loop: it lives exactly as long as the server. An upgrade
     // hands the very listener over, so the new process never needs the port free.
     let mut metrics = None;
@@ -305,14 +386,14 @@ fn write_summary(path: &std::path::Path, stats: &Stats) {
     }
 }
 
-/// `--threads`: a number from 1, or `auto` (the cores available to this process).
-fn parse_threads(s: &str) -> Result<usize, String> {
+/// `--threads`: a number from 1, or `auto` (sized at start: [`sizing::reactors`]).
+fn parse_threads(s: &str) -> Result<Threads, String> {
     if s == "auto" {
-        return Ok(std::thread::available_parallelism().map_or(1, |n| n.get()));
+        return Ok(Threads::Auto);
     }
     match s.parse::<usize>() {
         Ok(0) | Err(_) => Err(format!("{s}: a number of reactors from 1, or auto")),
-        Ok(n) => Ok(n),
+        Ok(n) => Ok(Threads::Count(n)),
     }
 }
 

@@ -4,12 +4,13 @@
 //!   run(&LoadOptions)
 //!     ├─ raise RLIMIT_NOFILE to the hard limit
 //!     ├─ Plan (plan.rs): the timeline and shape, shared read-only by the workers
-//!     ├─ worker thread × T  (worker.rs: one mio Poll each, C/T connections; owns the loop)
+//!     ├─ worker thread × T  (worker.rs: one mio Poll each, C/T connections; owns the loop,
+//!     │     │                lends each connection its Ctx: counters, read buffer, registry)
 //!     │     ├─ Session × C/T  (session.rs: one connection: send frames, check replies)
 //!     │     │     └─ ReplyChecker (verify.rs) ← PayloadSource (payload.rs)
 //!     │     ├─ FaultSession  (fault/: --faults; misbehave, check the outcome, reconnect)
 //!     │     ├─ Churn  (churn.rs: --churn; connect, one frame, its reply, close)
-//!     │     └─ both connect through conn.rs (non-blocking connect, the worker's Ctx)
+//!     │     └─ each one's socket is a LoadConn (conn.rs: connect, write, read, close)
 //!     ├─ progress line each second (stderr, when asked)
 //!     └─ merge WorkerStats (stats.rs) → LoadReport (report.rs prints it)
 //! ```
@@ -32,6 +33,7 @@
 
 mod churn;
 mod conn;
+mod ctx;
 mod fault;
 mod payload;
 mod plan;
@@ -188,7 +190,6 @@ pub fn run(options: &LoadOptions) -> io::Result<LoadReport> {
     let fd_limit = crate::fd_limit::raise().unwrap_or(0);
     // At least one worker, which may have only churn to do.
     let threads = options.threads.min(options.connections.max(1));
-    let source = PayloadSource::new(options.size);
     let start = Instant::now();
     let plan = Arc::new(Plan::new(options, start));
     let healthy = options.connections as u64 - plan.faults.faulty;
@@ -208,7 +209,6 @@ pub fn run(options: &LoadOptions) -> io::Result<LoadReport> {
             churn_rate: options.churn.map(|r| r / threads as f64),
             // Far from the sessions' ids (which seed their payloads too).
             churn_id: (1 << 63) | ((w as u64) << 40),
-            source: source.clone(),
             plan: Arc::clone(&plan),
         };
         first_id += count;

@@ -1,5 +1,5 @@
-//! Plan: the run's timeline and shape, computed once from the options and shared by
-//! every worker and session (read-only while the run goes).
+//! Plan: the run's timeline, shape and payloads, computed once from the options and
+//! shared by every worker and connection (read-only while the run goes).
 //!
 //! # Invariants
 //! - `start <= measure_start <= send_end <= drain_end` always.
@@ -7,11 +7,12 @@
 use std::time::{Duration, Instant};
 
 use crate::addr::ListenAddr;
-use crate::load::fault::{FaultKind, FaultPlan};
+use crate::load::fault::{FaultKind, FaultPlan, NOREAD_FRAME};
+use crate::load::payload::PayloadSource;
 use crate::load::LoadOptions;
 use crate::protocol::REPLY_PREFIX;
 
-/// The run's timeline and shape, shared by all workers.
+/// The run's timeline, shape and payloads, shared by all workers.
 #[derive(Debug)]
 pub struct Plan {
     /// The server.
@@ -44,6 +45,12 @@ pub struct Plan {
     pub start: Instant,
     /// Which connections misbehave, how, and what they assume of the server.
     pub faults: FaultPlan,
+    /// The payloads of the healthy frames, of the churn frames and of most faults'.
+    pub payloads: PayloadSource,
+    /// The payloads of `noread`'s larger frames.
+    pub noread_payloads: PayloadSource,
+    /// The payloads of `flood`'s frames: empty.
+    pub flood_payloads: PayloadSource,
 }
 
 impl Plan {
@@ -72,6 +79,9 @@ impl Plan {
             connect_timeout: options.connect_timeout,
             start,
             faults: fault_plan(options),
+            payloads: PayloadSource::new(options.size),
+            noread_payloads: PayloadSource::new(NOREAD_FRAME.min(options.max_frame)),
+            flood_payloads: PayloadSource::new(0),
         }
     }
 

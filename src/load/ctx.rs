@@ -37,7 +37,7 @@ impl<'a> Ctx<'a> {
     /// A worker's fresh context, registering on `registry`.
     pub fn new(plan: &'a Plan, registry: Registry) -> Self {
         Ctx {
-            stats: WorkerStats::new(),
+            stats: WorkerStats::new(plan.window(), plan.interval, plan.live),
             read_buf: vec![0u8; READ_BUF].into_boxed_slice(),
             plan,
             registry,

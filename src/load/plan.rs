@@ -39,6 +39,10 @@ pub struct Plan {
     pub send_end: Instant,
     /// When the drain gives up.
     pub drain_end: Instant,
+    /// The width of the intervals the measured window is cut into.
+    pub interval: Duration,
+    /// Whether the workers publish reply latencies for the live line.
+    pub live: bool,
     /// The longest a connect may take.
     pub connect_timeout: Duration,
     /// When the workers started.
@@ -76,6 +80,8 @@ impl Plan {
             measure_start,
             send_end,
             drain_end: send_end + drain,
+            interval: options.interval,
+            live: options.progress,
             connect_timeout: options.connect_timeout,
             start,
             faults: fault_plan(options),
@@ -93,6 +99,16 @@ impl Plan {
     /// Whether a frame scheduled at `stamp` counts in the measured window.
     pub fn measured(&self, stamp: Instant) -> bool {
         stamp >= self.measure_start && stamp < self.send_end
+    }
+
+    /// The measured window's length.
+    pub fn window(&self) -> Duration {
+        self.send_end - self.measure_start
+    }
+
+    /// How far into the measured window `at` is (zero before it).
+    pub fn offset(&self, at: Instant) -> Duration {
+        at.saturating_duration_since(self.measure_start)
     }
 }
 

@@ -19,6 +19,7 @@ use mio::Token;
 
 use crate::load::conn::{describe, ConnectError, Ended, LoadConn};
 use crate::load::ctx::Ctx;
+use crate::load::histogram::MAX_MICROS;
 use crate::load::plan::Plan;
 use crate::load::stats::WorkerStats;
 use crate::load::verify::{ReplyChecker, Verdict};
@@ -154,6 +155,21 @@ impl Session {
         (due < plan.send_end).then_some(due)
     }
 
+    /// The earliest scheduled send time of a frame this session has yet to settle: its
+    /// oldest frame in flight's, else (open loop) its next frame's due time. `None`: any
+    /// frame it sends from now on is stamped `now` or later (closed loop, or closed).
+    pub fn earliest_unsettled(&self) -> Option<Instant> {
+        if let Some(&oldest) = self.checker.oldest() {
+            return Some(oldest);
+        }
+        match self.state() {
+            State::Open(_) => self
+                .schedule
+                .map(|schedule| schedule.due(self.checker.next_seq())),
+            State::Connecting(_) | State::Closed => None,
+        }
+    }
+
     /// Handles a readiness event.
     pub fn on_event(&mut self, readable: bool, writable: bool, now: Instant, ctx: &mut Ctx) {
         match self.state() {
@@ -234,8 +250,9 @@ impl Session {
             ..
         } = ctx;
         let checker = &mut self.checker;
+        let arrival = Arrival::new(now, plan);
         let read = conn.read(read_buf, |bytes| {
-            match checker.feed(bytes, &mut |v| settle(v, now, plan, stats, in_flight)) {
+            match checker.feed(bytes, &mut |v| settle(v, arrival, plan, stats, in_flight)) {
                 Ok(()) => ControlFlow::Continue(()),
                 Err(desync) => ControlFlow::Break(desync),
             }
@@ -321,8 +338,9 @@ impl Session {
             in_flight,
             ..
         } = ctx;
+        let arrival = Arrival::new(now, plan);
         self.checker
-            .give_up(&mut |v| settle(v, now, plan, stats, in_flight));
+            .give_up(&mut |v| settle(v, arrival, plan, stats, in_flight));
     }
 
     /// Closes the socket (end of run); frames in flight must have been settled.
@@ -340,10 +358,38 @@ impl Session {
     }
 }
 
-/// Counts one verdict of a session's checker.
+/// When verdicts come: the instant, and how far into the measured window it is (taken
+/// once per read, not per frame: the offset of a frame's stamp is then one subtraction).
+#[derive(Debug, Clone, Copy)]
+struct Arrival {
+    /// The instant of the read (or of the give-up).
+    now: Instant,
+    /// `now`, as an offset into the measured window.
+    into_window: Duration,
+}
+
+impl Arrival {
+    fn new(now: Instant, plan: &Plan) -> Self {
+        Arrival {
+            now,
+            into_window: plan.offset(now),
+        }
+    }
+
+    /// How long ago `stamp` was, and its offset into the measured window (`stamp` is not
+    /// after `now`: a frame is stamped when, or after, it was due; in the window: not
+    /// before its start).
+    fn since(&self, stamp: Instant) -> (Duration, Duration) {
+        let ago = self.now.saturating_duration_since(stamp);
+        (ago, self.into_window.saturating_sub(ago))
+    }
+}
+
+/// Counts one verdict of a session's checker: in the totals, and, for a frame scheduled in
+/// the measured window, in its interval.
 fn settle(
     v: Verdict<Instant>,
-    now: Instant,
+    at: Arrival,
     plan: &Plan,
     stats: &mut WorkerStats,
     in_flight: &mut u64,
@@ -352,20 +398,34 @@ fn settle(
         Verdict::Answered(stamp) => {
             stats.frames_answered += 1;
             *in_flight -= 1;
-            if plan.measured(stamp) {
-                stats.measured_replies += 1;
-                stats.measured_rx_bytes += plan.reply_len as u64;
-                stats.record_latency(now.saturating_duration_since(stamp).as_micros() as u64);
+            let measured = plan.measured(stamp);
+            if measured || stats.live.is_some() {
+                let (latency, offset) = at.since(stamp);
+                let micros = latency.as_micros() as u64;
+                if let Some(live) = stats.live.as_mut() {
+                    live.saturating_record(micros.clamp(1, MAX_MICROS));
+                }
+                if measured {
+                    stats.measured_replies += 1;
+                    stats.measured_rx_bytes += plan.reply_len as u64;
+                    stats.intervals.answered(offset, micros);
+                }
             }
         }
-        Verdict::Corrupt(_) => {
+        Verdict::Corrupt(stamp) => {
             stats.frames_corrupt += 1;
             *in_flight -= 1;
             stats.error("corrupt reply");
+            if plan.measured(stamp) {
+                stats.intervals.corrupt(at.since(stamp).1);
+            }
         }
-        Verdict::Lost(_) => {
+        Verdict::Lost(stamp) => {
             stats.frames_lost += 1;
             *in_flight -= 1;
+            if plan.measured(stamp) {
+                stats.intervals.lost(at.since(stamp).1);
+            }
         }
         Verdict::ErrorReply(line) => {
             stats.error_replies += 1;

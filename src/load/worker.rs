@@ -5,7 +5,8 @@
 //!    churn connections that are due in what is left of it;
 //! 2. [`Worker::expire`]: connects, and churn exchanges, past their deadline fail;
 //! 3. [`Worker::fire_timers`]: paced frames and faulty sessions' timers that came due;
-//! 4. publish progress, and stop when [`Worker::is_over`];
+//! 4. [`Worker::end_intervals`]: sample the intervals that ended, close those no frame can
+//!    reach any more; [`Worker::publish`] for the live line; stop when [`Worker::is_over`];
 //! 5. poll, with the timeout of [`Worker::next_wake`];
 //! 6. [`Worker::dispatch`] each event to its connection.
 //!
@@ -46,9 +47,14 @@ const CONNECTS_PER_TURN: usize = 256;
 const EVENTS_CAPACITY: usize = 1024;
 /// Delay before retrying a Unix connect refused with EAGAIN (backlog full).
 const UNIX_RETRY: Duration = Duration::from_millis(10);
-/// The longest poll: the worker wakes at least this often, so the progress counters it
-/// publishes stay fresh.
+/// The longest poll: a worker wakes at least this often.
 const MAX_SLEEP: Duration = Duration::from_secs(1);
+/// How often a worker hands its reply latencies to the live line (and so its longest
+/// poll with one): the line shows each second's, so a tenth of one late at most.
+const LIVE_EVERY: Duration = Duration::from_millis(100);
+/// The least time between two looks for intervals to close (each looks at every healthy
+/// session): intervals shorter than this close a few at a time.
+const CLOSE_EVERY: Duration = Duration::from_millis(100);
 
 /// One worker's share of the run.
 pub struct WorkerConfig {
@@ -105,6 +111,12 @@ struct Worker<'a> {
     interval: Option<Duration>,
     /// Whether the stop at a resource limit was logged (once per worker).
     limit_logged: bool,
+    /// Whether the measured window has begun (its intervals know the errors before it).
+    window_begun: bool,
+    /// When the worker last looked for intervals to close.
+    closed_at: Instant,
+    /// When the worker last handed its latencies to the live line.
+    published_at: Instant,
 }
 
 impl<'a> Worker<'a> {
@@ -136,6 +148,9 @@ impl<'a> Worker<'a> {
                 .rate_per_connection
                 .map(|r| Duration::from_secs_f64(1.0 / r)),
             limit_logged: false,
+            window_begun: false,
+            closed_at: plan.start,
+            published_at: plan.start,
         })
     }
 
@@ -146,7 +161,8 @@ impl<'a> Worker<'a> {
             let batch_full = self.open_due(now);
             self.expire(now);
             self.fire_timers(now);
-            publish(progress, &self.ctx.stats, self.ctx.open);
+            self.end_intervals(now);
+            self.publish(progress, now);
             if self.is_over(now) {
                 return Ok(());
             }
@@ -276,6 +292,84 @@ impl<'a> Worker<'a> {
         }
     }
 
+    /// Samples the intervals whose end has come (errors counted, connections open), and
+    /// closes those no frame still to settle was scheduled in.
+    fn end_intervals(&mut self, now: Instant) {
+        let plan = self.ctx.plan;
+        if now < plan.measure_start {
+            return;
+        }
+        let errors = || self.ctx.stats.errors.values().sum::<u64>();
+        if !self.window_begun {
+            self.window_begun = true;
+            let errors = errors();
+            self.ctx.stats.intervals.begin(errors);
+        }
+        let elapsed = plan.offset(now);
+        if self
+            .ctx
+            .stats
+            .intervals
+            .next_end()
+            .is_none_or(|end| elapsed < end)
+        {
+            return;
+        }
+        let errors = errors();
+        let open = self.ctx.open;
+        self.ctx.stats.intervals.end_through(elapsed, errors, open);
+        if now >= self.closed_at + CLOSE_EVERY {
+            self.closed_at = now;
+            let low = self
+                .slots
+                .iter()
+                .filter_map(|slot| match slot {
+                    Slot::Healthy(session) => session.earliest_unsettled(),
+                    Slot::Faulty(_) => None,
+                })
+                .fold(now, Instant::min);
+            self.ctx.stats.intervals.close_before(plan.offset(low));
+        }
+    }
+
+    /// Stores this worker's counters for the live line, and hands it the latencies of the
+    /// replies since the last time (a few times a second); nothing without a live line.
+    fn publish(&mut self, progress: &Progress, now: Instant) {
+        let stats = &mut self.ctx.stats;
+        let Some(latency) = stats.live.as_mut() else {
+            return;
+        };
+        progress.open.store(self.ctx.open, Ordering::Relaxed);
+        progress
+            .answered
+            .store(stats.frames_answered, Ordering::Relaxed);
+        progress.lost.store(stats.frames_lost, Ordering::Relaxed);
+        progress
+            .corrupt
+            .store(stats.frames_corrupt, Ordering::Relaxed);
+        if now < self.published_at + LIVE_EVERY {
+            return;
+        }
+        self.published_at = now;
+        progress
+            .errors
+            .store(stats.errors.values().sum(), Ordering::Relaxed);
+        if latency.is_empty() {
+            return;
+        }
+        // The lock is the live line's only other user, once a second.
+        let mut shared = progress
+            .latency
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match shared.as_mut() {
+            // Same bounds on both sides: `add` cannot fail.
+            Some(h) => drop(h.add(&*latency)),
+            None => *shared = Some(latency.clone()),
+        }
+        latency.reset();
+    }
+
     /// Whether the run is over for this worker: the drain is over, or nothing is left to
     /// wait for. A churn connection is never cut short: it keeps its whole deadline.
     fn is_over(&self, now: Instant) -> bool {
@@ -308,13 +402,19 @@ impl<'a> Worker<'a> {
         let deadline = self.connect_deadlines.front().map(|&(at, _)| at);
         let timer = self.timers.peek().map(|&Reverse((due, _))| due);
         let churn = self.churn.next_wake(&self.ctx, now);
-        for at in [opening, deadline, timer, churn].into_iter().flatten() {
+        let interval_end =
+            (self.ctx.stats.intervals.next_end()).map(|end| plan.measure_start + end);
+        for at in [opening, deadline, timer, churn, interval_end]
+            .into_iter()
+            .flatten()
+        {
             wake = wake.min(at);
         }
         if batch_full && (opening.is_some() || churn.is_some()) {
             wake = now;
         }
-        wake.saturating_duration_since(now).min(MAX_SLEEP)
+        let longest = if plan.live { LIVE_EVERY } else { MAX_SLEEP };
+        wake.saturating_duration_since(now).min(longest)
     }
 
     /// Hands each event of the last poll to its connection.
@@ -352,6 +452,9 @@ impl<'a> Worker<'a> {
     /// The end: whatever is still in flight is lost; every connection is closed.
     fn end_of_run(mut self, progress: &Progress) -> WorkerStats {
         let now = Instant::now();
+        // The last interval's samples are of now, before the closes below.
+        let errors: u64 = self.ctx.stats.errors.values().sum();
+        let open = self.ctx.open;
         let ctx = &mut self.ctx;
         for slot in &mut self.slots {
             match slot {
@@ -366,15 +469,33 @@ impl<'a> Worker<'a> {
             }
         }
         self.churn.end_of_run(ctx);
-        publish(progress, &ctx.stats, ctx.open);
-        let stats = &ctx.stats;
+        let plan = ctx.plan;
+        // Every frame is settled now: no interval can receive another.
+        if now >= plan.measure_start {
+            ctx.stats.intervals.begin(errors);
+        }
+        ctx.stats.intervals.finish(plan.offset(now), errors, open);
+        // The live line's last second: published at once, however recent the last time.
+        self.published_at = plan.start;
+        self.publish(progress, now);
+        let stats = &self.ctx.stats;
         debug_assert_eq!(
             stats.frames_sent,
             stats.frames_answered + stats.frames_corrupt + stats.frames_lost,
             "every frame sent is settled once"
         );
-        debug_assert_eq!(ctx.in_flight, 0, "every frame in flight is settled");
-        debug_assert_eq!(ctx.busy_faults, 0, "every faulty cycle ended");
+        debug_assert_eq!(self.ctx.in_flight, 0, "every frame in flight is settled");
+        debug_assert_eq!(self.ctx.busy_faults, 0, "every faulty cycle ended");
+        debug_assert_eq!(
+            stats.measured_replies,
+            stats
+                .intervals
+                .slots()
+                .iter()
+                .map(|s| s.frames)
+                .sum::<u64>(),
+            "the intervals' frames add up to the measured replies"
+        );
         debug_assert_eq!(
             stats.churn.attempted,
             stats.churn.ok + stats.churn.failed(),
@@ -419,14 +540,4 @@ fn schedule(
             }
         }
     }
-}
-
-/// Stores this worker's counters for the progress line.
-fn publish(progress: &Progress, stats: &WorkerStats, open: u64) {
-    progress.open.store(open, Ordering::Relaxed);
-    progress.failed.store(stats.failed, Ordering::Relaxed);
-    progress.sent.store(stats.frames_sent, Ordering::Relaxed);
-    progress
-        .answered
-        .store(stats.frames_answered, Ordering::Relaxed);
 }

@@ -38,7 +38,12 @@ pub fn empty(max: u64) -> Histogram<u64> {
 
 /// `h` in its lossless text form: compressed V2, base64.
 pub fn encode(h: &Histogram<u64>) -> String {
-    STANDARD.encode(to_bytes(h))
+    text_of(&to_bytes(h))
+}
+
+/// The text form of a histogram already compressed by [`to_bytes`].
+pub fn text_of(bytes: &[u8]) -> String {
+    STANDARD.encode(bytes)
 }
 
 /// A histogram read back from [`encode`]'s form (or any HdrHistogram library's V2 or

@@ -68,6 +68,15 @@ impl Interval {
         }
     }
 
+    /// The latency histogram in its lossless text form (histogram::encode's), from the
+    /// compressed bytes of a closed interval as they are.
+    pub fn latency_text(&self) -> String {
+        match &self.latency {
+            Latency::Closed(bytes) => histogram::text_of(bytes),
+            _ => histogram::encode(&self.latency()),
+        }
+    }
+
     /// The latency histogram (a copy, decompressed if closed).
     pub fn latency(&self) -> Histogram<u64> {
         match &self.latency {
@@ -96,9 +105,9 @@ pub struct Intervals {
     errors_at: Option<u64>,
     /// Histograms of closed intervals, reset, for the next ones to open.
     spare: Vec<Histogram<u64>>,
-    /// The interval of the last frame recorded, and its bounds `[start, end)`: most frames
-    /// fall in the same one, which spares a division.
-    recent: (Duration, Duration, usize),
+    /// The interval of the last frame recorded, and its bounds `[start, end)` in
+    /// nanoseconds: most frames fall in the same one, which spares a division.
+    recent: (u64, u64, usize),
 }
 
 impl Intervals {
@@ -119,7 +128,7 @@ impl Intervals {
             closed: 0,
             errors_at: None,
             spare: Vec::new(),
-            recent: (Duration::ZERO, Duration::ZERO, 0),
+            recent: (0, 0, 0),
         }
     }
 
@@ -135,25 +144,36 @@ impl Intervals {
 
     /// The interval a frame scheduled at `offset` into the window belongs to (`None` past
     /// the window).
-    #[inline]
     pub fn index(&mut self, offset: Duration) -> Option<usize> {
+        self.index_ns(nanos(offset))
+    }
+
+    /// [`Intervals::index`] of an offset in nanoseconds (what a reply's settling has).
+    #[inline]
+    fn index_ns(&mut self, t: u64) -> Option<usize> {
         let (start, end, k) = self.recent;
-        if start <= offset && offset < end {
+        if start <= t && t < end {
             return Some(k);
         }
-        let k = nanos(offset) / self.width_ns;
+        let k = t / self.width_ns;
         if k >= self.slots.len() as u64 {
             return None;
         }
-        let start = Duration::from_nanos(k * self.width_ns);
-        self.recent = (start, start + self.width(), k as usize);
+        let start = k * self.width_ns;
+        self.recent = (start, start + self.width_ns, k as usize);
         Some(k as usize)
     }
 
-    /// A frame scheduled at `offset` was answered after `micros`.
-    #[inline]
+    /// A frame scheduled at `offset` was answered after `micros` (the tests' form).
+    #[cfg(test)]
     pub fn answered(&mut self, offset: Duration, micros: u64) {
-        let Some(k) = self.index(offset) else {
+        self.answered_ns(nanos(offset), micros);
+    }
+
+    /// [`Intervals::answered`], the offset in nanoseconds: the path of every reply.
+    #[inline]
+    pub fn answered_ns(&mut self, offset_ns: u64, micros: u64) {
+        let Some(k) = self.index_ns(offset_ns) else {
             return;
         };
         let slot = &mut self.slots[k];
@@ -318,8 +338,14 @@ impl Interval {
         self.corrupt += corrupt;
         self.errors += errors;
         self.connections += connections;
-        if matches!(latency, Latency::Empty) {
-            return;
+        match (&self.latency, latency) {
+            (_, Latency::Empty) => return,
+            // Nothing to add to: the other's as it is.
+            (Latency::Empty, Latency::Closed(bytes)) => {
+                self.latency = Latency::Closed(bytes.clone());
+                return;
+            }
+            _ => {}
         }
         let mut sum = self.latency();
         // Same bounds on both sides (the load's own histograms): `add` cannot fail.
@@ -352,8 +378,11 @@ impl Interval {
 }
 
 /// `d` in whole nanoseconds, saturating (584 years).
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+#[inline]
+pub fn nanos(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(d.subsec_nanos()))
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 //!   was off the grid. Every run must have the same `--interval`.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use crate::load::histogram::{self, MAX_MICROS, MAX_MILLIS};
 use crate::load::intervals::Interval;
@@ -184,13 +185,8 @@ fn merge_intervals(
             merged[at].add(&interval);
         }
     }
-    let width_secs = reports[0].interval_secs;
-    let intervals = merged
-        .iter()
-        .enumerate()
-        .map(|(k, interval)| IntervalReport::new(k, width_secs, interval))
-        .collect();
-    Ok((intervals, shifts))
+    let width = Duration::try_from_secs_f64(reports[0].interval_secs).unwrap_or(Duration::ZERO);
+    Ok((IntervalReport::all(width, &merged).0, shifts))
 }
 
 /// The sum of `pick` over the reports.
@@ -231,7 +227,12 @@ mod tests {
             }
             total.add(&h).unwrap();
             let interval = Interval::from_parts(frames, 0, 0, 0, 4, &h);
-            intervals.push(IntervalReport::new(k, 1.0, &interval));
+            intervals.push(IntervalReport::new(
+                k,
+                Duration::from_secs(1),
+                &interval,
+                &h,
+            ));
         }
         let mut connect = histogram::empty(MAX_MICROS);
         connect.record(base / 10 + 1).unwrap();

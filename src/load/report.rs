@@ -147,21 +147,41 @@ pub struct IntervalReport {
 }
 
 impl IntervalReport {
-    /// The report of interval `k` of `width_secs`.
-    pub(crate) fn new(k: usize, width_secs: f64, interval: &Interval) -> Self {
-        let latency = interval.latency();
+    /// The report of interval `k` of `width`, whose latencies are `latency` (decoded once by
+    /// the caller, who adds them into the total).
+    pub(crate) fn new(
+        k: usize,
+        width: Duration,
+        interval: &Interval,
+        latency: &Histogram<u64>,
+    ) -> Self {
         IntervalReport {
-            t_s: k as f64 * width_secs,
+            // From whole nanoseconds: 0.3, not 0.30000000000000004.
+            t_s: width.saturating_mul(k as u32).as_secs_f64(),
             frames: interval.frames,
-            p50_us: histogram::at(&latency, 0.5),
-            p99_us: histogram::at(&latency, 0.99),
-            max_us: histogram::max(&latency),
+            p50_us: histogram::at(latency, 0.5),
+            p99_us: histogram::at(latency, 0.99),
+            max_us: histogram::max(latency),
             lost: interval.lost,
             corrupt: interval.corrupt,
             errors: interval.errors,
             connections: interval.connections,
-            histogram: histogram::encode(&latency),
+            histogram: interval.latency_text(),
         }
+    }
+
+    /// The reports of `intervals` of `width`, and the sum of their latencies.
+    pub(crate) fn all(width: Duration, intervals: &[Interval]) -> (Vec<Self>, Histogram<u64>) {
+        let mut total = histogram::empty(MAX_MICROS);
+        let reports = (intervals.iter().enumerate())
+            .map(|(k, interval)| {
+                let latency = interval.latency();
+                // Same bounds on both sides: `add` cannot fail.
+                let _ = total.add(&latency);
+                IntervalReport::new(k, width, interval, &latency)
+            })
+            .collect();
+        (reports, total)
     }
 
     /// The interval as it was counted, its histogram decoded (to merge it).
@@ -247,15 +267,9 @@ impl LoadReport {
     ) -> Self {
         let window = options.duration.as_secs_f64().max(1e-9);
         let width_secs = stats.intervals.width().as_secs_f64();
-        let intervals: Vec<IntervalReport> = (stats.intervals.slots().iter().enumerate())
-            .map(|(k, interval)| IntervalReport::new(k, width_secs, interval))
-            .collect();
         // Every measured reply is in one interval: the total is their sum.
-        let mut latency = histogram::empty(MAX_MICROS);
-        for interval in stats.intervals.slots() {
-            // Same bounds on both sides: `add` cannot fail.
-            let _ = latency.add(interval.latency());
-        }
+        let (intervals, latency) =
+            IntervalReport::all(stats.intervals.width(), stats.intervals.slots());
         let limit_note = stats.limit.map(|hit| {
             let what = match hit {
                 LimitHit::FileDescriptors => {

@@ -20,6 +20,7 @@ use mio::Token;
 use crate::load::conn::{describe, ConnectError, Ended, LoadConn};
 use crate::load::ctx::Ctx;
 use crate::load::histogram::MAX_MICROS;
+use crate::load::intervals::nanos;
 use crate::load::plan::Plan;
 use crate::load::stats::WorkerStats;
 use crate::load::verify::{ReplyChecker, Verdict};
@@ -364,24 +365,27 @@ impl Session {
 struct Arrival {
     /// The instant of the read (or of the give-up).
     now: Instant,
-    /// `now`, as an offset into the measured window.
-    into_window: Duration,
+    /// `now`, as an offset into the measured window, in nanoseconds.
+    into_window_ns: u64,
 }
 
 impl Arrival {
     fn new(now: Instant, plan: &Plan) -> Self {
         Arrival {
             now,
-            into_window: plan.offset(now),
+            into_window_ns: nanos(plan.offset(now)),
         }
     }
 
-    /// How long ago `stamp` was, and its offset into the measured window (`stamp` is not
-    /// after `now`: a frame is stamped when, or after, it was due; in the window: not
-    /// before its start).
-    fn since(&self, stamp: Instant) -> (Duration, Duration) {
+    /// How long ago `stamp` was and its offset into the measured window, in nanoseconds
+    /// (`stamp` is not after `now`: a frame is stamped when, or after, it was due; in the
+    /// window: not before its start).
+    #[inline]
+    fn since(&self, stamp: Instant) -> (u64, u64) {
         let ago = self.now.saturating_duration_since(stamp);
-        (ago, self.into_window.saturating_sub(ago))
+        // A reply's age is far below the 584 years a u64 of nanoseconds holds.
+        let ago = ago.as_secs() * 1_000_000_000 + u64::from(ago.subsec_nanos());
+        (ago, self.into_window_ns.saturating_sub(ago))
     }
 }
 
@@ -400,15 +404,15 @@ fn settle(
             *in_flight -= 1;
             let measured = plan.measured(stamp);
             if measured || stats.live.is_some() {
-                let (latency, offset) = at.since(stamp);
-                let micros = latency.as_micros() as u64;
+                let (latency_ns, offset_ns) = at.since(stamp);
+                let micros = latency_ns / 1000;
                 if let Some(live) = stats.live.as_mut() {
                     live.saturating_record(micros.clamp(1, MAX_MICROS));
                 }
                 if measured {
                     stats.measured_replies += 1;
                     stats.measured_rx_bytes += plan.reply_len as u64;
-                    stats.intervals.answered(offset, micros);
+                    stats.intervals.answered_ns(offset_ns, micros);
                 }
             }
         }
@@ -417,14 +421,18 @@ fn settle(
             *in_flight -= 1;
             stats.error("corrupt reply");
             if plan.measured(stamp) {
-                stats.intervals.corrupt(at.since(stamp).1);
+                stats
+                    .intervals
+                    .corrupt(Duration::from_nanos(at.since(stamp).1));
             }
         }
         Verdict::Lost(stamp) => {
             stats.frames_lost += 1;
             *in_flight -= 1;
             if plan.measured(stamp) {
-                stats.intervals.lost(at.since(stamp).1);
+                stats
+                    .intervals
+                    .lost(Duration::from_nanos(at.since(stamp).1));
             }
         }
         Verdict::ErrorReply(line) => {

@@ -18,17 +18,18 @@
 //!   an entry whose connection already ended (another `seq` in its key, or none) is stale.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io;
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use mio::Token;
 use slab::Slab;
 
-use crate::load::conn::{connect_done, describe, open_stream, ConnectError, Ctx};
+use crate::load::conn::{describe, ConnectError, Ended, LoadConn};
+use crate::load::ctx::Ctx;
 use crate::load::stats::ChurnCounts;
 use crate::load::verify::{ReplyChecker, Verdict};
 use crate::protocol::DELIMITER;
-use crate::stream::Stream;
 
 /// Tokens from here up are churn connections (`CHURN_TOKENS + slab key`); the worker's
 /// sessions use the tokens below, one per session, far fewer.
@@ -56,14 +57,8 @@ enum Outcome {
 struct ChurnConn {
     /// Its number in this worker's churn (identifies it across key reuse).
     seq: u64,
-    /// The socket.
-    stream: Stream,
-    /// Established (the frame is being written or answered).
-    connected: bool,
-    /// The frame (payload + TAB); `out[out_pos..]` is not written yet.
-    out: Vec<u8>,
-    /// How much of `out` is written.
-    out_pos: usize,
+    /// The connection, its one frame (payload + TAB) queued from the start.
+    conn: LoadConn,
     /// The expected reply.
     checker: ReplyChecker<()>,
 }
@@ -146,14 +141,8 @@ impl Churn {
             let entry = self.conns.vacant_entry();
             let key = entry.key();
             let token = Token(CHURN_TOKENS + key);
-            let stream = match open_stream(
-                &plan.addr,
-                plan.source,
-                plan.socket_buffer,
-                ctx.registry,
-                token,
-            ) {
-                Ok(stream) => stream,
+            let mut conn = match LoadConn::open(plan, &ctx.registry, token, now) {
+                Ok(conn) => conn,
                 Err(e) => {
                     let (outcome, why) = match e {
                         ConnectError::Refused(why) => (Outcome::Refused, why),
@@ -169,19 +158,13 @@ impl Churn {
                     continue;
                 }
             };
-            let mut checker = ReplyChecker::new(self.id_base ^ seq, ctx.source.clone(), plan.raw);
-            let mut out = Vec::with_capacity(plan.frame_len);
+            let mut checker =
+                ReplyChecker::new(self.id_base ^ seq, plan.payloads.clone(), plan.raw);
+            let out = conn.out();
             out.extend_from_slice(checker.next_payload());
             out.push(DELIMITER);
             checker.sent(());
-            entry.insert(ChurnConn {
-                seq,
-                stream,
-                connected: false,
-                out,
-                out_pos: 0,
-                checker,
-            });
+            entry.insert(ChurnConn { seq, conn, checker });
             self.deadlines
                 .push_back((now + plan.connect_timeout, key, seq));
         }
@@ -196,7 +179,7 @@ impl Churn {
             }
             self.deadlines.pop_front();
             if self.conns.get(key).is_some_and(|c| c.seq == seq) {
-                let how = if self.conns[key].connected {
+                let how = if self.conns[key].conn.established().is_some() {
                     "no reply in time"
                 } else {
                     "connect timed out"
@@ -208,11 +191,11 @@ impl Churn {
 
     /// Handles a readiness event of the connection with slab key `key` (a vacant key:
     /// its connection ended earlier in this batch; nothing to do).
-    pub fn on_event(&mut self, key: usize, ctx: &mut Ctx) {
+    pub fn on_event(&mut self, key: usize, now: Instant, ctx: &mut Ctx) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if let Some((outcome, why)) = step(conn, ctx) {
+        if let Some((outcome, why)) = step(conn, now, ctx) {
             self.finish(key, outcome, &why, ctx);
         }
     }
@@ -229,53 +212,40 @@ impl Churn {
 
     /// Counts the outcome of connection `key`, deregisters and closes it.
     fn finish(&mut self, key: usize, outcome: Outcome, why: &str, ctx: &mut Ctx) {
-        let mut conn = self.conns.remove(key);
-        // Deregister before the close, as on kqueue; errors are of no consequence.
-        let _ = ctx.registry.deregister(&mut conn.stream);
+        self.conns.remove(key).conn.close(&ctx.registry, false);
         count(outcome, why, ctx);
     }
 }
 
 /// Moves one connection on after an event: completes its connect, writes its frame,
 /// reads its reply. `Some` is its outcome (and why, for a failure); `None`: it waits.
-fn step(conn: &mut ChurnConn, ctx: &mut Ctx) -> Option<(Outcome, String)> {
-    if !conn.connected {
-        match connect_done(&conn.stream) {
-            Ok(true) => conn.connected = true,
-            Ok(false) => return None,
-            Err(e) => {
-                let outcome = match e.raw_os_error() {
-                    Some(libc::ECONNREFUSED) => Outcome::Refused,
-                    Some(libc::ECONNRESET | libc::EPIPE) => Outcome::Reset,
-                    Some(libc::ETIMEDOUT) => Outcome::TimedOut,
-                    _ => Outcome::Other,
-                };
-                return Some((outcome, describe(&e)));
-            }
+fn step(churn: &mut ChurnConn, now: Instant, ctx: &mut Ctx) -> Option<(Outcome, String)> {
+    let conn = &mut churn.conn;
+    match conn.finish_connect(now) {
+        Ok(true) => {}
+        Ok(false) => return None,
+        Err(e) => {
+            let outcome = match e.raw_os_error() {
+                Some(libc::ECONNREFUSED) => Outcome::Refused,
+                Some(libc::ECONNRESET | libc::EPIPE) => Outcome::Reset,
+                Some(libc::ETIMEDOUT) => Outcome::TimedOut,
+                _ => Outcome::Other,
+            };
+            return Some((outcome, describe(&e)));
         }
     }
     // Write what is left of the frame (one frame: a few writes at most).
-    while conn.out_pos < conn.out.len() {
-        match conn.stream.write(&conn.out[conn.out_pos..]) {
-            Ok(0) => return Some((Outcome::Other, "write: wrote nothing".into())),
-            Ok(n) => conn.out_pos += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Some((io_outcome(&e), describe(&e))),
-        }
+    match conn.flush() {
+        Ok(true) => {}
+        Ok(false) => return None,
+        Err(end) => return Some(ended_outcome(end)),
     }
     // Read the reply. Bounded: one reply is owed, and its verdict (or a desync, past the
     // longest reply) ends the connection.
-    loop {
-        let n = match conn.stream.read(ctx.read_buf) {
-            Ok(0) => return Some((Outcome::Reset, "closed before the whole reply".into())),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Some((io_outcome(&e), describe(&e))),
-        };
+    let checker = &mut churn.checker;
+    let read = conn.read(&mut ctx.read_buf, |bytes| {
         let mut verdict: Option<Result<(), String>> = None;
-        let fed = conn.checker.feed(&ctx.read_buf[..n], &mut |v| match v {
+        let fed = checker.feed(bytes, &mut |v| match v {
             Verdict::Answered(()) if verdict.is_none() => verdict = Some(Ok(())),
             Verdict::ErrorReply(line) => {
                 verdict.get_or_insert(Err(format!("server: {}", String::from_utf8_lossy(&line))));
@@ -284,16 +254,36 @@ fn step(conn: &mut ChurnConn, ctx: &mut Ctx) -> Option<(Outcome, String)> {
                 verdict.get_or_insert(Err("wrong reply".into()));
             }
         });
-        return match (verdict, fed) {
-            (Some(Ok(())), Ok(())) if conn.checker.pending_bytes() == 0 => {
-                Some((Outcome::Ok, String::new()))
+        match (verdict, fed) {
+            (Some(Ok(())), Ok(())) if checker.pending_bytes() == 0 => {
+                ControlFlow::Break((Outcome::Ok, String::new()))
             }
-            (Some(Ok(())), _) => Some((Outcome::Wrong, "bytes after the reply".into())),
-            (Some(Err(why)), _) => Some((Outcome::Wrong, why)),
-            (None, Err(_)) => Some((Outcome::Wrong, "no TAB within the longest reply".into())),
-            (None, Ok(())) => continue,
-        };
+            (Some(Ok(())), _) => {
+                ControlFlow::Break((Outcome::Wrong, "bytes after the reply".into()))
+            }
+            (Some(Err(why)), _) => ControlFlow::Break((Outcome::Wrong, why)),
+            (None, Err(_)) => {
+                ControlFlow::Break((Outcome::Wrong, "no TAB within the longest reply".into()))
+            }
+            (None, Ok(())) => ControlFlow::Continue(()),
+        }
+    });
+    match read {
+        Ok(outcome) => outcome,
+        Err(Ended::Eof) => Some((Outcome::Reset, "closed before the whole reply".into())),
+        Err(end) => Some(ended_outcome(end)),
     }
+}
+
+/// The outcome of a stream that ended (reset, broken, or another I/O error) before the
+/// whole reply, and why.
+fn ended_outcome(end: Ended) -> (Outcome, String) {
+    let why = end.describe();
+    let outcome = match &end {
+        Ended::Eof | Ended::Reset(_) => Outcome::Reset,
+        Ended::Failed(_, e) => io_outcome(e),
+    };
+    (outcome, why)
 }
 
 /// The outcome an I/O error on an established churn connection means.

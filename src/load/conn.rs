@@ -1,21 +1,32 @@
-//! Conn: the connect plumbing both kinds of load session share (healthy ones in
-//! session.rs, faulty ones in fault/session.rs): a non-blocking connect registered on the
-//! worker's poll, its completion, errno names, and the worker's context lent to each call.
+//! LoadConn: one load connection's socket and its I/O loop, the same for every kind of
+//! load connection: healthy sessions (session.rs), faulty ones (fault/session.rs) and the
+//! one-frame connections of `--churn` (churn.rs).
 //!
-//! It knows nothing of either session kind; both depend on it, neither on the other.
+//! It issues the non-blocking connect and registers it, completes it on its first event,
+//! writes what its owner queued until all is written or `WouldBlock`, reads until
+//! `WouldBlock` handing every byte to its owner, names how the stream ended ([`Ended`]),
+//! and deregisters before it closes. What to send, when to read, and what the bytes
+//! received mean belong to its owner.
+//!
+//! # Invariants
+//! - `out[out_pos..]` always holds the bytes queued and not yet written, in the order they
+//!   were queued; a write never reorders them, and `out` is emptied once all is written.
+//! - The stream is always registered on the worker's poll, for reading and writing, from
+//!   [`LoadConn::open`] until [`LoadConn::close`].
 
-use std::io;
+use std::io::{self, Read, Write};
+use std::ops::ControlFlow;
+use std::time::Instant;
 
 use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 
 use crate::addr::ListenAddr;
-use crate::load::payload::PayloadSource;
 use crate::load::plan::Plan;
-use crate::load::stats::{LimitHit, WorkerStats};
+use crate::load::stats::LimitHit;
 use crate::stream::Stream;
 
-/// Why a connect could not even be issued (a session then has no stream).
+/// Why a connect could not even be issued (there is then no connection).
 #[derive(Debug)]
 pub enum ConnectError {
     /// A resource ran out; opening more connections is pointless.
@@ -28,28 +39,184 @@ pub enum ConnectError {
     Failed(String),
 }
 
-/// Counters the worker keeps across its sessions, lent to each call.
-pub struct Ctx<'a> {
-    /// This worker's statistics.
-    pub stats: &'a mut WorkerStats,
-    /// Scratch buffer for reads, shared by the worker's sessions.
-    pub read_buf: &'a mut [u8],
-    /// The run's timeline and shape.
-    pub plan: &'a Plan,
-    /// Where sessions deregister when they close.
-    pub registry: &'a Registry,
-    /// Frames in flight over all the worker's sessions.
-    pub in_flight: &'a mut u64,
-    /// Sessions open now.
-    pub open: &'a mut u64,
-    /// Faulty sessions in the middle of a cycle (connecting or running).
-    pub busy_faults: &'a mut u64,
-    /// The run's payloads (faulty sessions make a checker per cycle).
-    pub source: &'a PayloadSource,
-    /// The payloads of `noread`'s larger frames.
-    pub noread_source: &'a PayloadSource,
-    /// The payloads of `flood`'s frames: empty.
-    pub flood_source: &'a PayloadSource,
+/// How a connection's stream ended, as a read or a write found it.
+#[derive(Debug)]
+pub enum Ended {
+    /// The peer ended its stream (a read returned 0).
+    Eof,
+    /// The peer reset the connection, or a write found it gone (ECONNRESET, EPIPE).
+    Reset(io::Error),
+    /// Any other error of the named call (`"read"` or `"write"`).
+    Failed(&'static str, io::Error),
+}
+
+impl Ended {
+    /// One line for the report's errors: `connection reset`, `read: timed out`, ...
+    pub fn describe(&self) -> String {
+        match self {
+            Ended::Eof => "end of stream".to_string(),
+            Ended::Reset(e) => describe(e),
+            Ended::Failed(call, e) => format!("{call}: {}", describe(e)),
+        }
+    }
+}
+
+/// One load connection: its socket, the bytes queued for it, and its connect times.
+#[derive(Debug)]
+pub struct LoadConn {
+    /// The socket, registered on the worker's poll.
+    stream: Stream,
+    /// Bytes queued; `out[out_pos..]` is not yet written.
+    out: Vec<u8>,
+    /// How much of `out` is written.
+    out_pos: usize,
+    /// When the connect was issued: always before the server accepted it.
+    connect_at: Instant,
+    /// When the connect completed; `None` while it is in progress.
+    established: Option<Instant>,
+}
+
+impl LoadConn {
+    /// Issues a non-blocking connect to the plan's address (from its source address, with
+    /// its socket buffers, if given) and registers it as `token`.
+    pub fn open(
+        plan: &Plan,
+        registry: &Registry,
+        token: Token,
+        now: Instant,
+    ) -> Result<LoadConn, ConnectError> {
+        let stream = open_stream(&plan.addr, plan.source, plan.socket_buffer, registry, token)?;
+        Ok(LoadConn {
+            stream,
+            out: Vec::new(),
+            out_pos: 0,
+            connect_at: now,
+            established: None,
+        })
+    }
+
+    /// When the connect was issued.
+    pub fn connect_at(&self) -> Instant {
+        self.connect_at
+    }
+
+    /// When the connect completed, once it has.
+    pub fn established(&self) -> Option<Instant> {
+        self.established
+    }
+
+    /// Asked on an event while connecting: `Ok(true)` established now (and Nagle turned
+    /// off), `Ok(false)` still in progress (the event was spurious), `Err` the connect
+    /// failed.
+    pub fn finish_connect(&mut self, now: Instant) -> io::Result<bool> {
+        if self.established.is_some() {
+            return Ok(true);
+        }
+        // mio's TcpStream::connect docs: on writable, take_error, then peer_addr;
+        // NotConnected means the event was spurious and the connect still runs.
+        let outcome = match self.stream.take_error() {
+            Ok(Some(e)) | Err(e) => Err(e),
+            Ok(None) => self.stream.check_connected(),
+        };
+        match outcome {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        if let Stream::Tcp(tcp) = &self.stream {
+            // Frames are small and pipelined: no Nagle delay on the client side either.
+            if let Err(e) = tcp.set_nodelay(true) {
+                log::debug!("set_nodelay: {e}");
+            }
+        }
+        self.established = Some(now);
+        Ok(true)
+    }
+
+    /// The bytes queued and not yet written; append to it to queue more.
+    pub fn out(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+
+    /// How many queued bytes are not yet written.
+    pub fn unwritten(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+
+    /// Drops whatever is queued and frees the buffer (nothing more will be written).
+    pub fn discard_output(&mut self) {
+        self.out = Vec::new();
+        self.out_pos = 0;
+    }
+
+    /// Writes what is queued until all is written (`Ok(true)`, the buffer emptied) or the
+    /// socket takes no more (`Ok(false)`: a writable event resumes it).
+    pub fn flush(&mut self) -> Result<bool, Ended> {
+        while self.out_pos < self.out.len() {
+            match self.stream.write(&self.out[self.out_pos..]) {
+                Ok(0) => {
+                    let e = io::Error::new(io::ErrorKind::WriteZero, "wrote nothing");
+                    return Err(Ended::Failed("write", e));
+                }
+                Ok(n) => self.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ended("write", e)),
+            }
+        }
+        self.out.clear();
+        self.out_pos = 0;
+        Ok(true)
+    }
+
+    /// Reads until `WouldBlock` into `buf`, handing each read's bytes to `take`, which may
+    /// stop the reading with a value of its own. `Ok(None)`: nothing more to read now;
+    /// `Ok(Some(b))`: `take` stopped with `b`; `Err`: the stream ended.
+    ///
+    /// Bounded by what the peer sends, which each owner bounds by what it sent: replies to
+    /// the frames in flight, an error line, or (a faulty connection) what its cycle sent.
+    pub fn read<B>(
+        &mut self,
+        buf: &mut [u8],
+        mut take: impl FnMut(&[u8]) -> ControlFlow<B>,
+    ) -> Result<Option<B>, Ended> {
+        loop {
+            match self.stream.read(buf) {
+                Ok(0) => return Err(Ended::Eof),
+                Ok(n) => {
+                    if let ControlFlow::Break(b) = take(&buf[..n]) {
+                        return Ok(Some(b));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ended("read", e)),
+            }
+        }
+    }
+
+    /// Shuts the write side: the peer reads EOF after the bytes already written.
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        self.stream.shutdown_write()
+    }
+
+    /// Deregisters and closes the socket; with `reset`, the close sends a TCP reset.
+    pub fn close(mut self, registry: &Registry, reset: bool) {
+        if reset {
+            self.stream.reset_on_close();
+        }
+        // Closing the descriptor would remove it from the epoll set too; deregister first
+        // so the same holds on kqueue. Errors are of no consequence: it closes anyway.
+        let _ = registry.deregister(&mut self.stream);
+    }
+}
+
+/// How an I/O error of `call` ends the stream: a reset or a broken pipe, or a failure.
+fn ended(call: &'static str, e: io::Error) -> Ended {
+    match e.kind() {
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => Ended::Reset(e),
+        _ => Ended::Failed(call, e),
+    }
 }
 
 /// Describes an I/O error by the errno that matters to a load test.
@@ -69,8 +236,8 @@ pub fn describe(e: &io::Error) -> String {
 }
 
 /// Issues a non-blocking connect to `addr` and registers the stream as `token` for
-/// reading and writing (healthy and faulty sessions alike).
-pub fn open_stream(
+/// reading and writing.
+fn open_stream(
     addr: &ListenAddr,
     source: Option<std::net::IpAddr>,
     socket_buffer: Option<usize>,
@@ -132,28 +299,4 @@ fn connect_from(
         Err(e) => return Err(e),
     }
     Ok(TcpStream::from_std(socket.into()))
-}
-
-/// Whether a non-blocking connect has completed, asked on an event of its stream:
-/// `Ok(true)` established (and Nagle turned off), `Ok(false)` still in progress (the
-/// event was spurious), `Err` the connect failed.
-pub fn connect_done(stream: &Stream) -> io::Result<bool> {
-    // mio's TcpStream::connect docs: on writable, take_error, then peer_addr;
-    // NotConnected means the event was spurious and the connect still runs.
-    let outcome = match stream.take_error() {
-        Ok(Some(e)) | Err(e) => Err(e),
-        Ok(None) => stream.check_connected(),
-    };
-    match outcome {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(false),
-        Err(e) => return Err(e),
-    }
-    if let Stream::Tcp(tcp) = stream {
-        // Frames are small and pipelined: no Nagle delay on the client side either.
-        if let Err(e) = tcp.set_nodelay(true) {
-            log::debug!("set_nodelay: {e}");
-        }
-    }
-    Ok(true)
 }

@@ -4,14 +4,18 @@
 //!   run(&LoadOptions)
 //!     ├─ raise RLIMIT_NOFILE to the hard limit
 //!     ├─ Plan (plan.rs): the timeline and shape, shared read-only by the workers
-//!     ├─ worker thread × T  (worker.rs: one mio Poll each, C/T connections; owns the loop)
+//!     ├─ worker thread × T  (worker.rs: one mio Poll each, C/T connections; owns the loop,
+//!     │     │                lends each connection its Ctx: counters, read buffer, registry)
 //!     │     ├─ Session × C/T  (session.rs: one connection: send frames, check replies)
 //!     │     │     └─ ReplyChecker (verify.rs) ← PayloadSource (payload.rs)
 //!     │     ├─ FaultSession  (fault/: --faults; misbehave, check the outcome, reconnect)
 //!     │     ├─ Churn  (churn.rs: --churn; connect, one frame, its reply, close)
-//!     │     └─ both connect through conn.rs (non-blocking connect, the worker's Ctx)
-//!     ├─ progress line each second (stderr, when asked)
+//!     │     └─ each one's socket is a LoadConn (conn.rs: connect, write, read, close)
+//!     ├─ live line each second (live.rs; stderr, when asked)
 //!     └─ merge WorkerStats (stats.rs) → LoadReport (report.rs prints it)
+//!           ├─ intervals (intervals.rs: the measured window, interval by interval)
+//!           └─ histograms (histogram.rs: lossless base64, the percentile table)
+//!   merge(reports) (merge.rs: several runs' reports in one)    plot (plot.rs: an SVG)
 //! ```
 //!
 //! The timeline of a run, from the moment the workers start:
@@ -32,29 +36,38 @@
 
 mod churn;
 mod conn;
+mod ctx;
 mod fault;
+mod histogram;
+mod intervals;
+mod live;
+mod merge;
 mod payload;
 mod plan;
+mod plot;
 mod report;
 mod session;
 mod stats;
 mod verify;
 mod worker;
 
-use std::io;
-use std::sync::atomic::Ordering;
+use std::io::{self, Write as _};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::addr::ListenAddr;
 use crate::config::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FRAME};
 
 pub use fault::{FaultCounts, FaultKind};
+pub use intervals::MAX_INTERVALS;
+pub use merge::{merge, Merged};
 pub use payload::PayloadSource;
-pub use report::LoadReport;
+pub use plot::write_svg;
+pub use report::{IntervalReport, LoadReport};
 pub use stats::ChurnCounts;
 pub use verify::{Desync, ReplyChecker, Verdict};
 
+use live::LiveLine;
 use plan::Plan;
 use stats::{Progress, WorkerStats};
 use worker::WorkerConfig;
@@ -69,6 +82,9 @@ pub const DEFAULT_FAULT_SHARE: f64 = 0.1;
 /// The mean pause between two cycles of a faulty connection: 1,000 faulty connections
 /// then open about 1,000 connections a second, which a 2-core machine sustains for hours.
 pub const DEFAULT_FAULT_PAUSE: Duration = Duration::from_secs(1);
+/// The width of the report's intervals: the live line's second, and a few hundred points
+/// in a plot of a few minutes.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What to run. [`LoadOptions::new`] gives the defaults of `tabecho load`.
 #[derive(Debug, Clone)]
@@ -114,8 +130,10 @@ pub struct LoadOptions {
     pub connect_timeout: Duration,
     /// Frames per connection, at most; the run ends early once all are answered (tests).
     pub frames_per_connection: Option<u64>,
-    /// Print a progress line on stderr each second.
+    /// Print the live line on stderr each second (rewritten in place: for a terminal).
     pub progress: bool,
+    /// The width of the intervals the measured window is cut into in the report.
+    pub interval: Duration,
     /// Fault kinds mixed into the load; empty: every connection is healthy.
     pub faults: Vec<FaultKind>,
     /// The share of connections that misbehave when `faults` is not empty (at least one
@@ -154,6 +172,7 @@ impl LoadOptions {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             frames_per_connection: None,
             progress: false,
+            interval: DEFAULT_INTERVAL,
             faults: Vec::new(),
             fault_share: DEFAULT_FAULT_SHARE,
             fault_pause: DEFAULT_FAULT_PAUSE,
@@ -185,11 +204,12 @@ pub fn run(options: &LoadOptions) -> io::Result<LoadReport> {
     if !options.faults.is_empty() {
         check_fault_options(options)?;
     }
+    check_interval(options.duration, options.interval)?;
     let fd_limit = crate::fd_limit::raise().unwrap_or(0);
     // At least one worker, which may have only churn to do.
     let threads = options.threads.min(options.connections.max(1));
-    let source = PayloadSource::new(options.size);
     let start = Instant::now();
+    let start_unix = SystemTime::now();
     let plan = Arc::new(Plan::new(options, start));
     let healthy = options.connections as u64 - plan.faults.faulty;
 
@@ -208,7 +228,6 @@ pub fn run(options: &LoadOptions) -> io::Result<LoadReport> {
             churn_rate: options.churn.map(|r| r / threads as f64),
             // Far from the sessions' ids (which seed their payloads too).
             churn_id: (1 << 63) | ((w as u64) << 40),
-            source: source.clone(),
             plan: Arc::clone(&plan),
         };
         first_id += count;
@@ -226,12 +245,22 @@ pub fn run(options: &LoadOptions) -> io::Result<LoadReport> {
     }
     drop(done_tx);
 
-    let mut merged = WorkerStats::new();
+    let mut merged = WorkerStats::new(plan.window(), plan.interval, false);
     let mut finished = 0;
     let mut failure = None;
+    let mut live = options.progress.then(|| {
+        LiveLine::new(
+            start,
+            plan.measure_start,
+            plan.send_end,
+            options.connections as u64,
+        )
+    });
     let mut printed = false;
+    // The live line's seconds are the run's: 1 s, 2 s, ... after the start.
+    let mut next_line = start + LIVE_EVERY;
     while finished < threads {
-        match done_rx.recv_timeout(Duration::from_secs(1)) {
+        match done_rx.recv_timeout(next_line.saturating_duration_since(Instant::now())) {
             Ok(Ok(stats)) => {
                 merged.merge(&stats);
                 finished += 1;
@@ -241,8 +270,14 @@ pub fn run(options: &LoadOptions) -> io::Result<LoadReport> {
                 finished += 1;
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                if options.progress {
-                    print_progress(start, &progress, options);
+                next_line += LIVE_EVERY;
+                if let Some(line) = live.as_mut() {
+                    let sample = line.sample(&progress, Instant::now());
+                    // On a terminal: back to the start of the line, the line, then erase
+                    // what a longer line before left.
+                    let mut err = io::stderr().lock();
+                    let _ = write!(err, "\r{sample}\x1b[K");
+                    let _ = err.flush();
                     printed = true;
                 }
             }
@@ -260,7 +295,36 @@ pub fn run(options: &LoadOptions) -> io::Result<LoadReport> {
     if let Some(e) = failure {
         return Err(e);
     }
-    Ok(LoadReport::new(options, &merged, fd_limit, start.elapsed()))
+    let window_start = start_unix + options.warmup;
+    let window_start_unix_ms = window_start
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    Ok(LoadReport::new(
+        options,
+        &merged,
+        fd_limit,
+        start.elapsed(),
+        window_start_unix_ms,
+    ))
+}
+
+/// How often the live line is drawn.
+const LIVE_EVERY: Duration = Duration::from_secs(1);
+
+/// Rejects an interval that is zero or cuts the window into more than [`MAX_INTERVALS`].
+pub fn check_interval(window: Duration, interval: Duration) -> io::Result<()> {
+    let bad = |why: String| Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+    if interval.is_zero() {
+        return bad("--interval must be above zero".into());
+    }
+    let count = window.as_nanos().div_ceil(interval.as_nanos());
+    if count > u128::from(MAX_INTERVALS) {
+        return bad(format!(
+            "--interval {interval:?} cuts --duration {window:?} into {count} intervals: at \
+             most {MAX_INTERVALS}"
+        ));
+    }
+    Ok(())
 }
 
 /// Rejects fault options the checks cannot work with.
@@ -286,24 +350,4 @@ fn check_fault_options(options: &LoadOptions) -> io::Result<()> {
         return bad("--idle-timeout must be above zero");
     }
     Ok(())
-}
-
-/// One line of live counters, rewritten in place on a terminal.
-fn print_progress(start: Instant, progress: &[Arc<Progress>], options: &LoadOptions) {
-    let sum = |pick: fn(&Progress) -> &std::sync::atomic::AtomicU64| -> u64 {
-        progress
-            .iter()
-            .map(|p| pick(p).load(Ordering::Relaxed))
-            .sum()
-    };
-    let open = sum(|p| &p.open);
-    let sent = sum(|p| &p.sent);
-    let answered = sum(|p| &p.answered);
-    let failed = sum(|p| &p.failed);
-    let secs = start.elapsed().as_secs_f64();
-    eprint!(
-        "\r{secs:5.1}s  open {open}/{}  failed {failed}  sent {sent}  answered {answered}  ({:.0}/s avg)   ",
-        options.connections,
-        answered as f64 / secs.max(1e-9)
-    );
 }

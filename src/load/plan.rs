@@ -1,5 +1,5 @@
-//! Plan: the run's timeline and shape, computed once from the options and shared by
-//! every worker and session (read-only while the run goes).
+//! Plan: the run's timeline, shape and payloads, computed once from the options and
+//! shared by every worker and connection (read-only while the run goes).
 //!
 //! # Invariants
 //! - `start <= measure_start <= send_end <= drain_end` always.
@@ -7,11 +7,12 @@
 use std::time::{Duration, Instant};
 
 use crate::addr::ListenAddr;
-use crate::load::fault::{FaultKind, FaultPlan};
+use crate::load::fault::{FaultKind, FaultPlan, NOREAD_FRAME};
+use crate::load::payload::PayloadSource;
 use crate::load::LoadOptions;
 use crate::protocol::REPLY_PREFIX;
 
-/// The run's timeline and shape, shared by all workers.
+/// The run's timeline, shape and payloads, shared by all workers.
 #[derive(Debug)]
 pub struct Plan {
     /// The server.
@@ -38,12 +39,22 @@ pub struct Plan {
     pub send_end: Instant,
     /// When the drain gives up.
     pub drain_end: Instant,
+    /// The width of the intervals the measured window is cut into.
+    pub interval: Duration,
+    /// Whether the workers publish reply latencies for the live line.
+    pub live: bool,
     /// The longest a connect may take.
     pub connect_timeout: Duration,
     /// When the workers started.
     pub start: Instant,
     /// Which connections misbehave, how, and what they assume of the server.
     pub faults: FaultPlan,
+    /// The payloads of the healthy frames, of the churn frames and of most faults'.
+    pub payloads: PayloadSource,
+    /// The payloads of `noread`'s larger frames.
+    pub noread_payloads: PayloadSource,
+    /// The payloads of `flood`'s frames: empty.
+    pub flood_payloads: PayloadSource,
 }
 
 impl Plan {
@@ -69,9 +80,14 @@ impl Plan {
             measure_start,
             send_end,
             drain_end: send_end + drain,
+            interval: options.interval,
+            live: options.progress,
             connect_timeout: options.connect_timeout,
             start,
             faults: fault_plan(options),
+            payloads: PayloadSource::new(options.size),
+            noread_payloads: PayloadSource::new(NOREAD_FRAME.min(options.max_frame)),
+            flood_payloads: PayloadSource::new(0),
         }
     }
 
@@ -83,6 +99,16 @@ impl Plan {
     /// Whether a frame scheduled at `stamp` counts in the measured window.
     pub fn measured(&self, stamp: Instant) -> bool {
         stamp >= self.measure_start && stamp < self.send_end
+    }
+
+    /// The measured window's length.
+    pub fn window(&self) -> Duration {
+        self.send_end - self.measure_start
+    }
+
+    /// How far into the measured window `at` is (zero before it).
+    pub fn offset(&self, at: Instant) -> Duration {
+        at.saturating_duration_since(self.measure_start)
     }
 }
 

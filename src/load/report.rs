@@ -6,14 +6,21 @@
 //! The JSON (`tabecho load --json`) is serde's, of these very fields (the field names are
 //! the keys), plus the two verdicts `verified` and `faults_ok`; [`LoadReport::from_json`]
 //! reads it back. Keys are never renamed: scripts and the xtask read them.
+//!
+//! The histograms (`histogram`, `connect_histogram`, `close_after_histogram`, and each
+//! interval's `histogram`) are lossless: HdrHistogram's compressed V2 form in base64
+//! (histogram.rs), so reports of several runs merge exactly (merge.rs).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::load::fault::{FaultCounts, FaultKind};
+use crate::load::histogram::{self, MAX_MICROS};
+use crate::load::intervals::Interval;
 use crate::load::stats::{ChurnCounts, LimitHit, WorkerStats};
 use crate::load::LoadOptions;
 
@@ -96,6 +103,103 @@ pub struct LoadReport {
     pub faults: Vec<(FaultKind, FaultCounts)>,
     /// The one-frame connections' outcomes (`--churn`); `None` (JSON `null`) without it.
     pub churn: Option<ChurnCounts>,
+    /// When the measured window began, in milliseconds since the Unix epoch, by this
+    /// machine's clock: `tabecho load merge` lines up runs' intervals by it.
+    pub window_start_unix_ms: u64,
+    /// The width of the intervals, in seconds (`--interval`).
+    pub interval_secs: f64,
+    /// The measured window interval by interval; their `frames` add up to `replies`.
+    pub intervals: Vec<IntervalReport>,
+    /// The latency of every measured reply, in microseconds, losslessly (`p50_us`...
+    /// `max_us` are read from it): HdrHistogram's compressed V2 form in base64.
+    pub histogram: String,
+    /// The connect times, in microseconds, in the same form.
+    pub connect_histogram: String,
+    /// The server's close-after times, in milliseconds, in the same form.
+    pub close_after_histogram: String,
+}
+
+/// One interval of the measured window: what became of the frames *scheduled* in it (the
+/// time latency counts from), and, at its end, the errors and connections.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IntervalReport {
+    /// Its start, in seconds from the start of the measured window.
+    pub t_s: f64,
+    /// Frames scheduled in it and answered with exactly their reply.
+    pub frames: u64,
+    /// Their latency's median, in microseconds.
+    pub p50_us: u64,
+    /// Their latency's 99th percentile.
+    pub p99_us: u64,
+    /// Their largest latency.
+    pub max_us: u64,
+    /// Frames scheduled in it that were lost.
+    pub lost: u64,
+    /// Frames scheduled in it whose reply differed.
+    pub corrupt: u64,
+    /// Failures counted in the report's `errors` while it ran.
+    pub errors: u64,
+    /// Healthy connections open at its end.
+    pub connections: u64,
+    /// Their latencies, in microseconds, losslessly (as the report's `histogram`).
+    pub histogram: String,
+}
+
+impl IntervalReport {
+    /// The report of interval `k` of `width`, whose latencies are `latency` (decoded once by
+    /// the caller, who adds them into the total).
+    pub(crate) fn new(
+        k: usize,
+        width: Duration,
+        interval: &Interval,
+        latency: &Histogram<u64>,
+    ) -> Self {
+        IntervalReport {
+            // From whole nanoseconds: 0.3, not 0.30000000000000004.
+            t_s: width.saturating_mul(k as u32).as_secs_f64(),
+            frames: interval.frames,
+            p50_us: histogram::at(latency, 0.5),
+            p99_us: histogram::at(latency, 0.99),
+            max_us: histogram::max(latency),
+            lost: interval.lost,
+            corrupt: interval.corrupt,
+            errors: interval.errors,
+            connections: interval.connections,
+            histogram: interval.latency_text(),
+        }
+    }
+
+    /// The reports of `intervals` of `width`, and the sum of their latencies.
+    pub(crate) fn all(width: Duration, intervals: &[Interval]) -> (Vec<Self>, Histogram<u64>) {
+        let mut total = histogram::empty(MAX_MICROS);
+        let reports = (intervals.iter().enumerate())
+            .map(|(k, interval)| {
+                let latency = interval.latency();
+                // Same bounds on both sides: `add` cannot fail.
+                let _ = total.add(&latency);
+                IntervalReport::new(k, width, interval, &latency)
+            })
+            .collect();
+        (reports, total)
+    }
+
+    /// The interval as it was counted, its histogram decoded (to merge it).
+    pub(crate) fn to_interval(&self) -> Result<Interval, String> {
+        let latency = if self.histogram.is_empty() {
+            histogram::empty(MAX_MICROS)
+        } else {
+            histogram::decode(&self.histogram)?
+        };
+        Ok(Interval::from_parts(
+            self.frames,
+            self.lost,
+            self.corrupt,
+            self.errors,
+            self.connections,
+            &latency,
+        ))
+    }
 }
 
 /// What `--json` prints: the report's fields, and its verdicts, which are computed from
@@ -152,24 +256,20 @@ mod kinds_in_order {
 }
 
 impl LoadReport {
-    /// The report of a run of `options` whose workers counted `stats`.
+    /// The report of a run of `options` whose workers counted `stats`, its measured window
+    /// begun at `window_start_unix_ms`.
     pub(crate) fn new(
         options: &LoadOptions,
         stats: &WorkerStats,
         fd_limit: u64,
         elapsed: Duration,
+        window_start_unix_ms: u64,
     ) -> Self {
         let window = options.duration.as_secs_f64().max(1e-9);
-        let lat = &stats.latency_us;
-        let con = &stats.connect_us;
-        let closes = &stats.close_after_ms;
-        let pick = |h: &hdrhistogram::Histogram<u64>, q: f64| {
-            if h.is_empty() {
-                0
-            } else {
-                h.value_at_quantile(q)
-            }
-        };
+        let width_secs = stats.intervals.width().as_secs_f64();
+        // Every measured reply is in one interval: the total is their sum.
+        let (intervals, latency) =
+            IntervalReport::all(stats.intervals.width(), stats.intervals.slots());
         let limit_note = stats.limit.map(|hit| {
             let what = match hit {
                 LimitHit::FileDescriptors => {
@@ -207,17 +307,7 @@ impl LoadReport {
             replies_per_sec: stats.measured_replies as f64 / window,
             rx_mb_per_sec: stats.measured_rx_bytes as f64 / window / 1e6,
             tx_mb_per_sec: stats.measured_tx_bytes as f64 / window / 1e6,
-            p50_us: pick(lat, 0.5),
-            p90_us: pick(lat, 0.9),
-            p99_us: pick(lat, 0.99),
-            p999_us: pick(lat, 0.999),
-            max_us: if lat.is_empty() { 0 } else { lat.max() },
-            connect_p50_us: pick(con, 0.5),
-            connect_p99_us: pick(con, 0.99),
             server_closes: stats.server_closes,
-            close_after_min_ms: if closes.is_empty() { 0 } else { closes.min() },
-            close_after_p50_ms: pick(closes, 0.5),
-            close_after_max_ms: if closes.is_empty() { 0 } else { closes.max() },
             errors: stats.errors.clone(),
             fd_limit,
             limit_note,
@@ -227,7 +317,58 @@ impl LoadReport {
             faulty_connections: faulty,
             faults,
             churn: options.churn.map(|_| stats.churn.clone()),
+            window_start_unix_ms,
+            interval_secs: width_secs,
+            intervals,
+            ..LoadReport::default()
         }
+        .with_histograms(&latency, &stats.connect_us, &stats.close_after_ms)
+    }
+
+    /// This report with these histograms (latency and connect times in microseconds,
+    /// close-after times in milliseconds), and the percentiles read from them.
+    pub(crate) fn with_histograms(
+        mut self,
+        latency: &Histogram<u64>,
+        connect: &Histogram<u64>,
+        close_after: &Histogram<u64>,
+    ) -> Self {
+        self.p50_us = histogram::at(latency, 0.5);
+        self.p90_us = histogram::at(latency, 0.9);
+        self.p99_us = histogram::at(latency, 0.99);
+        self.p999_us = histogram::at(latency, 0.999);
+        self.max_us = histogram::max(latency);
+        self.connect_p50_us = histogram::at(connect, 0.5);
+        self.connect_p99_us = histogram::at(connect, 0.99);
+        self.close_after_min_ms = if close_after.is_empty() {
+            0
+        } else {
+            close_after.min()
+        };
+        self.close_after_p50_ms = histogram::at(close_after, 0.5);
+        self.close_after_max_ms = histogram::max(close_after);
+        self.histogram = histogram::encode(latency);
+        self.connect_histogram = histogram::encode(connect);
+        self.close_after_histogram = histogram::encode(close_after);
+        self
+    }
+
+    /// The latency histogram (`histogram`), decoded; `Err` says why it cannot be (absent:
+    /// a report of tabecho 0.2, or not HdrHistogram's form).
+    pub fn latency_histogram(&self) -> Result<Histogram<u64>, String> {
+        if self.histogram.is_empty() {
+            return Err("no latency histogram (`histogram`): written by tabecho 0.2?".into());
+        }
+        histogram::decode(&self.histogram).map_err(|e| format!("`histogram`: {e}"))
+    }
+
+    /// The latency distribution as HdrHistogram's percentile table, in milliseconds (as
+    /// wrk2 prints it, and HdrHistogram's plotter reads it).
+    pub fn percentile_table(&self) -> Result<String, String> {
+        Ok(histogram::percentile_table(
+            &self.latency_histogram()?,
+            1000.0,
+        ))
     }
 
     /// True when every frame sent got exactly its reply, nothing unexpected came, every
@@ -547,7 +688,15 @@ mod tests {
     ];
 
     /// Keys added since 0.2.0, top level: new ones go here, never in place of an old one.
-    const JSON_KEYS_ADDED: [&str; 1] = ["churn"];
+    const JSON_KEYS_ADDED: [&str; 7] = [
+        "churn",
+        "window_start_unix_ms",
+        "interval_secs",
+        "intervals",
+        "histogram",
+        "connect_histogram",
+        "close_after_histogram",
+    ];
     /// Keys added since 0.2.0 to each kind's object under `faults`.
     const FAULT_JSON_KEYS_ADDED: [&str; 1] = ["evicted"];
 

@@ -1,23 +1,22 @@
-//! WorkerStats: one worker's counters and histograms, merged into the report; Progress:
-//! the few counters a worker publishes for the live progress line.
+//! WorkerStats: one worker's counters, histograms and intervals, merged into the report;
+//! Progress: what a worker publishes for the live line.
 //!
 //! # Invariants
 //! - Once a worker has finished, `frames_sent` always equals
 //!   `frames_answered + frames_corrupt + frames_lost`: every frame sent is settled once.
+//! - `measured_replies` always equals the sum of the intervals' frames.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::load::fault::kind::{FaultCounts, FaultKind};
-
-/// The largest latency or connect time recorded, in microseconds (one minute); larger
-/// values are clamped to it.
-const MAX_MICROS: u64 = 60_000_000;
-/// The largest close-after time recorded in idle mode, in milliseconds (one day).
-const MAX_MILLIS: u64 = 86_400_000;
+use crate::load::histogram::{self, MAX_MICROS, MAX_MILLIS};
+use crate::load::intervals::Intervals;
 
 /// What one worker counted.
 #[derive(Debug, Clone)]
@@ -47,8 +46,13 @@ pub struct WorkerStats {
     pub measured_rx_bytes: u64,
     /// Bytes of frames scheduled in the measured window.
     pub measured_tx_bytes: u64,
-    /// Latency of measured replies, in microseconds from the frame's scheduled send time.
-    pub latency_us: Histogram<u64>,
+    /// The measured window interval by interval: the measured replies with their latency
+    /// in microseconds from each frame's scheduled send time, lost and corrupt frames, by
+    /// the interval each frame was scheduled in.
+    pub intervals: Intervals,
+    /// The latency of every reply (measured or not) since the worker last published it for
+    /// the live line; `None` without one. Published, not merged.
+    pub live: Option<Histogram<u64>>,
     /// Time from `connect` to established, in microseconds.
     pub connect_us: Histogram<u64>,
     /// Connections the server closed (end of stream or reset) while we held them.
@@ -126,14 +130,10 @@ pub enum LimitHit {
     EphemeralPorts,
 }
 
-fn histogram(max: u64) -> Histogram<u64> {
-    // 3 significant figures over 1..=max: the bounds are valid constants.
-    Histogram::new_with_bounds(1, max, 3).expect("valid histogram bounds")
-}
-
 impl WorkerStats {
-    /// All zero.
-    pub fn new() -> Self {
+    /// All zero, for a measured window of `window` cut in intervals of `interval`; `live`:
+    /// keep the latencies for the live line.
+    pub fn new(window: Duration, interval: Duration, live: bool) -> Self {
         WorkerStats {
             established: 0,
             failed: 0,
@@ -147,10 +147,11 @@ impl WorkerStats {
             measured_replies: 0,
             measured_rx_bytes: 0,
             measured_tx_bytes: 0,
-            latency_us: histogram(MAX_MICROS),
-            connect_us: histogram(MAX_MICROS),
+            intervals: Intervals::new(window, interval),
+            live: live.then(|| histogram::empty(MAX_MICROS)),
+            connect_us: histogram::empty(MAX_MICROS),
             server_closes: 0,
-            close_after_ms: histogram(MAX_MILLIS),
+            close_after_ms: histogram::empty(MAX_MILLIS),
             errors: BTreeMap::new(),
             limit: None,
             faults: Default::default(),
@@ -161,12 +162,6 @@ impl WorkerStats {
     /// Counts one failure of `kind`.
     pub fn error(&mut self, kind: impl Into<String>) {
         *self.errors.entry(kind.into()).or_insert(0) += 1;
-    }
-
-    /// Records a latency in microseconds (clamped to the histogram's range).
-    pub fn record_latency(&mut self, micros: u64) {
-        self.latency_us
-            .saturating_record(micros.clamp(1, MAX_MICROS));
     }
 
     /// Records a connect time in microseconds.
@@ -198,7 +193,8 @@ impl WorkerStats {
             measured_replies,
             measured_rx_bytes,
             measured_tx_bytes,
-            latency_us,
+            intervals,
+            live: _,
             connect_us,
             server_closes,
             close_after_ms,
@@ -219,8 +215,8 @@ impl WorkerStats {
         self.measured_replies += measured_replies;
         self.measured_rx_bytes += measured_rx_bytes;
         self.measured_tx_bytes += measured_tx_bytes;
+        self.intervals.merge(intervals);
         // Same bounds on both sides: `add` cannot fail.
-        let _ = self.latency_us.add(latency_us);
         let _ = self.connect_us.add(connect_us);
         let _ = self.close_after_ms.add(close_after_ms);
         self.server_closes += server_closes;
@@ -235,16 +231,22 @@ impl WorkerStats {
     }
 }
 
-/// Counters a worker stores after each loop turn, for the progress line (relaxed: they
-/// are only displayed).
+/// What a worker publishes for the live line: counters stored after each loop turn
+/// (relaxed: they are only displayed), and the latencies of the replies since the line
+/// last took them.
 #[derive(Debug, Default)]
 pub struct Progress {
     /// Connections open now.
     pub open: AtomicU64,
-    /// Connections that failed so far.
-    pub failed: AtomicU64,
-    /// Frames sent so far.
-    pub sent: AtomicU64,
     /// Frames answered so far.
     pub answered: AtomicU64,
+    /// Frames lost so far.
+    pub lost: AtomicU64,
+    /// Frames with a corrupt reply so far.
+    pub corrupt: AtomicU64,
+    /// Failures counted in the report's errors so far.
+    pub errors: AtomicU64,
+    /// Reply latencies, in microseconds, added by the worker a few times a second and taken
+    /// by the live line each second; `None` once taken, until the worker adds more.
+    pub latency: Mutex<Option<Histogram<u64>>>,
 }

@@ -1,7 +1,8 @@
 //! `tabecho load` and `tabecho::load::run`: verified runs against the real server, and the
 //! deliberately wrong servers whose corruption and loss it must catch; `--churn`'s one-frame
-//! connections and each of their outcomes. Small and bounded:
-//! a few connections and a fixed frame count per connection.
+//! connections and each of their outcomes; the report's intervals, its histograms (the
+//! percentile table, the plot) and `tabecho load merge`. Small and bounded: a few
+//! connections and a fixed frame count per connection, or a few seconds at a fixed rate.
 
 use std::time::Duration;
 
@@ -338,4 +339,178 @@ fn load_binary_churn_refused_exits_3() {
     );
     assert_eq!(code, 3, "{out}{err}");
     assert!(out.contains("0 ok, "), "{out}");
+}
+
+/// Pairs of (`t_s`, `frames`) of a report's intervals.
+fn interval_frames(report: &tabecho::load::LoadReport) -> Vec<(f64, u64)> {
+    report.intervals.iter().map(|i| (i.t_s, i.frames)).collect()
+}
+
+#[test]
+fn load_binary_json_of_a_6s_run_has_its_intervals_and_their_frames_add_up() {
+    let server = TestServer::start();
+    let addr = server.addr.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("latency.hgrm");
+    let plot = dir.path().join("run.svg");
+    let (code, out, err) = tabecho(
+        &[
+            "load",
+            "--addr",
+            &addr,
+            "-c",
+            "4",
+            "-t",
+            "2",
+            "--rate",
+            "2000",
+            "-d",
+            "6s",
+            "--json",
+            "--histogram",
+            table.to_str().unwrap(),
+            "--plot",
+            plot.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let report = tabecho::load::LoadReport::from_json(out.trim()).expect(&out);
+    let intervals = interval_frames(&report);
+    assert!(report.intervals.len() >= 5, "{intervals:?}");
+    assert_eq!(report.interval_secs, 1.0);
+    // The intervals partition the measured window: no warmup, so every frame sent was
+    // scheduled in it, and each is in exactly one interval.
+    let sum: u64 = intervals.iter().map(|&(_, f)| f).sum();
+    assert_eq!(sum, report.frames_answered, "{intervals:?}");
+    assert_eq!(sum, report.replies);
+    for (k, interval) in report.intervals.iter().enumerate() {
+        assert_eq!(interval.t_s, k as f64, "{intervals:?}");
+        // 2,000 frames a second over 4 connections: every second has some.
+        assert!(interval.frames > 0, "{intervals:?}");
+        assert!(interval.p50_us <= interval.p99_us && interval.p99_us <= interval.max_us);
+        assert!(interval.max_us <= report.max_us);
+        assert_eq!(interval.connections, 4, "{intervals:?}");
+        assert!(interval.histogram.starts_with("HISTFAAA"));
+    }
+    assert!(report.histogram.starts_with("HISTFAAA"), "{out}");
+    // The percentile table: HdrHistogram's, its total count every measured reply.
+    let table = std::fs::read_to_string(&table).unwrap();
+    assert!(
+        table.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)\n\n"),
+        "{table}"
+    );
+    let total = format!("Total count    = {:>12}]", report.replies);
+    assert!(table.contains(&total), "{total}\n{table}");
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("2000 frames/s"),
+        "{svg:.300}"
+    );
+    // Piped stderr: no live line, so no carriage return and no escape sequence.
+    assert!(!err.contains('\r') && !err.contains('\x1b'), "{err:?}");
+}
+
+#[test]
+fn load_binary_merges_two_runs_into_one_report() {
+    let server = TestServer::start();
+    let mut options = LoadOptions::new(server.addr.clone());
+    options.connections = 3;
+    options.threads = 1;
+    options.rate = Some(1500.0);
+    options.duration = Duration::from_secs(2);
+    options.interval = Duration::from_millis(500);
+    // Two loads at once against one server, as two machines would run them.
+    let other = options.clone();
+    let b = std::thread::spawn(move || run_load(&other));
+    let a = run_load(&options);
+    let b = b.join().unwrap();
+    assert!(
+        a.verified() && b.verified(),
+        "{}{}",
+        a.to_text(),
+        b.to_text()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (a_path, b_path) = (dir.path().join("a.json"), dir.path().join("b.json"));
+    std::fs::write(&a_path, a.to_json()).unwrap();
+    std::fs::write(&b_path, b.to_json()).unwrap();
+    let (a_arg, b_arg) = (a_path.to_str().unwrap(), b_path.to_str().unwrap());
+
+    let (code, out, err) = tabecho(&["load", "merge", a_arg, b_arg, "--json"], b"");
+    assert_eq!(code, 0, "{out}{err}");
+    let merged = tabecho::load::LoadReport::from_json(out.trim()).expect(&out);
+    assert_eq!(
+        merged.frames_answered,
+        a.frames_answered + b.frames_answered
+    );
+    assert_eq!(merged.replies, a.replies + b.replies);
+    assert_eq!(merged.connections, 6);
+    assert_eq!(merged.max_us, a.max_us.max(b.max_us));
+    let (low, high) = (a.p50_us.min(b.p50_us), a.p50_us.max(b.p50_us));
+    assert!(
+        (low..=high).contains(&merged.p50_us),
+        "{} {low} {high}",
+        merged.p50_us
+    );
+    // Started together: the intervals line up (the later run's shifted by the whole
+    // intervals between the two starts), and their frames add up.
+    let frames: u64 = merged.intervals.iter().map(|i| i.frames).sum();
+    assert_eq!(frames, merged.replies, "{:?}", interval_frames(&merged));
+    let apart_ms = a.window_start_unix_ms.abs_diff(b.window_start_unix_ms);
+    let shift = (apart_ms as f64 / 500.0).round() as usize;
+    let longest = a.intervals.len().max(b.intervals.len());
+    assert!(
+        merged.intervals.len() <= longest + shift,
+        "{apart_ms} ms apart: {:?}",
+        interval_frames(&merged)
+    );
+
+    // One report alone gives back its own percentiles and intervals.
+    let (code, out, err) = tabecho(&["load", "merge", a_arg, "--json"], b"");
+    assert_eq!(code, 0, "{out}{err}");
+    let alone = tabecho::load::LoadReport::from_json(out.trim()).expect(&out);
+    assert_eq!(
+        (
+            alone.p50_us,
+            alone.p90_us,
+            alone.p99_us,
+            alone.p999_us,
+            alone.max_us
+        ),
+        (a.p50_us, a.p90_us, a.p99_us, a.p999_us, a.max_us)
+    );
+    assert_eq!(alone.intervals, a.intervals);
+
+    // The summary says where each run's intervals landed.
+    let (code, out, _) = tabecho(&["load", "merge", a_arg, b_arg], b"");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("tabecho load merge: 2 runs"), "{out}");
+    assert!(out.contains("verdict      OK"), "{out}");
+
+    // A file that is not a report: exit 3, naming it.
+    std::fs::write(&b_path, "{\"lost\":").unwrap();
+    let (code, _, err) = tabecho(&["load", "merge", a_arg, b_arg], b"");
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("b.json"), "{err}");
+}
+
+#[test]
+fn load_binary_refuses_an_interval_of_zero_or_too_many() {
+    for (interval, duration, says) in [("0s", "1s", "above zero"), ("1ms", "200s", "at most")] {
+        let (code, out, err) = tabecho(
+            &[
+                "load",
+                "--interval",
+                interval,
+                "-d",
+                duration,
+                "--addr",
+                "127.0.0.1:1",
+            ],
+            b"",
+        );
+        assert_eq!(code, 2, "{out}{err}");
+        assert!(err.contains("--interval") && err.contains(says), "{err}");
+    }
 }

@@ -1,14 +1,16 @@
-//! `tabecho load`: the verifying load generator's command line; the work is in
-//! `tabecho::load`.
+//! `tabecho load`: the verifying load generator's command line, and `tabecho load merge`,
+//! which merges several runs' JSON reports; the work is in `tabecho::load`.
 
-use std::io::IsTerminal;
+use std::fs::File;
+use std::io::{IsTerminal, Write as _};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, Subcommand};
 use tabecho::addr::{DurationArg, ListenAddr};
 use tabecho::config::{parse_connection_bytes, DEFAULT_LISTEN};
-use tabecho::load::{self, FaultKind, LoadOptions};
+use tabecho::load::{self, FaultKind, LoadOptions, LoadReport};
 use tabecho::size::Size;
 
 /// Every frame got exactly its reply (every fault its documented outcome, every churn
@@ -17,16 +19,44 @@ const EXIT_OK: u8 = 0;
 /// Frames lost or corrupt, replies nobody asked for, a fault's unexpected outcome, or a
 /// churn connection without its reply.
 const EXIT_VERIFY_FAILED: u8 = 1;
-/// Could not run: no connection established, or the run could not start.
+/// Could not run: no connection established, the run could not start, or an output file
+/// (--histogram, --plot) could not be written; for `merge`, a report could not be read or
+/// merged.
 const EXIT_NO_RUN: u8 = 3;
+/// A bad command line, as clap's own errors (here: an output file that cannot be created).
+const EXIT_USAGE: u8 = 2;
 
 /// Flags of `tabecho load`.
 #[derive(Args)]
-#[command(after_help = "\
+#[command(
+    args_conflicts_with_subcommands = true,
+    after_help = "\
 Every reply is checked byte for byte, in order; frames without a reply when the drain
 ends are lost. The clock starts when the first connection opens: use --warmup to leave
 the connection ramp out of the numbers. With --rate, latency is measured from each
 frame's scheduled send time, so a stalled server cannot hide (coordinated omission).
+
+On a terminal, stderr shows a live line each second: elapsed of the total, the frames
+answered in the last second, their p99 latency, the connections open, and the lost,
+corrupt and error counts so far. Nothing is drawn when stderr is not a terminal.
+
+Intervals (--interval, default 1s) cut the measured window; each holds the frames
+scheduled in it (answered, with p50, p99 and max latency; lost; corrupt), the errors
+counted while it ran and the connections open at its end. Their frames add up to the
+report's measured replies. --json prints them as `intervals`, --plot draws them (SVG:
+frames/s above, latency below, intervals with failures shaded), and --histogram writes
+the whole latency distribution as HdrHistogram's percentile table (milliseconds, as
+wrk2 prints it and HdrHistogram's plotter reads it).
+
+Merge (tabecho load merge A.json B.json ... [--json] [--histogram FILE] [--plot FILE]):
+one report from several runs' --json reports, say from several machines against one
+cluster at the same time. Counts and rates add; percentiles come from the runs'
+histograms added together (each report carries them losslessly, in HdrHistogram's
+compressed V2 base64, `HISTFAAA...`), so one report merged alone gives back its own;
+intervals line up by each run's window start on its machine's clock (keep the clocks
+in sync and start the runs together), rounded to the nearest whole interval. Every run
+must have the same --interval. Exit 0 if the merged report is verified, 1 if not, 3 if
+a report cannot be read or merged.
 
 Faults (--faults KIND,...): a share of the connections (--fault-share, default 0.1 =
 10%, at least one per kind, spread evenly over the kinds given) misbehave instead of
@@ -70,9 +100,14 @@ Exit codes:
   0  every frame sent got exactly its reply, every fault its documented outcome
   1  frames lost or corrupt, unexpected replies, an unexpected fault outcome, or a
      churn connection without its reply
-  2  bad command line
-  3  could not run (no connection established, no thread, no poll)")]
+  2  bad command line (an output file that cannot be created included)
+  3  could not run (no connection established, no thread, no poll), or an output
+     file could not be written"
+)]
 pub struct LoadArgs {
+    /// `merge`, or none: a run.
+    #[command(subcommand)]
+    command: Option<LoadCommand>,
     /// Server address: host:port or unix:/path.
     #[arg(long, default_value = DEFAULT_LISTEN)]
     addr: ListenAddr,
@@ -128,6 +163,15 @@ pub struct LoadArgs {
     /// Print one JSON object on stdout instead of the summary.
     #[arg(long)]
     json: bool,
+    /// The width of the report's intervals (--json's `intervals`, --plot's points).
+    #[arg(long, value_name = "DUR", default_value_t = DurationArg(defaults().interval))]
+    interval: DurationArg,
+    /// Write the latency distribution to FILE as HdrHistogram's percentile table (ms).
+    #[arg(long, value_name = "FILE")]
+    histogram: Option<PathBuf>,
+    /// Draw frames/s and p50, p99 and max latency over time to FILE, an SVG page.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
     /// The longest wait for replies in flight after sending stops.
     #[arg(long, value_name = "DUR", default_value_t = DurationArg(defaults().drain))]
     drain: DurationArg,
@@ -203,12 +247,23 @@ fn default_pipeline() -> u32 {
     u32::try_from(defaults().pipeline).expect("the default pipeline fits a u32")
 }
 
+/// What `tabecho load` writes besides the summary.
+struct Outputs {
+    /// One JSON object on stdout instead of the summary.
+    json: bool,
+    /// The percentile table's file.
+    histogram: Option<PathBuf>,
+    /// The plot's file.
+    plot: Option<PathBuf>,
+}
+
 impl LoadArgs {
-    /// The run's options, and whether to print JSON. Both structs are written out field by
-    /// field (no `..`), so a flag added to `LoadArgs`, or an option added to `LoadOptions`,
+    /// The run's options, and what to write. Both structs are written out field by field
+    /// (no `..`), so a flag added to `LoadArgs`, or an option added to `LoadOptions`,
     /// fails to compile here until it is wired.
-    fn options(self) -> (LoadOptions, bool) {
+    fn options(self) -> (LoadOptions, Outputs) {
         let LoadArgs {
+            command: _,
             addr,
             source,
             socket_buffer,
@@ -224,6 +279,9 @@ impl LoadArgs {
             idle,
             raw,
             json,
+            interval,
+            histogram,
+            plot,
             drain,
             connect_timeout,
             frames,
@@ -253,6 +311,7 @@ impl LoadArgs {
             connect_timeout: connect_timeout.0,
             frames_per_connection: frames,
             progress: std::io::stderr().is_terminal(),
+            interval: interval.0,
             faults,
             fault_share,
             fault_pause: fault_pause.0,
@@ -260,35 +319,68 @@ impl LoadArgs {
             max_frame: max_frame.0,
             idle_timeout: idle_timeout.0,
         };
-        (options, json)
+        let outputs = Outputs {
+            json,
+            histogram,
+            plot,
+        };
+        (options, outputs)
     }
 }
 
-pub fn run(args: LoadArgs) -> ExitCode {
-    let (options, json) = args.options();
+/// `tabecho load`'s subcommands.
+#[derive(Subcommand)]
+enum LoadCommand {
+    /// Merge several runs' `--json` reports into one (see `tabecho load --help`).
+    // Boxed: a run's flags are what `tabecho`'s `Command::Load` holds, kept small.
+    Merge(Box<MergeArgs>),
+}
+
+/// Flags of `tabecho load merge`.
+#[derive(Args)]
+struct MergeArgs {
+    /// The reports, each the output of `tabecho load --json`.
+    #[arg(required = true, value_name = "REPORT.json")]
+    reports: Vec<PathBuf>,
+    /// Print the merged report as one JSON object on stdout instead of the summary.
+    #[arg(long)]
+    json: bool,
+    /// Write the merged latency distribution to FILE as HdrHistogram's percentile table.
+    #[arg(long, value_name = "FILE")]
+    histogram: Option<PathBuf>,
+    /// Draw the merged intervals to FILE, an SVG page.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+}
+
+pub fn run(mut args: LoadArgs) -> ExitCode {
+    if let Some(LoadCommand::Merge(merge)) = args.command.take() {
+        return run_merge(*merge);
+    }
+    let (options, outputs) = args.options();
     if options.connections == 0 && options.churn.is_none() {
         eprintln!("error: --connections 0 needs --churn: nothing would run");
-        return ExitCode::from(2);
+        return ExitCode::from(EXIT_USAGE);
     }
-    if !json {
-        println!(
-            "tabecho load: {}, {} connections, {} threads, {}{} frames of {}{}, {} (+{} warmup)",
-            options.addr,
-            options.connections,
-            options.threads.min(options.connections.max(1)),
-            if options.idle {
-                "idle, no ".to_string()
-            } else {
-                format!("pipeline {}, ", options.pipeline)
-            },
-            if options.raw { "raw" } else { "tab-echo" },
-            Size(options.size),
-            options
-                .rate
-                .map_or(String::new(), |r| format!(", {r} frames/s")),
-            human(options.duration),
-            human(options.warmup),
-        );
+    if let Err(e) = load::check_interval(options.duration, options.interval) {
+        eprintln!("error: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    // Refused before the run, not after it: a path that cannot be written.
+    for (flag, path) in [
+        ("--histogram", &outputs.histogram),
+        ("--plot", &outputs.plot),
+    ] {
+        if let Some(path) = path {
+            if let Err(e) = File::create(path) {
+                eprintln!("error: {flag} {}: {e}", path.display());
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    }
+    let title = describe(&options);
+    if !outputs.json {
+        println!("{title}");
         if let Some(rate) = options.churn {
             println!(
                 "churn: {rate} one-frame connections/s, each with --connect-timeout {}",
@@ -312,21 +404,158 @@ pub fn run(args: LoadArgs) -> ExitCode {
         Ok(report) => report,
         Err(e) => {
             eprintln!("tabecho load: {e}");
+            for path in [&outputs.histogram, &outputs.plot].into_iter().flatten() {
+                let _ = std::fs::remove_file(path);
+            }
             return ExitCode::from(EXIT_NO_RUN);
         }
     };
-    if json {
-        println!("{}", report.to_json());
-    } else {
-        print!("{}", report.to_text());
+    let mut title = title;
+    if let Some(rate) = options.churn {
+        title.push_str(&format!(", churn {rate}/s"));
     }
+    if !options.faults.is_empty() {
+        let kinds: Vec<&str> = options.faults.iter().map(|k| k.name()).collect();
+        title.push_str(&format!(
+            ", faults {} on {:.0}%",
+            kinds.join(","),
+            options.fault_share * 100.0
+        ));
+    }
+    let written = write_outputs(&report, &outputs, &title);
+    print_report(&report, outputs.json);
     if !report.ran() {
         eprintln!(
             "tabecho load: no connection could be established to {}",
             options.addr
         );
         ExitCode::from(EXIT_NO_RUN)
-    } else if report.verified() {
+    } else if let Err(e) = written {
+        eprintln!("tabecho load: {e}");
+        ExitCode::from(EXIT_NO_RUN)
+    } else {
+        verdict(&report)
+    }
+}
+
+/// `tabecho load merge`: reads the reports, merges them, writes what was asked.
+fn run_merge(args: MergeArgs) -> ExitCode {
+    let MergeArgs {
+        reports: paths,
+        json,
+        histogram,
+        plot,
+    } = args;
+    let mut reports = Vec::with_capacity(paths.len());
+    for path in &paths {
+        let read = std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| LoadReport::from_json(text.trim()).map_err(|e| e.to_string()));
+        match read {
+            Ok(report) => reports.push(report),
+            Err(e) => {
+                eprintln!("tabecho load merge: {}: {e}", path.display());
+                return ExitCode::from(EXIT_NO_RUN);
+            }
+        }
+    }
+    let merged = match load::merge(&reports) {
+        Ok(merged) => merged,
+        Err((i, why)) => {
+            eprintln!("tabecho load merge: {}: {why}", paths[i].display());
+            return ExitCode::from(EXIT_NO_RUN);
+        }
+    };
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    let report = &merged.report;
+    let title = format!(
+        "tabecho load merge: {} runs ({}), {} connections, {:.0} replies/s",
+        paths.len(),
+        names.join(", "),
+        report.connections,
+        report.replies_per_sec
+    );
+    let outputs = Outputs {
+        json,
+        histogram,
+        plot,
+    };
+    let written = write_outputs(report, &outputs, &title);
+    if !json {
+        println!("{title}");
+        for (name, (shift, off_ms)) in names.iter().zip(&merged.shifts) {
+            println!(
+                "  {name}: its first interval is the merged one at {} s ({off_ms:+} ms off it)",
+                *shift as f64 * report.interval_secs
+            );
+        }
+    }
+    print_report(report, json);
+    match written {
+        Err(e) => {
+            eprintln!("tabecho load merge: {e}");
+            ExitCode::from(EXIT_NO_RUN)
+        }
+        Ok(()) => verdict(report),
+    }
+}
+
+/// The run's parameters in one line: the summary's first line and the plot's title.
+fn describe(options: &LoadOptions) -> String {
+    format!(
+        "tabecho load: {}, {} connections, {} threads, {}{} frames of {}{}, {} (+{} warmup)",
+        options.addr,
+        options.connections,
+        options.threads.min(options.connections.max(1)),
+        if options.idle {
+            "idle, no ".to_string()
+        } else {
+            format!("pipeline {}, ", options.pipeline)
+        },
+        if options.raw { "raw" } else { "tab-echo" },
+        Size(options.size),
+        options
+            .rate
+            .map_or(String::new(), |r| format!(", {r} frames/s")),
+        human(options.duration),
+        human(options.warmup),
+    )
+}
+
+/// Writes the percentile table and the plot asked for.
+fn write_outputs(report: &LoadReport, outputs: &Outputs, title: &str) -> Result<(), String> {
+    if let Some(path) = &outputs.histogram {
+        let table = report
+            .percentile_table()
+            .map_err(|e| format!("--histogram {}: {e}", path.display()))?;
+        write_file(path, table.as_bytes()).map_err(|e| format!("--histogram {e}"))?;
+    }
+    if let Some(path) = &outputs.plot {
+        load::write_svg(report, title, path)
+            .map_err(|e| format!("--plot {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path`; the error names the path.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    File::create(path)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The report on stdout: one JSON line, or the summary.
+fn print_report(report: &LoadReport, json: bool) {
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
+    }
+}
+
+/// The exit code of a report that ran: verified or not.
+fn verdict(report: &LoadReport) -> ExitCode {
+    if report.verified() {
         ExitCode::from(EXIT_OK)
     } else {
         ExitCode::from(EXIT_VERIFY_FAILED)

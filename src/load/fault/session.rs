@@ -1,27 +1,28 @@
-//! FaultSession: one faulty load connection's sockets and timers, cycle after cycle:
+//! FaultSession: one faulty load connection's cycles and timers, cycle after cycle:
 //! pausing, connecting, running (misbehaving while [`Expect`] judges what arrives), and
-//! done once sending stops or its cycles are spent.
+//! done once sending stops or its cycles are spent. Each cycle's socket and I/O are a
+//! [`LoadConn`]'s.
 //!
 //! # Invariants
-//! - `stream` is always `Some` while `Connecting` or `Running`, `None` while `Pausing`
-//!   or `Done`; `ctx.busy_faults` always counts the sessions with a stream.
+//! - `conn` is always `Some` while `Connecting` or `Running`, `None` while `Pausing` or
+//!   `Done`; `ctx.busy_faults` always counts the sessions with a connection.
 //! - Every cycle started ends exactly once: expected, unexpected, connect failed, or cut
 //!   short by the end of the run.
 //! - A new cycle starts only from a timer, never while an event is handled, so no event
 //!   of the previous socket (same token) can reach the new one: the old socket was
 //!   deregistered and closed before the poll that the timer follows.
 
-use std::io::{self, Read, Write};
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use mio::Token;
 
 use super::expect::{garbage, End, Expect};
 use super::{FaultKind, SAMPLES};
-use crate::load::conn::{connect_done, describe, open_stream, ConnectError, Ctx};
+use crate::load::conn::{describe, ConnectError, Ended, LoadConn};
+use crate::load::ctx::Ctx;
 use crate::load::payload::{splitmix64, PayloadSource};
 use crate::load::verify::ReplyChecker;
-use crate::stream::Stream;
 
 /// Trickled bytes per idle timeout: several, so the server sees bytes that are not
 /// progress, few enough to stay far below any frame limit.
@@ -55,8 +56,8 @@ enum Phase {
     Pausing(Instant),
     /// `connect` issued at this instant.
     Connecting(Instant),
-    /// Established; misbehaving and checking.
-    Running,
+    /// Established at this instant; misbehaving and checking.
+    Running(Instant),
     /// No more cycles.
     Done,
 }
@@ -72,22 +73,12 @@ pub struct FaultSession {
     token: Token,
     /// Cycles started.
     cycle: u64,
-    /// The socket of the cycle in progress.
-    stream: Option<Stream>,
+    /// The connection of the cycle in progress.
+    conn: Option<LoadConn>,
     /// Where the cycle is.
     phase: Phase,
-    /// When the cycle's connect was issued: always before the server accepted it, so
-    /// the trickle's close is timed from here (a late-scheduled client cannot make the
-    /// server's idle timeout look short).
-    connect_at: Instant,
-    /// When the cycle's connect completed.
-    established: Instant,
     /// What the cycle must receive.
     expect: Expect,
-    /// Bytes queued to send; `out[out_pos..]` is not yet written.
-    out: Vec<u8>,
-    /// How much of `out` is written.
-    out_pos: usize,
     /// Bytes queued over the cycle (noread's budget, trickle's count).
     queued: usize,
     /// Our write side is shut (halfclose, slowread, garbage).
@@ -116,13 +107,9 @@ impl FaultSession {
             id,
             token,
             cycle: 0,
-            stream: None,
+            conn: None,
             phase: Phase::Pausing(first),
-            connect_at: first,
-            established: first,
             expect: Expect::new(kind, ReplyChecker::new(id, source.clone(), false), 0),
-            out: Vec::new(),
-            out_pos: 0,
             queued: 0,
             write_shut: false,
             write_done: false,
@@ -143,8 +130,8 @@ impl FaultSession {
         match self.phase {
             Phase::Pausing(at) => Some(at),
             Phase::Connecting(since) => Some(since + ctx.plan.connect_timeout),
-            Phase::Running => {
-                let deadline = self.established + ctx.plan.faults.outcome_within();
+            Phase::Running(established) => {
+                let deadline = established + ctx.plan.faults.outcome_within();
                 Some(self.next_at.map_or(deadline, |at| at.min(deadline)))
             }
             Phase::Done => None,
@@ -158,9 +145,9 @@ impl FaultSession {
             Phase::Connecting(since) if now >= since + ctx.plan.connect_timeout => {
                 self.connect_failed("timed out", now, ctx)
             }
-            Phase::Running => {
+            Phase::Running(established) => {
                 let within = ctx.plan.faults.outcome_within();
-                if now >= self.established + within {
+                if now >= established + within {
                     let why = self.expect.no_outcome(within);
                     return self.finish(Err(why), now, ctx);
                 }
@@ -183,16 +170,16 @@ impl FaultSession {
     ) {
         match self.phase {
             Phase::Connecting(_) => {
-                let Some(stream) = self.stream.as_ref() else {
+                let Some(conn) = self.conn.as_mut() else {
                     return;
                 };
-                match connect_done(stream) {
+                match conn.finish_connect(now) {
                     Ok(true) => self.begin(now, ctx),
                     Ok(false) => {}
                     Err(e) => self.connect_failed(&describe(&e), now, ctx),
                 }
             }
-            Phase::Running => {
+            Phase::Running(_) => {
                 if closed && self.kind.never_reads() {
                     // The server reaped it: now read what it sent, to check it.
                     self.reading = true;
@@ -200,7 +187,7 @@ impl FaultSession {
                 if writable || readable || closed {
                     self.pump(now, ctx);
                 }
-                if self.phase == Phase::Running && self.reading && (readable || closed) {
+                if self.running() && self.reading && (readable || closed) {
                     self.read_available(now, ctx);
                 }
             }
@@ -208,11 +195,16 @@ impl FaultSession {
         }
     }
 
+    /// Whether a cycle is established and has no outcome yet.
+    fn running(&self) -> bool {
+        matches!(self.phase, Phase::Running(_))
+    }
+
     /// The run is over: a cycle in progress is cut short, with no outcome.
     pub fn end_of_run(&mut self, ctx: &mut Ctx) {
-        if let Phase::Connecting(_) | Phase::Running = self.phase {
+        if let Phase::Connecting(_) | Phase::Running(_) = self.phase {
             ctx.stats.faults[self.kind.index()].cut_short += 1;
-            self.close_stream(false, ctx);
+            self.close_conn(false, ctx);
         }
         self.phase = Phase::Done;
     }
@@ -224,19 +216,12 @@ impl FaultSession {
             self.phase = Phase::Done;
             return;
         }
-        match open_stream(
-            &plan.addr,
-            plan.source,
-            plan.socket_buffer,
-            ctx.registry,
-            self.token,
-        ) {
-            Ok(stream) => {
+        match LoadConn::open(plan, &ctx.registry, self.token, now) {
+            Ok(conn) => {
                 self.cycle += 1;
-                self.stream = Some(stream);
+                self.conn = Some(conn);
                 self.phase = Phase::Connecting(now);
-                self.connect_at = now;
-                *ctx.busy_faults += 1;
+                ctx.busy_faults += 1;
             }
             // The Unix backlog is full: try again shortly, not counted.
             Err(ConnectError::Retry) => self.phase = Phase::Pausing(now + UNIX_RETRY),
@@ -256,63 +241,65 @@ impl FaultSession {
         ctx.stats.faults[self.kind.index()].connect_failed += 1;
         ctx.stats
             .error(format!("connect ({} fault): {why}", self.kind));
-        self.close_stream(false, ctx);
+        self.close_conn(false, ctx);
         self.pause(now, ctx);
     }
 
     /// Established: set up this cycle's misbehaviour and its expectations, and start.
     fn begin(&mut self, now: Instant, ctx: &mut Ctx) {
-        let faults = &ctx.plan.faults;
-        self.phase = Phase::Running;
-        self.established = now;
+        let plan = ctx.plan;
+        let faults = &plan.faults;
+        self.phase = Phase::Running(now);
         // A fresh payload stream per cycle: connection id and cycle mixed.
-        let conn = splitmix64(self.id) ^ self.cycle;
+        let conn_seed = splitmix64(self.id) ^ self.cycle;
         let source = match self.kind {
-            FaultKind::NoRead => ctx.noread_source,
-            FaultKind::Flood => ctx.flood_source,
-            _ => ctx.source,
+            FaultKind::NoRead => &plan.noread_payloads,
+            FaultKind::Flood => &plan.flood_payloads,
+            _ => &plan.payloads,
         };
         self.expect = Expect::new(
             self.kind,
-            ReplyChecker::new(conn, source.clone(), false),
+            ReplyChecker::new(conn_seed, source.clone(), false),
             faults.max_frame,
         );
-        self.out.clear();
-        self.out_pos = 0;
         self.queued = 0;
         self.write_shut = false;
         self.write_done = false;
         self.reading = true;
         self.next_at = None;
-        let burst = (BURST_BYTES / ctx.plan.frame_len).max(1);
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let out = conn.out();
+        let burst = (BURST_BYTES / plan.frame_len).max(1);
         match self.kind {
-            FaultKind::Reset => self.queue_frames(burst),
+            FaultKind::Reset => queue_frames(&mut self.expect, out, burst),
             FaultKind::HalfClose => {
-                self.queue_frames(burst);
+                queue_frames(&mut self.expect, out, burst);
                 // An unfinished fragment: it must get no reply.
-                self.out.extend_from_slice(b"no TAB follows");
+                out.extend_from_slice(b"no TAB follows");
             }
             FaultKind::SlowRead => {
-                self.queue_frames(burst);
+                queue_frames(&mut self.expect, out, burst);
                 self.reading = false;
                 self.next_at = Some(now + faults.idle_timeout / 2);
             }
             FaultKind::NoRead | FaultKind::Flood => self.reading = false,
             FaultKind::Trickle => self.next_at = Some(now),
             FaultKind::Oversize => {
-                self.queue_frames(OVERSIZE_FRAMES_BEFORE);
+                queue_frames(&mut self.expect, out, OVERSIZE_FRAMES_BEFORE);
                 let over = faults.max_frame + 1 + OVERSIZE_EXTRA;
-                self.out.extend((0..over).map(|i| b'a' + (i % 26) as u8));
+                out.extend((0..over).map(|i| b'a' + (i % 26) as u8));
             }
             FaultKind::Partial => {
                 // All of a frame but its TAB: the most a server must hold for it.
                 let len = faults.max_frame.saturating_sub(1).max(1);
-                self.out.extend((0..len).map(|i| b'a' + (i % 26) as u8));
+                out.extend((0..len).map(|i| b'a' + (i % 26) as u8));
             }
             FaultKind::Garbage => {
-                let seed = splitmix64(conn ^ u64::from_be_bytes(*b"garbage!"));
+                let seed = splitmix64(conn_seed ^ u64::from_be_bytes(*b"garbage!"));
                 let (bytes, replies) = garbage(seed, GARBAGE_BYTES, faults.max_frame);
-                self.out = bytes;
+                out.extend_from_slice(&bytes);
                 self.expect.owe_replies(replies);
             }
         }
@@ -321,16 +308,9 @@ impl FaultSession {
         } else {
             self.pump(now, ctx);
         }
-        if self.phase == Phase::Running && self.reading {
+        if self.running() && self.reading {
             // Just established: whatever is readable was signalled by this very event.
             self.read_available(now, ctx);
-        }
-    }
-
-    /// Queues `n` frames, each owed its reply.
-    fn queue_frames(&mut self, n: usize) {
-        for _ in 0..n {
-            self.expect.queue_frame(&mut self.out);
         }
     }
 
@@ -341,7 +321,9 @@ impl FaultSession {
             FaultKind::Trickle => {
                 // Never a TAB; never more than the limit (that would be an oversize).
                 if self.queued < faults.max_frame {
-                    self.out.push(b'a' + (self.queued % 26) as u8);
+                    if let Some(conn) = self.conn.as_mut() {
+                        conn.out().push(b'a' + (self.queued % 26) as u8);
+                    }
                     self.queued += 1;
                 }
                 let every =
@@ -358,12 +340,15 @@ impl FaultSession {
         }
     }
 
-    /// Writes what is queued (noread: refilling, up to its budget), then takes the
-    /// kind's next step once everything is written.
+    /// Writes what is queued (noread and flood: refilling, up to their budget), then takes
+    /// the kind's next step once everything is written.
     fn pump(&mut self, now: Instant, ctx: &mut Ctx) {
+        let plan = ctx.plan;
         loop {
-            let refill =
-                self.kind.never_reads() && !self.write_done && self.out_pos == self.out.len();
+            let Some(conn) = self.conn.as_mut() else {
+                return;
+            };
+            let refill = self.kind.never_reads() && !self.write_done && conn.unwritten() == 0;
             if refill {
                 let budget = match self.kind {
                     FaultKind::Flood => FLOOD_MAX_BYTES,
@@ -373,35 +358,28 @@ impl FaultSession {
                     self.write_done = true;
                     break;
                 }
-                self.out.clear();
-                self.out_pos = 0;
+                let out = conn.out();
                 if self.kind == FaultKind::Flood {
-                    self.expect.queue_empty_frames(NOREAD_CHUNK, &mut self.out);
+                    self.expect.queue_empty_frames(NOREAD_CHUNK, out);
                 } else {
-                    let frames = (NOREAD_CHUNK / (ctx.noread_source.size() + 1)).max(1);
-                    self.queue_frames(frames);
+                    let frames = (NOREAD_CHUNK / (plan.noread_payloads.size() + 1)).max(1);
+                    queue_frames(&mut self.expect, out, frames);
                 }
-                self.queued += self.out.len();
+                self.queued += conn.unwritten();
             }
-            match self.write_out() {
+            match conn.flush() {
                 // Bounded by NOREAD_MAX_BYTES.
                 Ok(true) if self.kind.never_reads() && !self.write_done => continue,
                 Ok(true) => break,
                 Ok(false) => return,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
-                    ) =>
-                {
+                Err(Ended::Reset(_)) => {
                     // The server closed: stop writing, read what it sent to judge it.
                     self.write_done = true;
-                    self.out = Vec::new();
-                    self.out_pos = 0;
+                    conn.discard_output();
                     self.reading = true;
                     return self.read_available(now, ctx);
                 }
-                Err(e) => return self.finish(Err(format!("write: {}", describe(&e))), now, ctx),
+                Err(end) => return self.finish(Err(end.describe()), now, ctx),
             }
         }
         // Everything queued is written.
@@ -419,63 +397,35 @@ impl FaultSession {
     fn shut_write(&mut self, now: Instant, ctx: &mut Ctx) {
         self.write_shut = true;
         self.write_done = true;
-        self.out = Vec::new();
-        self.out_pos = 0;
-        if let Some(stream) = self.stream.as_ref() {
-            if let Err(e) = stream.shutdown_write() {
-                self.finish(Err(format!("shutdown: {}", describe(&e))), now, ctx);
-            }
-        }
-    }
-
-    /// Writes `out[out_pos..]`: `Ok(true)` all written, `Ok(false)` the socket is full
-    /// (a writable event resumes).
-    fn write_out(&mut self) -> io::Result<bool> {
-        let Some(stream) = self.stream.as_mut() else {
-            return Ok(true);
+        let Some(conn) = self.conn.as_mut() else {
+            return;
         };
-        while self.out_pos < self.out.len() {
-            match stream.write(&self.out[self.out_pos..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.out_pos += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        conn.discard_output();
+        if let Err(e) = conn.shutdown_write() {
+            self.finish(Err(format!("shutdown: {}", describe(&e))), now, ctx);
         }
-        Ok(true)
     }
 
-    /// Reads until `WouldBlock` or the end, checking every byte. Bounded: what the
-    /// server sends is bounded by what this cycle sent (a few MB at most).
+    /// Reads what arrived, checking every byte. Bounded: what the server sends is bounded
+    /// by what this cycle sent (a few MB at most).
     fn read_available(&mut self, now: Instant, ctx: &mut Ctx) {
-        loop {
-            let Some(stream) = self.stream.as_mut() else {
-                return;
-            };
-            match stream.read(ctx.read_buf) {
-                Ok(0) => return self.on_end(End::Eof, now, ctx),
-                Ok(n) => {
-                    if let Err(why) = self.expect.take(&ctx.read_buf[..n]) {
-                        return self.finish(Err(why), now, ctx);
-                    }
-                    if self.kind == FaultKind::Reset {
-                        // Replies are flowing: reset now, with more in flight.
-                        return self.finish(Ok(()), now, ctx);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
-                    ) =>
-                {
-                    return self.on_end(End::Reset(describe(&e)), now, ctx)
-                }
-                Err(e) => return self.finish(Err(format!("read: {}", describe(&e))), now, ctx),
-            }
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let kind = self.kind;
+        let expect = &mut self.expect;
+        let read = conn.read(&mut ctx.read_buf, |bytes| match expect.take(bytes) {
+            Err(why) => ControlFlow::Break(Err(why)),
+            // Replies are flowing: reset now, with more in flight.
+            Ok(()) if kind == FaultKind::Reset => ControlFlow::Break(Ok(())),
+            Ok(()) => ControlFlow::Continue(()),
+        });
+        match read {
+            Ok(None) => {}
+            Ok(Some(outcome)) => return self.finish(outcome, now, ctx),
+            Err(Ended::Eof) => return self.on_end(End::Eof, now, ctx),
+            Err(end @ Ended::Reset(_)) => return self.on_end(End::Reset(end.describe()), now, ctx),
+            Err(end) => return self.finish(Err(end.describe()), now, ctx),
         }
         if self.kind == FaultKind::SlowRead && self.expect.all_answered() && !self.write_shut {
             // Every reply is in: shut our side, the server closes after us.
@@ -485,7 +435,12 @@ impl FaultSession {
 
     /// The stream ended (EOF, reset): the cycle's outcome.
     fn on_end(&mut self, end: End, now: Instant, ctx: &mut Ctx) {
-        let after = now.saturating_duration_since(self.connect_at);
+        let Some(conn) = self.conn.as_ref() else {
+            return;
+        };
+        // Timed from the connect's issue, always before the server accepted it: a
+        // late-scheduled client cannot make the server's idle timeout look short.
+        let after = now.saturating_duration_since(conn.connect_at());
         let outcome =
             self.expect
                 .at_end(&end, self.write_shut, after, ctx.plan.faults.idle_timeout);
@@ -494,7 +449,7 @@ impl FaultSession {
 
     /// Ends the cycle with its outcome (`Err`: unexpected, described), closes, pauses.
     fn finish(&mut self, outcome: Result<(), String>, now: Instant, ctx: &mut Ctx) {
-        if self.phase != Phase::Running {
+        if !self.running() {
             return;
         }
         let counts = &mut ctx.stats.faults[self.kind.index()];
@@ -516,22 +471,16 @@ impl FaultSession {
                 }
             }
         }
-        self.close_stream(self.kind == FaultKind::Reset, ctx);
+        self.close_conn(self.kind == FaultKind::Reset, ctx);
         self.pause(now, ctx);
     }
 
-    /// Closes the socket (with a reset if asked) and frees the cycle's buffers.
-    fn close_stream(&mut self, reset: bool, ctx: &mut Ctx) {
-        if let Some(mut stream) = self.stream.take() {
-            if reset {
-                stream.reset_on_close();
-            }
-            // Deregister before the close, as on kqueue; errors are of no consequence.
-            let _ = ctx.registry.deregister(&mut stream);
-            *ctx.busy_faults -= 1;
+    /// Closes the connection (with a reset if asked) and frees its buffers.
+    fn close_conn(&mut self, reset: bool, ctx: &mut Ctx) {
+        if let Some(conn) = self.conn.take() {
+            conn.close(&ctx.registry, reset);
+            ctx.busy_faults -= 1;
         }
-        self.out = Vec::new();
-        self.out_pos = 0;
         self.next_at = None;
     }
 
@@ -544,5 +493,12 @@ impl FaultSession {
         }
         let spread = (splitmix64(self.id ^ self.cycle.rotate_left(32)) % 1000) as f64 / 1000.0;
         self.phase = Phase::Pausing(now + ctx.plan.faults.pause.mul_f64(0.5 + spread));
+    }
+}
+
+/// Queues `n` frames on `out`, each owed its reply.
+fn queue_frames(expect: &mut Expect, out: &mut Vec<u8>, n: usize) {
+    for _ in 0..n {
+        expect.queue_frame(out);
     }
 }

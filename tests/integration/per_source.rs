@@ -240,19 +240,29 @@ fn other_uid_is_served(dir: &std::path::Path, path: &std::path::Path) {
     std::fs::copy(env!("CARGO_BIN_EXE_tabecho"), &bin).expect("copy the binary");
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let out = std::process::Command::new(&bin)
-        .args([
-            "send",
-            "--addr",
-            &format!("unix:{}", path.display()),
-            "nobody",
-        ])
-        .uid(NOBODY)
-        .gid(NOBODY)
-        // Nobody's own working directory: the test's may be private too.
-        .current_dir(dir)
-        .output()
-        .expect("run tabecho send");
+    let addr = format!("unix:{}", path.display());
+    let run = || {
+        std::process::Command::new(&bin)
+            .args(["send", "--addr", &addr, "nobody"])
+            .uid(NOBODY)
+            .gid(NOBODY)
+            // Nobody's own working directory: the test's may be private too.
+            .current_dir(dir)
+            .output()
+    };
+    // ETXTBSY: a child another test forked while the copy was open for writing holds
+    // that descriptor until its own exec (Linux, any multithreaded process that forks);
+    // it lets go within moments.
+    let deadline = Instant::now() + WAIT;
+    let out = loop {
+        match run() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                assert!(Instant::now() < deadline, "the copy stayed busy: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            result => break result.expect("run tabecho send"),
+        }
+    };
     assert_eq!(
         (
             out.status.code(),

@@ -84,8 +84,8 @@ pub struct Limits {
 /// for all connections, the limits, the counters, and the time of this loop turn.
 pub struct Context {
     /// The reactor's one read buffer, whose length is the most one read takes: the whole
-    /// buffer, or [`super::turn_budget::PRESSED_READ_LEN`] bytes while the turn is pressed (swapped with
-    /// `spare_buf` until the next turn).
+    /// buffer, or [`super::turn_budget::PRESSED_READ_LEN`] bytes while the turn is
+    /// pressed (swapped with `spare_buf` until the next turn).
     pub read_buf: Box<[u8]>,
     /// The other read buffer: the short one while reads are whole, the whole one while
     /// they are short.
@@ -131,6 +131,7 @@ impl Context {
         }
     }
 
+    /// [`Context::check_turn`]'s look, out of the common path.
     #[cold]
     #[inline(never)]
     fn look_at_turn(&mut self) {
@@ -384,8 +385,8 @@ impl Connection {
     }
 
     /// Reads what the socket has (at most [`READS_PER_EVENT`] reads, each at most the room
-    /// under high water and the read buffer's length), answers complete frames, and writes the
-    /// replies.
+    /// under high water and the read buffer's length), answers complete frames, and writes
+    /// the replies.
     pub fn on_readable(&mut self, cx: &mut Context) -> Next {
         if self.read_paused || self.peer_eof {
             return Next::Wait;

@@ -501,34 +501,13 @@ impl Reactor {
     }
 
     /// Reads again the connections whose read budget ran out, in this turn's events or
-    /// earlier revisits, in order: one more budget each, while the turn has work left in
-    /// its budget (`TurnBudget`; the first is always served, so every one is, in turn). What is still unread
-    /// then waits for the next turn, after a poll that does not block (the ready list
-    /// makes its timeout zero): first those this revisit did not reach, then those it
-    /// served that had more. Then serves the connections that waited for room under the
-    /// budget last turn.
+    /// earlier revisits, in order: one more budget each, while the turn's work budget
+    /// lasts (`TurnBudget`; the first is always served, so each is in turn). What is still
+    /// unread then waits for the next turn, after a poll that does not block (the ready
+    /// list makes its timeout zero): first those this revisit did not reach, then those
+    /// it served that had more. Then serves the connections that waited for room under
+    /// the budget last turn.
     fn revisit_ready(&mut self) {
-        if !self.ready.is_empty() {
-            self.revisit_ready_list();
-        }
-        if !self.waiting_for_room.is_empty() {
-            // Rare (the budget's closes spent): those still without room wait again.
-            for key in std::mem::take(&mut self.waiting_for_room) {
-                self.on_connection_event(key, true, true);
-            }
-        }
-    }
-
-    /// Reads connection `key` again (from the ready list): out of line, so the revisit
-    /// adds no second copy of the event path to the loop.
-    #[inline(never)]
-    fn read_again(&mut self, key: usize) {
-        self.on_connection_event(key, true, false);
-    }
-
-    /// [`Reactor::revisit_ready`]'s ready list, when it has entries.
-    #[inline(never)]
-    fn revisit_ready_list(&mut self) {
         // Walk this list while new entries go to the spare one; both keep their buffers.
         let mut ready = std::mem::replace(&mut self.ready, std::mem::take(&mut self.ready_spare));
         let mut served = 0;
@@ -537,7 +516,7 @@ impl Reactor {
                 break;
             }
             served += 1;
-            self.read_again(key);
+            self.on_connection_event(key, true, false);
         }
         if served == ready.len() {
             ready.clear();
@@ -546,6 +525,12 @@ impl Reactor {
             ready.drain(..served);
             ready.append(&mut self.ready);
             self.ready_spare = std::mem::replace(&mut self.ready, ready);
+        }
+        if !self.waiting_for_room.is_empty() {
+            // Rare (the budget's closes spent): those still without room wait again.
+            for key in std::mem::take(&mut self.waiting_for_room) {
+                self.on_connection_event(key, true, true);
+            }
         }
     }
 

@@ -54,6 +54,9 @@ use crate::stream::Stream;
 /// The environment variable naming a fault the adopting side injects, for the tests of
 /// the fallbacks (the way fail points work): `exit-before-ack` (the new process dies with
 /// a batch received and not acknowledged), `stall-before-ack` (it never acknowledges).
+/// Only in builds with the `fault-injection` feature, which the tests enable (Cargo.toml):
+/// a release binary has no way to be made to exit or stall mid-upgrade.
+#[cfg(feature = "fault-injection")]
 pub const FAULT_ENV: &str = "TABECHO_HANDOVER_FAULT";
 
 /// One connection on its way between processes (or back to its reactor): its socket and

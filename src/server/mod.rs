@@ -58,7 +58,9 @@ use std::time::Duration;
 use log::{info, warn};
 
 pub use close::CloseReason;
-pub use handover::{Adopter, FAULT_ENV as HANDOVER_FAULT_ENV};
+pub use handover::Adopter;
+#[cfg(feature = "fault-injection")]
+pub use handover::FAULT_ENV as HANDOVER_FAULT_ENV;
 pub use snapshot::{Snapshot, SnapshotHandle, TurnHistogram, TURN_BUCKET_BOUNDS_US};
 pub use source::{Source, DEFAULT_SOURCE_PREFIX_V6};
 pub use source_table::SourceTable;

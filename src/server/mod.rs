@@ -5,7 +5,7 @@
 //!   Server::bind ─┬─ TCP: one SO_REUSEPORT listener per reactor; the kernel spreads
 //!                 │       new connections by a hash of their addresses
 //!                 ├─ Unix, or the one socket systemd passed: reactor 0 accepts and
-//!                 │       deals round-robin to the others (handoff: channel + waker)
+//!                 │       deals round-robin to the others (deal: channel + waker)
 //!                 └─ Shared: connection count (and per source), buffer-budget leases,
 //!                            shutdown and upgrade state
 //!   Server::from_inherited ─ the sockets systemd or an upgrading process passed: N TCP
@@ -17,7 +17,7 @@
 //! ```
 //!
 //! With one reactor nothing changes from the single-threaded design: one listener, no
-//! handoff, the reactor on the calling thread. Nothing is shared on the path of a frame:
+//! dealer, the reactor on the calling thread. Nothing is shared on the path of a frame:
 //! [`Shared`](shared::Shared) is touched on accept, on close, when a reactor's buffer
 //! lease grows or shrinks by a mebibyte, and at shutdown.
 //!
@@ -36,7 +36,7 @@
 
 mod close;
 mod connection;
-mod handoff;
+mod deal;
 mod handover;
 mod listener;
 mod reactor;
@@ -70,7 +70,7 @@ pub use upgrade::{without_listen, Relaunch, HANDOVER_NAME, METRICS_NAME, UPGRADE
 use crate::addr::ListenAddr;
 use crate::config::{ServerConfig, FD_RESERVE};
 use crate::size::Size;
-use handoff::Handoff;
+use deal::Dealer;
 use listener::Listener;
 use reactor::{Reactor, Setup, MAX_CONNECTION_KEYS};
 use shared::Shared;
@@ -186,7 +186,7 @@ impl Server {
     }
 
     /// One reactor per listener when there is one for each; else reactor 0 gets the one
-    /// listener and a handoff to the others. `origin_note` follows the address in the
+    /// listener and a dealer to the others. `origin_note` follows the address in the
     /// "listening on" line: where the sockets came from, if not bound here.
     fn with_listeners(
         config: ServerConfig,
@@ -249,7 +249,7 @@ impl Server {
                     id,
                     of: threads,
                     listener,
-                    handoff: None,
+                    dealer: None,
                     inbox,
                     adoptions: adoptions.next().expect("one adoption channel per reactor"),
                     shared: shared.clone(),
@@ -266,7 +266,7 @@ impl Server {
                     .zip(wakers[1..].iter().cloned())
                     .map(Some),
             );
-            reactors[0].set_handoff(Handoff::new(targets));
+            reactors[0].set_dealer(Dealer::new(targets));
         }
         shared.set_accepting(reactors.iter().filter(|r| r.accepts()).count());
         shared.set_wakers(wakers);

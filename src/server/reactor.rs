@@ -1,13 +1,13 @@
 //! Reactor: one thread, one `mio::Poll`, a `Slab` of connections, a timer wheel. It knows
 //! nothing of its siblings but [`Shared`] (the connection count, the buffer budget's
 //! leases, the shutdown state) and, for the one that accepts for the others, a
-//! [`Handoff`].
+//! [`Dealer`].
 //!
 //! ```text
 //!   poll(timeout = next timer or 0 if work is left)
 //!     ├─ LISTENER  → accept up to ACCEPTS_PER_EVENT (more? the Acceptor stays ready);
 //!     │              admit (Shared: the global and per-source limits), serve here or
-//!     │              hand off
+//!     │              deal
 //!     ├─ WAKER     → shutdown begun, a snapshot asked, or connections handed to us
 //!     ├─ SIGNALS   → SIGINT/SIGTERM, SIGUSR2 (reactor 0 registers them)
 //!     ├─ METRICS_LISTENER, HTTP tokens → the metrics endpoint (reactor 0, `--metrics`)
@@ -17,7 +17,7 @@
 //!   expire timers: idle checks (lazy re-arm), linger deadlines, accept resume, stats,
 //!                  end of a memory-pressure episode
 //!   shutdown: started? all closed or grace over? → return the counters
-//!   handover (an upgrade's new process serves the sockets): drop the listener, serve
+//!   upgrade drain (an upgrade's new process serves the sockets): drop the listener, serve
 //!             on until every connection is closed (idle, or the shutdown at grace end)
 //! ```
 //!
@@ -89,7 +89,7 @@ use slab::Slab;
 
 use super::close::CloseReason;
 use super::connection::{Connection, Context, Limits, Next};
-use super::handoff::{Handoff, Inbox};
+use super::deal::{Dealer, Inbox};
 use super::handover::{MoveMsg, Moved};
 use super::listener::Listener;
 use super::shared::Shared;
@@ -137,9 +137,11 @@ enum Phase {
     /// An upgrade's new process takes the connections: no listener; each connection is
     /// sent to the mover as soon as it is here; what comes back is served.
     Moving,
-    /// An upgrade's new process serves the listening sockets: no listener, the open
-    /// connections served as usual (idle ones reaped) for at most the grace period.
-    HandedOver,
+    /// An upgrade's new process serves the listening sockets (after the drain, or after a
+    /// move for what it did not take): no listener, the open connections served as usual
+    /// (idle ones reaped) for at most the grace period. Not [`Phase::Draining`], the
+    /// shutdown, which closes at once what is quiet.
+    UpgradeDrain,
     /// Shutting down: lingering closes, for at most the grace period.
     Draining,
     Done,
@@ -224,7 +226,7 @@ pub struct Setup {
     /// Its own listener, if it accepts.
     pub listener: Option<Listener>,
     /// Deals its accepts over the reactors, if it accepts for others.
-    pub handoff: Option<Handoff>,
+    pub dealer: Option<Dealer>,
     /// Where its connections come from, if others accept for it.
     pub inbox: Option<Inbox>,
     /// Where connections to adopt come from (an upgrade's hand-over).
@@ -242,7 +244,7 @@ impl Reactor {
             id,
             of,
             mut listener,
-            handoff,
+            dealer,
             inbox,
             adoptions,
             shared,
@@ -280,7 +282,7 @@ impl Reactor {
             id,
             alone: of == 1,
             poll,
-            acceptor: Acceptor::new(listener, handoff, inbox),
+            acceptor: Acceptor::new(listener, dealer, inbox),
             parked_listener: None,
             connections: Slab::with_capacity(reserved),
             // One timer per connection, the metrics connections' and the server's own few.
@@ -328,11 +330,11 @@ impl Reactor {
     }
 
     /// Makes this reactor deal the connections it accepts over the server's reactors.
-    pub fn set_handoff(&mut self, handoff: Handoff) {
-        self.acceptor.set_handoff(handoff);
+    pub fn set_dealer(&mut self, dealer: Dealer) {
+        self.acceptor.set_dealer(dealer);
     }
 
-    /// This reactor's waker: what a shutdown, a snapshot request or a handoff wakes.
+    /// This reactor's waker: what a shutdown, a snapshot request or a dealt connection wakes.
     pub fn waker(&self) -> Arc<Waker> {
         self.waker.clone()
     }
@@ -375,7 +377,7 @@ impl Reactor {
                     LISTENER => self.acceptor.mark_ready(),
                     WAKER => {
                         self.on_wake();
-                        let keys = self.take_handed_off();
+                        let keys = self.take_dealt();
                         if self.phase == Phase::Moving {
                             self.move_out(keys);
                         }
@@ -760,8 +762,8 @@ impl Reactor {
                 }
             }
             TimerKey::Pressure => self.check_pressure_over(),
-            TimerKey::Handover => {
-                if self.phase == Phase::HandedOver {
+            TimerKey::UpgradeDrain => {
+                if self.phase == Phase::UpgradeDrain {
                     // The drain's grace is over: the shutdown's lingering close, bounded
                     // by the ordinary linger (the grace has been given already).
                     self.begin_shutdown(self.config.linger);

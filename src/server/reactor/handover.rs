@@ -77,7 +77,7 @@ impl Reactor {
         if self.acceptor.has_inbox() && !self.shared.dealing_over() && !self.shared.draining() {
             return;
         }
-        let keys = self.take_handed_off();
+        let keys = self.take_dealt();
         if self.phase == Phase::Moving {
             self.move_out(keys);
         }
@@ -92,7 +92,7 @@ impl Reactor {
     pub(super) fn finish_move(&mut self) {
         // Every connection given back was delivered before the move ended.
         self.take_moved();
-        self.phase = Phase::HandedOver;
+        self.phase = Phase::UpgradeDrain;
         self.upgrader = None;
         if let Some(mut listener) = self.parked_listener.take() {
             // The new process serves this socket now: its Unix socket file stays.
@@ -104,7 +104,7 @@ impl Reactor {
                 self.connections.len(),
                 self.of_reactor()
             );
-            self.arm_server_timer(self.config.shutdown_grace, TimerKey::Handover);
+            self.arm_server_timer(self.config.shutdown_grace, TimerKey::UpgradeDrain);
         }
     }
 

@@ -523,7 +523,7 @@ impl Reactor {
 
     /// Whether `/ready` says 200: serving, no shutdown and no handover begun.
     fn accepting(&self) -> bool {
-        self.phase == Phase::Serving && !self.shared.draining() && !self.shared.handed_over()
+        self.phase == Phase::Serving && !self.shared.draining() && !self.shared.upgraded()
     }
 }
 

@@ -33,9 +33,9 @@ use std::ops::ControlFlow;
 
 use log::trace;
 
-use super::close::CloseReason;
 use super::handover::{ConnState, Kind};
-use super::stats::Stats;
+use crate::counters::CloseReason;
+use crate::counters::Stats;
 use crate::frame::FrameDecoder;
 use crate::protocol;
 use crate::stream::Stream;

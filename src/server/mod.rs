@@ -34,7 +34,6 @@
 // operator-given durations must not wrap.
 #![warn(clippy::cast_possible_truncation)]
 
-mod close;
 mod connection;
 mod deal;
 mod handover;
@@ -45,7 +44,6 @@ mod signal;
 mod snapshot;
 mod source;
 mod source_table;
-mod stats;
 mod turn_budget;
 mod upgrade;
 
@@ -57,14 +55,13 @@ use std::time::Duration;
 
 use log::{info, warn};
 
-pub use close::CloseReason;
+pub use crate::counters::{CloseReason, Snapshot, Stats, TurnHistogram, TURN_BUCKET_BOUNDS_US};
 pub use handover::Adopter;
 #[cfg(feature = "fault-injection")]
 pub use handover::FAULT_ENV as HANDOVER_FAULT_ENV;
-pub use snapshot::{Snapshot, SnapshotHandle, TurnHistogram, TURN_BUCKET_BOUNDS_US};
-pub use source::{Source, DEFAULT_SOURCE_PREFIX_V6};
+pub use snapshot::SnapshotHandle;
+pub use source::Source;
 pub use source_table::SourceTable;
-pub use stats::Stats;
 pub use upgrade::{without_listen, Relaunch, HANDOVER_NAME, METRICS_NAME, UPGRADED_FROM_ENV};
 
 use crate::addr::ListenAddr;

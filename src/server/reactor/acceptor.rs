@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use log::{debug, warn};
 
 use super::{Phase, Reactor, TimerKey};
+use crate::counters::CloseReason;
 use crate::protocol;
-use crate::server::close::CloseReason;
 use crate::server::deal::{Admitted, Dealer, Dealt, Inbox};
 use crate::server::listener::{self, Listener};
 use crate::server::shared::Refusal;

@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use log::{debug, error, warn};
 
 use super::{Reactor, TimerKey};
+use crate::counters::CloseReason;
 use crate::protocol;
-use crate::server::close::CloseReason;
 use crate::server::connection::{Connection, Context, Next};
 use crate::server::shared::Shared;
 

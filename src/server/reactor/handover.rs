@@ -17,7 +17,7 @@ use log::{debug, info, warn};
 use mio::Interest;
 
 use super::{Phase, Reactor, TimerKey, LISTENER};
-use crate::server::close::CloseReason;
+use crate::counters::CloseReason;
 use crate::server::connection::Connection;
 use crate::server::handover::{MoveMsg, Moved};
 use crate::timer_wheel::TimerId;

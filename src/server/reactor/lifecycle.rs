@@ -6,7 +6,7 @@ use std::time::Duration;
 use log::{debug, info};
 
 use super::{Phase, Reactor, TimerKey};
-use crate::server::close::CloseReason;
+use crate::counters::CloseReason;
 use crate::server::handover::MoveMsg;
 use crate::server::shared::UpgradeBusy;
 

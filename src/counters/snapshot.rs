@@ -64,8 +64,9 @@ pub struct Snapshot {
     pub stats: Stats,
     /// Connections open.
     pub connections_open: u64,
-    /// Bytes held in connection buffers (unfinished frames, unanswered input, unsent
-    /// replies; capacities): the reactor's exact running total.
+    /// Bytes charged to connections: their buffers (unfinished frames, unanswered input,
+    /// unsent replies; capacities) and the kernel queues of those whose sockets refuse
+    /// replies. The reactor's exact running total (`Budget::charged`).
     pub buffered_bytes: u64,
     /// The buffer-memory budget in force (`--max-buffer-memory`).
     pub max_buffer_memory: u64,

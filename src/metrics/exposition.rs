@@ -91,7 +91,8 @@ const GAUGES: [Scalar; 3] = [
     }),
     (
         "buffered_bytes",
-        "Bytes held in connection buffers: unfinished frames, unanswered input, unsent replies",
+        "Bytes charged to connections: unfinished frames, unanswered input, unsent replies, and \
+         the kernel queues of stalled connections",
         |s| s.buffered_bytes,
     ),
     (

@@ -70,12 +70,12 @@ pub struct Moved {
 }
 
 impl Moved {
-    /// Splits a stream into its descriptor and kind, without closing, shutting or
-    /// resetting it.
-    pub fn socket_of(stream: Stream) -> (OwnedFd, Kind) {
+    /// A stream's descriptor, without closing, shutting or resetting it (its kind travels
+    /// in the state, [`ConnState::kind`], which `Connection::export` sets).
+    pub fn socket_of(stream: Stream) -> OwnedFd {
         match stream {
-            Stream::Tcp(s) => (OwnedFd::from(s), Kind::Tcp),
-            Stream::Unix(s) => (OwnedFd::from(s), Kind::Unix),
+            Stream::Tcp(s) => OwnedFd::from(s),
+            Stream::Unix(s) => OwnedFd::from(s),
         }
     }
 

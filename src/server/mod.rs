@@ -220,7 +220,7 @@ impl Server {
             config.max_connections_per_source,
             config.max_buffer_memory - threads * lease_floor,
         );
-        let handing_off = listeners.len() < threads;
+        let dealing = listeners.len() < threads;
         let mut inboxes = Vec::new();
         let mut senders = Vec::new();
         for _ in 1..threads {
@@ -235,7 +235,7 @@ impl Server {
         let mut inboxes = inboxes.into_iter();
         let mut reactors = Vec::with_capacity(threads);
         for id in 0..threads {
-            let (listener, inbox) = if handing_off && id > 0 {
+            let (listener, inbox) = if dealing && id > 0 {
                 (None, inboxes.next())
             } else {
                 (listeners.next(), None)
@@ -246,7 +246,6 @@ impl Server {
                     id,
                     of: threads,
                     listener,
-                    dealer: None,
                     inbox,
                     adoptions: adoptions.next().expect("one adoption channel per reactor"),
                     shared: shared.clone(),
@@ -255,7 +254,7 @@ impl Server {
             )?);
         }
         let wakers: Vec<_> = reactors.iter().map(Reactor::waker).collect();
-        if handing_off {
+        if dealing {
             let mut targets = vec![None];
             targets.extend(
                 senders

@@ -121,12 +121,6 @@ const READ_BUF_SIZE: usize = 64 * 1024;
 /// (no doubling slack), and a growing slab never copies itself. 2^20 slots of 112 bytes
 /// is 112 MiB of address space at most.
 const MAX_RESERVED_CONNECTIONS: usize = 1 << 20;
-/// The largest high-water mark honoured, so pending output always fits a `u32` offset
-/// (`Connection::sent`): the flags' bound, for configs built without them.
-const MAX_HIGH_WATER: usize = crate::config::MAX_CONNECTION_BYTES;
-/// The largest frame limit honoured (`--max-frame` is refused above it), for the same
-/// reason: pending output is at most high water plus one reply, far below 4 GiB.
-const MAX_FRAME_LIMIT: usize = crate::config::MAX_CONNECTION_BYTES;
 /// Events taken per poll.
 const EVENTS_CAPACITY: usize = 1024;
 /// Shutdown progress.
@@ -225,8 +219,6 @@ pub struct Setup {
     pub of: usize,
     /// Its own listener, if it accepts.
     pub listener: Option<Listener>,
-    /// Deals its accepts over the reactors, if it accepts for others.
-    pub dealer: Option<Dealer>,
     /// Where its connections come from, if others accept for it.
     pub inbox: Option<Inbox>,
     /// Where connections to adopt come from (an upgrade's hand-over).
@@ -244,7 +236,6 @@ impl Reactor {
             id,
             of,
             mut listener,
-            dealer,
             inbox,
             adoptions,
             shared,
@@ -264,10 +255,15 @@ impl Reactor {
         let slots = usize::try_from((idle_us / clock.tick_us()).saturating_add(2).min(1 << 16))
             .unwrap_or(1 << 16);
         let reserved = max_connections.min(MAX_RESERVED_CONNECTIONS);
+        // `ServerConfig::validate` (run by both of `Server`'s constructors) bounds these by
+        // `MAX_CONNECTION_BYTES`, so pending output (at most high water plus one reply)
+        // always fits `Connection::sent`'s `u32`, and refuses a high water of 0.
+        debug_assert!(config.max_frame <= crate::config::MAX_CONNECTION_BYTES);
+        debug_assert!((1..=crate::config::MAX_CONNECTION_BYTES).contains(&config.high_water));
         let limits = Limits {
-            max_frame: config.max_frame.min(MAX_FRAME_LIMIT),
-            high_water: config.high_water.clamp(1, MAX_HIGH_WATER),
-            low_water: config.high_water.clamp(1, MAX_HIGH_WATER) / 2,
+            max_frame: config.max_frame,
+            high_water: config.high_water,
+            low_water: config.high_water / 2,
             kernel_held: config.kernel_held_when_stalled(),
         };
         let headroom = config.max_held_per_connection();
@@ -282,7 +278,7 @@ impl Reactor {
             id,
             alone: of == 1,
             poll,
-            acceptor: Acceptor::new(listener, dealer, inbox),
+            acceptor: Acceptor::new(listener, inbox),
             parked_listener: None,
             connections: Slab::with_capacity(reserved),
             // One timer per connection, the metrics connections' and the server's own few.
@@ -590,9 +586,7 @@ impl Reactor {
     /// not be registered (then it is closed and released).
     fn add_connection(&mut self, stream: Stream, source: Option<Source>) -> Option<usize> {
         let now_us = self.cx.now_us;
-        let key = self.insert_connection(stream, source, |s| {
-            Connection::new(s, now_us, TimerId::NONE)
-        })?;
+        let key = self.insert_connection(stream, source, |s| Connection::new(s, now_us))?;
         self.cx.stats.accepted += 1;
         Some(key)
     }

@@ -3,8 +3,8 @@
 //! the stats logger), at no cost per frame. It knows nothing of the reactor: the reactor
 //! holds a [`Publisher`] and hands it the copy.
 //!
-//! The reactor keeps plain integers ([`Stats`](crate::counters::Stats), [`TurnHistogram`]) that only it writes, as
-//! it always did. A reader asks for a copy through a [`SnapshotHandle`]: it takes a ticket
+//! The reactor keeps plain integers ([`Stats`](crate::counters::Stats),
+//! [`TurnHistogram`]) that only it writes. A reader asks for a copy through a [`SnapshotHandle`]: it takes a ticket
 //! (one atomic increment per request) and wakes the reactor with the `mio::Waker`. On the
 //! waker's event the reactor sees tickets it has not served, copies its state into the
 //! shared slot under a mutex, and notifies. A thread waits on a condition variable,

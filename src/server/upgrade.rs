@@ -1,6 +1,8 @@
 //! Upgrade in place (SIGUSR2): start the binary now on disk with the same arguments, hand
 //! it this server's very listening sockets (`LISTEN_FDS`, descriptors 3..), wait for its
-//! `READY=1`, then let every reactor stop accepting and drain.
+//! `READY=1`, then move every open connection to it (`super::handover`); a new process
+//! that does not speak the move (an older binary) gets the drain instead: every reactor
+//! stops accepting and serves out what it holds.
 //!
 //! ```text
 //!   SIGUSR2 ─ reactor 0 ─ Shared::begin_upgrade ─ thread "upgrade":

@@ -70,15 +70,13 @@ pub(super) struct Acceptor {
 }
 
 impl Acceptor {
-    /// The acceptor of a reactor with these sources (the listener already registered).
-    pub(super) fn new(
-        listener: Option<Listener>,
-        dealer: Option<Dealer>,
-        inbox: Option<Inbox>,
-    ) -> Acceptor {
+    /// The acceptor of a reactor with these sources (the listener already registered). A
+    /// dealer, which needs every reactor's waker, is set once all are built
+    /// ([`Acceptor::set_dealer`]).
+    pub(super) fn new(listener: Option<Listener>, inbox: Option<Inbox>) -> Acceptor {
         Acceptor {
             listener,
-            dealer,
+            dealer: None,
             inbox,
             ready: false,
             paused_since: None,
@@ -344,7 +342,7 @@ mod tests {
             ListenAddr::Tcp(addr) => addr,
             other => panic!("not TCP: {other:?}"),
         };
-        (Acceptor::new(Some(listener), None, None), addr)
+        (Acceptor::new(Some(listener), None), addr)
     }
 
     /// Accepts until `Done`, waiting up to 5 s for connections still in flight; how many.
@@ -428,7 +426,7 @@ mod tests {
         assert!(!acceptor.is_ready(), "a listener taken is never ready");
         assert!(!acceptor.start_turn());
         assert!(matches!(acceptor.next(), Accept::Done));
-        let mut none = Acceptor::new(None, None, None);
+        let mut none = Acceptor::new(None, None);
         assert!(!none.start_turn());
         assert!(none.dealt().is_empty());
     }

@@ -146,7 +146,7 @@ impl Reactor {
         // process, and a registration left behind would still be reported here.
         self.detach(key, &mut conn);
         let (stream, state) = conn.export(self.cx.now_us);
-        let (fd, _) = Moved::socket_of(stream);
+        let fd = Moved::socket_of(stream);
         Some(Moved {
             fd,
             state,
@@ -188,9 +188,9 @@ impl Reactor {
         // Counted whatever the limits (it was admitted once); released if not served.
         self.shared.adopt(source);
         let now_us = self.cx.now_us;
-        let Some(key) = self.insert_connection(stream, source, |s| {
-            Connection::adopt(s, state, now_us, TimerId::NONE)
-        }) else {
+        let Some(key) =
+            self.insert_connection(stream, source, |s| Connection::adopt(s, state, now_us))
+        else {
             return;
         };
         if self.move_joined {

@@ -4,8 +4,12 @@ use std::time::Duration;
 
 use crate::addr::{ListenAddr, MAX_DURATION};
 use crate::protocol;
-pub use crate::server::DEFAULT_SOURCE_PREFIX_V6;
 use crate::size::{self, Size};
+
+/// `--source-prefix-v6`'s default: a /64 is what one subscriber or one LAN gets (RFC
+/// 6177), and one host may pick any address inside it, so counting /128s would let one
+/// host open as many sources as it likes.
+pub const DEFAULT_SOURCE_PREFIX_V6: u8 = 64;
 
 /// The original Go example's address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8085";

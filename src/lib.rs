@@ -36,8 +36,10 @@
 //! - [`cgroup`], [`sizing`]: the process's cgroup limits (memory, CPU quota), read at
 //!   start, and the defaults sized from them (the buffer budget, `--threads auto`).
 //! - [`stream`]: one non-blocking TCP-or-Unix stream type for the server and the load.
-//! - [`server`]: `Server` starts the reactors (`server::reactor`, the loop), hands Unix
-//!   connections over (`server::handoff`), shares the global limits (`server::shared`)
+//! - [`counters`]: what a reactor counts (`Stats`, `CloseReason`, `Snapshot`, the turn
+//!   histogram), plain values; a leaf that `server` writes and `metrics` reads.
+//! - [`server`]: `Server` starts the reactors (`server::reactor`, the loop), deals Unix
+//!   connections out (`server::deal`), shares the global limits (`server::shared`)
 //!   and the count per source (`server::source`, `server::source_table`);
 //!   `server::snapshot` copies a reactor's counters for other threads;
 //!   `server::turn_budget` bounds one loop turn's work; `server::upgrade`
@@ -57,6 +59,7 @@ pub mod addr;
 pub mod cgroup;
 pub mod client;
 pub mod config;
+pub mod counters;
 pub mod fd_limit;
 pub mod frame;
 pub mod load;

@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::server::{CloseReason, Snapshot};
+use crate::counters::{CloseReason, Snapshot};
 
 /// The `Content-Type` of the page.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -91,7 +91,8 @@ const GAUGES: [Scalar; 3] = [
     }),
     (
         "buffered_bytes",
-        "Bytes held in connection buffers: unfinished frames, unanswered input, unsent replies",
+        "Bytes charged to connections: unfinished frames, unanswered input, unsent replies, and \
+         the kernel queues of stalled connections",
         |s| s.buffered_bytes,
     ),
     (

@@ -54,6 +54,9 @@ use crate::stream::Stream;
 /// The environment variable naming a fault the adopting side injects, for the tests of
 /// the fallbacks (the way fail points work): `exit-before-ack` (the new process dies with
 /// a batch received and not acknowledged), `stall-before-ack` (it never acknowledges).
+/// Only in builds with the `fault-injection` feature, which the tests enable (Cargo.toml):
+/// a release binary has no way to be made to exit or stall mid-upgrade.
+#[cfg(feature = "fault-injection")]
 pub const FAULT_ENV: &str = "TABECHO_HANDOVER_FAULT";
 
 /// One connection on its way between processes (or back to its reactor): its socket and
@@ -67,12 +70,12 @@ pub struct Moved {
 }
 
 impl Moved {
-    /// Splits a stream into its descriptor and kind, without closing, shutting or
-    /// resetting it.
-    pub fn socket_of(stream: Stream) -> (OwnedFd, Kind) {
+    /// A stream's descriptor, without closing, shutting or resetting it (its kind travels
+    /// in the state, [`ConnState::kind`], which `Connection::export` sets).
+    pub fn socket_of(stream: Stream) -> OwnedFd {
         match stream {
-            Stream::Tcp(s) => (OwnedFd::from(s), Kind::Tcp),
-            Stream::Unix(s) => (OwnedFd::from(s), Kind::Unix),
+            Stream::Tcp(s) => OwnedFd::from(s),
+            Stream::Unix(s) => OwnedFd::from(s),
         }
     }
 

@@ -5,7 +5,7 @@
 //!   Server::bind ─┬─ TCP: one SO_REUSEPORT listener per reactor; the kernel spreads
 //!                 │       new connections by a hash of their addresses
 //!                 ├─ Unix, or the one socket systemd passed: reactor 0 accepts and
-//!                 │       deals round-robin to the others (handoff: channel + waker)
+//!                 │       deals round-robin to the others (deal: channel + waker)
 //!                 └─ Shared: connection count (and per source), buffer-budget leases,
 //!                            shutdown and upgrade state
 //!   Server::from_inherited ─ the sockets systemd or an upgrading process passed: N TCP
@@ -17,7 +17,7 @@
 //! ```
 //!
 //! With one reactor nothing changes from the single-threaded design: one listener, no
-//! handoff, the reactor on the calling thread. Nothing is shared on the path of a frame:
+//! dealer, the reactor on the calling thread. Nothing is shared on the path of a frame:
 //! [`Shared`](shared::Shared) is touched on accept, on close, when a reactor's buffer
 //! lease grows or shrinks by a mebibyte, and at shutdown.
 //!
@@ -34,9 +34,8 @@
 // operator-given durations must not wrap.
 #![warn(clippy::cast_possible_truncation)]
 
-mod close;
 mod connection;
-mod handoff;
+mod deal;
 mod handover;
 mod listener;
 mod reactor;
@@ -45,7 +44,6 @@ mod signal;
 mod snapshot;
 mod source;
 mod source_table;
-mod stats;
 mod turn_budget;
 mod upgrade;
 
@@ -57,18 +55,19 @@ use std::time::Duration;
 
 use log::{info, warn};
 
-pub use close::CloseReason;
-pub use handover::{Adopter, FAULT_ENV as HANDOVER_FAULT_ENV};
-pub use snapshot::{Snapshot, SnapshotHandle, TurnHistogram, TURN_BUCKET_BOUNDS_US};
-pub use source::{Source, DEFAULT_SOURCE_PREFIX_V6};
+pub use crate::counters::{CloseReason, Snapshot, Stats, TurnHistogram, TURN_BUCKET_BOUNDS_US};
+pub use handover::Adopter;
+#[cfg(feature = "fault-injection")]
+pub use handover::FAULT_ENV as HANDOVER_FAULT_ENV;
+pub use snapshot::SnapshotHandle;
+pub use source::Source;
 pub use source_table::SourceTable;
-pub use stats::Stats;
 pub use upgrade::{without_listen, Relaunch, HANDOVER_NAME, METRICS_NAME, UPGRADED_FROM_ENV};
 
 use crate::addr::ListenAddr;
 use crate::config::{ServerConfig, FD_RESERVE};
 use crate::size::Size;
-use handoff::Handoff;
+use deal::Dealer;
 use listener::Listener;
 use reactor::{Reactor, Setup, MAX_CONNECTION_KEYS};
 use shared::Shared;
@@ -184,7 +183,7 @@ impl Server {
     }
 
     /// One reactor per listener when there is one for each; else reactor 0 gets the one
-    /// listener and a handoff to the others. `origin_note` follows the address in the
+    /// listener and a dealer to the others. `origin_note` follows the address in the
     /// "listening on" line: where the sockets came from, if not bound here.
     fn with_listeners(
         config: ServerConfig,
@@ -221,7 +220,7 @@ impl Server {
             config.max_connections_per_source,
             config.max_buffer_memory - threads * lease_floor,
         );
-        let handing_off = listeners.len() < threads;
+        let dealing = listeners.len() < threads;
         let mut inboxes = Vec::new();
         let mut senders = Vec::new();
         for _ in 1..threads {
@@ -236,7 +235,7 @@ impl Server {
         let mut inboxes = inboxes.into_iter();
         let mut reactors = Vec::with_capacity(threads);
         for id in 0..threads {
-            let (listener, inbox) = if handing_off && id > 0 {
+            let (listener, inbox) = if dealing && id > 0 {
                 (None, inboxes.next())
             } else {
                 (listeners.next(), None)
@@ -247,7 +246,6 @@ impl Server {
                     id,
                     of: threads,
                     listener,
-                    handoff: None,
                     inbox,
                     adoptions: adoptions.next().expect("one adoption channel per reactor"),
                     shared: shared.clone(),
@@ -256,7 +254,7 @@ impl Server {
             )?);
         }
         let wakers: Vec<_> = reactors.iter().map(Reactor::waker).collect();
-        if handing_off {
+        if dealing {
             let mut targets = vec![None];
             targets.extend(
                 senders
@@ -264,7 +262,7 @@ impl Server {
                     .zip(wakers[1..].iter().cloned())
                     .map(Some),
             );
-            reactors[0].set_handoff(Handoff::new(targets));
+            reactors[0].set_dealer(Dealer::new(targets));
         }
         shared.set_accepting(reactors.iter().filter(|r| r.accepts()).count());
         shared.set_wakers(wakers);

@@ -1,13 +1,13 @@
 //! Reactor: one thread, one `mio::Poll`, a `Slab` of connections, a timer wheel. It knows
 //! nothing of its siblings but [`Shared`] (the connection count, the buffer budget's
 //! leases, the shutdown state) and, for the one that accepts for the others, a
-//! [`Handoff`].
+//! [`Dealer`].
 //!
 //! ```text
 //!   poll(timeout = next timer or 0 if work is left)
 //!     ├─ LISTENER  → accept up to ACCEPTS_PER_EVENT (more? the Acceptor stays ready);
 //!     │              admit (Shared: the global and per-source limits), serve here or
-//!     │              hand off
+//!     │              deal
 //!     ├─ WAKER     → shutdown begun, a snapshot asked, or connections handed to us
 //!     ├─ SIGNALS   → SIGINT/SIGTERM, SIGUSR2 (reactor 0 registers them)
 //!     ├─ METRICS_LISTENER, HTTP tokens → the metrics endpoint (reactor 0, `--metrics`)
@@ -17,7 +17,7 @@
 //!   expire timers: idle checks (lazy re-arm), linger deadlines, accept resume, stats,
 //!                  end of a memory-pressure episode
 //!   shutdown: started? all closed or grace over? → return the counters
-//!   handover (an upgrade's new process serves the sockets): drop the listener, serve
+//!   upgrade drain (an upgrade's new process serves the sockets): drop the listener, serve
 //!             on until every connection is closed (idle, or the shutdown at grace end)
 //! ```
 //!
@@ -87,19 +87,19 @@ use log::{debug, warn};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use super::close::CloseReason;
 use super::connection::{Connection, Context, Limits, Next};
-use super::handoff::{Handoff, Inbox};
+use super::deal::{Dealer, Inbox};
 use super::handover::{MoveMsg, Moved};
 use super::listener::Listener;
 use super::shared::Shared;
 use super::signal::ServerSignals;
 use super::snapshot::Publisher;
 use super::source::Source;
-use super::stats::Stats;
 use super::turn_budget::{TurnBudget, PRESSED_READ_LEN};
 use super::upgrade::Upgrader;
 use crate::config::ServerConfig;
+use crate::counters::CloseReason;
+use crate::counters::Stats;
 use crate::size::Size;
 use crate::stream::Stream;
 use crate::timer_wheel::{TimerId, TimerWheel};
@@ -121,12 +121,6 @@ const READ_BUF_SIZE: usize = 64 * 1024;
 /// (no doubling slack), and a growing slab never copies itself. 2^20 slots of 112 bytes
 /// is 112 MiB of address space at most.
 const MAX_RESERVED_CONNECTIONS: usize = 1 << 20;
-/// The largest high-water mark honoured, so pending output always fits a `u32` offset
-/// (`Connection::sent`): the flags' bound, for configs built without them.
-const MAX_HIGH_WATER: usize = crate::config::MAX_CONNECTION_BYTES;
-/// The largest frame limit honoured (`--max-frame` is refused above it), for the same
-/// reason: pending output is at most high water plus one reply, far below 4 GiB.
-const MAX_FRAME_LIMIT: usize = crate::config::MAX_CONNECTION_BYTES;
 /// Events taken per poll.
 const EVENTS_CAPACITY: usize = 1024;
 /// Shutdown progress.
@@ -137,9 +131,11 @@ enum Phase {
     /// An upgrade's new process takes the connections: no listener; each connection is
     /// sent to the mover as soon as it is here; what comes back is served.
     Moving,
-    /// An upgrade's new process serves the listening sockets: no listener, the open
-    /// connections served as usual (idle ones reaped) for at most the grace period.
-    HandedOver,
+    /// An upgrade's new process serves the listening sockets (after the drain, or after a
+    /// move for what it did not take): no listener, the open connections served as usual
+    /// (idle ones reaped) for at most the grace period. Not [`Phase::Draining`], the
+    /// shutdown, which closes at once what is quiet.
+    UpgradeDrain,
     /// Shutting down: lingering closes, for at most the grace period.
     Draining,
     Done,
@@ -223,8 +219,6 @@ pub struct Setup {
     pub of: usize,
     /// Its own listener, if it accepts.
     pub listener: Option<Listener>,
-    /// Deals its accepts over the reactors, if it accepts for others.
-    pub handoff: Option<Handoff>,
     /// Where its connections come from, if others accept for it.
     pub inbox: Option<Inbox>,
     /// Where connections to adopt come from (an upgrade's hand-over).
@@ -242,7 +236,6 @@ impl Reactor {
             id,
             of,
             mut listener,
-            handoff,
             inbox,
             adoptions,
             shared,
@@ -262,10 +255,15 @@ impl Reactor {
         let slots = usize::try_from((idle_us / clock.tick_us()).saturating_add(2).min(1 << 16))
             .unwrap_or(1 << 16);
         let reserved = max_connections.min(MAX_RESERVED_CONNECTIONS);
+        // `ServerConfig::validate` (run by both of `Server`'s constructors) bounds these by
+        // `MAX_CONNECTION_BYTES`, so pending output (at most high water plus one reply)
+        // always fits `Connection::sent`'s `u32`, and refuses a high water of 0.
+        debug_assert!(config.max_frame <= crate::config::MAX_CONNECTION_BYTES);
+        debug_assert!((1..=crate::config::MAX_CONNECTION_BYTES).contains(&config.high_water));
         let limits = Limits {
-            max_frame: config.max_frame.min(MAX_FRAME_LIMIT),
-            high_water: config.high_water.clamp(1, MAX_HIGH_WATER),
-            low_water: config.high_water.clamp(1, MAX_HIGH_WATER) / 2,
+            max_frame: config.max_frame,
+            high_water: config.high_water,
+            low_water: config.high_water / 2,
             kernel_held: config.kernel_held_when_stalled(),
         };
         let headroom = config.max_held_per_connection();
@@ -280,7 +278,7 @@ impl Reactor {
             id,
             alone: of == 1,
             poll,
-            acceptor: Acceptor::new(listener, handoff, inbox),
+            acceptor: Acceptor::new(listener, inbox),
             parked_listener: None,
             connections: Slab::with_capacity(reserved),
             // One timer per connection, the metrics connections' and the server's own few.
@@ -328,11 +326,11 @@ impl Reactor {
     }
 
     /// Makes this reactor deal the connections it accepts over the server's reactors.
-    pub fn set_handoff(&mut self, handoff: Handoff) {
-        self.acceptor.set_handoff(handoff);
+    pub fn set_dealer(&mut self, dealer: Dealer) {
+        self.acceptor.set_dealer(dealer);
     }
 
-    /// This reactor's waker: what a shutdown, a snapshot request or a handoff wakes.
+    /// This reactor's waker: what a shutdown, a snapshot request or a dealt connection wakes.
     pub fn waker(&self) -> Arc<Waker> {
         self.waker.clone()
     }
@@ -375,7 +373,7 @@ impl Reactor {
                     LISTENER => self.acceptor.mark_ready(),
                     WAKER => {
                         self.on_wake();
-                        let keys = self.take_handed_off();
+                        let keys = self.take_dealt();
                         if self.phase == Phase::Moving {
                             self.move_out(keys);
                         }
@@ -573,9 +571,7 @@ impl Reactor {
     /// not be registered (then it is closed and released).
     fn add_connection(&mut self, stream: Stream, source: Option<Source>) -> Option<usize> {
         let now_us = self.cx.now_us;
-        let key = self.insert_connection(stream, source, |s| {
-            Connection::new(s, now_us, TimerId::NONE)
-        })?;
+        let key = self.insert_connection(stream, source, |s| Connection::new(s, now_us))?;
         self.cx.stats.accepted += 1;
         Some(key)
     }
@@ -745,8 +741,8 @@ impl Reactor {
                 }
             }
             TimerKey::Pressure => self.check_pressure_over(),
-            TimerKey::Handover => {
-                if self.phase == Phase::HandedOver {
+            TimerKey::UpgradeDrain => {
+                if self.phase == Phase::UpgradeDrain {
                     // The drain's grace is over: the shutdown's lingering close, bounded
                     // by the ordinary linger (the grace has been given already).
                     self.begin_shutdown(self.config.linger);

@@ -14,9 +14,11 @@
 //!   sum never exceeds `--max-buffer-memory`, and each reactor's buffers stay within its
 //!   lease, so the whole process stays within the budget.
 //! - The shutdown state only moves forward: serving, draining, forced.
-//! - The upgrade state (SIGUSR2) is always one of none, in progress, moving, handed over;
-//!   it goes back from in progress to none only when an upgrade fails, moving leads only
-//!   to handed over, and handed over is final.
+//! - The upgrade state (SIGUSR2) is always one of none, in progress, moving, upgraded (the
+//!   new process serves the listening sockets, reached by a committed move or by the
+//!   drain); it goes back from in progress to none when an upgrade fails, and from moving
+//!   to none when the move rolls back (the new process died); otherwise moving leads to
+//!   upgraded, and upgraded is final.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
@@ -37,7 +39,7 @@ const FORCED: u8 = 2;
 /// Upgrade states (SIGUSR2, see `super::upgrade`).
 const NO_UPGRADE: u8 = 0;
 const UPGRADING: u8 = 1;
-const HANDED_OVER: u8 = 2;
+const UPGRADED: u8 = 2;
 /// The new process speaks the hand-over: the reactors move their connections to it.
 const MOVING: u8 = 3;
 
@@ -46,8 +48,8 @@ const MOVING: u8 = 3;
 pub enum UpgradeBusy {
     /// A new process is starting and has not reported ready yet.
     InProgress,
-    /// A new process serves the sockets; this one is draining.
-    HandedOver,
+    /// A new process serves the sockets; this one serves out what it still holds.
+    Upgraded,
 }
 
 /// Why a connection was not admitted.
@@ -77,14 +79,14 @@ pub struct Shared {
     unleased: AtomicUsize,
     /// Serving, draining or forced (see the constants).
     shutdown: AtomicU8,
-    /// No upgrade, upgrading or handed over (see the constants).
+    /// No upgrade, upgrading, moving or upgraded (see the constants).
     upgrade: AtomicU8,
     /// Every reactor's waker, by reactor index; set once all are built.
     wakers: OnceLock<Vec<Arc<Waker>>>,
     /// Reactors whose loop has not returned yet: reactor 0, which receives the signals,
     /// keeps polling them until it is the last.
     running: AtomicUsize,
-    /// After a handover: the reactor that deals connections to the others has closed its
+    /// After an upgrade: the reactor that deals connections to the others has closed its
     /// listener and will send no more (they may end their drain once their inbox is empty).
     dealing_over: AtomicBool,
     /// Reactors that still hold a listener: a shutdown is announced once none does, so a
@@ -184,7 +186,7 @@ impl Shared {
         }
     }
 
-    /// The dealing reactor has sent its last connection (after a handover); wakes every
+    /// The dealing reactor has sent its last connection (after an upgrade); wakes every
     /// reactor.
     pub fn end_dealing(&self) {
         self.dealing_over.store(true, Ordering::Release);
@@ -297,7 +299,7 @@ impl Shared {
             Ordering::Acquire,
         ) {
             Ok(_) => Ok(()),
-            Err(HANDED_OVER | MOVING) => Err(UpgradeBusy::HandedOver),
+            Err(UPGRADED | MOVING) => Err(UpgradeBusy::Upgraded),
             Err(_) => Err(UpgradeBusy::InProgress),
         }
     }
@@ -313,13 +315,10 @@ impl Shared {
     }
 
     /// The new process is ready: every reactor stops accepting and drains; wakes them all.
-    pub fn hand_over(&self) {
-        let _ = self.upgrade.compare_exchange(
-            UPGRADING,
-            HANDED_OVER,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
+    pub fn begin_upgrade_drain(&self) {
+        let _ =
+            self.upgrade
+                .compare_exchange(UPGRADING, UPGRADED, Ordering::AcqRel, Ordering::Acquire);
         for waker in self.wakers.get().into_iter().flatten() {
             // A failed wake means that reactor is already gone.
             let _ = waker.wake();
@@ -360,7 +359,7 @@ impl Shared {
             self.dealing_over.store(false, Ordering::Release);
             self.upgrade.store(NO_UPGRADE, Ordering::Release);
         } else {
-            self.upgrade.store(HANDED_OVER, Ordering::Release);
+            self.upgrade.store(UPGRADED, Ordering::Release);
         }
         self.wake_all();
     }
@@ -392,9 +391,9 @@ impl Shared {
         }
     }
 
-    /// The listening sockets are handed over to a new process: stop accepting, drain.
-    pub fn handed_over(&self) -> bool {
-        self.upgrade.load(Ordering::Acquire) == HANDED_OVER
+    /// A new process serves the listening sockets (a committed move or the drain): stop accepting.
+    pub fn upgraded(&self) -> bool {
+        self.upgrade.load(Ordering::Acquire) == UPGRADED
     }
 
     /// A shutdown has begun.
@@ -516,17 +515,17 @@ mod tests {
     }
 
     #[test]
-    fn one_upgrade_at_a_time_a_failed_one_may_be_retried_a_handover_is_final() {
+    fn one_upgrade_at_a_time_a_failed_one_may_be_retried_an_upgrade_is_final() {
         let shared = Shared::new(1, None, 0);
         assert_eq!(shared.begin_upgrade(), Ok(()));
         assert_eq!(shared.begin_upgrade(), Err(UpgradeBusy::InProgress));
         shared.upgrade_failed();
-        assert!(!shared.handed_over());
+        assert!(!shared.upgraded());
         assert_eq!(shared.begin_upgrade(), Ok(()));
-        shared.hand_over();
-        assert!(shared.handed_over());
+        shared.begin_upgrade_drain();
+        assert!(shared.upgraded());
         shared.upgrade_failed();
-        assert!(shared.handed_over());
-        assert_eq!(shared.begin_upgrade(), Err(UpgradeBusy::HandedOver));
+        assert!(shared.upgraded());
+        assert_eq!(shared.begin_upgrade(), Err(UpgradeBusy::Upgraded));
     }
 }

@@ -18,11 +18,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::stream::Stream;
 
-/// `--source-prefix-v6`'s default: a /64 is what one subscriber or one LAN gets (RFC
-/// 6177), and one host may pick any address inside it, so counting /128s would let one
-/// host open as many sources as it likes.
-pub const DEFAULT_SOURCE_PREFIX_V6: u8 = 64;
-
 /// Who a connection counts against. 20 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Source {

@@ -1,6 +1,8 @@
 //! Upgrade in place (SIGUSR2): start the binary now on disk with the same arguments, hand
 //! it this server's very listening sockets (`LISTEN_FDS`, descriptors 3..), wait for its
-//! `READY=1`, then let every reactor stop accepting and drain.
+//! `READY=1`, then move every open connection to it (`super::handover`); a new process
+//! that does not speak the move (an older binary) gets the drain instead: every reactor
+//! stops accepting and serves out what it holds.
 //!
 //! ```text
 //!   SIGUSR2 ─ reactor 0 ─ Shared::begin_upgrade ─ thread "upgrade":
@@ -11,8 +13,9 @@
 //!       ├─ ready, and its hello names our hand-over version → Shared::begin_move wakes
 //!       │           every reactor, each parks its listener and sends its connections;
 //!       │           "upgrade: PID N serves now; moving ..."; the Mover (handover.rs)
-//!       ├─ ready, no hello (an older binary) → Shared::hand_over: every reactor drops
-//!       │           its listener and drains; "upgrade: PID N serves now; ...: draining"
+//!       ├─ ready, no hello (an older binary) → Shared::begin_upgrade_drain: every
+//!       │           reactor drops its listener and drains; "upgrade: PID N serves now;
+//!       │           ...: draining"
 //!       └─ failed → "upgrade failed: ..."; kill and reap the child; keep serving
 //! ```
 //!
@@ -114,7 +117,7 @@ pub fn without_listen(args: impl IntoIterator<Item = OsString>) -> Vec<OsString>
 pub struct Upgrader {
     relaunch: Relaunch,
     /// A duplicate of every listener, reactor 0's first: the descriptors the new process
-    /// gets. Dropped with the upgrader when a shutdown or a handover begins, so the
+    /// gets. Dropped with the upgrader when a shutdown or the upgrade's drain begins, so the
     /// sockets close when the reactors' own listeners do.
     sockets: Vec<OwnedFd>,
     /// A duplicate of the metrics listener, if `--metrics` is served: handed over too.
@@ -145,7 +148,7 @@ impl Upgrader {
 
     /// Starts an upgrade on its own thread (the caller has won
     /// [`Shared::begin_upgrade`]); returns at once. Its end is logged, and a success
-    /// reaches the reactors through [`Shared::hand_over`].
+    /// reaches the reactors through [`Shared::begin_upgrade_drain`].
     pub fn start(&self) {
         if let Some(why) = &self.relaunch.refused {
             warn!("upgrade refused: {why}");
@@ -179,7 +182,7 @@ impl Upgrader {
                     }
                     Ok((child, None)) => {
                         let pid = child.id();
-                        shared.hand_over();
+                        shared.begin_upgrade_drain();
                         info!(
                             "upgrade: PID {pid} serves now; it does not take connections \
                              (an older version?): draining"

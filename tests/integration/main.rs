@@ -17,7 +17,7 @@
 //! - `metrics`: `serve --metrics` and `tabecho stats`: exact counters, every metric present
 //! - `metrics_http`: the endpoint on reactor 0's loop: keep-alive, `/ready`, every HTTP
 //!   limit, the thread count
-//! - `threads`: several reactors: the kernel's spread, the Unix handoff, global limits, shutdown
+//! - `threads`: several reactors: the kernel's spread, the Unix deal, global limits, shutdown
 //! - `systemd`: socket activation through `systemd-socket-activate`, the units' rules
 //! - `upgrade`: SIGUSR2: the new process on the same sockets; a binary without the
 //!   hand-over (the old one drains), failures

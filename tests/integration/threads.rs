@@ -60,7 +60,7 @@ fn tcp_connections_and_frames_spread_over_two_reactors() {
 }
 
 #[test]
-fn unix_connections_are_handed_off_round_robin() {
+fn unix_connections_are_dealt_round_robin() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("threads.sock");
     let server = TestServer::start_with(|c| {

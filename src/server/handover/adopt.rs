@@ -17,7 +17,9 @@ use std::thread;
 
 use log::{info, warn};
 
-use super::{recv_batch, wire, Moved, FAULT_ENV};
+#[cfg(feature = "fault-injection")]
+use super::FAULT_ENV;
+use super::{recv_batch, wire, Moved};
 use crate::server::shared::Shared;
 
 /// Adopts the connections of the process this one upgrades.
@@ -72,23 +74,11 @@ impl Adopter {
 
 /// Receives batches until the end; returns how many connections were adopted.
 fn adopt(channel: &mut UnixStream, shared: &Shared) -> io::Result<usize> {
-    let fault = std::env::var(FAULT_ENV).unwrap_or_default();
     let reactors = shared.reactors().max(1);
     let mut adopted = 0;
     while let Some((fds, states)) = recv_batch(channel)? {
-        match fault.as_str() {
-            "exit-before-ack" => {
-                warn!("{FAULT_ENV}=exit-before-ack: exiting with a batch not acknowledged");
-                std::process::exit(3);
-            }
-            "stall-before-ack" => {
-                warn!("{FAULT_ENV}=stall-before-ack: never acknowledging");
-                loop {
-                    thread::park();
-                }
-            }
-            _ => {}
-        }
+        #[cfg(feature = "fault-injection")]
+        inject_fault();
         channel.write_all(format!("ack {}\n", fds.len()).as_bytes())?;
         let mut commit = [0u8];
         channel.read_exact(&mut commit)?;
@@ -109,4 +99,23 @@ fn adopt(channel: &mut UnixStream, shared: &Shared) -> io::Result<usize> {
     shared.set_adopting(false);
     channel.write_all(b"ack 0\n")?;
     Ok(adopted)
+}
+
+/// The fault `FAULT_ENV` names, if any, injected with a batch received and not yet
+/// acknowledged. Test builds only (the `fault-injection` feature).
+#[cfg(feature = "fault-injection")]
+fn inject_fault() {
+    match std::env::var(FAULT_ENV).unwrap_or_default().as_str() {
+        "exit-before-ack" => {
+            warn!("{FAULT_ENV}=exit-before-ack: exiting with a batch not acknowledged");
+            std::process::exit(3);
+        }
+        "stall-before-ack" => {
+            warn!("{FAULT_ENV}=stall-before-ack: never acknowledging");
+            loop {
+                thread::park();
+            }
+        }
+        _ => {}
+    }
 }

@@ -21,7 +21,7 @@
 
 use std::io;
 
-use crate::server::close::CloseReason;
+use crate::counters::CloseReason;
 
 /// The hand-over version this binary speaks. A new process that speaks another (or none,
 /// an older tabecho) gets the old drain instead.

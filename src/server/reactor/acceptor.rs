@@ -2,7 +2,7 @@
 //! connections another reactor accepted for it), how many it accepts per turn, and the
 //! pause when descriptors run out. It admits nothing and serves nothing: the reactor
 //! takes each connection from it, admits it and serves it (or deals it to a sibling
-//! through the [`Handoff`]).
+//! through the [`Dealer`]).
 //!
 //! # Invariants
 //! - At most [`ACCEPTS_PER_EVENT`] accepts per turn; when a turn ends on that bound the
@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use log::{debug, warn};
 
 use super::{Phase, Reactor, TimerKey};
+use crate::counters::CloseReason;
 use crate::protocol;
-use crate::server::close::CloseReason;
-use crate::server::handoff::{Admitted, Dealt, Handoff, Inbox};
+use crate::server::deal::{Admitted, Dealer, Dealt, Inbox};
 use crate::server::listener::{self, Listener};
 use crate::server::shared::Refusal;
 use crate::server::source::Source;
@@ -57,7 +57,7 @@ pub(super) struct Acceptor {
     /// `None` once a shutdown or a handover began, or if other reactors accept for this one.
     listener: Option<Listener>,
     /// Deals accepted connections over the reactors, when this one accepts for others.
-    handoff: Option<Handoff>,
+    dealer: Option<Dealer>,
     /// Connections other reactors accepted for this one.
     inbox: Option<Inbox>,
     /// The listener may have connections left to accept (an event came, this turn's
@@ -70,15 +70,13 @@ pub(super) struct Acceptor {
 }
 
 impl Acceptor {
-    /// The acceptor of a reactor with these sources (the listener already registered).
-    pub(super) fn new(
-        listener: Option<Listener>,
-        handoff: Option<Handoff>,
-        inbox: Option<Inbox>,
-    ) -> Acceptor {
+    /// The acceptor of a reactor with these sources (the listener already registered). A
+    /// dealer, which needs every reactor's waker, is set once all are built
+    /// ([`Acceptor::set_dealer`]).
+    pub(super) fn new(listener: Option<Listener>, inbox: Option<Inbox>) -> Acceptor {
         Acceptor {
             listener,
-            handoff,
+            dealer: None,
             inbox,
             ready: false,
             paused_since: None,
@@ -92,13 +90,13 @@ impl Acceptor {
     }
 
     /// Makes it deal what it accepts over the server's reactors.
-    pub(super) fn set_handoff(&mut self, handoff: Handoff) {
-        self.handoff = Some(handoff);
+    pub(super) fn set_dealer(&mut self, dealer: Dealer) {
+        self.dealer = Some(dealer);
     }
 
     /// It deals what it accepts to other reactors.
     pub(super) fn deals(&self) -> bool {
-        self.handoff.is_some()
+        self.dealer.is_some()
     }
 
     /// Other reactors accept for it.
@@ -177,9 +175,9 @@ impl Acceptor {
     /// Deals a connection it accepted: back if this reactor serves it, `None` if it went
     /// to a sibling (or there was none to give it to, and it was dropped).
     pub(super) fn deal(&mut self, admitted: Admitted) -> Option<Admitted> {
-        match self.handoff.as_mut() {
+        match self.dealer.as_mut() {
             None => Some(admitted),
-            Some(handoff) => match handoff.deal(admitted) {
+            Some(dealer) => match dealer.deal(admitted) {
                 Dealt::Keep(admitted) => Some(admitted),
                 Dealt::Sent => None,
             },
@@ -187,7 +185,7 @@ impl Acceptor {
     }
 
     /// The connections other reactors accepted for this one since the last call.
-    pub(super) fn handed_off(&self) -> Vec<Admitted> {
+    pub(super) fn dealt(&self) -> Vec<Admitted> {
         match &self.inbox {
             Some(inbox) => inbox.try_iter().collect(),
             None => Vec::new(),
@@ -299,8 +297,8 @@ impl Reactor {
 
     /// Connections another reactor accepted for this one (already admitted); returns
     /// their keys.
-    pub(super) fn take_handed_off(&mut self) -> Vec<usize> {
-        let handed = self.acceptor.handed_off();
+    pub(super) fn take_dealt(&mut self) -> Vec<usize> {
+        let handed = self.acceptor.dealt();
         let mut keys = Vec::with_capacity(handed.len());
         if handed.is_empty() {
             return keys;
@@ -344,7 +342,7 @@ mod tests {
             ListenAddr::Tcp(addr) => addr,
             other => panic!("not TCP: {other:?}"),
         };
-        (Acceptor::new(Some(listener), None, None), addr)
+        (Acceptor::new(Some(listener), None), addr)
     }
 
     /// Accepts until `Done`, waiting up to 5 s for connections still in flight; how many.
@@ -428,8 +426,8 @@ mod tests {
         assert!(!acceptor.is_ready(), "a listener taken is never ready");
         assert!(!acceptor.start_turn());
         assert!(matches!(acceptor.next(), Accept::Done));
-        let mut none = Acceptor::new(None, None, None);
+        let mut none = Acceptor::new(None, None);
         assert!(!none.start_turn());
-        assert!(none.handed_off().is_empty());
+        assert!(none.dealt().is_empty());
     }
 }

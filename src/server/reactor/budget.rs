@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use log::{debug, error, warn};
 
 use super::{Reactor, TimerKey};
+use crate::counters::CloseReason;
 use crate::protocol;
-use crate::server::close::CloseReason;
 use crate::server::connection::{Connection, Context, Next};
 use crate::server::shared::Shared;
 
@@ -262,7 +262,7 @@ impl Budget {
         }
     }
 
-    /// A close for the budget at `now`, freeing `held` bytes. True if it starts a
+    /// A close for the budget at `now`. True if it starts a
     /// memory-pressure episode (the reactor logs it and arms the quiet check).
     pub(super) fn note_pressure(&mut self, now: Instant) -> bool {
         if self.pressure.is_some() {

@@ -17,7 +17,7 @@ use log::{debug, info, warn};
 use mio::Interest;
 
 use super::{Phase, Reactor, TimerKey, LISTENER};
-use crate::server::close::CloseReason;
+use crate::counters::CloseReason;
 use crate::server::connection::Connection;
 use crate::server::handover::{MoveMsg, Moved};
 use crate::timer_wheel::TimerId;
@@ -77,7 +77,7 @@ impl Reactor {
         if self.acceptor.has_inbox() && !self.shared.dealing_over() && !self.shared.draining() {
             return;
         }
-        let keys = self.take_handed_off();
+        let keys = self.take_dealt();
         if self.phase == Phase::Moving {
             self.move_out(keys);
         }
@@ -92,7 +92,7 @@ impl Reactor {
     pub(super) fn finish_move(&mut self) {
         // Every connection given back was delivered before the move ended.
         self.take_moved();
-        self.phase = Phase::HandedOver;
+        self.phase = Phase::UpgradeDrain;
         self.upgrader = None;
         if let Some(mut listener) = self.parked_listener.take() {
             // The new process serves this socket now: its Unix socket file stays.
@@ -104,7 +104,7 @@ impl Reactor {
                 self.connections.len(),
                 self.of_reactor()
             );
-            self.arm_server_timer(self.config.shutdown_grace, TimerKey::Handover);
+            self.arm_server_timer(self.config.shutdown_grace, TimerKey::UpgradeDrain);
         }
     }
 
@@ -146,7 +146,7 @@ impl Reactor {
         // process, and a registration left behind would still be reported here.
         self.detach(key, &mut conn);
         let (stream, state) = conn.export(self.cx.now_us);
-        let (fd, _) = Moved::socket_of(stream);
+        let fd = Moved::socket_of(stream);
         Some(Moved {
             fd,
             state,
@@ -188,9 +188,9 @@ impl Reactor {
         // Counted whatever the limits (it was admitted once); released if not served.
         self.shared.adopt(source);
         let now_us = self.cx.now_us;
-        let Some(key) = self.insert_connection(stream, source, |s| {
-            Connection::adopt(s, state, now_us, TimerId::NONE)
-        }) else {
+        let Some(key) =
+            self.insert_connection(stream, source, |s| Connection::adopt(s, state, now_us))
+        else {
             return;
         };
         if self.move_joined {

@@ -6,17 +6,17 @@ use std::time::Duration;
 use log::{debug, info};
 
 use super::{Phase, Reactor, TimerKey};
-use crate::server::close::CloseReason;
+use crate::counters::CloseReason;
 use crate::server::handover::MoveMsg;
 use crate::server::shared::UpgradeBusy;
 
 impl Reactor {
-    /// Moves the phase on at the end of a turn: a shutdown or an upgrade's handover that
+    /// Moves the phase on at the end of a turn: a shutdown or an upgrade's drain that
     /// began, a forced shutdown, and the end once every connection is closed.
     pub(super) fn advance_phase(&mut self) {
         if matches!(
             self.phase,
-            Phase::Serving | Phase::Moving | Phase::HandedOver
+            Phase::Serving | Phase::Moving | Phase::UpgradeDrain
         ) && self.shared.draining()
         {
             self.begin_shutdown(self.config.shutdown_grace);
@@ -46,14 +46,14 @@ impl Reactor {
             }
         }
         if self.phase == Phase::Moving && self.mover.is_none() && !self.shared.moving() {
-            if self.shared.handed_over() {
+            if self.shared.upgraded() {
                 self.finish_move();
             } else {
                 self.resume_after_failed_move();
             }
         }
-        if self.phase == Phase::Serving && self.shared.handed_over() {
-            self.begin_handover();
+        if self.phase == Phase::Serving && self.shared.upgraded() {
+            self.begin_upgrade_drain();
         }
         if self.phase == Phase::Draining && self.shared.forced() && !self.connections.is_empty() {
             info!("closing every connection now");
@@ -63,7 +63,7 @@ impl Reactor {
         // SIGTERM during an upgrade's drain) is heard while any reactor still drains;
         // the others wake it as they end.
         // Not while connections are moving: one the new process does not take comes back.
-        if matches!(self.phase, Phase::Draining | Phase::HandedOver)
+        if matches!(self.phase, Phase::Draining | Phase::UpgradeDrain)
             && self.connections.is_empty()
             && self.mover.is_none()
             && !self.shared.moving()
@@ -113,7 +113,7 @@ impl Reactor {
             Err(UpgradeBusy::InProgress) => {
                 info!("upgrade already in progress; SIGUSR2 ignored")
             }
-            Err(UpgradeBusy::HandedOver) => {
+            Err(UpgradeBusy::Upgraded) => {
                 info!("upgrade already in progress (this process is draining); SIGUSR2 ignored")
             }
         }
@@ -123,8 +123,8 @@ impl Reactor {
     /// what is queued in them, the same sockets), serve the open connections on until each
     /// is closed as usual, idle at the latest, and shut down what is left after the grace
     /// period.
-    pub(super) fn begin_handover(&mut self) {
-        self.phase = Phase::HandedOver;
+    pub(super) fn begin_upgrade_drain(&mut self) {
+        self.phase = Phase::UpgradeDrain;
         self.upgrader = None;
         if let Some(mut listener) = self.acceptor.take_listener() {
             let _ = self.poll.registry().deregister(&mut listener);
@@ -137,25 +137,25 @@ impl Reactor {
             self.shared.end_dealing();
         }
         debug!(
-            "handed over: draining {} connections{}",
+            "upgrade drain: serving out {} connections{}",
             self.connections.len(),
             self.of_reactor()
         );
-        self.arm_server_timer(self.config.shutdown_grace, TimerKey::Handover);
+        self.arm_server_timer(self.config.shutdown_grace, TimerKey::UpgradeDrain);
     }
 
     /// Whether no connection handed off to this reactor can still arrive: always, but in an
     /// upgrade's drain, where a reactor fed by another waits until the dealer has closed its
     /// listener and then takes what is left in its inbox (served like the others), so that
-    /// no connection accepted just before the handover is dropped unserved.
+    /// no connection accepted just before the upgrade is dropped unserved.
     pub(super) fn inbox_settled(&mut self) -> bool {
-        if self.phase != Phase::HandedOver || !self.acceptor.has_inbox() {
+        if self.phase != Phase::UpgradeDrain || !self.acceptor.has_inbox() {
             return true;
         }
         if !self.shared.dealing_over() {
             return false;
         }
-        self.take_handed_off();
+        self.take_dealt();
         self.connections.is_empty()
     }
 
@@ -164,7 +164,7 @@ impl Reactor {
     pub(super) fn begin_shutdown(&mut self, grace: Duration) {
         self.shutdown_linger = grace;
         self.upgrader = None;
-        let handed_over = self.phase == Phase::HandedOver;
+        let upgrade_drain = self.phase == Phase::UpgradeDrain;
         if let Some(mut listener) = self.parked_listener.take() {
             // A shutdown during a move: the new process serves this socket.
             listener.leave_file();
@@ -174,7 +174,7 @@ impl Reactor {
             crate::systemd::notify_stopping();
         }
         // The shutdown is announced once no reactor accepts any more: by the last to close
-        // its listener, or by reactor 0 when the listeners went with an upgrade's handover.
+        // its listener, or by reactor 0 when the listeners went to an upgrade's new process.
         let announce = match self.acceptor.take_listener() {
             Some(mut listener) => {
                 let _ = self.poll.registry().deregister(&mut listener);
@@ -183,7 +183,7 @@ impl Reactor {
                 drop(listener);
                 self.shared.stop_accepting()
             }
-            None => self.id == 0 && handed_over,
+            None => self.id == 0 && upgrade_drain,
         };
         let open = self.connections.len();
         let grace = grace.as_millis();

@@ -35,12 +35,13 @@ use mio::{Interest, Token};
 use slab::Slab;
 
 use super::{Phase, Reactor, TimerKey};
+use crate::counters::Snapshot;
 use crate::metrics::http::{
     Expired, HttpClose, HttpConn, Next, Request, Route, Status, MAX_RESPONSE_HEAD, TEXT,
     TOO_MANY_CONNECTIONS,
 };
 use crate::metrics::{exposition, MAX_CONNECTIONS};
-use crate::server::snapshot::{Snapshot, SnapshotHandle, Taken};
+use crate::server::snapshot::{SnapshotHandle, Taken};
 use crate::timer_wheel::TimerId;
 
 /// The metrics listener's token.
@@ -523,7 +524,7 @@ impl Reactor {
 
     /// Whether `/ready` says 200: serving, no shutdown and no handover begun.
     fn accepting(&self) -> bool {
-        self.phase == Phase::Serving && !self.shared.draining() && !self.shared.handed_over()
+        self.phase == Phase::Serving && !self.shared.draining() && !self.shared.upgraded()
     }
 }
 

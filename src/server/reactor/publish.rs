@@ -7,7 +7,8 @@
 //!   increment, and only once a handle was taken.
 
 use super::Reactor;
-use crate::server::snapshot::{Publisher, Snapshot, SnapshotHandle, TurnHistogram};
+use crate::counters::{Snapshot, TurnHistogram};
+use crate::server::snapshot::{Publisher, SnapshotHandle};
 
 impl Reactor {
     /// A handle for reading snapshots of this reactor from elsewhere (another reactor's

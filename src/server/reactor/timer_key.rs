@@ -27,7 +27,7 @@ pub(super) enum TimerKey {
     /// The shutdown grace period is over: close every connection.
     Shutdown,
     /// An upgrade's drain has lasted the grace period: shut down what is left.
-    Handover,
+    UpgradeDrain,
     /// See whether a memory-pressure episode is over.
     Pressure,
 }
@@ -38,8 +38,8 @@ const ACCEPT_RESUME: u32 = u32::MAX;
 const STATS: u32 = u32::MAX - 1;
 /// Value of [`TimerKey::Shutdown`].
 const SHUTDOWN: u32 = u32::MAX - 2;
-/// Value of [`TimerKey::Handover`].
-const HANDOVER: u32 = u32::MAX - 3;
+/// Value of [`TimerKey::UpgradeDrain`].
+const UPGRADE_DRAIN: u32 = u32::MAX - 3;
 /// Value of [`TimerKey::Pressure`]: the lowest server timer.
 const PRESSURE: u32 = u32::MAX - 4;
 /// Value of `TimerKey::Http(0)`; `Http(key)` is `HTTP_BASE + key`, below [`PRESSURE`].
@@ -75,7 +75,7 @@ impl TimerKey {
             TimerKey::AcceptResume => ACCEPT_RESUME,
             TimerKey::Stats => STATS,
             TimerKey::Shutdown => SHUTDOWN,
-            TimerKey::Handover => HANDOVER,
+            TimerKey::UpgradeDrain => UPGRADE_DRAIN,
             TimerKey::Pressure => PRESSURE,
         }
     }
@@ -87,7 +87,7 @@ impl TimerKey {
             ACCEPT_RESUME => TimerKey::AcceptResume,
             STATS => TimerKey::Stats,
             SHUTDOWN => TimerKey::Shutdown,
-            HANDOVER => TimerKey::Handover,
+            UPGRADE_DRAIN => TimerKey::UpgradeDrain,
             PRESSURE => TimerKey::Pressure,
             value if value >= HTTP_BASE => TimerKey::Http((value - HTTP_BASE) as usize),
             value => TimerKey::Conn(value as usize),
@@ -113,7 +113,7 @@ mod tests {
             TimerKey::AcceptResume,
             TimerKey::Stats,
             TimerKey::Shutdown,
-            TimerKey::Handover,
+            TimerKey::UpgradeDrain,
             TimerKey::Pressure,
         ] {
             round_trip(key);

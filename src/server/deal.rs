@@ -1,4 +1,4 @@
-//! Handoff: how a reactor that accepts for the others passes them their connections,
+//! Dealer: how a reactor that accepts for the others passes them their connections,
 //! where the kernel does not spread them (a Unix socket, or the one socket systemd
 //! passed): a channel of accepted streams per reactor plus its `mio::Waker`, the shape of
 //! memcached's dispatch (a queue and a notify pipe per worker) and actix-server's
@@ -57,7 +57,7 @@ impl Drop for Admitted {
 }
 
 /// The accepting reactor's side: where each reactor's connections go.
-pub struct Handoff {
+pub struct Dealer {
     /// Per reactor: its channel and its waker; `None` for the accepting reactor itself.
     targets: Vec<Option<(Sender<Admitted>, Arc<Waker>)>>,
     /// The reactor the next connection goes to.
@@ -73,10 +73,10 @@ pub enum Dealt {
     Sent,
 }
 
-impl Handoff {
+impl Dealer {
     /// Deals over `targets` (`None` marks the accepting reactor).
     pub fn new(targets: Vec<Option<(Sender<Admitted>, Arc<Waker>)>>) -> Self {
-        Handoff { targets, next: 0 }
+        Dealer { targets, next: 0 }
     }
 
     /// Deals `connection` to the next reactor in turn.

@@ -40,7 +40,9 @@ pub struct Stats {
     pub closed_shutdown: u64,
     /// Closed because the buffer-memory budget was reached and they held the most.
     pub closed_memory_budget: u64,
-    /// The most bytes connection buffers held at once (never above `--max-buffer-memory`).
+    /// The most bytes charged to connections at once (buffers and stalled kernel queues).
+    /// One reactor's stays within its lease; summed over reactors ([`Stats::add`]) it is
+    /// an upper bound of the server's peak, which may exceed any one instant's total.
     pub buffered_peak: u64,
     /// Times a connection used its whole read budget and yielded to the others.
     pub read_yields: u64,

@@ -17,14 +17,15 @@
 //! - Once the budget is spent, the turn is pressed (`check_at` is `u64::MAX`) until
 //!   [`TurnBudget::start`]: a turn is pressed at most once, and never looked at again.
 
-/// The work one turn may do before it is pressed, in frame-equivalents. 256 Ki empty
-/// frames are a few milliseconds of answering on this project's 2-core machine
-/// (BENCHMARKS.md section 13); a healthy load of 1,000 connections at pipeline 32 does
-/// an eighth of it per turn.
+/// The work one turn may do before it is pressed, in frame-equivalents. Under 500 flooders
+/// of empty frames the longest turns with it were 10-50 ms, against 100-250 ms without
+/// (BENCHMARKS.md section 13); a healthy turn of 1,000 connections at pipeline 32 (32 Ki
+/// frames of 33 bytes) does under a fifth of it, so it is never pressed.
 pub const TURN_WORK_BUDGET: u64 = 256 * 1024;
 
-/// Bytes read that cost as much as answering one frame: 64 (a 64-byte frame costs about
-/// twice an empty one), so 16 MiB of large frames fill the budget as 256 Ki empty ones do.
+/// Bytes read that count as much as answering one frame: 64, an estimate (a frame's fixed
+/// cost, its reply and its share of a write, against a byte's copy in and out), so 16 MiB
+/// of large frames fill the budget as 256 Ki empty ones do.
 pub const BYTES_PER_FRAME_COST: u64 = 64;
 
 /// Bytes read between two looks at the work done: 64 KiB, at most 64 Ki frames, a

@@ -32,6 +32,7 @@
 //! - [`timer_wheel`]: `TimerWheel`, a hashed wheel of tick deadlines (pure).
 //! - [`addr`], [`config`]: `ListenAddr` (tcp | unix), durations; `ServerConfig` defaults.
 //! - [`size`]: sizes as people write them (`64K`, `256MiB`), parsed and printed.
+//! - [`cidr`]: `Cidr`, an IPv4 or IPv6 network (`10.0.0.0/8`) that flags name sources by.
 //! - [`fd_limit`]: the descriptor limit raised at start (the server and the load).
 //! - [`cgroup`], [`sizing`]: the process's cgroup limits (memory, CPU quota), read at
 //!   start, and the defaults sized from them (the buffer budget, `--threads auto`).
@@ -57,6 +58,7 @@
 
 pub mod addr;
 pub mod cgroup;
+pub mod cidr;
 pub mod client;
 pub mod config;
 pub mod counters;

@@ -8,16 +8,18 @@
 //!  server::Server: binds, starts N reactors, joins them, sums their counters
 //!   │ TCP: one SO_REUSEPORT listener each │ Unix / systemd's socket: reactor 0 hands off
 //!   │ server::shared: connection count (and per source: server::source_table),
-//!   │                 buffer-budget leases, shutdown (accept/close only)
+//!   │                 buffer-budget leases, the lifecycle's state (accept/close only)
+//!   │ server::lifecycle (pure): serving, moving, moved, draining, stopped; the steps
 //!   │ server::upgrade: SIGUSR2 ─▶ new process on the same sockets (LISTEN_FDS), READY=1
 //!   │ server::handover: every connection moved to it (SCM_RIGHTS + its state); the
 //!   │                  new process adopts and deals them over its reactors
 //!   ▼
 //!            ┌──────── server::reactor::Reactor (one thread each) ──────┐
 //!  clients ──┤ mio::Poll ─▶ Acceptor (accept, EMFILE pause) ─▶ admit    │
-//!            │           ─▶ Slab<Connection> ─▶ FrameDecoder (pure)     │
+//!            │           ─▶ ConnectionTable ─▶ FrameDecoder (pure)      │
 //!            │                             └──▶ protocol (replies)      │
-//!            │ TimerWheel (pure) ◀─ TimerKey: idle checks, lingers, ... │
+//!            │ Timers: TimerWheel (pure) ◀─ TimerKey: idle, lingers, ...│
+//!            │ Life: signals, upgrader, move: server::lifecycle steps   │
 //!            │ Budget: buffer bytes held, lease from server::shared     │
 //!            │ TurnBudget (pure): a turn's work; past it, short reads   │
 //!            │ Stats, turn histogram ─▶ Snapshot (on request, Waker)    │
@@ -43,7 +45,8 @@
 //!   connections out (`server::deal`), shares the global limits (`server::shared`)
 //!   and the count per source (`server::source`, `server::source_table`);
 //!   `server::snapshot` copies a reactor's counters for other threads;
-//!   `server::turn_budget` bounds one loop turn's work; `server::upgrade`
+//!   `server::turn_budget` bounds one loop turn's work; `server::lifecycle` is the
+//!   server's and each reactor's lifecycle, pure and model-tested; `server::upgrade`
 //!   hands the listening sockets to a new process on SIGUSR2, and `server::handover`
 //!   moves every open connection to it.
 //! - [`metrics`]: the endpoint's pure parts: `metrics::http`, one HTTP connection's state

@@ -37,6 +37,7 @@
 mod connection;
 mod deal;
 mod handover;
+mod lifecycle;
 mod listener;
 mod reactor;
 mod shared;

@@ -17,18 +17,21 @@
 //!   expire timers: idle checks (lazy re-arm), linger deadlines, accept resume, stats,
 //!                  end of a memory-pressure episode
 //!   shutdown: started? all closed or grace over? → return the counters
-//!   upgrade drain (an upgrade's new process serves the sockets): drop the listener, serve
-//!             on until every connection is closed (idle, or the shutdown at grace end)
+//!   lifecycle: the steps `server/lifecycle.rs` answers for what the reactor sees (a
+//!             shutdown, a move, its rollback, the drain after an upgrade, the stop)
 //! ```
 //!
-//! Files: this one, the loop and a connection's way through it; `reactor/budget.rs`, the
+//! Files: this one, the loop, a connection's way through it, and the wiring of the
+//! reactor's parts, each of which owns its state: `reactor/table.rs`, the connections,
+//! their sources and the ready lists (`ConnectionTable`); `reactor/budget.rs`, the
 //! buffer-memory budget (`Budget`, its account and leases, and the reactor's `drive` and
 //! eviction); `reactor/acceptor.rs`, new connections (`Acceptor`: the listener or the
 //! inbox, accepts per turn, the pause; and the reactor's admission and refusals);
-//! `reactor/timer_key.rs`, what each timer is for (`TimerKey`); `reactor/clock.rs`, the
-//! reactor's time and the wheel's ticks (`Clock`);
-//! `reactor/lifecycle.rs`, signals, the shutdown and the drain after an upgrade;
-//! `reactor/handover.rs`, connections moved out to an upgrade's new process and adopted;
+//! `reactor/timers.rs`, the clock, the wheel and the deadlines (`Timers`, over
+//! `reactor/clock.rs`); `reactor/timer_key.rs`, what each timer is for (`TimerKey`);
+//! `reactor/lifecycle.rs`, the steps the pure `server/lifecycle.rs` answers (`Life`):
+//! signals, the shutdown, the drain after an upgrade; `reactor/handover.rs`, connections
+//! moved out to an upgrade's new process and adopted;
 //! `reactor/publish.rs`, snapshots for readers and the turn histogram;
 //! `reactor/metrics_listener.rs`, the metrics endpoint's listener and HTTP connections.
 //!
@@ -57,12 +60,8 @@
 //! - Every timer on the wheel names what it is for with a [`TimerKey`] (a connection's
 //!   slab key, a metrics connection's, or one of the server's own), encoded in the
 //!   wheel's `u32` value by `reactor/timer_key.rs` alone.
-//! - With a per-source limit, `connection_sources[key]` is always the source the
-//!   connection in slot `key` was admitted under, and `None` for a vacant slot: set when
-//!   the connection is added, taken when it is released, so each release names what its
-//!   admission counted (checked when the loop ends: every entry is `None`). Kept beside the
-//!   slab, not in `Connection`, so a connection stays 88 bytes and a server without the
-//!   limit pays nothing.
+//! - Each connection's admission (its source) is kept by the connection table
+//!   (`reactor/table.rs`) and released exactly once, when the connection leaves it.
 //! - Stale events are harmless: an event or ready-list entry for a key closed earlier in
 //!   the same turn finds the slot vacant (skipped) or reused by a new connection (one
 //!   spurious read that returns WouldBlock).
@@ -74,22 +73,25 @@ mod handover;
 mod lifecycle;
 mod metrics_listener;
 mod publish;
+mod table;
 mod timer_key;
+mod timers;
 
 use acceptor::Acceptor;
 use budget::{Budget, Driven};
+use lifecycle::Life;
 use std::io;
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Duration;
 
 use log::{debug, warn};
 use mio::{Events, Interest, Poll, Token, Waker};
-use slab::Slab;
 
 use super::connection::{Connection, Context, Limits, Next};
 use super::deal::{Dealer, Inbox};
-use super::handover::{MoveMsg, Moved};
+use super::handover::Moved;
+use super::lifecycle::Phase;
 use super::listener::Listener;
 use super::shared::Shared;
 use super::signal::ServerSignals;
@@ -102,11 +104,12 @@ use crate::counters::CloseReason;
 use crate::counters::Stats;
 use crate::size::Size;
 use crate::stream::Stream;
-use crate::timer_wheel::{TimerId, TimerWheel};
-use clock::{micros, Clock};
+use crate::timer_wheel::TimerId;
 use metrics_listener::{MetricsEndpoint, HTTP_TOKENS, METRICS_LISTENER};
+use table::ConnectionTable;
 use timer_key::TimerKey;
 pub use timer_key::MAX_CONNECTION_KEYS;
+use timers::Timers;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -123,24 +126,6 @@ const READ_BUF_SIZE: usize = 64 * 1024;
 const MAX_RESERVED_CONNECTIONS: usize = 1 << 20;
 /// Events taken per poll.
 const EVENTS_CAPACITY: usize = 1024;
-/// Shutdown progress.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Accepting and serving.
-    Serving,
-    /// An upgrade's new process takes the connections: no listener; each connection is
-    /// sent to the mover as soon as it is here; what comes back is served.
-    Moving,
-    /// An upgrade's new process serves the listening sockets (after the drain, or after a
-    /// move for what it did not take): no listener, the open connections served as usual
-    /// (idle ones reaped) for at most the grace period. Not [`Phase::Draining`], the
-    /// shutdown, which closes at once what is quiet.
-    UpgradeDrain,
-    /// Shutting down: lingering closes, for at most the grace period.
-    Draining,
-    Done,
-}
-
 /// Calls [`Shared::reactor_done`] when a reactor's loop ends, by return or by panic.
 struct DoneGuard(Arc<Shared>);
 
@@ -153,62 +138,28 @@ impl Drop for DoneGuard {
 /// One reactor of a server, bound, not yet running.
 pub struct Reactor {
     /// This reactor's index in its server (0 registers the signals).
-    id: usize,
-    /// The only reactor of its server: its stats lines are the server's, at info.
-    alone: bool,
+    id: ReactorId,
     poll: Poll,
     /// The listener or the inbox new connections come from, the accepts per turn, the
     /// pause when descriptors run out.
     acceptor: Acceptor,
-    /// The listener while connections move to an upgrade's new process: out of the poll
-    /// and the acceptor, kept in case the move rolls back.
-    parked_listener: Option<Listener>,
-    connections: Slab<Connection>,
-    wheel: TimerWheel,
-    clock: Clock,
-    idle_us: u64,
-    linger_us: u64,
+    /// The connections, the source each was admitted under, and those to serve again.
+    table: ConnectionTable,
+    /// The clock, the wheel of deadlines, and the durations they are set by.
+    timers: Timers,
     config: ServerConfig,
     /// The connection count, the budget's leases and the shutdown state of the server.
     shared: Arc<Shared>,
-    /// Connections to adopt: moved in by an upgrade, or back from a move that failed.
-    adoptions: Receiver<Moved>,
-    /// While this reactor moves its connections to an upgrade's new process: where they
-    /// go. Taken when it has sent the last.
-    mover: Option<Sender<MoveMsg>>,
-    /// This reactor has answered the hand-over's call (moved, or said it has nothing).
-    move_joined: bool,
-    /// With `--max-connections-per-source`: the IPv6 prefix length a source is counted by
-    /// (`--source-prefix-v6`). `None` without the limit: no source is computed at all.
-    source_prefix_v6: Option<u8>,
-    /// With a per-source limit, the source each connection counts against, by slab key
-    /// (see the invariants); grown to the highest key used. Empty without the limit.
-    connection_sources: Vec<Option<Source>>,
+    /// The phase, the signals, the upgrader and the move's channels.
+    life: Life,
     /// Buffers, limits and counters shared by every connection.
     cx: Context,
     /// The buffer-memory budget's account: what the connections hold, this reactor's
     /// lease, the closes left this turn, the pressure episode.
     budget: Budget,
-    /// Connections to read again before the next poll (read budget spent, or resumed).
-    ready: Vec<usize>,
-    /// Spare vector swapped with `ready` while it is walked.
-    ready_spare: Vec<usize>,
-    /// Connections whose I/O found no room under the budget once this turn's closes were
-    /// spent: served again next turn, for reading and writing (their edge is used up).
-    waiting_for_room: Vec<usize>,
-    phase: Phase,
-    /// How long a shutdown's lingering closes may last: the grace period, or the
-    /// ordinary linger when an upgrade's drain has had the grace already.
-    shutdown_linger: Duration,
     waker: Arc<Waker>,
-    signals: Option<ServerSignals>,
-    /// Starts an upgrade on SIGUSR2 (reactor 0, when upgrades are enabled); dropped, with
-    /// its duplicates of the listeners, when a shutdown or a handover begins.
-    upgrader: Option<Upgrader>,
-    /// Serves snapshot requests and times turns; `None` until a `snapshot_handle` is taken.
-    publisher: Option<Box<Publisher>>,
-    /// The metrics endpoint, served on this reactor's poll (reactor 0 with `--metrics`).
-    metrics: Option<Box<MetricsEndpoint>>,
+    /// Snapshots for readers and the metrics endpoint.
+    endpoints: Endpoints,
 }
 
 /// How a reactor is set up: what [`Reactor::new`] takes.
@@ -249,11 +200,6 @@ impl Reactor {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let max_connections = shared.max_connections();
 
-        let clock = Clock::new(config.idle_timeout);
-        let idle_us = micros(config.idle_timeout);
-        // One revolution covers the idle timeout: polls touch only entries that expire.
-        let slots = usize::try_from((idle_us / clock.tick_us()).saturating_add(2).min(1 << 16))
-            .unwrap_or(1 << 16);
         let reserved = max_connections.min(MAX_RESERVED_CONNECTIONS);
         // `ServerConfig::validate` (run by both of `Server`'s constructors) bounds these by
         // `MAX_CONNECTION_BYTES`, so pending output (at most high water plus one reply)
@@ -267,7 +213,6 @@ impl Reactor {
             kernel_held: config.kernel_held_when_stalled(),
         };
         let headroom = config.max_held_per_connection();
-        let shutdown_linger = config.shutdown_grace;
         let budget = Budget::new(
             shared.clone(),
             lease_floor,
@@ -275,25 +220,24 @@ impl Reactor {
             headroom,
         );
         Ok(Reactor {
-            id,
-            alone: of == 1,
+            id: ReactorId { index: id, of },
             poll,
             acceptor: Acceptor::new(listener, inbox),
-            parked_listener: None,
-            connections: Slab::with_capacity(reserved),
-            // One timer per connection, the metrics connections' and the server's own few.
-            wheel: TimerWheel::with_capacity(slots, reserved + crate::metrics::MAX_CONNECTIONS + 5),
-            clock,
-            idle_us,
-            linger_us: micros(config.linger),
+            table: ConnectionTable::new(
+                reserved,
+                config
+                    .max_connections_per_source
+                    .map(|_| config.source_prefix_v6),
+            ),
+            timers: Timers::new(
+                config.idle_timeout,
+                config.linger,
+                config.shutdown_grace,
+                // One timer per connection, the metrics connections' and the server's own few.
+                reserved + crate::metrics::MAX_CONNECTIONS + 5,
+            ),
             shared,
-            adoptions,
-            mover: None,
-            move_joined: false,
-            source_prefix_v6: config
-                .max_connections_per_source
-                .map(|_| config.source_prefix_v6),
-            connection_sources: Vec::new(),
+            life: Life::new(adoptions),
             budget,
             config,
             cx: Context {
@@ -307,16 +251,11 @@ impl Reactor {
                 out_of_sync: false,
                 now_us: 0,
             },
-            ready: Vec::new(),
-            ready_spare: Vec::new(),
-            waiting_for_room: Vec::new(),
-            phase: Phase::Serving,
-            shutdown_linger,
             waker,
-            signals: None,
-            upgrader: None,
-            publisher: None,
-            metrics: None,
+            endpoints: Endpoints {
+                publisher: None,
+                metrics: None,
+            },
         })
     }
 
@@ -338,12 +277,12 @@ impl Reactor {
     /// Makes SIGINT and SIGTERM start the graceful shutdown (a second one ends it at once),
     /// and SIGUSR2 an upgrade if `upgrader` is given.
     pub fn handle_signals(&mut self, upgrader: Option<Upgrader>) -> io::Result<()> {
-        self.signals = Some(ServerSignals::register(
+        self.life.signals = Some(ServerSignals::register(
             self.poll.registry(),
             SIGNALS,
             upgrader.is_some(),
         )?);
-        self.upgrader = upgrader;
+        self.life.upgrader = upgrader;
         Ok(())
     }
 
@@ -357,14 +296,14 @@ impl Reactor {
         }
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         let mut expired = Vec::new();
-        while self.phase != Phase::Done {
+        while self.life.phase() != Phase::Stopped {
             let timeout = self.poll_timeout();
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
                 }
             }
-            self.cx.now_us = self.clock.now_us();
+            self.refresh_now();
             let turn_start_us = self.cx.now_us;
             self.cx.start_turn();
             self.new_budget_turn();
@@ -374,7 +313,7 @@ impl Reactor {
                     WAKER => {
                         self.on_wake();
                         let keys = self.take_dealt();
-                        if self.phase == Phase::Moving {
+                        if self.life.phase() == Phase::Moving {
                             self.move_out(keys);
                         }
                         self.take_moved();
@@ -390,7 +329,7 @@ impl Reactor {
                         let failed = event.is_error();
                         let hangup = event.is_read_closed() || failed;
                         if hangup {
-                            if let Some(conn) = self.connections.get_mut(key) {
+                            if let Some(conn) = self.table.get_mut(key) {
                                 conn.note_hangup();
                             }
                         }
@@ -405,7 +344,7 @@ impl Reactor {
             if self.acceptor.is_ready() {
                 // A long turn must not age the new connections: their idle deadline
                 // counts from now.
-                self.cx.now_us = self.clock.now_us();
+                self.refresh_now();
                 self.accept_connections();
             }
             self.expire_timers(&mut expired);
@@ -419,13 +358,12 @@ impl Reactor {
             "buffer bytes or kernel queues left accounted after every close"
         );
         debug_assert!(
-            self.connection_sources.iter().all(Option::is_none),
-            "a connection's source was never released: {:?}",
-            self.connection_sources.iter().flatten().collect::<Vec<_>>()
+            self.table.all_released(),
+            "a connection or its source was never released"
         );
         self.budget.give_back_surplus();
         self.publish_last();
-        debug!("reactor {} done: {}", self.id, self.cx.stats);
+        debug!("reactor {} done: {}", self.id.index, self.cx.stats);
         Ok(self.cx.stats)
     }
 
@@ -434,15 +372,15 @@ impl Reactor {
     fn expire_timers(&mut self, expired: &mut Vec<u32>) {
         // Timers judge by a fresh clock, the same one the wheel is polled with, so an
         // idle check never re-arms a deadline the wheel considers passed.
-        self.cx.now_us = self.clock.now_us();
-        self.wheel.poll(self.clock.tick_at(self.cx.now_us), expired);
+        self.refresh_now();
+        self.timers.expire(self.cx.now_us, expired);
         // Every connection whose timer fired holds no armed timer from here on, so a
         // close while this batch is handled (an eviction closing another connection
         // of the batch) never cancels an id the wheel may have reused.
         for &value in expired.iter() {
             match TimerKey::from_value(value) {
                 TimerKey::Conn(key) => {
-                    if let Some(conn) = self.connections.get_mut(key) {
+                    if let Some(conn) = self.table.get_mut(key) {
                         conn.set_timer(TimerId::NONE);
                     }
                 }
@@ -460,16 +398,10 @@ impl Reactor {
     /// clock read per turn saved (about 20 instructions per frame at pipeline 1 and 10
     /// connections), for a wake-up at most those microseconds late, far under a tick.
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.ready.is_empty()
-            || !self.waiting_for_room.is_empty()
-            || self.acceptor.has_work()
-            || self.metrics_work_left()
-        {
+        if self.table.has_work() || self.acceptor.has_work() || self.metrics_work_left() {
             return Some(Duration::ZERO);
         }
-        self.wheel
-            .next_expiration()
-            .map(|tick| self.clock.until_tick(tick, self.cx.now_us))
+        self.timers.until_next(self.cx.now_us)
     }
 
     // Inlined into the loop and the revisits: the event path of every frame. Left to the
@@ -494,7 +426,7 @@ impl Reactor {
         match driven {
             Driven::Ran(next) => self.settle(key, next),
             Driven::Gone => {} // closed earlier in this batch, or now for the budget
-            Driven::NoRoom => self.waiting_for_room.push(key),
+            Driven::NoRoom => self.table.waiting_for_room.push(key),
         }
     }
 
@@ -507,7 +439,10 @@ impl Reactor {
     /// the budget last turn.
     fn revisit_ready(&mut self) {
         // Walk this list while new entries go to the spare one; both keep their buffers.
-        let mut ready = std::mem::replace(&mut self.ready, std::mem::take(&mut self.ready_spare));
+        let mut ready = std::mem::replace(
+            &mut self.table.ready,
+            std::mem::take(&mut self.table.ready_spare),
+        );
         let mut served = 0;
         for &key in &ready {
             if served > 0 && self.cx.turn.pressed() {
@@ -518,15 +453,15 @@ impl Reactor {
         }
         if served == ready.len() {
             ready.clear();
-            self.ready_spare = ready;
+            self.table.ready_spare = ready;
         } else {
             ready.drain(..served);
-            ready.append(&mut self.ready);
-            self.ready_spare = std::mem::replace(&mut self.ready, ready);
+            ready.append(&mut self.table.ready);
+            self.table.ready_spare = std::mem::replace(&mut self.table.ready, ready);
         }
-        if !self.waiting_for_room.is_empty() {
+        if !self.table.waiting_for_room.is_empty() {
             // Rare (the budget's closes spent): those still without room wait again.
-            for key in std::mem::take(&mut self.waiting_for_room) {
+            for key in std::mem::take(&mut self.table.waiting_for_room) {
                 self.on_connection_event(key, true, true);
             }
         }
@@ -538,7 +473,7 @@ impl Reactor {
     fn settle(&mut self, key: usize, next: Next) {
         match next {
             Next::Wait => {}
-            Next::ReadAgain => self.ready.push(key),
+            Next::ReadAgain => self.table.ready.push(key),
             Next::Linger(reason) => self.linger(key, reason),
             Next::Close(reason) => self.close(key, reason),
         }
@@ -548,23 +483,15 @@ impl Reactor {
     /// deadline, and it is read again next turn (input left unread while reading was
     /// paused raises no new edge; it is discarded now, so the linger sees the peer's EOF).
     fn linger(&mut self, key: usize, reason: CloseReason) {
-        let Some(conn) = self.connections.get_mut(key) else {
+        let Some(conn) = self.table.get_mut(key) else {
             return;
         };
         if conn.timer() != TimerId::NONE {
-            self.wheel.cancel(conn.timer());
+            self.timers.cancel(conn.timer());
         }
-        // A shutdown's linger lasts the grace period: replies owed may take that long.
-        let linger_us = if reason == CloseReason::Shutdown {
-            micros(self.shutdown_linger)
-        } else {
-            self.linger_us
-        };
-        let deadline = self
-            .clock
-            .tick_after(self.cx.now_us.saturating_add(linger_us));
-        conn.set_timer(self.wheel.arm(deadline, TimerKey::Conn(key).to_value()));
-        self.ready.push(key);
+        let deadline_us = self.timers.linger_deadline(self.cx.now_us, reason);
+        conn.set_timer(self.timers.arm_at(deadline_us, TimerKey::Conn(key)));
+        self.table.ready.push(key);
     }
 
     /// Serves a connection admitted from `source`; returns its key, or `None` if it could
@@ -574,20 +501,6 @@ impl Reactor {
         let key = self.insert_connection(stream, source, |s| Connection::new(s, now_us))?;
         self.cx.stats.accepted += 1;
         Some(key)
-    }
-
-    /// The source a connection counts against under `--max-connections-per-source`
-    /// (`None` without the limit: nothing is computed); `peer` is what accept returned,
-    /// if it was accepted here. An error if it is gone before it could be counted.
-    fn source_of(
-        &self,
-        stream: &Stream,
-        peer: Option<std::net::SocketAddr>,
-    ) -> io::Result<Option<Source>> {
-        match self.source_prefix_v6 {
-            None => Ok(None),
-            Some(prefix_len) => Source::of_stream(stream, peer, prefix_len).map(Some),
-        }
     }
 
     /// Registers `stream`, admitted from `source`, as the connection `make` builds (a new
@@ -601,8 +514,7 @@ impl Reactor {
         source: Option<Source>,
         make: impl FnOnce(Stream) -> Connection,
     ) -> Option<usize> {
-        let entry = self.connections.vacant_entry();
-        let key = entry.key();
+        let key = self.table.vacant_key();
         if let Err(e) = self.poll.registry().register(
             &mut stream,
             Token(key),
@@ -612,32 +524,15 @@ impl Reactor {
             self.shared.release(source.as_ref());
             return None;
         }
-        if source.is_some() {
-            if self.connection_sources.len() <= key {
-                self.connection_sources.resize(key + 1, None);
-            }
-            debug_assert!(
-                self.connection_sources[key].is_none(),
-                "slot {key} still holds the source of a closed connection"
-            );
-            self.connection_sources[key] = source;
-        }
         if log::log_enabled!(log::Level::Debug) {
             debug!("open {} as {key}", stream.peer_name());
         }
-        let conn = entry.insert(make(stream));
+        let (key, conn) = self.table.insert(make(stream), source);
         let deadline_us = match conn.closing() {
-            Some(CloseReason::Shutdown) => {
-                self.cx.now_us.saturating_add(micros(self.shutdown_linger))
-            }
-            Some(_) => self.cx.now_us.saturating_add(self.linger_us),
-            None => conn.last_progress_us().saturating_add(self.idle_us),
+            Some(reason) => self.timers.linger_deadline(self.cx.now_us, reason),
+            None => self.timers.idle_deadline(conn.last_progress_us()),
         };
-        let timer = self.wheel.arm(
-            self.clock.tick_after(deadline_us),
-            TimerKey::Conn(key).to_value(),
-        );
-        conn.set_timer(timer);
+        conn.set_timer(self.timers.arm_at(deadline_us, TimerKey::Conn(key)));
         let (held, stalled) = (conn.held_bytes(), conn.is_stalled());
         if held > 0 {
             // Only a connection moved in holds anything yet.
@@ -650,19 +545,19 @@ impl Reactor {
     }
 
     fn close(&mut self, key: usize, reason: CloseReason) {
-        let Some(conn) = self.connections.try_remove(key) else {
+        let Some((conn, source)) = self.table.remove(key) else {
             return;
         };
         if conn.timer() != TimerId::NONE {
-            self.wheel.cancel(conn.timer());
+            self.timers.cancel(conn.timer());
         }
-        self.release(key, conn, reason);
+        self.release(key, conn, source, reason);
     }
 
     /// Closes every connection now, for the shutdown: its grace period is over, or a
     /// second signal forced it. Replies still owed are lost (such connections are reset).
     fn close_all(&mut self) {
-        let keys: Vec<usize> = self.connections.iter().map(|(k, _)| k).collect();
+        let keys: Vec<usize> = self.table.keys();
         for key in keys {
             self.close(key, CloseReason::Shutdown);
         }
@@ -671,7 +566,7 @@ impl Reactor {
     /// Takes connection `key` (out of the slab and the wheel already) out of this reactor's
     /// accounts, whether it closes or moves to an upgrade's new process: out of the poll,
     /// its charges taken back (a surplus lease given back now), its admission released.
-    fn detach(&mut self, key: usize, conn: &mut Connection) {
+    fn detach(&mut self, conn: &mut Connection, source: Option<Source>) {
         // Closing the descriptor would remove it from epoll too, but a moved socket lives
         // on elsewhere, and deregistering keeps mio's contract on every platform.
         let _ = self.poll.registry().deregister(conn.stream_mut());
@@ -687,13 +582,18 @@ impl Reactor {
             }
         }
         self.budget.settle_lease_unchecked(self.charged());
-        let source = self.connection_sources.get_mut(key).and_then(Option::take);
         self.shared.release(source.as_ref());
     }
 
     /// Closes a connection already out of the slab and the wheel.
-    fn release(&mut self, key: usize, mut conn: Connection, reason: CloseReason) {
-        self.detach(key, &mut conn);
+    fn release(
+        &mut self,
+        key: usize,
+        mut conn: Connection,
+        source: Option<Source>,
+        reason: CloseReason,
+    ) {
+        self.detach(&mut conn, source);
         if conn.owes_replies() {
             // Replies owed will never be sent (idle, grace over, budget): reset, so the
             // peer cannot take a cut reply for a clean end, and the kernel frees the
@@ -715,7 +615,7 @@ impl Reactor {
             TimerKey::AcceptResume => self.resume_accepting(),
             TimerKey::Stats => {
                 debug_assert_eq!(
-                    self.connections
+                    self.table
                         .iter()
                         .map(|(_, c)| c.charged_bytes(self.cx.limits.kernel_held))
                         .sum::<usize>(),
@@ -723,7 +623,7 @@ impl Reactor {
                     "buffered bytes and kernel queues accounted"
                 );
                 // With several reactors the server logs the totals; each its own at debug.
-                let level = if self.alone {
+                let level = if self.id.alone() {
                     log::Level::Info
                 } else {
                     log::Level::Debug
@@ -732,7 +632,7 @@ impl Reactor {
                     level,
                     "stats{}: {} connections open, {} buffered; {}",
                     self.of_reactor(),
-                    self.connections.len(),
+                    self.table.len(),
                     Size(self.charged()),
                     self.cx.stats
                 );
@@ -742,7 +642,7 @@ impl Reactor {
             }
             TimerKey::Pressure => self.check_pressure_over(),
             TimerKey::UpgradeDrain => {
-                if self.phase == Phase::UpgradeDrain {
+                if self.life.state.drain_grace_over() {
                     // The drain's grace is over: the shutdown's lingering close, bounded
                     // by the ordinary linger (the grace has been given already).
                     self.begin_shutdown(self.config.linger);
@@ -758,7 +658,7 @@ impl Reactor {
     /// The connection's timer has fired (its `timer` is `NONE`): it is re-armed or the
     /// connection is released without a cancel.
     fn on_connection_timer(&mut self, key: usize) {
-        let Some(conn) = self.connections.get(key) else {
+        let Some(conn) = self.table.get(key) else {
             return; // closed earlier in this batch, for the budget or the grace period
         };
         if conn.timer() != TimerId::NONE {
@@ -772,8 +672,9 @@ impl Reactor {
             match self.drive(key, |conn, cx| conn.on_writable(cx)) {
                 Driven::Gone => return, // closed for the budget
                 Driven::Ran(Next::Close(reason)) => {
-                    let conn = self.connections.remove(key);
-                    self.release(key, conn, reason);
+                    if let Some((conn, source)) = self.table.remove(key) {
+                        self.release(key, conn, source, reason);
+                    }
                     return;
                 }
                 Driven::Ran(next @ Next::Linger(_)) => {
@@ -781,35 +682,33 @@ impl Reactor {
                     self.settle(key, next);
                     return;
                 }
-                Driven::Ran(Next::ReadAgain) => self.ready.push(key),
+                Driven::Ran(Next::ReadAgain) => self.table.ready.push(key),
                 Driven::Ran(Next::Wait) => {}
                 Driven::NoRoom => {
                     // No probe without room: judge it one tick from now, after the next
                     // turn's closes for the budget.
-                    let deadline = self
-                        .clock
-                        .tick_after(self.cx.now_us.saturating_add(self.clock.tick_us()));
-                    if let Some(conn) = self.connections.get_mut(key) {
-                        conn.set_timer(self.wheel.arm(deadline, TimerKey::Conn(key).to_value()));
+                    let deadline_us = self.cx.now_us.saturating_add(self.timers.tick_us());
+                    if let Some(conn) = self.table.get_mut(key) {
+                        conn.set_timer(self.timers.arm_at(deadline_us, TimerKey::Conn(key)));
                     }
                     return;
                 }
             }
         }
-        let Some(conn) = self.connections.get_mut(key) else {
+        let Some(conn) = self.table.get_mut(key) else {
             return;
         };
         if conn.timer() != TimerId::NONE {
             return; // closed for the budget while probed: lingering, with its own timer
         }
-        let mut deadline_us = conn.last_progress_us().saturating_add(self.idle_us);
+        let mut deadline_us = self.timers.idle_deadline(conn.last_progress_us());
         let reason = match conn.closing() {
             Some(reason) => Some(reason),
             None if self.cx.now_us >= deadline_us => {
                 if conn.reads_input() && conn.stream().has_input() {
                     // Input arrived that this busy turn has not read yet (its event is
                     // in the next poll): judge after reading it, one tick from now.
-                    deadline_us = self.cx.now_us.saturating_add(self.clock.tick_us());
+                    deadline_us = self.cx.now_us.saturating_add(self.timers.tick_us());
                     None
                 } else {
                     Some(CloseReason::Idle)
@@ -818,27 +717,55 @@ impl Reactor {
             None => None,
         };
         if let Some(reason) = reason {
-            let conn = self.connections.remove(key);
-            self.release(key, conn, reason);
+            if let Some((conn, source)) = self.table.remove(key) {
+                self.release(key, conn, source, reason);
+            }
         } else {
-            conn.set_timer(self.wheel.arm(
-                self.clock.tick_after(deadline_us),
-                TimerKey::Conn(key).to_value(),
-            ));
+            conn.set_timer(self.timers.arm_at(deadline_us, TimerKey::Conn(key)));
         }
     }
 
     fn arm_server_timer(&mut self, after: Duration, key: TimerKey) {
-        let at = self.clock.now_us().saturating_add(micros(after));
-        self.wheel.arm(self.clock.tick_after(at), key.to_value());
+        self.timers.arm_after(after, key);
+    }
+
+    /// Reads the clock into the turn's time, which connections judge progress by: at a
+    /// turn's start, before the timers and an accept after a long turn, and where
+    /// connections arrive from elsewhere (dealt, moved in).
+    fn refresh_now(&mut self) {
+        self.cx.now_us = self.timers.now_us();
     }
 
     /// ` of reactor N` in the logs of a server with several reactors, else nothing.
     fn of_reactor(&self) -> String {
-        if self.alone {
+        if self.id.alone() {
             String::new()
         } else {
-            format!(" of reactor {}", self.id)
+            format!(" of reactor {}", self.id.index)
         }
     }
+}
+
+/// Which reactor of its server this is.
+#[derive(Debug, Clone, Copy)]
+struct ReactorId {
+    /// Its index (0 registers the signals and ends last).
+    index: usize,
+    /// Reactors in the server.
+    of: usize,
+}
+
+impl ReactorId {
+    /// The only reactor of its server: its stats lines are the server's, at info.
+    fn alone(self) -> bool {
+        self.of == 1
+    }
+}
+
+/// What a reactor serves beside its connections.
+struct Endpoints {
+    /// Serves snapshot requests and times turns; `None` until a `snapshot_handle` is taken.
+    publisher: Option<Box<Publisher>>,
+    /// The metrics endpoint, served on this reactor's poll (reactor 0 with `--metrics`).
+    metrics: Option<Box<MetricsEndpoint>>,
 }

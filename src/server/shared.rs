@@ -13,12 +13,9 @@
 //! - `unleased` plus every reactor's lease is always the buffer budget: the reactors' lease
 //!   sum never exceeds `--max-buffer-memory`, and each reactor's buffers stay within its
 //!   lease, so the whole process stays within the budget.
-//! - The shutdown state only moves forward: serving, draining, forced.
-//! - The upgrade state (SIGUSR2) is always one of none, in progress, moving, upgraded (the
-//!   new process serves the listening sockets, reached by a committed move or by the
-//!   drain); it goes back from in progress to none when an upgrade fails, and from moving
-//!   to none when the move rolls back (the new process died); otherwise moving leads to
-//!   upgraded, and upgraded is final.
+//! - The server's lifecycle (its upgrade and its shutdown) is one [`ServerState`], changed
+//!   only by `super::lifecycle`'s pure transitions (which hold its invariants) with one
+//!   compare-and-swap.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
@@ -28,29 +25,11 @@ use std::time::Instant;
 use mio::Waker;
 
 use super::handover::{MoveMsg, Moved};
+use super::lifecycle::{ServerState, Shutdown, Upgrade};
 use super::source::Source;
 use super::source_table::SourceTable;
 
-/// Shutdown states, in the order they are reached.
-const SERVING: u8 = 0;
-const DRAINING: u8 = 1;
-const FORCED: u8 = 2;
-
-/// Upgrade states (SIGUSR2, see `super::upgrade`).
-const NO_UPGRADE: u8 = 0;
-const UPGRADING: u8 = 1;
-const UPGRADED: u8 = 2;
-/// The new process speaks the hand-over: the reactors move their connections to it.
-const MOVING: u8 = 3;
-
-/// Why an upgrade cannot begin now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpgradeBusy {
-    /// A new process is starting and has not reported ready yet.
-    InProgress,
-    /// A new process serves the sockets; this one serves out what it still holds.
-    Upgraded,
-}
+pub use super::lifecycle::UpgradeBusy;
 
 /// Why a connection was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,10 +56,10 @@ pub struct Shared {
     per_source: Option<Mutex<SourceTable>>,
     /// Buffer-budget bytes no reactor holds a lease on.
     unleased: AtomicUsize,
-    /// Serving, draining or forced (see the constants).
-    shutdown: AtomicU8,
-    /// No upgrade, upgrading, moving or upgraded (see the constants).
-    upgrade: AtomicU8,
+    /// The server's lifecycle, a [`ServerState`] in one byte: its upgrade (none, starting,
+    /// moving, upgraded) and its shutdown (none, graceful, forced). Changed only by the
+    /// pure transitions of `super::lifecycle`, with one compare-and-swap.
+    state: AtomicU8,
     /// Every reactor's waker, by reactor index; set once all are built.
     wakers: OnceLock<Vec<Arc<Waker>>>,
     /// Reactors whose loop has not returned yet: reactor 0, which receives the signals,
@@ -112,8 +91,7 @@ impl Shared {
             open: AtomicUsize::new(0),
             per_source: per_source.map(|limit| Mutex::new(SourceTable::new(limit))),
             unleased: AtomicUsize::new(unleased),
-            shutdown: AtomicU8::new(SERVING),
-            upgrade: AtomicU8::new(NO_UPGRADE),
+            state: AtomicU8::new(ServerState::START.to_byte()),
             wakers: OnceLock::new(),
             running: AtomicUsize::new(0),
             dealing_over: AtomicBool::new(false),
@@ -279,65 +257,70 @@ impl Shared {
         self.unleased.fetch_add(bytes, Ordering::AcqRel);
     }
 
+    /// The server's lifecycle now.
+    pub fn state(&self) -> ServerState {
+        ServerState::from_byte(self.state.load(Ordering::Acquire))
+    }
+
+    /// Applies `transition` to the server's state, atomically; returns what it answered.
+    fn transition<E>(
+        &self,
+        transition: impl Fn(ServerState) -> Result<ServerState, E>,
+    ) -> Result<ServerState, E> {
+        let mut current = self.state.load(Ordering::Acquire);
+        loop {
+            let next = transition(ServerState::from_byte(current))?;
+            match self.state.compare_exchange_weak(
+                current,
+                next.to_byte(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(next),
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Applies a transition that always succeeds.
+    fn change(&self, transition: impl Fn(ServerState) -> ServerState) {
+        let _ = self.transition(|s| Ok::<_, std::convert::Infallible>(transition(s)));
+    }
+
     /// Starts the graceful shutdown of every reactor (`force`: close everything at once,
     /// as a second signal does) and wakes them all.
     pub fn shut_down(&self, force: bool) {
-        let state = if force { FORCED } else { DRAINING };
-        self.shutdown.fetch_max(state, Ordering::AcqRel);
-        for waker in self.wakers.get().into_iter().flatten() {
-            // A failed wake means that reactor is already gone.
-            let _ = waker.wake();
-        }
+        self.change(|s| s.shut_down(force));
+        self.wake_all();
     }
 
     /// Marks an upgrade as begun, unless one is in progress or done.
     pub fn begin_upgrade(&self) -> Result<(), UpgradeBusy> {
-        match self.upgrade.compare_exchange(
-            NO_UPGRADE,
-            UPGRADING,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => Ok(()),
-            Err(UPGRADED | MOVING) => Err(UpgradeBusy::Upgraded),
-            Err(_) => Err(UpgradeBusy::InProgress),
-        }
+        self.transition(ServerState::begin_upgrade).map(|_| ())
     }
 
     /// The upgrade in progress failed: a later SIGUSR2 may try again.
     pub fn upgrade_failed(&self) {
-        let _ = self.upgrade.compare_exchange(
-            UPGRADING,
-            NO_UPGRADE,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
+        self.change(ServerState::upgrade_failed);
     }
 
     /// The new process is ready: every reactor stops accepting and drains; wakes them all.
     pub fn begin_upgrade_drain(&self) {
-        let _ =
-            self.upgrade
-                .compare_exchange(UPGRADING, UPGRADED, Ordering::AcqRel, Ordering::Acquire);
-        for waker in self.wakers.get().into_iter().flatten() {
-            // A failed wake means that reactor is already gone.
-            let _ = waker.wake();
-        }
+        self.change(ServerState::upgrade_drain);
+        self.wake_all();
     }
 
     /// The new process speaks the hand-over: every reactor stops accepting and sends its
     /// connections to `mover`; wakes them all.
     pub fn begin_move(&self, mover: Sender<MoveMsg>) {
         *self.mover.lock().unwrap_or_else(PoisonError::into_inner) = Some(mover);
-        let _ =
-            self.upgrade
-                .compare_exchange(UPGRADING, MOVING, Ordering::AcqRel, Ordering::Acquire);
+        self.change(ServerState::begin_move);
         self.wake_all();
     }
 
     /// While the connections move: where a reactor sends them.
     pub fn mover(&self) -> Option<Sender<MoveMsg>> {
-        if self.upgrade.load(Ordering::Acquire) != MOVING {
+        if !self.moving() {
             return None;
         }
         self.mover
@@ -357,10 +340,8 @@ impl Shared {
             .take();
         if rolled_back {
             self.dealing_over.store(false, Ordering::Release);
-            self.upgrade.store(NO_UPGRADE, Ordering::Release);
-        } else {
-            self.upgrade.store(UPGRADED, Ordering::Release);
         }
+        self.change(|s| s.end_move(rolled_back));
         self.wake_all();
     }
 
@@ -381,7 +362,7 @@ impl Shared {
 
     /// Connections are moving to the new process.
     pub fn moving(&self) -> bool {
-        self.upgrade.load(Ordering::Acquire) == MOVING
+        self.state().upgrade == Upgrade::Moving
     }
 
     fn wake_all(&self) {
@@ -393,17 +374,17 @@ impl Shared {
 
     /// A new process serves the listening sockets (a committed move or the drain): stop accepting.
     pub fn upgraded(&self) -> bool {
-        self.upgrade.load(Ordering::Acquire) == UPGRADED
+        self.state().upgrade == Upgrade::Upgraded
     }
 
     /// A shutdown has begun.
     pub fn draining(&self) -> bool {
-        self.shutdown.load(Ordering::Acquire) >= DRAINING
+        self.state().shutdown != Shutdown::None
     }
 
     /// A forced shutdown has begun: close every connection now.
     pub fn forced(&self) -> bool {
-        self.shutdown.load(Ordering::Acquire) >= FORCED
+        self.state().shutdown == Shutdown::Forced
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 
-use super::{Phase, Reactor, TimerKey};
+use super::{Reactor, TimerKey};
 use crate::counters::CloseReason;
 use crate::protocol;
 use crate::server::deal::{Admitted, Dealer, Dealt, Inbox};
@@ -54,8 +54,11 @@ pub(super) enum Accept {
 
 /// A reactor's sources of new connections and its accept state.
 pub(super) struct Acceptor {
-    /// `None` once a shutdown or a handover began, or if other reactors accept for this one.
+    /// `None` once a shutdown or a move began, or if other reactors accept for this one.
     listener: Option<Listener>,
+    /// The listener while connections move to an upgrade's new process: out of the poll,
+    /// kept in case the move rolls back.
+    parked: Option<Listener>,
     /// Deals accepted connections over the reactors, when this one accepts for others.
     dealer: Option<Dealer>,
     /// Connections other reactors accepted for this one.
@@ -76,6 +79,7 @@ impl Acceptor {
     pub(super) fn new(listener: Option<Listener>, inbox: Option<Inbox>) -> Acceptor {
         Acceptor {
             listener,
+            parked: None,
             dealer: None,
             inbox,
             ready: false,
@@ -206,6 +210,16 @@ impl Acceptor {
         self.listener = Some(listener);
         self.ready = true;
     }
+
+    /// Keeps `listener` (out of the poll) while connections move, in case it rolls back.
+    pub(super) fn park(&mut self, listener: Listener) {
+        self.parked = Some(listener);
+    }
+
+    /// The listener parked for a move: to accept on again, or to leave to the new process.
+    pub(super) fn take_parked(&mut self) -> Option<Listener> {
+        self.parked.take()
+    }
 }
 
 /// How long accepting pauses when descriptors run out, before it is retried.
@@ -215,7 +229,7 @@ impl Reactor {
     /// Accepts this turn's share of new connections ([`ACCEPTS_PER_EVENT`]), admits each
     /// (the global and per-source limits) and serves it here or deals it to a sibling.
     pub(super) fn accept_connections(&mut self) {
-        if !self.waiting_for_room.is_empty() {
+        if !self.table.waiting_for_room.is_empty() {
             // The budget's closes for this turn did not make room for everyone: new
             // connections would only add to the shortage. They wait in the kernel's accept
             // queue until the next turn, and the acceptor stays ready.
@@ -238,7 +252,7 @@ impl Reactor {
                     warn!(
                         "accept: {e} ({what}); pausing accepts for {} ms ({} connections open)",
                         ACCEPT_PAUSE.as_millis(),
-                        self.connections.len()
+                        self.table.len()
                     );
                     self.cx.stats.accept_pauses += 1;
                     self.acceptor.pause(Instant::now());
@@ -246,7 +260,7 @@ impl Reactor {
                     return;
                 }
             };
-            let source = match self.source_of(&stream, peer) {
+            let source = match self.table.source_of(&stream, peer) {
                 Ok(source) => source,
                 Err(e) => {
                     // Gone before it could be counted (the peer already reset it).
@@ -303,12 +317,12 @@ impl Reactor {
         if handed.is_empty() {
             return keys;
         }
-        self.cx.now_us = self.clock.now_us();
+        self.refresh_now();
         for admitted in handed {
             let (stream, source) = admitted.serve();
             let key = self.add_connection(stream, source);
             keys.extend(key);
-            if let (Some(key), true) = (key, self.phase == Phase::Draining) {
+            if let (Some(key), true) = (key, self.life.state.closes_arrivals()) {
                 // Accepted just before the shutdown began: the shutdown's lingering close.
                 if let Some(next) = self
                     .drive_without_budget(key, |conn, _| conn.begin_closing(CloseReason::Shutdown))

@@ -356,7 +356,7 @@ impl Reactor {
                 return Driven::NoRoom;
             }
         }
-        let Some(conn) = self.connections.get_mut(key) else {
+        let Some(conn) = self.table.get_mut(key) else {
             return Driven::Gone;
         };
         let (held_before, stalled_before) = (conn.held_bytes(), conn.is_stalled());
@@ -397,7 +397,7 @@ impl Reactor {
     #[inline(never)]
     fn resync_budget(&mut self) {
         let (held, stalled) =
-            self.connections
+            self.table
                 .iter()
                 .fold((0usize, 0usize), |(held, stalled), (_, conn)| {
                     (
@@ -439,7 +439,7 @@ impl Reactor {
         let target = self.budget.eviction_target();
         let kernel_held = self.cx.limits.kernel_held;
         let holders = choose_evictions(
-            self.connections
+            self.table
                 .iter()
                 .map(|(key, conn)| (conn.charged_bytes(kernel_held), key))
                 .collect(),
@@ -478,7 +478,7 @@ impl Reactor {
             if next == Next::Wait {
                 // Lingering already: input may be waiting with no new edge to announce it
                 // (`Linger`, a close that begins now, goes on the ready list in `settle`).
-                self.ready.push(key);
+                self.table.ready.push(key);
             }
             self.settle(key, next);
         }
@@ -518,7 +518,7 @@ impl Reactor {
         key: usize,
         io: impl FnOnce(&mut Connection, &mut Context) -> Next,
     ) -> Option<Next> {
-        let conn = self.connections.get_mut(key)?;
+        let conn = self.table.get_mut(key)?;
         let held_before = conn.held_bytes();
         let next = io(conn, &mut self.cx);
         self.budget.account(held_before, conn.held_bytes());

@@ -16,23 +16,24 @@ use std::sync::mpsc::Sender;
 use log::{debug, info, warn};
 use mio::Interest;
 
-use super::{Phase, Reactor, TimerKey, LISTENER};
+use super::{Reactor, TimerKey, LISTENER};
 use crate::counters::CloseReason;
 use crate::server::connection::Connection;
 use crate::server::handover::{MoveMsg, Moved};
+use crate::server::lifecycle::Phase;
 use crate::timer_wheel::TimerId;
 
 impl Reactor {
     /// The new process speaks the hand-over: stop accepting (it accepts on the same
     /// sockets), stop serving the metrics listener (it serves that too), and send every
     /// connection to `mover`.
-    pub(super) fn begin_move(&mut self, mover: Sender<MoveMsg>) {
-        self.phase = Phase::Moving;
+    /// (`None`: the move ended before this reactor could join it; what it holds stays.)
+    pub(super) fn begin_move(&mut self, mover: Option<Sender<MoveMsg>>) {
         if let Some(mut listener) = self.acceptor.take_listener() {
             // Kept, out of the poll, until the move is over: if the new process dies
             // meanwhile, this process accepts on it again.
             let _ = self.poll.registry().deregister(&mut listener);
-            self.parked_listener = Some(listener);
+            self.acceptor.park(listener);
             self.shared.stop_accepting();
         }
         if self.acceptor.deals() {
@@ -40,8 +41,8 @@ impl Reactor {
             self.shared.end_dealing();
         }
         self.stop_metrics_accepting();
-        self.mover = Some(mover);
-        let keys: Vec<usize> = self.connections.iter().map(|(k, _)| k).collect();
+        self.life.mover = mover;
+        let keys: Vec<usize> = self.table.keys();
         debug!(
             "moving {} connections to the new process{}",
             keys.len(),
@@ -55,10 +56,12 @@ impl Reactor {
         if keys.is_empty() {
             return;
         }
-        self.cx.now_us = self.clock.now_us();
+        self.refresh_now();
         let moved: Vec<Moved> = keys.into_iter().filter_map(|k| self.take_out(k)).collect();
         self.cx.stats.moved_out += moved.len() as u64;
-        let Some(mover) = &self.mover else {
+        // Only while the move is under way: a mover that has ended drops what it is sent.
+        let mover = self.life.mover.as_ref().filter(|_| self.shared.moving());
+        let Some(mover) = mover else {
             self.adopt_all(moved); // back at once (counted back as they are adopted)
             return;
         };
@@ -70,18 +73,14 @@ impl Reactor {
         }
     }
 
-    /// While moving: once no connection can still be dealt to this reactor, moves what its
+    /// While moving, once no connection can still be dealt to this reactor: moves what its
     /// inbox holds and tells the mover it is done.
-    pub(super) fn continue_move(&mut self) {
-        // A shutdown dropped the dealer's listener: nothing more will be dealt either.
-        if self.acceptor.has_inbox() && !self.shared.dealing_over() && !self.shared.draining() {
-            return;
-        }
+    pub(super) fn end_sending(&mut self) {
         let keys = self.take_dealt();
-        if self.phase == Phase::Moving {
+        if self.life.phase() == Phase::Moving {
             self.move_out(keys);
         }
-        if let Some(mover) = self.mover.take() {
+        if let Some(mover) = self.life.mover.take() {
             // A failed send means the mover is gone: nothing waits for this.
             let _ = mover.send(MoveMsg::Done);
         }
@@ -92,16 +91,15 @@ impl Reactor {
     pub(super) fn finish_move(&mut self) {
         // Every connection given back was delivered before the move ended.
         self.take_moved();
-        self.phase = Phase::UpgradeDrain;
-        self.upgrader = None;
-        if let Some(mut listener) = self.parked_listener.take() {
+        self.life.upgrader = None;
+        if let Some(mut listener) = self.acceptor.take_parked() {
             // The new process serves this socket now: its Unix socket file stays.
             listener.leave_file();
         }
-        if !self.connections.is_empty() {
+        if !self.table.is_empty() {
             info!(
                 "serving {} connections the new process did not take{}",
-                self.connections.len(),
+                self.table.len(),
                 self.of_reactor()
             );
             self.arm_server_timer(self.config.shutdown_grace, TimerKey::UpgradeDrain);
@@ -113,9 +111,7 @@ impl Reactor {
     pub(super) fn resume_after_failed_move(&mut self) {
         // Every connection given back was delivered before the move ended.
         self.take_moved();
-        self.phase = Phase::Serving;
-        self.move_joined = false;
-        if let Some(mut listener) = self.parked_listener.take() {
+        if let Some(mut listener) = self.acceptor.take_parked() {
             match self
                 .poll
                 .registry()
@@ -131,40 +127,40 @@ impl Reactor {
         self.resume_metrics_accepting();
         info!(
             "upgrade rolled back: accepting again, {} connections served here{}",
-            self.connections.len(),
+            self.table.len(),
             self.of_reactor()
         );
     }
 
     /// Takes connection `key` out of this reactor, whole, for the move.
     fn take_out(&mut self, key: usize) -> Option<Moved> {
-        let mut conn = self.connections.try_remove(key)?;
+        let (mut conn, source) = self.table.remove(key)?;
         if conn.timer() != TimerId::NONE {
-            self.wheel.cancel(conn.timer());
+            self.timers.cancel(conn.timer());
         }
         // EPOLL_CTL_DEL before our descriptor closes: the socket lives on in the new
         // process, and a registration left behind would still be reported here.
-        self.detach(key, &mut conn);
+        self.detach(&mut conn, source);
         let (stream, state) = conn.export(self.cx.now_us);
         let fd = Moved::socket_of(stream);
         Some(Moved {
             fd,
             state,
-            reactor: self.id,
+            reactor: self.id.index,
         })
     }
 
     /// Adopts the connections delivered to this reactor: moved in by an upgrade, or back
     /// from a move that failed.
     pub(super) fn take_moved(&mut self) {
-        let moved: Vec<Moved> = self.adoptions.try_iter().collect();
+        let moved: Vec<Moved> = self.life.adoptions.try_iter().collect();
         if !moved.is_empty() {
             self.adopt_all(moved);
         }
     }
 
     fn adopt_all(&mut self, moved: Vec<Moved>) {
-        self.cx.now_us = self.clock.now_us();
+        self.refresh_now();
         for m in moved {
             self.adopt(m);
         }
@@ -178,7 +174,7 @@ impl Reactor {
                 return;
             }
         };
-        let source = match self.source_of(&stream, None) {
+        let source = match self.table.source_of(&stream, None) {
             Ok(source) => source,
             Err(e) => {
                 debug!("dropped an adopted connection: its source is unknown: {e}");
@@ -193,7 +189,7 @@ impl Reactor {
         else {
             return;
         };
-        if self.move_joined {
+        if self.life.state.answered_a_move() {
             // Back from a move that failed: it never left.
             self.cx.stats.moved_out -= 1;
         } else {
@@ -201,7 +197,9 @@ impl Reactor {
         }
         // Over the lease for now, if the budget is short: the next I/O's room check
         // grows the lease or closes the largest holders, as for any connection.
-        if self.phase == Phase::Draining && self.connections[key].closing().is_none() {
+        if self.life.state.closes_arrivals()
+            && self.table.get(key).is_some_and(|c| c.closing().is_none())
+        {
             // Adopted while this process shuts down: the shutdown's lingering close
             // (`Linger`: its deadline re-armed as the linger's).
             if let Some(next) =
@@ -212,6 +210,6 @@ impl Reactor {
         }
         // Input may wait in the socket, and an edge raised in the old process is not
         // raised again here: read it on this turn's revisit.
-        self.ready.push(key);
+        self.table.ready.push(key);
     }
 }

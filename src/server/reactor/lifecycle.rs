@@ -1,81 +1,127 @@
-//! How a reactor stops: signals (received by reactor 0), the graceful shutdown, and the
-//! drain after an upgrade has handed the listening sockets to a new process.
+//! A reactor's part in the server's lifecycle (`server/lifecycle.rs`, pure): what it acts
+//! with (the signals, the upgrader, the move's channels) and the steps it performs when
+//! the pure [`Lifecycle`] answers one: the graceful shutdown, a move's start, end and
+//! rollback (`reactor/handover.rs`), and the drain after an upgrade.
 
+use std::sync::mpsc::{Receiver, Sender};
 use std::time::Duration;
 
 use log::{debug, info};
 
-use super::{Phase, Reactor, TimerKey};
+use super::{Reactor, TimerKey};
 use crate::counters::CloseReason;
-use crate::server::handover::MoveMsg;
+use crate::server::handover::{MoveMsg, Moved};
+use crate::server::lifecycle::{Lifecycle, Phase, Seen, Shutdown, Step, Upgrade};
 use crate::server::shared::UpgradeBusy;
+use crate::server::signal::ServerSignals;
+use crate::server::upgrade::Upgrader;
+
+/// What a reactor's lifecycle acts with, beside its pure state.
+pub(super) struct Life {
+    /// The phase, and the move this reactor answered last.
+    pub(super) state: Lifecycle,
+    /// SIGINT, SIGTERM and SIGUSR2 (reactor 0 only).
+    pub(super) signals: Option<ServerSignals>,
+    /// Starts an upgrade on SIGUSR2 (reactor 0, when upgrades are enabled); dropped, with
+    /// its duplicates of the listeners, when a shutdown or a drain begins.
+    pub(super) upgrader: Option<Upgrader>,
+    /// Connections to adopt: moved in by an upgrade, or back from a move that failed.
+    pub(super) adoptions: Receiver<Moved>,
+    /// While this reactor moves its connections to an upgrade's new process: where they
+    /// go. Taken when it has sent the last.
+    pub(super) mover: Option<Sender<MoveMsg>>,
+}
+
+impl Life {
+    pub(super) fn new(adoptions: Receiver<Moved>) -> Life {
+        Life {
+            state: Lifecycle::default(),
+            signals: None,
+            upgrader: None,
+            adoptions,
+            mover: None,
+        }
+    }
+
+    pub(super) fn phase(&self) -> Phase {
+        self.state.phase()
+    }
+}
 
 impl Reactor {
-    /// Moves the phase on at the end of a turn: a shutdown or an upgrade's drain that
-    /// began, a forced shutdown, and the end once every connection is closed.
+    /// At a turn's end: performs the steps the lifecycle answers, until it has none.
     pub(super) fn advance_phase(&mut self) {
-        if matches!(
-            self.phase,
-            Phase::Serving | Phase::Moving | Phase::UpgradeDrain
-        ) && self.shared.draining()
+        let server = self.shared.state();
+        if self.life.phase() == Phase::Serving
+            && server.upgrade == Upgrade::None
+            && server.shutdown == Shutdown::None
+            && self.life.mover.is_none()
         {
-            self.begin_shutdown(self.config.shutdown_grace);
+            return; // the usual turn: nothing to do
         }
-        if !self.move_joined {
-            if let Some(mover) = self.shared.mover() {
-                self.move_joined = true;
-                if self.phase == Phase::Serving {
-                    self.begin_move(mover);
-                } else {
-                    // Shutting down already: what it holds is closed here, nothing moves,
-                    // and nothing more is dealt (its listener is gone).
-                    if self.acceptor.deals() {
-                        self.shared.end_dealing();
-                    }
+        if self.life.phase() == Phase::Moved
+            && self.acceptor.has_inbox()
+            && self.shared.dealing_over()
+        {
+            // What the dealer sent before it closed its listener: served out here.
+            self.take_dealt();
+        }
+        loop {
+            let seen = self.seen();
+            let Some(step) = self.life.state.next(&seen) else {
+                break;
+            };
+            self.perform(step);
+            self.life.state.apply(step, seen.server);
+        }
+    }
+
+    /// What the lifecycle decides by.
+    fn seen(&self) -> Seen {
+        let server = self.shared.state();
+        Seen {
+            server,
+            move_offered: server.upgrade == Upgrade::Moving && self.shared.mover().is_some(),
+            sending: self.life.mover.is_some(),
+            dealt_all: !self.acceptor.has_inbox()
+                || self.shared.dealing_over()
+                || server.shutdown != Shutdown::None,
+            empty: self.table.is_empty(),
+            last_to_end: self.life.signals.is_none() || self.shared.running() <= 1,
+        }
+    }
+
+    fn perform(&mut self, step: Step) {
+        match step {
+            Step::BeginShutdown => self.begin_shutdown(self.config.shutdown_grace),
+            Step::JoinMove => self.begin_move(self.shared.mover()),
+            Step::DeclineMove => {
+                // Shutting down or drained already: what it holds is closed or served
+                // here, nothing moves, and nothing more is dealt (its listener is gone).
+                if self.acceptor.deals() {
+                    self.shared.end_dealing();
+                }
+                if let Some(mover) = self.shared.mover() {
                     let _ = mover.send(MoveMsg::Done);
                 }
             }
-        }
-        if self.mover.is_some() {
-            if self.shared.moving() {
-                self.continue_move();
-            } else {
-                // The move ended without this reactor's last word (the mover gave up
-                // waiting): nothing waits for it any more.
-                self.mover = None;
+            Step::EndSending => self.end_sending(),
+            // The move ended without this reactor's last word (the mover gave up
+            // waiting): nothing waits for it any more.
+            Step::AbandonMove => self.life.mover = None,
+            Step::FinishMove => self.finish_move(),
+            Step::RollBack => self.resume_after_failed_move(),
+            Step::BeginDrain => self.begin_upgrade_drain(),
+            Step::CloseAll => {
+                info!("closing every connection now");
+                self.close_all();
             }
-        }
-        if self.phase == Phase::Moving && self.mover.is_none() && !self.shared.moving() {
-            if self.shared.upgraded() {
-                self.finish_move();
-            } else {
-                self.resume_after_failed_move();
-            }
-        }
-        if self.phase == Phase::Serving && self.shared.upgraded() {
-            self.begin_upgrade_drain();
-        }
-        if self.phase == Phase::Draining && self.shared.forced() && !self.connections.is_empty() {
-            info!("closing every connection now");
-            self.close_all();
-        }
-        // The reactor that receives the signals ends last, so a second signal (or a
-        // SIGTERM during an upgrade's drain) is heard while any reactor still drains;
-        // the others wake it as they end.
-        // Not while connections are moving: one the new process does not take comes back.
-        if matches!(self.phase, Phase::Draining | Phase::UpgradeDrain)
-            && self.connections.is_empty()
-            && self.mover.is_none()
-            && !self.shared.moving()
-            && (self.signals.is_none() || self.shared.running() <= 1)
-            && self.inbox_settled()
-        {
-            self.phase = Phase::Done;
+            Step::Stop => {}
         }
     }
 
     pub(super) fn on_signal(&mut self) {
-        let Some(signals) = &mut self.signals else {
+        let Some(signals) = &mut self.life.signals else {
             return;
         };
         let received = signals.pending();
@@ -106,7 +152,7 @@ impl Reactor {
             return;
         }
         match self.shared.begin_upgrade() {
-            Ok(()) => match &self.upgrader {
+            Ok(()) => match &self.life.upgrader {
                 Some(upgrader) => upgrader.start(),
                 None => self.shared.upgrade_failed(),
             },
@@ -123,9 +169,8 @@ impl Reactor {
     /// what is queued in them, the same sockets), serve the open connections on until each
     /// is closed as usual, idle at the latest, and shut down what is left after the grace
     /// period.
-    pub(super) fn begin_upgrade_drain(&mut self) {
-        self.phase = Phase::UpgradeDrain;
-        self.upgrader = None;
+    fn begin_upgrade_drain(&mut self) {
+        self.life.upgrader = None;
         if let Some(mut listener) = self.acceptor.take_listener() {
             let _ = self.poll.registry().deregister(&mut listener);
             // The new process serves this socket now: its Unix socket file stays.
@@ -138,39 +183,26 @@ impl Reactor {
         }
         debug!(
             "upgrade drain: serving out {} connections{}",
-            self.connections.len(),
+            self.table.len(),
             self.of_reactor()
         );
         self.arm_server_timer(self.config.shutdown_grace, TimerKey::UpgradeDrain);
     }
 
-    /// Whether no connection handed off to this reactor can still arrive: always, but in an
-    /// upgrade's drain, where a reactor fed by another waits until the dealer has closed its
-    /// listener and then takes what is left in its inbox (served like the others), so that
-    /// no connection accepted just before the upgrade is dropped unserved.
-    pub(super) fn inbox_settled(&mut self) -> bool {
-        if self.phase != Phase::UpgradeDrain || !self.acceptor.has_inbox() {
-            return true;
-        }
-        if !self.shared.dealing_over() {
-            return false;
-        }
-        self.take_dealt();
-        self.connections.is_empty()
-    }
-
     /// Stops accepting, closes quiet connections, and lets the others send what they owe
     /// with a lingering close, for at most `grace`.
     pub(super) fn begin_shutdown(&mut self, grace: Duration) {
-        self.shutdown_linger = grace;
-        self.upgrader = None;
-        let upgrade_drain = self.phase == Phase::UpgradeDrain;
-        if let Some(mut listener) = self.parked_listener.take() {
+        self.timers.set_shutdown_linger(grace);
+        self.life.upgrader = None;
+        let upgrade_drain = self.life.phase() == Phase::Moved;
+        if let Some(mut listener) = self.acceptor.take_parked() {
             // A shutdown during a move: the new process serves this socket.
             listener.leave_file();
         }
-        self.phase = Phase::Draining;
-        if self.id == 0 {
+        self.life
+            .state
+            .apply(Step::BeginShutdown, self.shared.state());
+        if self.id.index == 0 {
             crate::systemd::notify_stopping();
         }
         // The shutdown is announced once no reactor accepts any more: by the last to close
@@ -183,11 +215,11 @@ impl Reactor {
                 drop(listener);
                 self.shared.stop_accepting()
             }
-            None => self.id == 0 && upgrade_drain,
+            None => self.id.index == 0 && upgrade_drain,
         };
-        let open = self.connections.len();
+        let open = self.table.len();
         let grace = grace.as_millis();
-        if self.alone {
+        if self.id.alone() {
             info!("shutting down: {open} connections open, grace {grace} ms");
         } else {
             if announce {
@@ -198,10 +230,10 @@ impl Reactor {
                 self.of_reactor()
             );
         }
-        self.arm_server_timer(self.shutdown_linger, TimerKey::Shutdown);
-        let keys: Vec<usize> = self.connections.iter().map(|(k, _)| k).collect();
+        self.arm_server_timer(self.timers.shutdown_linger(), TimerKey::Shutdown);
+        let keys: Vec<usize> = self.table.keys();
         for key in keys {
-            if self.connections[key].closing().is_some() {
+            if self.table.get(key).is_none_or(|c| c.closing().is_some()) {
                 continue;
             }
             // Every connection, even one that owes nothing, gets the lingering close: a

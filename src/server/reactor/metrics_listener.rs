@@ -34,7 +34,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
 use slab::Slab;
 
-use super::{Phase, Reactor, TimerKey};
+use super::{Reactor, TimerKey};
 use crate::counters::Snapshot;
 use crate::metrics::http::{
     Expired, HttpClose, HttpConn, Next, Request, Route, Status, MAX_RESPONSE_HEAD, TEXT,
@@ -111,7 +111,7 @@ impl Reactor {
             .registry()
             .register(&mut listener, METRICS_LISTENER, Interest::READABLE)?;
         let _ = self.snapshot_handle();
-        self.metrics = Some(Box::new(MetricsEndpoint {
+        self.endpoints.metrics = Some(Box::new(MetricsEndpoint {
             listener,
             conns: Slab::with_capacity(MAX_CONNECTIONS),
             siblings,
@@ -159,7 +159,8 @@ impl Reactor {
 
     /// Whether the endpoint has work for the next turn (the poll must not block).
     pub(super) fn metrics_work_left(&self) -> bool {
-        self.metrics
+        self.endpoints
+            .metrics
             .as_ref()
             .is_some_and(|ep| ep.accept_ready || !ep.ready.is_empty())
     }
@@ -211,7 +212,12 @@ impl Reactor {
 
     /// Marks metrics connection `key`'s timer as fired (see `expire_timers`).
     pub(super) fn http_timer_fired(&mut self, key: usize) {
-        if let Some(slot) = self.metrics.as_mut().and_then(|ep| ep.conns.get_mut(key)) {
+        if let Some(slot) = self
+            .endpoints
+            .metrics
+            .as_mut()
+            .and_then(|ep| ep.conns.get_mut(key))
+        {
             slot.timer = TimerId::NONE;
         }
     }
@@ -219,7 +225,7 @@ impl Reactor {
     /// An upgrade's new process serves the metrics listener now (the same socket): stop
     /// accepting on it; the scrapes already accepted are answered.
     pub(super) fn stop_metrics_accepting(&mut self) {
-        if let Some(ep) = self.metrics.as_mut() {
+        if let Some(ep) = self.endpoints.metrics.as_mut() {
             let _ = self.poll.registry().deregister(&mut ep.listener);
             ep.accept_ready = false;
         }
@@ -227,7 +233,7 @@ impl Reactor {
 
     /// A move rolled back: accept scrapes again.
     pub(super) fn resume_metrics_accepting(&mut self) {
-        if let Some(ep) = self.metrics.as_mut() {
+        if let Some(ep) = self.endpoints.metrics.as_mut() {
             if let Err(e) = self.poll.registry().register(
                 &mut ep.listener,
                 METRICS_LISTENER,
@@ -249,14 +255,14 @@ impl Reactor {
                 reactor.close_http(ep, key, HttpClose::Shutdown);
             }
         });
-        self.metrics = None;
+        self.endpoints.metrics = None;
     }
 
     /// Runs `f` with the endpoint taken out of the reactor (so both can be borrowed).
     fn with_endpoint(&mut self, f: impl FnOnce(&mut Reactor, &mut MetricsEndpoint)) {
-        if let Some(mut ep) = self.metrics.take() {
+        if let Some(mut ep) = self.endpoints.metrics.take() {
             f(self, &mut ep);
-            self.metrics = Some(ep);
+            self.endpoints.metrics = Some(ep);
         }
     }
 
@@ -498,12 +504,9 @@ impl Reactor {
             if deadline >= slot.armed_us {
                 return; // later: re-armed when the old one fires
             }
-            self.wheel.cancel(slot.timer);
+            self.timers.cancel(slot.timer);
         }
-        slot.timer = self.wheel.arm(
-            self.clock.tick_after(deadline),
-            TimerKey::Http(key).to_value(),
-        );
+        slot.timer = self.timers.arm_at(deadline, TimerKey::Http(key));
         slot.armed_us = deadline;
     }
 
@@ -512,7 +515,7 @@ impl Reactor {
             return;
         };
         if slot.timer != TimerId::NONE {
-            self.wheel.cancel(slot.timer);
+            self.timers.cancel(slot.timer);
         }
         if slot.gather.is_some() {
             ep.gathering -= 1;
@@ -524,7 +527,7 @@ impl Reactor {
 
     /// Whether `/ready` says 200: serving, no shutdown and no handover begun.
     fn accepting(&self) -> bool {
-        self.phase == Phase::Serving && !self.shared.draining() && !self.shared.upgraded()
+        self.life.state.accepts() && !self.shared.draining() && !self.shared.upgraded()
     }
 }
 

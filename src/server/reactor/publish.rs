@@ -15,7 +15,8 @@ impl Reactor {
     /// metrics endpoint, a test). The first call also starts timing the reactor's turns.
     pub fn snapshot_handle(&mut self) -> SnapshotHandle {
         let waker = self.waker.clone();
-        self.publisher
+        self.endpoints
+            .publisher
             .get_or_insert_with(|| Box::new(Publisher::new(waker)))
             .handle()
     }
@@ -23,17 +24,17 @@ impl Reactor {
     /// The waker's event: publishes a snapshot if a reader asked for one since the last.
     /// O(connections) at most; once per request, never per frame.
     pub(super) fn on_wake(&mut self) {
-        let Some(mut publisher) = self.publisher.take() else {
+        let Some(mut publisher) = self.endpoints.publisher.take() else {
             return;
         };
         publisher.serve(|turns| self.snapshot_now(turns));
-        self.publisher = Some(publisher);
+        self.endpoints.publisher = Some(publisher);
     }
 
     /// This reactor's snapshot now, with its turn histogram so far (empty if turns are not
     /// timed).
     pub(super) fn own_snapshot(&self) -> Snapshot {
-        match &self.publisher {
+        match &self.endpoints.publisher {
             Some(publisher) => self.snapshot_now(publisher.turns()),
             None => self.snapshot_now(&TurnHistogram::default()),
         }
@@ -42,7 +43,7 @@ impl Reactor {
     /// The loop has ended: publishes this reactor's last state for the metrics endpoint
     /// (a page during a drain shows a finished reactor's final counters).
     pub(super) fn publish_last(&mut self) {
-        if let Some(publisher) = self.publisher.take() {
+        if let Some(publisher) = self.endpoints.publisher.take() {
             let last = self.snapshot_now(publisher.turns());
             publisher.finish(last);
         }
@@ -51,7 +52,7 @@ impl Reactor {
     fn snapshot_now(&self, turns: &TurnHistogram) -> Snapshot {
         Snapshot {
             stats: self.cx.stats.clone(),
-            connections_open: self.connections.len() as u64,
+            connections_open: self.table.len() as u64,
             buffered_bytes: self.charged() as u64,
             max_buffer_memory: self.budget.total() as u64,
             turns: turns.clone(),
@@ -62,7 +63,7 @@ impl Reactor {
     /// clock read of the turn's timer expiry (`cx.now_us`), so timing costs no clock read
     /// of its own.
     pub(super) fn end_turn(&mut self, start_us: u64) {
-        if let Some(publisher) = self.publisher.as_deref_mut() {
+        if let Some(publisher) = self.endpoints.publisher.as_deref_mut() {
             publisher.observe_turn(self.cx.now_us.saturating_sub(start_us));
         }
     }

@@ -1,0 +1,143 @@
+//! The connection table: a reactor's connections by slab key, the source each was admitted
+//! under, and the lists of those to serve again without a new event (the ready list, and
+//! those that waited for room under the buffer budget).
+//!
+//! # Invariants
+//! - With a per-source limit, `sources[key]` is always the source the connection in slot
+//!   `key` was admitted under, and `None` for a vacant slot: set by [`ConnectionTable::
+//!   insert`], taken by [`ConnectionTable::remove`], so each release names what its
+//!   admission counted ([`ConnectionTable::all_released`] checks it when the loop ends).
+//!   Kept beside the slab, not in `Connection`, so a connection stays small and a server
+//!   without the limit pays nothing (`sources` stays empty).
+//! - Ready-list and waiting entries are keys, and may be stale: one for a key closed
+//!   earlier in the turn finds the slot vacant (skipped) or reused (one spurious read
+//!   that returns WouldBlock).
+
+use std::io;
+use std::net::SocketAddr;
+
+use slab::Slab;
+
+use crate::server::connection::Connection;
+use crate::server::source::Source;
+use crate::stream::Stream;
+
+/// A reactor's connections and the keys to serve again.
+pub(super) struct ConnectionTable {
+    /// The connections, by the key their token carries.
+    slab: Slab<Connection>,
+    /// With `--max-connections-per-source`, the source each connection counts against, by
+    /// slab key; grown to the highest key used. Empty without the limit.
+    sources: Vec<Option<Source>>,
+    /// With `--max-connections-per-source`: the IPv6 prefix length a source is counted by
+    /// (`--source-prefix-v6`). `None` without the limit: no source is computed at all.
+    source_prefix_v6: Option<u8>,
+    /// Connections to read again before the next poll (read budget spent, or resumed).
+    pub(super) ready: Vec<usize>,
+    /// Spare vector swapped with `ready` while it is walked: both keep their buffers.
+    pub(super) ready_spare: Vec<usize>,
+    /// Connections whose I/O found no room under the budget once this turn's closes were
+    /// spent: served again next turn, for reading and writing (their edge is used up).
+    pub(super) waiting_for_room: Vec<usize>,
+}
+
+impl ConnectionTable {
+    /// An empty table with `reserved` slots (address space only until used); sources are
+    /// computed only with a `source_prefix_v6` (the per-source limit is on).
+    pub(super) fn new(reserved: usize, source_prefix_v6: Option<u8>) -> ConnectionTable {
+        ConnectionTable {
+            slab: Slab::with_capacity(reserved),
+            sources: Vec::new(),
+            source_prefix_v6,
+            ready: Vec::new(),
+            ready_spare: Vec::new(),
+            waiting_for_room: Vec::new(),
+        }
+    }
+
+    #[inline(always)]
+    pub(super) fn get(&self, key: usize) -> Option<&Connection> {
+        self.slab.get(key)
+    }
+
+    #[inline(always)]
+    pub(super) fn get_mut(&mut self, key: usize) -> Option<&mut Connection> {
+        self.slab.get_mut(key)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.slab.is_empty()
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = (usize, &Connection)> {
+        self.slab.iter()
+    }
+
+    /// Every key in use, to act on each while the table changes.
+    pub(super) fn keys(&self) -> Vec<usize> {
+        self.slab.iter().map(|(key, _)| key).collect()
+    }
+
+    /// The key the next [`ConnectionTable::insert`] takes.
+    pub(super) fn vacant_key(&self) -> usize {
+        self.slab.vacant_key()
+    }
+
+    /// Adds `conn`, admitted under `source`, in the slot `vacant_key` named; returns its key
+    /// and the connection.
+    pub(super) fn insert(
+        &mut self,
+        conn: Connection,
+        source: Option<Source>,
+    ) -> (usize, &mut Connection) {
+        let key = self.slab.vacant_key();
+        if source.is_some() {
+            if self.sources.len() <= key {
+                self.sources.resize(key + 1, None);
+            }
+            debug_assert!(
+                self.sources[key].is_none(),
+                "slot {key} still holds the source of a closed connection"
+            );
+            self.sources[key] = source;
+        }
+        let entry = self.slab.vacant_entry();
+        (key, entry.insert(conn))
+    }
+
+    /// Takes connection `key` out, with the source its admission counted; `None` if the
+    /// slot is vacant (closed earlier in this turn).
+    pub(super) fn remove(&mut self, key: usize) -> Option<(Connection, Option<Source>)> {
+        let conn = self.slab.try_remove(key)?;
+        let source = self.sources.get_mut(key).and_then(Option::take);
+        Some((conn, source))
+    }
+
+    /// The source a connection counts against under `--max-connections-per-source`
+    /// (`None` without the limit: nothing is computed); `peer` is what accept returned,
+    /// if it was accepted here. An error if it is gone before it could be counted.
+    pub(super) fn source_of(
+        &self,
+        stream: &Stream,
+        peer: Option<SocketAddr>,
+    ) -> io::Result<Option<Source>> {
+        match self.source_prefix_v6 {
+            None => Ok(None),
+            Some(prefix_len) => Source::of_stream(stream, peer, prefix_len).map(Some),
+        }
+    }
+
+    /// Connections are left to serve without a new event.
+    pub(super) fn has_work(&self) -> bool {
+        !self.ready.is_empty() || !self.waiting_for_room.is_empty()
+    }
+
+    /// Every admission has been released: no connection is left and no source counted.
+    pub(super) fn all_released(&self) -> bool {
+        self.slab.is_empty() && self.sources.iter().all(Option::is_none)
+    }
+}

@@ -99,14 +99,6 @@ pub struct Context {
     pub limits: Limits,
     /// The counters.
     pub stats: Stats,
-    /// The kernel queues charged to the budget: always `limits.kernel_held` times the
-    /// connections whose socket refuses replies (whose `output` owns memory). Updated only
-    /// where `output` is allocated or given back, never on a frame's common path.
-    pub kernel_charged: usize,
-    /// An accounting subtraction found less than it had to take back (a bug): set instead
-    /// of wrapping; the reactor recomputes the account from its connections on its next
-    /// turn (`Reactor::new_budget_turn`), and logs it.
-    pub out_of_sync: bool,
     /// Microseconds since the server started: read when the poll returns, and again
     /// before the timers are judged, so the wheel and the idle checks share one clock.
     pub now_us: u64,
@@ -305,8 +297,7 @@ impl Connection {
     /// while its socket refuses replies. Pending output means the kernel's send queue
     /// is full, and reading pauses soon after, so its receive queue fills too: the bytes
     /// a peer that does not read pins in the kernel are counted until it reads again.
-    /// (The reactor keeps the kernel part in `Context::kernel_charged`, added and taken
-    /// back where `output` is allocated and given back.)
+    /// (The reactor's `Budget` holds the sum, told of each change around the I/O.)
     pub fn charged_bytes(&self, kernel_held: usize) -> usize {
         let stalled = if self.is_stalled() { kernel_held } else { 0 };
         self.held_bytes() + stalled
@@ -318,15 +309,9 @@ impl Connection {
         self.output.capacity() > 0
     }
 
-    /// Gives `output` back (replies sent or dropped), taking back the charge for the
-    /// kernel queues if the socket was refusing replies.
-    fn give_back_output(&mut self, cx: &mut Context) {
-        if self.is_stalled() {
-            match cx.kernel_charged.checked_sub(cx.limits.kernel_held) {
-                Some(charged) => cx.kernel_charged = charged,
-                None => cx.out_of_sync = true,
-            }
-        }
+    /// Gives `output` back (replies sent or dropped): the socket no longer refuses replies,
+    /// and its kernel queues are no longer charged (`charged_bytes`).
+    fn give_back_output(&mut self) {
         self.output = Vec::new();
         self.sent = 0;
     }
@@ -362,7 +347,7 @@ impl Connection {
     pub fn abandon(&mut self, line: &[u8], reason: CloseReason, cx: &mut Context) -> Next {
         let clean_boundary = self.pending_output() == 0 && !self.write_shut;
         self.decoder.clear();
-        self.give_back_output(cx);
+        self.give_back_output();
         if clean_boundary {
             if let Ok(n) = self.stream.write(line) {
                 if n == line.len() {
@@ -589,7 +574,6 @@ impl Connection {
             self.output = cx.replies[written..].to_vec();
             self.sent = 0;
             debug_assert!(u32::try_from(self.output.len()).is_ok());
-            cx.kernel_charged += cx.limits.kernel_held;
         }
         Ok(())
     }
@@ -631,7 +615,7 @@ impl Connection {
         self.wrote(written, cx);
         if self.sent as usize == self.output.len() {
             // Give the buffer back: an idle connection owns no heap memory.
-            self.give_back_output(cx);
+            self.give_back_output();
         }
         Ok(())
     }

@@ -247,8 +247,6 @@ impl Reactor {
                 replies: Vec::new(),
                 limits,
                 stats: Stats::default(),
-                kernel_charged: 0,
-                out_of_sync: false,
                 now_us: 0,
             },
             waker,
@@ -533,13 +531,10 @@ impl Reactor {
             None => self.timers.idle_deadline(conn.last_progress_us()),
         };
         conn.set_timer(self.timers.arm_at(deadline_us, TimerKey::Conn(key)));
-        let (held, stalled) = (conn.held_bytes(), conn.is_stalled());
-        if held > 0 {
-            // Only a connection moved in holds anything yet.
-            self.budget.account(0, held);
-        }
-        if stalled {
-            self.cx.kernel_charged += self.cx.limits.kernel_held;
+        // Only a connection moved in holds anything yet.
+        let charge = conn.charged_bytes(self.cx.limits.kernel_held);
+        if charge > 0 {
+            self.budget.account(0, charge);
         }
         Some(key)
     }
@@ -570,17 +565,8 @@ impl Reactor {
         // Closing the descriptor would remove it from epoll too, but a moved socket lives
         // on elsewhere, and deregistering keeps mio's contract on every platform.
         let _ = self.poll.registry().deregister(conn.stream_mut());
-        self.budget.release(conn.held_bytes());
-        if conn.is_stalled() {
-            match self
-                .cx
-                .kernel_charged
-                .checked_sub(self.cx.limits.kernel_held)
-            {
-                Some(charged) => self.cx.kernel_charged = charged,
-                None => self.cx.out_of_sync = true,
-            }
-        }
+        self.budget
+            .release(conn.charged_bytes(self.cx.limits.kernel_held));
         self.budget.settle_lease_unchecked(self.charged());
         self.shared.release(source.as_ref());
     }

@@ -7,11 +7,11 @@
 //! socket refuses replies.
 //!
 //! # Invariants
-//! - `Budget::buffered` is always the sum of every connection's `held_bytes()`, and
-//!   `cx.kernel_charged` the charge for the kernel queues of those whose sockets refuse
-//!   replies; their sum ([`Reactor::charged`]) is every connection's `charged_bytes()`, and
-//!   never more than the lease; the leases of all reactors and the metrics connections'
-//!   bytes ([`Reactor::lease_for_http`]) never sum past the budget.
+//! - `Budget::charged` is always the sum of every connection's `charged_bytes()`: its
+//!   buffers, and its kernel queues while its socket refuses replies (told of each change
+//!   around the I/O, by `drive` and `drive_without_budget`); never more than the lease.
+//!   The leases of all reactors and the metrics connections' bytes
+//!   ([`Reactor::lease_for_http`]) never sum past the budget.
 //! - At most [`EVICTIONS_PER_TURN`] connections are closed for the budget in one loop
 //!   turn; I/O that finds no room after them does not run ([`Driven::NoRoom`]).
 //! - A memory-pressure episode is logged twice: when it starts and once it has been
@@ -19,8 +19,8 @@
 //! - The account never wraps, in release builds too: a subtraction that would (a bug)
 //!   marks it out of sync instead, and the next turn recomputes it from the connections
 //!   ([`Reactor::new_budget_turn`]), with an error logged the first time (debug builds
-//!   panic there, so tests catch the bug). Before that fix, one wrapped `buffered` made
-//!   every later `drive` evict.
+//!   panic there, so tests catch the bug). A wrapped account would make every later
+//!   `drive` evict.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,9 +55,9 @@ const EVICTIONS_PER_TURN: usize = 32;
 pub(super) struct Budget {
     /// Where leases come from and go back to.
     shared: Arc<Shared>,
-    /// Bytes held in connection buffers: always the sum of their `held_bytes()`. With
-    /// `Context::kernel_charged`, what is charged ([`Budget::charged`]).
-    buffered: usize,
+    /// What is charged: always the sum of the connections' `charged_bytes()`, their
+    /// buffers and the kernel queues of those whose sockets refuse replies.
+    charged: usize,
     /// Budget bytes this reactor holds from [`Shared`]: what is charged never exceeds it.
     lease: usize,
     /// The part of the lease kept for good: one connection's worst case at least.
@@ -70,7 +70,7 @@ pub(super) struct Budget {
     evictions_left: usize,
     /// The memory-pressure episode in progress, if any.
     pressure: Option<Pressure>,
-    /// A subtraction from `buffered` found less than it took back: `buffered` is not the
+    /// A subtraction from `charged` found less than it took back: `buffered` is not the
     /// connections' sum until [`Budget::resync`].
     out_of_sync: bool,
     /// The account has been resynchronised before (its error is logged once).
@@ -88,7 +88,7 @@ impl Budget {
     ) -> Budget {
         Budget {
             shared,
-            buffered: 0,
+            charged: 0,
             lease: lease_floor,
             lease_floor,
             total,
@@ -100,11 +100,11 @@ impl Budget {
         }
     }
 
-    /// What is charged: the connections' buffers and `kernel_charged`, the kernel queues
-    /// of those whose sockets refuse replies.
+    /// What is charged: the connections' buffers, and the kernel queues of those whose
+    /// sockets refuse replies.
     #[inline]
-    pub(super) fn charged(&self, kernel_charged: usize) -> usize {
-        self.buffered + kernel_charged
+    pub(super) fn charged(&self) -> usize {
+        self.charged
     }
 
     /// `--max-buffer-memory`.
@@ -120,20 +120,20 @@ impl Budget {
     /// One connection's worst case fits under the lease on top of what is charged,
     /// growing the lease if need be; false if it does not and cannot.
     #[inline]
-    pub(super) fn make_room(&mut self, kernel_charged: usize) -> bool {
-        self.has_room(kernel_charged) || self.grow_lease(kernel_charged)
+    pub(super) fn make_room(&mut self) -> bool {
+        self.has_room() || self.grow_lease()
     }
 
     /// One connection's worst case fits under the lease as it is.
     #[inline]
-    pub(super) fn has_room(&self, kernel_charged: usize) -> bool {
-        self.charged(kernel_charged) + self.headroom <= self.lease
+    pub(super) fn has_room(&self) -> bool {
+        self.charged() + self.headroom <= self.lease
     }
 
     /// Leases enough more of the budget for one connection's worst case past what is
     /// charged, at least a chunk; false if that much is not unleased.
-    fn grow_lease(&mut self, kernel_charged: usize) -> bool {
-        let short = (self.charged(kernel_charged) + self.headroom).saturating_sub(self.lease);
+    fn grow_lease(&mut self) -> bool {
+        let short = (self.charged() + self.headroom).saturating_sub(self.lease);
         let want = short.max(LEASE_CHUNK);
         for bytes in [want, short] {
             if bytes > 0 && self.shared.lease(bytes) {
@@ -144,19 +144,19 @@ impl Budget {
         short == 0
     }
 
-    /// A connection's buffers went from `before` to `after` bytes.
+    /// A connection's charge went from `before` to `after` bytes.
     #[inline]
     pub(super) fn account(&mut self, before: usize, after: usize) {
-        match (self.buffered + after).checked_sub(before) {
-            Some(buffered) => self.buffered = buffered,
+        match (self.charged + after).checked_sub(before) {
+            Some(charged) => self.charged = charged,
             None => self.slipped(),
         }
     }
 
-    /// A connection holding `held` bytes of buffers is gone.
-    pub(super) fn release(&mut self, held: usize) {
-        match self.buffered.checked_sub(held) {
-            Some(buffered) => self.buffered = buffered,
+    /// A connection charged `charge` bytes is gone.
+    pub(super) fn release(&mut self, charge: usize) {
+        match self.charged.checked_sub(charge) {
+            Some(charged) => self.charged = charged,
             None => self.slipped(),
         }
     }
@@ -166,7 +166,7 @@ impl Budget {
     #[cold]
     #[inline(never)]
     fn slipped(&mut self) {
-        self.buffered = 0;
+        self.charged = 0;
         self.out_of_sync = true;
     }
 
@@ -176,12 +176,12 @@ impl Budget {
         self.out_of_sync
     }
 
-    /// Sets `buffered` to `held`, the connections' sum recomputed; what it was, and
+    /// Sets `charged` to `charged`, the connections' sum recomputed; what it was, and
     /// whether this is the first time (the error to log once).
-    pub(super) fn resync(&mut self, held: usize) -> (usize, bool) {
-        let was = self.buffered;
+    pub(super) fn resync(&mut self, charged: usize) -> (usize, bool) {
+        let was = self.charged;
         let first = !self.resynced;
-        self.buffered = held;
+        self.charged = charged;
         self.out_of_sync = false;
         self.resynced = true;
         (was, first)
@@ -234,11 +234,11 @@ impl Budget {
     /// Leases `bytes` for the metrics connections: from the unleased pool, else from this
     /// lease where it is not needed (one connection's worst case stays free). False if
     /// neither has them.
-    pub(super) fn lease_for_http(&mut self, bytes: usize, kernel_charged: usize) -> bool {
+    pub(super) fn lease_for_http(&mut self, bytes: usize) -> bool {
         if bytes == 0 || self.shared.lease(bytes) {
             return true;
         }
-        let needed = self.charged(kernel_charged) + self.headroom;
+        let needed = self.charged() + self.headroom;
         if self.lease.saturating_sub(needed) >= bytes {
             // Moved from this reactor's lease; given back to the pool when released.
             self.lease -= bytes;
@@ -350,24 +350,25 @@ impl Reactor {
         key: usize,
         io: impl FnOnce(&mut Connection, &mut Context) -> Next,
     ) -> Driven {
-        if !self.budget.make_room(self.cx.kernel_charged) {
+        if !self.budget.make_room() {
             self.evict_largest();
-            if !self.budget.has_room(self.cx.kernel_charged) {
+            if !self.budget.has_room() {
                 return Driven::NoRoom;
             }
         }
         let Some(conn) = self.table.get_mut(key) else {
             return Driven::Gone;
         };
-        let (held_before, stalled_before) = (conn.held_bytes(), conn.is_stalled());
+        let kernel_held = self.cx.limits.kernel_held;
+        let before = conn.charged_bytes(kernel_held);
         let next = io(conn, &mut self.cx);
-        let held_after = conn.held_bytes();
-        if held_after != held_before || conn.is_stalled() != stalled_before {
+        let after = conn.charged_bytes(kernel_held);
+        if after != before {
             // The charge changed (its buffers, or its kernel queues, charged while its
             // socket refuses replies): most events, answered straight to the socket and
             // holding nothing, skip this. (Every other way a charge falls, a close or
             // `drive_without_budget`, settles the lease too, so a surplus never stays.)
-            self.budget.account(held_before, held_after);
+            self.budget.account(before, after);
             let charged = self.charged();
             self.cx.stats.buffered_peak = self.cx.stats.buffered_peak.max(charged as u64);
             self.budget.settle_lease(charged);
@@ -378,14 +379,14 @@ impl Reactor {
     /// What is charged to the budget: the connections' buffers and the kernel queues of
     /// those whose sockets refuse replies.
     pub(in crate::server) fn charged(&self) -> usize {
-        self.budget.charged(self.cx.kernel_charged)
+        self.budget.charged()
     }
 
     /// A new loop turn: its share of closes for the budget; first, if an accounting
     /// subtraction found less than it took back since the last turn, the account
     /// recomputed from the connections (one branch per turn, none per frame).
     pub(super) fn new_budget_turn(&mut self) {
-        if self.budget.out_of_sync() || self.cx.out_of_sync {
+        if self.budget.out_of_sync() {
             self.resync_budget();
         }
         self.budget.new_turn();
@@ -396,23 +397,16 @@ impl Reactor {
     #[cold]
     #[inline(never)]
     fn resync_budget(&mut self) {
-        let (held, stalled) =
-            self.table
-                .iter()
-                .fold((0usize, 0usize), |(held, stalled), (_, conn)| {
-                    (
-                        held + conn.held_bytes(),
-                        stalled + usize::from(conn.is_stalled()),
-                    )
-                });
-        let kernel_charged = stalled * self.cx.limits.kernel_held;
-        let (was, first) = self.budget.resync(held);
-        let kernel_was = std::mem::replace(&mut self.cx.kernel_charged, kernel_charged);
-        self.cx.out_of_sync = false;
+        let kernel_held = self.cx.limits.kernel_held;
+        let charged: usize = self
+            .table
+            .iter()
+            .map(|(_, conn)| conn.charged_bytes(kernel_held))
+            .sum();
+        let (was, first) = self.budget.resync(charged);
         let line = format!(
-            "buffer accounting out of step with the connections{}: {was} bytes buffered and \
-             {kernel_was} in kernel queues accounted, {held} and {kernel_charged} held; \
-             recomputed",
+            "buffer accounting out of step with the connections{}: {was} bytes accounted, \
+             {charged} held; recomputed",
             self.of_reactor()
         );
         if first {
@@ -488,7 +482,7 @@ impl Reactor {
     /// The metrics endpoint never closes an echo connection to make room. Not on the frame
     /// path: once per metrics read or answer.
     pub(super) fn lease_for_http(&mut self, bytes: usize) -> bool {
-        self.budget.lease_for_http(bytes, self.cx.kernel_charged)
+        self.budget.lease_for_http(bytes)
     }
 
     /// Gives back `bytes` leased by [`Reactor::lease_for_http`], to the pool.
@@ -518,10 +512,11 @@ impl Reactor {
         key: usize,
         io: impl FnOnce(&mut Connection, &mut Context) -> Next,
     ) -> Option<Next> {
+        let kernel_held = self.cx.limits.kernel_held;
         let conn = self.table.get_mut(key)?;
-        let held_before = conn.held_bytes();
+        let before = conn.charged_bytes(kernel_held);
         let next = io(conn, &mut self.cx);
-        self.budget.account(held_before, conn.held_bytes());
+        self.budget.account(before, conn.charged_bytes(kernel_held));
         Some(next)
     }
 
@@ -577,31 +572,36 @@ mod tests {
     fn room_is_exactly_one_connections_worst_case_under_the_lease() {
         let (mut b, _) = budget(MIB, 0);
         b.account(0, MIB - HEADROOM);
-        assert!(b.has_room(0), "charged + headroom == lease fits");
-        assert!(!b.has_room(1), "one byte more does not");
+        assert!(b.has_room(), "charged + headroom == lease fits");
         b.account(MIB - HEADROOM, MIB - HEADROOM + 1);
-        assert!(!b.has_room(0));
-        assert!(!b.make_room(0), "nothing unleased: no growth");
+        assert!(!b.has_room());
+        assert!(!b.make_room(), "nothing unleased: no growth");
     }
 
     #[test]
-    fn the_kernel_charge_counts_against_the_lease() {
+    fn a_charge_counts_against_the_lease_until_released() {
         let (mut b, _) = budget(MIB, 0);
         b.account(0, 1000);
-        assert_eq!(b.charged(0), 1000);
-        assert_eq!(b.charged(200 * 1024), 1000 + 200 * 1024);
-        assert!(b.has_room(MIB - HEADROOM - 1000));
-        assert!(!b.has_room(MIB - HEADROOM - 999));
+        assert_eq!(b.charged(), 1000);
+        // A connection whose socket stalls: its kernel queues are charged too.
+        b.account(1000, 1000 + 200 * 1024);
+        assert_eq!(b.charged(), 1000 + 200 * 1024);
+        b.account(1000 + 200 * 1024, MIB - HEADROOM);
+        assert!(b.has_room());
+        b.account(MIB - HEADROOM, MIB - HEADROOM + 1);
+        assert!(!b.has_room());
+        b.release(MIB - HEADROOM + 1);
+        assert_eq!(b.charged(), 0);
     }
 
     #[test]
     fn the_lease_grows_a_chunk_at_a_time_from_the_pool() {
         let (mut b, shared) = budget(MIB, 10 * MIB);
         b.account(0, MIB);
-        assert!(b.make_room(0));
+        assert!(b.make_room());
         assert_eq!(b.lease, 2 * MIB);
         assert_unleased(&shared, 9 * MIB);
-        assert!(b.has_room(0));
+        assert!(b.has_room());
     }
 
     #[test]
@@ -609,11 +609,11 @@ mod tests {
         let (mut b, shared) = budget(MIB, 100 * 1024);
         b.account(0, MIB);
         // Short by the headroom: a chunk is not there, the shortfall is.
-        assert!(b.make_room(0));
+        assert!(b.make_room());
         assert_eq!(b.lease, MIB + HEADROOM);
         assert_unleased(&shared, 100 * 1024 - HEADROOM);
         b.account(MIB, MIB + 100 * 1024);
-        assert!(!b.make_room(0), "the shortfall is no longer there");
+        assert!(!b.make_room(), "the shortfall is no longer there");
         assert_eq!(b.lease, MIB + HEADROOM);
     }
 
@@ -621,7 +621,7 @@ mod tests {
     fn a_surplus_past_two_chunks_is_given_back_a_chunk_at_a_time() {
         let (mut b, shared) = budget(MIB, 10 * MIB);
         b.account(0, 4 * MIB);
-        assert!(b.make_room(0), "grows by the shortfall, more than a chunk");
+        assert!(b.make_room(), "grows by the shortfall, more than a chunk");
         assert_eq!(b.lease, 4 * MIB + HEADROOM);
         b.release(4 * MIB);
         // lease - charged > floor + 2 chunks + headroom: a chunk back per call, down to it.
@@ -642,15 +642,15 @@ mod tests {
     #[test]
     fn the_metrics_lease_comes_from_the_pool_then_from_unneeded_lease() {
         let (mut b, shared) = budget(MIB, 4096);
-        assert!(b.lease_for_http(0, 0));
-        assert!(b.lease_for_http(4096, 0), "from the pool");
+        assert!(b.lease_for_http(0));
+        assert!(b.lease_for_http(4096), "from the pool");
         assert_unleased(&shared, 0);
         assert!(
-            b.lease_for_http(MIB - HEADROOM, 0),
+            b.lease_for_http(MIB - HEADROOM),
             "from the lease, headroom kept"
         );
         assert_eq!(b.lease, HEADROOM);
-        assert!(!b.lease_for_http(1, 0), "only the headroom is left");
+        assert!(!b.lease_for_http(1), "only the headroom is left");
         // Both go back to the pool, which the lease does not take back by itself.
         b.release_for_http(MIB - HEADROOM + 4096);
         assert_unleased(&shared, MIB - HEADROOM + 4096);
@@ -661,15 +661,15 @@ mod tests {
         let (mut b, _) = budget(MIB, 0);
         b.account(0, 100);
         b.account(100, 40);
-        assert_eq!((b.charged(0), b.out_of_sync()), (40, false));
+        assert_eq!((b.charged(), b.out_of_sync()), (40, false));
         b.account(41, 0);
         assert_eq!(
-            (b.charged(0), b.out_of_sync()),
+            (b.charged(), b.out_of_sync()),
             (0, true),
             "held nothing, not wrapped"
         );
         assert!(
-            b.has_room(0),
+            b.has_room(),
             "a slipped account does not make every I/O evict"
         );
         assert_eq!(
@@ -677,7 +677,7 @@ mod tests {
             (0, true),
             "the first resync is the one logged"
         );
-        assert_eq!((b.charged(0), b.out_of_sync()), (40, false));
+        assert_eq!((b.charged(), b.out_of_sync()), (40, false));
         b.release(41);
         assert!(b.out_of_sync());
         assert_eq!(b.resync(0), (0, false));

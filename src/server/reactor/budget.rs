@@ -344,7 +344,9 @@ impl Reactor {
     /// most one connection can hold (closing the largest holders if need be, perhaps this
     /// one), then accounts the change in its buffers. When this turn's evictions are spent
     /// and there is no room, `io` does not run: the connection waits for the next turn.
-    #[inline]
+    // Always inlined into `on_connection_event`: the event path of every frame (as a
+    // call it costs about 30 instructions per frame at pipeline 1, BENCHMARKS.md 13).
+    #[inline(always)]
     pub(super) fn drive(
         &mut self,
         key: usize,
@@ -359,11 +361,15 @@ impl Reactor {
         let Some(conn) = self.table.get_mut(key) else {
             return Driven::Gone;
         };
-        let kernel_held = self.cx.limits.kernel_held;
-        let before = conn.charged_bytes(kernel_held);
+        // Compared as buffers and stall, the charge computed only when it changed: the
+        // common event holds nothing before and after.
+        let (held_before, stalled_before) = (conn.held_bytes(), conn.is_stalled());
         let next = io(conn, &mut self.cx);
-        let after = conn.charged_bytes(kernel_held);
-        if after != before {
+        let (held_after, stalled_after) = (conn.held_bytes(), conn.is_stalled());
+        if held_after != held_before || stalled_after != stalled_before {
+            let kernel_held = self.cx.limits.kernel_held;
+            let before = held_before + usize::from(stalled_before) * kernel_held;
+            let after = held_after + usize::from(stalled_after) * kernel_held;
             // The charge changed (its buffers, or its kernel queues, charged while its
             // socket refuses replies): most events, answered straight to the socket and
             // holding nothing, skip this. (Every other way a charge falls, a close or

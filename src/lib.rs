@@ -48,6 +48,8 @@
 //!   moves every open connection to it.
 //! - [`metrics`]: the endpoint's pure parts: `metrics::http`, one HTTP connection's state
 //!   machine, and the exposition format; reactor 0 serves them on its own poll.
+//! - [`admin`]: the admin endpoint's pure parts (`serve --admin`, `tabecho conns`): the
+//!   requests, the rows listed as JSON lines, the top-N selection and the close filters.
 //! - [`unix_peer`]: the uid of a Unix socket's peer, and our own (the admin socket's check).
 //! - [`systemd`]: socket activation (`LISTEN_FDS`) and `READY=1` / `STOPPING=1`.
 //! - [`client`]: a blocking client (`tabecho send`, tests, embedders).
@@ -59,6 +61,7 @@
 #![deny(unsafe_code)]
 
 pub mod addr;
+pub mod admin;
 pub mod cgroup;
 pub mod cidr;
 pub mod client;

@@ -32,8 +32,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::answer::{AdminStatus, Refusal};
-use super::MAX_LIMIT;
-use super::{form, CLOSE_PATH, CONNECTIONS_PATH, DEFAULT_LIMIT, FORM_CONTENT_TYPE, MAX_BODY};
+use super::{
+    form, CLOSE_PATH, CONNECTIONS_PATH, DEFAULT_LIMIT, FORM_CONTENT_TYPE, MAX_BODY, MAX_LIMIT,
+};
 use crate::addr::{parse_duration, DurationArg};
 use crate::cidr::Cidr;
 use crate::size::parse_size;

@@ -7,6 +7,12 @@
 //! (a chunked answer is refused as a bad answer); the request's parameters are written by
 //! the library's own `ListQuery::to_query` and `CloseFilter::to_form`, which the server
 //! reads back.
+//!
+//! Files: this one, the flags and the exchange; `conns/answer.rs`, the answer parsed;
+//! `conns/table.rs`, the table printed.
+
+mod answer;
+mod table;
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -21,11 +27,14 @@ use clap::{ArgGroup, Args, Subcommand};
 use tabecho::addr::{parse_duration, DurationArg, UNIX_PREFIX};
 use tabecho::admin::row::decode_rows;
 use tabecho::admin::{
-    CloseAnswer, CloseFilter, ConnectionRow, ListQuery, SortKey, CLOSE_PATH, CONNECTIONS_PATH,
-    DEFAULT_LIMIT, DEFAULT_SOCKET, FORM_CONTENT_TYPE, MAX_LIMIT,
+    CloseAnswer, CloseFilter, ListQuery, SortKey, CLOSE_PATH, CONNECTIONS_PATH, DEFAULT_LIMIT,
+    DEFAULT_SOCKET, FORM_CONTENT_TYPE, MAX_LIMIT,
 };
 use tabecho::cidr::Cidr;
 use tabecho::size::Size;
+
+use answer::parse_answer;
+use table::table;
 
 /// Done: the table printed, or the connections closed (or counted).
 const EXIT_OK: u8 = 0;
@@ -353,273 +362,9 @@ fn first_line(body: &[u8]) -> String {
     text.lines().next().unwrap_or("").trim().to_string()
 }
 
-/// An HTTP answer, whole.
-#[derive(Debug, PartialEq, Eq)]
-struct Answer {
-    status: u16,
-    body: Vec<u8>,
-}
-
-/// Headers read per answer, at most.
-const MAX_ANSWER_HEADERS: usize = 32;
-
-/// Parses an answer read to EOF: the status, and the body framed by `Content-Length` (or,
-/// without one, everything after the head). A chunked answer, a body shorter or longer
-/// than its `Content-Length`, or no head at all is an error.
-fn parse_answer(bytes: &[u8]) -> Result<Answer, String> {
-    if bytes.is_empty() {
-        return Err("the server closed the connection without answering".into());
-    }
-    let mut headers = [httparse::EMPTY_HEADER; MAX_ANSWER_HEADERS];
-    let mut response = httparse::Response::new(&mut headers);
-    let head_len = match response.parse(bytes) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Err("the answer ended inside its head".into()),
-        Err(e) => return Err(format!("not an HTTP answer ({e})")),
-    };
-    let status = response.code.ok_or("no status")?;
-    let mut length = None;
-    for header in response.headers.iter() {
-        if header.name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(format!(
-                "Transfer-Encoding {:?}: the admin endpoint sends Content-Length",
-                String::from_utf8_lossy(header.value)
-            ));
-        }
-        if header.name.eq_ignore_ascii_case("content-length") {
-            let value = std::str::from_utf8(header.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .ok_or("a Content-Length that is not a number")?;
-            if length.is_some_and(|l| l != value) {
-                return Err("two different Content-Length".into());
-            }
-            length = Some(value);
-        }
-    }
-    let body = &bytes[head_len..];
-    if let Some(length) = length {
-        if body.len() < length {
-            return Err(format!(
-                "the answer ended after {} of its {length} bytes",
-                body.len()
-            ));
-        }
-        if body.len() > length {
-            return Err(format!(
-                "{} bytes after the {length} of the body",
-                body.len() - length
-            ));
-        }
-    }
-    Ok(Answer {
-        status,
-        body: body.to_vec(),
-    })
-}
-
-/// A duration as a person reads it in a table: `250ms`, `12.3s`, `4m05s`, `3h07m`, `2d04h`.
-fn human_duration(d: Duration) -> String {
-    let secs = d.as_secs();
-    if secs == 0 {
-        format!("{}ms", d.as_millis())
-    } else if secs < 60 {
-        // Tenths, rounded down so that 59.96 s stays under a minute.
-        format!("{secs}.{}s", d.subsec_millis() / 100)
-    } else if secs < 3600 {
-        format!("{}m{:02}s", secs / 60, secs % 60)
-    } else if secs < 86_400 {
-        format!("{}h{:02}m", secs / 3600, secs % 3600 / 60)
-    } else {
-        format!("{}d{:02}h", secs / 86_400, secs % 86_400 / 3600)
-    }
-}
-
-/// A byte count as a size (`64KiB`, `163916B`): [`Size`]'s form.
-fn size(bytes: u64) -> String {
-    Size(usize::try_from(bytes).unwrap_or(usize::MAX)).to_string()
-}
-
-/// The rows as an aligned table, one line each under a header, in the order given. The
-/// `PEER` column is shown only when a row's peer differs from its client (a PROXY
-/// header named the client).
-fn table(rows: &[ConnectionRow]) -> String {
-    let with_peer = rows.iter().any(|r| r.peer != r.client);
-    // Each column: its header, whether it is right-aligned (numbers), its cells.
-    let mut columns: Vec<(&str, bool, Vec<String>)> = Vec::new();
-    let mut column = |name: &'static str, right: bool, cell: &dyn Fn(&ConnectionRow) -> String| {
-        columns.push((name, right, rows.iter().map(cell).collect()));
-    };
-    column("ID", true, &|r| r.id.to_string());
-    column("R", true, &|r| r.reactor.to_string());
-    column("STATE", false, &|r| r.state.name().to_string());
-    column("CLIENT", false, &|r| r.client.clone());
-    if with_peer {
-        column("PEER", false, &|r| r.peer.clone());
-    }
-    column("LOCAL", false, &|r| r.local.clone());
-    column("AGE", true, &|r| human_duration(r.age));
-    column("IDLE", true, &|r| human_duration(r.idle));
-    column("MEMORY", true, &|r| size(r.memory));
-    column("INPUT", true, &|r| size(r.input_held));
-    column("OUTPUT", true, &|r| size(r.output_pending));
-    column("KERNEL", true, &|r| size(r.kernel_charge));
-    column("FRAMES", true, &|r| r.frames.to_string());
-    column("IN", true, &|r| size(r.bytes_in));
-    column("OUT", true, &|r| size(r.bytes_out));
-    let widths: Vec<usize> = columns
-        .iter()
-        .map(|(name, _, cells)| {
-            cells
-                .iter()
-                .map(|c| c.chars().count())
-                .chain([name.len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cell: &dyn Fn(usize) -> String| {
-        let cells: Vec<String> = columns
-            .iter()
-            .zip(&widths)
-            .enumerate()
-            .map(|(i, ((_, right, _), &w))| {
-                if *right {
-                    format!("{:>w$}", cell(i))
-                } else {
-                    format!("{:<w$}", cell(i))
-                }
-            })
-            .collect();
-        format!("{}\n", cells.join("  ").trim_end())
-    };
-    let mut out = line(&|i| columns[i].0.to_string());
-    for row in 0..rows.len() {
-        out += &line(&|i| columns[i].2[row].clone());
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tabecho::admin::ConnState;
-
-    fn row(id: u64, client: &str, peer: &str) -> ConnectionRow {
-        ConnectionRow {
-            id,
-            reactor: 0,
-            client: client.into(),
-            peer: peer.into(),
-            local: "127.0.0.1:8085".into(),
-            age: Duration::from_secs(65),
-            idle: Duration::from_millis(1500),
-            state: ConnState::Paused,
-            input_held: 0,
-            output_pending: 32 * 1024,
-            kernel_charge: 163_916,
-            memory: 32 * 1024 + 163_916,
-            frames: 1234,
-            bytes_in: 1024,
-            bytes_out: 2048,
-        }
-    }
-
-    #[test]
-    fn durations_read_as_people_write_them() {
-        let ms = Duration::from_millis;
-        assert_eq!(human_duration(Duration::ZERO), "0ms");
-        assert_eq!(human_duration(ms(250)), "250ms");
-        assert_eq!(human_duration(ms(999)), "999ms");
-        assert_eq!(human_duration(ms(1000)), "1.0s");
-        assert_eq!(human_duration(ms(12_345)), "12.3s");
-        assert_eq!(human_duration(ms(59_999)), "59.9s");
-        assert_eq!(human_duration(ms(60_000)), "1m00s");
-        assert_eq!(human_duration(ms(245_000)), "4m05s");
-        assert_eq!(
-            human_duration(Duration::from_secs(3600 * 3 + 7 * 60 + 59)),
-            "3h07m"
-        );
-        assert_eq!(
-            human_duration(Duration::from_secs(86_400 * 2 + 4 * 3600)),
-            "2d04h"
-        );
-    }
-
-    #[test]
-    fn the_table_aligns_its_columns_and_shows_peers_only_behind_a_proxy() {
-        let direct = [
-            row(7, "127.0.0.5:40001", "127.0.0.5:40001"),
-            row(12, "127.0.0.5:40002", "127.0.0.5:40002"),
-        ];
-        let text = table(&direct);
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(
-            lines,
-            [
-                "ID  R  STATE   CLIENT           LOCAL             AGE  IDLE   MEMORY  INPUT  OUTPUT   KERNEL  FRAMES    IN   OUT",
-                " 7  0  paused  127.0.0.5:40001  127.0.0.1:8085  1m05s  1.5s  196684B     0B   32KiB  163916B    1234  1KiB  2KiB",
-                "12  0  paused  127.0.0.5:40002  127.0.0.1:8085  1m05s  1.5s  196684B     0B   32KiB  163916B    1234  1KiB  2KiB",
-            ]
-        );
-        assert!(!text.contains("PEER"));
-        let proxied = [row(7, "203.0.113.9:5000", "127.0.0.1:40001")];
-        let text = table(&proxied);
-        assert!(
-            text.lines()
-                .next()
-                .unwrap()
-                .contains("CLIENT            PEER"),
-            "{text}"
-        );
-        assert!(text.contains("203.0.113.9:5000  127.0.0.1:40001"), "{text}");
-        assert_eq!(table(&[]).lines().count(), 1, "the header alone");
-    }
-
-    #[test]
-    fn an_answer_is_framed_by_its_content_length() {
-        let ok = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nContent-Length: 3\r\nConnection: close\r\n\r\n{}\n";
-        assert_eq!(
-            parse_answer(ok),
-            Ok(Answer {
-                status: 200,
-                body: b"{}\n".to_vec()
-            })
-        );
-        let empty = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
-        assert_eq!(parse_answer(empty).map(|a| a.body), Ok(vec![]));
-        let until_eof = b"HTTP/1.1 403 Forbidden\r\n\r\nno\n";
-        assert_eq!(
-            parse_answer(until_eof).map(|a| (a.status, a.body)),
-            Ok((403, b"no\n".to_vec()))
-        );
-    }
-
-    #[test]
-    fn a_short_long_chunked_or_headless_answer_is_refused() {
-        let cases: [(&[u8], &str); 6] = [
-            (b"", "without answering"),
-            (b"HTTP/1.1 200 OK\r\nContent-Len", "inside its head"),
-            (b"SSH-2.0-OpenSSH\r\n\r\n", "not an HTTP answer"),
-            (
-                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabc",
-                "after 3 of its 5 bytes",
-            ),
-            (
-                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nabc",
-                "2 bytes after",
-            ),
-            (
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-                "sends Content-Length",
-            ),
-        ];
-        for (bytes, says) in cases {
-            let err = parse_answer(bytes).expect_err(says);
-            assert!(err.contains(says), "{err}");
-        }
-    }
-
     #[test]
     fn the_admin_socket_is_unix_only() {
         assert_eq!(

@@ -51,15 +51,20 @@
 //!   moves every open connection to it.
 //! - [`metrics`]: the endpoint's pure parts: `metrics::http`, one HTTP connection's state
 //!   machine, and the exposition format; reactor 0 serves them on its own poll.
+//! - [`admin`]: the admin endpoint's pure parts (`serve --admin`, `tabecho conns`): the
+//!   requests, the rows listed as JSON lines, the top-N selection and the close filters.
+//! - [`unix_peer`]: the uid of a Unix socket's peer, and our own (the admin socket's check).
 //! - [`systemd`]: socket activation (`LISTEN_FDS`) and `READY=1` / `STOPPING=1`.
 //! - [`client`]: a blocking client (`tabecho send`, tests, embedders).
 //! - [`load`]: the verifying load generator (`tabecho load`, the benchmarks).
 // No `unsafe` of our own: the exceptions, wrapping the descriptors systemd passed and the
-// readiness descriptor a parent passed (`serve --ready-fd`), are allowed where they are,
-// side by side in systemd.rs, each with its SAFETY comment.
+// readiness descriptor a parent passed (`serve --ready-fd`), side by side in systemd.rs,
+// and getpeereid on the BSDs and macOS (unix_peer.rs; Linux needs none), are allowed
+// where they are, each with its SAFETY comment.
 #![deny(unsafe_code)]
 
 pub mod addr;
+pub mod admin;
 pub mod cgroup;
 pub mod cidr;
 pub mod client;
@@ -76,3 +81,4 @@ pub mod sizing;
 pub mod stream;
 pub mod systemd;
 pub mod timer_wheel;
+pub mod unix_peer;

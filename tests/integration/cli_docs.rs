@@ -26,9 +26,9 @@ fn run(args: &[&str]) -> Output {
         .expect("run tabecho")
 }
 
-/// The subcommands `tabecho --help` lists (clap's own `help` left out).
-fn subcommands() -> Vec<String> {
-    let help = tabecho(&["--help"]);
+/// The subcommands `tabecho PARENT... --help` lists (clap's own `help` left out).
+fn subcommands(parent: &[&str]) -> Vec<String> {
+    let help = tabecho(&[parent, &["--help"]].concat());
     help.lines()
         .skip_while(|l| !l.starts_with("Commands:"))
         .skip(1)
@@ -39,9 +39,9 @@ fn subcommands() -> Vec<String> {
         .collect()
 }
 
-/// The long flags `tabecho SUB --help` documents: every `--name` on an option line.
-fn long_flags(sub: &str) -> Vec<String> {
-    let help = tabecho(&[sub, "--help"]);
+/// The long flags `tabecho SUB... --help` documents: every `--name` on an option line.
+fn long_flags(sub: &[&str]) -> Vec<String> {
+    let help = tabecho(&[sub, &["--help"]].concat());
     let mut flags = Vec::new();
     for line in help.lines().map(str::trim_start) {
         if !line.starts_with('-') {
@@ -98,22 +98,45 @@ fn man_documents_every_subcommand_and_every_flag_in_its_section() {
         page.starts_with(".ie") || page.starts_with(".TH"),
         "{page:.200}"
     );
-    let subcommands = subcommands();
-    for expected in ["serve", "send", "load", "stats", "completions", "man"] {
-        assert!(subcommands.iter().any(|s| s == expected), "{subcommands:?}");
+    let top = subcommands(&[]);
+    for expected in [
+        "serve",
+        "send",
+        "load",
+        "stats",
+        "conns",
+        "completions",
+        "man",
+    ] {
+        assert!(top.iter().any(|s| s == expected), "{top:?}");
     }
-    for sub in &subcommands {
-        let heading = format!("\"TABECHO {}\"", sub.to_uppercase());
+    // Each subcommand, and each of its own (`conns close`, `load merge`).
+    let mut commands: Vec<Vec<&str>> = Vec::new();
+    let nested: Vec<(&str, Vec<String>)> = top
+        .iter()
+        .map(|sub| (sub.as_str(), subcommands(&[sub])))
+        .collect();
+    for (sub, children) in &nested {
+        commands.push(vec![sub]);
+        commands.extend(children.iter().map(|child| vec![*sub, child.as_str()]));
+    }
+    assert!(
+        commands.contains(&vec!["conns", "close"]) && commands.contains(&vec!["load", "merge"]),
+        "{commands:?}"
+    );
+    for command in &commands {
+        let name = command.join(" ");
+        let heading = format!("\"TABECHO {}\"", name.to_uppercase());
         let section = man_section(&page, &heading)
             .unwrap_or_else(|| panic!("no section {heading} in the man page"));
         assert!(
-            page.contains(&format!("\\fBtabecho {sub}\\fR")),
-            "COMMANDS lists {sub}"
+            page.contains(&format!("\\fBtabecho {name}\\fR")),
+            "COMMANDS lists {name}"
         );
-        for flag in long_flags(sub) {
+        for flag in long_flags(command) {
             assert!(
                 documents(section, &flag),
-                "{flag} of `tabecho {sub}` is not documented in its man section:\n{section}"
+                "{flag} of `tabecho {name}` is not documented in its man section:\n{section}"
             );
         }
     }
@@ -121,7 +144,7 @@ fn man_documents_every_subcommand_and_every_flag_in_its_section() {
 
 #[test]
 fn man_documents_every_serve_flag() {
-    let flags = long_flags("serve");
+    let flags = long_flags(&["serve"]);
     // The parse itself is checked: these are the server's flags of this release.
     for expected in [
         "--listen",
@@ -183,14 +206,16 @@ fn completions_bash_loads_and_completes_a_serve_flag() {
 }
 
 #[test]
-fn completions_zsh_and_fish_name_every_serve_flag() {
-    let flags = long_flags("serve");
-    for shell in ["zsh", "fish"] {
-        let script = tabecho(&["completions", shell]);
-        for flag in &flags {
-            // fish names long flags without their dashes (`-l idle-timeout`).
-            let name = flag.trim_start_matches('-');
-            assert!(script.contains(name), "{shell}: {flag} missing");
+fn completions_zsh_and_fish_name_every_serve_and_conns_flag() {
+    for command in [&["serve"][..], &["conns"], &["conns", "close"]] {
+        let flags = long_flags(command);
+        for shell in ["zsh", "fish"] {
+            let script = tabecho(&["completions", shell]);
+            for flag in &flags {
+                // fish names long flags without their dashes (`-l idle-timeout`).
+                let name = flag.trim_start_matches('-');
+                assert!(script.contains(name), "{shell}: {command:?} {flag} missing");
+            }
         }
     }
 }

@@ -120,10 +120,11 @@ fn every_metric_and_close_reason_the_server_exposes_is_in_the_readme() {
     );
 }
 
-/// Each long flag `tabecho SUB --help` shows, with its `[default: ...]` if it has one.
-fn flags_and_defaults(sub: &str) -> Vec<(String, Option<String>)> {
+/// Each long flag `tabecho SUB... --help` shows, with its `[default: ...]` if it has one.
+fn flags_and_defaults(sub: &[&str]) -> Vec<(String, Option<String>)> {
     let out = Command::new(env!("CARGO_BIN_EXE_tabecho"))
-        .args([sub, "--help"])
+        .args(sub)
+        .arg("--help")
         .output()
         .expect("run tabecho SUB --help");
     assert_eq!(out.status.code(), Some(0));
@@ -145,6 +146,10 @@ fn flags_and_defaults(sub: &str) -> Vec<(String, Option<String>)> {
         if name == "help" {
             continue;
         }
+        // `[default: memory] [possible values: memory, age, idle]`: the default alone.
+        let line = line
+            .rfind(" [possible values: ")
+            .map_or(line, |at| &line[..at]);
         let default = line.rfind("[default: ").map(|at| {
             let value = &line[at + 10..];
             squeeze(&value[..value.rfind(']').expect("a closing bracket")])
@@ -154,22 +159,31 @@ fn flags_and_defaults(sub: &str) -> Vec<(String, Option<String>)> {
     flags
 }
 
-/// Checks the README's CLI reference for `tabecho SUB` against `tabecho SUB --help`: an
-/// entry for every long flag, with its default if it has one, and no entry for a flag the
-/// binary lacks. Returns what is wrong, one line each.
-fn readme_reference_against_help(sub: &str) -> Vec<String> {
+/// Checks the README's CLI reference for `tabecho SUB...` against `tabecho SUB... --help`:
+/// an entry for every long flag, with its default if it has one, and no entry for a flag
+/// the binary lacks; `min_flags` guards the parse of the help. Returns what is wrong, one
+/// line each.
+fn readme_reference_against_help(sub: &[&str], min_flags: usize) -> Vec<String> {
     let flags = flags_and_defaults(sub);
-    assert!(flags.len() >= 15, "too few flags parsed: {flags:?}");
+    assert!(flags.len() >= min_flags, "too few flags parsed: {flags:?}");
     let readme = read("README.md");
     let reference = section(&readme, "## CLI reference");
-    // One entry per flag of `tabecho SUB` (its block runs to the next `tabecho ...`
-    // line): its line (`--name ...` or `-n, --name ...`) and the indented lines under it,
-    // whitespace squeezed.
+    // One entry per flag of `tabecho SUB...` (its block runs to the next `tabecho ...`
+    // line, and is the block whose command words, the lowercase words after `tabecho`,
+    // are SUB...: `tabecho conns close FILTER...` is `conns close`'s, not `conns`'): its
+    // line (`--name ...` or `-n, --name ...`) and the indented lines under it, whitespace
+    // squeezed.
     let mut entries: Vec<(String, String)> = Vec::new();
     let mut in_sub = false;
+    let sub_name = sub.join(" ");
+    let sub = sub_name.as_str();
     for line in reference.lines() {
-        if line.starts_with("tabecho ") {
-            in_sub = line.starts_with(&format!("tabecho {sub} "));
+        if let Some(rest) = line.strip_prefix("tabecho ") {
+            let words: Vec<&str> = rest
+                .split_whitespace()
+                .take_while(|w| w.chars().all(|c| c.is_ascii_lowercase()))
+                .collect();
+            in_sub = words == sub_name.split(' ').collect::<Vec<_>>();
             continue;
         }
         if !in_sub {
@@ -218,7 +232,7 @@ fn readme_reference_against_help(sub: &str) -> Vec<String> {
 
 #[test]
 fn every_serve_flag_and_its_default_is_in_the_readme_cli_reference() {
-    let wrong = readme_reference_against_help("serve");
+    let wrong = readme_reference_against_help(&["serve"], 15);
     assert!(
         wrong.is_empty(),
         "README.md, \"CLI reference\", against `tabecho serve --help`:\n{}",
@@ -228,12 +242,25 @@ fn every_serve_flag_and_its_default_is_in_the_readme_cli_reference() {
 
 #[test]
 fn every_load_flag_and_its_default_is_in_the_readme_cli_reference() {
-    let wrong = readme_reference_against_help("load");
+    let wrong = readme_reference_against_help(&["load"], 15);
     assert!(
         wrong.is_empty(),
         "README.md, \"CLI reference\", against `tabecho load --help`:\n{}",
         wrong.join("\n")
     );
+}
+
+#[test]
+fn every_conns_and_conns_close_flag_and_its_default_is_in_the_readme_cli_reference() {
+    for (sub, min_flags) in [(&["conns"][..], 7), (&["conns", "close"], 8)] {
+        let wrong = readme_reference_against_help(sub, min_flags);
+        assert!(
+            wrong.is_empty(),
+            "README.md, \"CLI reference\", against `tabecho {} --help`:\n{}",
+            sub.join(" "),
+            wrong.join("\n")
+        );
+    }
 }
 
 /// Every `.rs` file under `dir`.

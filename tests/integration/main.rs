@@ -23,12 +23,15 @@
 //!   hand-over (the old one drains), failures
 //! - `handover`: SIGUSR2 moves every connection: busy ones lose nothing, idle deadlines
 //!   kept, the metrics listener moves too, a new process that dies or stalls
+//! - `conns`: `tabecho conns` and `conns close` against a stand-in admin endpoint on a Unix
+//!   socket: the requests the server's parser reads back, the table, every exit code
 //! - `cli_docs`: `tabecho man` and `tabecho completions` cover every subcommand and flag
 //! - `docs`: README.md, docs/PROTOCOL.md and docs/OPERATIONS.md against the code: metrics,
 //!   close reasons, flags and defaults, cited tests, links
 
 mod bounds;
 mod cli_docs;
+mod conns;
 mod docs;
 mod faults;
 mod faults_load;

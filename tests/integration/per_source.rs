@@ -219,50 +219,18 @@ fn unix_by_uid(threads: usize) {
     assert!(stats.rejected_per_source >= 1);
 }
 
-/// The uid `tabecho send` runs as to be another peer: nobody's, on Debian and most others.
-const NOBODY: u32 = 65534;
-
 /// As root, `tabecho send` run as nobody over the socket at `path` (inside `dir`, which
 /// [`world_enterable_tempdir`] made) is served: the uid of this test process is at its
 /// limit, nobody's is not.
-///
-/// Nobody cannot reach the binary under `target/` when the clone sits in a private
-/// directory (`/root` is 0700, and so is every `mktemp -d`), so the binary is copied into
-/// `dir` first and run from there.
 fn other_uid_is_served(dir: &std::path::Path, path: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::process::CommandExt;
     if !is_root() {
         eprintln!("skipped: a peer of another uid needs root to run as nobody");
         return;
     }
-    let bin = dir.join("tabecho");
-    std::fs::copy(env!("CARGO_BIN_EXE_tabecho"), &bin).expect("copy the binary");
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).unwrap();
     let addr = format!("unix:{}", path.display());
-    let run = || {
-        std::process::Command::new(&bin)
-            .args(["send", "--addr", &addr, "nobody"])
-            .uid(NOBODY)
-            .gid(NOBODY)
-            // Nobody's own working directory: the test's may be private too.
-            .current_dir(dir)
-            .output()
-    };
-    // ETXTBSY: a child another test forked while the copy was open for writing holds
-    // that descriptor until its own exec (Linux, any multithreaded process that forks);
-    // it lets go within moments.
-    let deadline = Instant::now() + WAIT;
-    let out = loop {
-        match run() {
-            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
-                assert!(Instant::now() < deadline, "the copy stayed busy: {e}");
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            result => break result.expect("run tabecho send"),
-        }
-    };
+    let out = tabecho_as_nobody(dir, &["send", "--addr", &addr, "nobody"]);
     assert_eq!(
         (
             out.status.code(),
@@ -272,35 +240,6 @@ fn other_uid_is_served(dir: &std::path::Path, path: &std::path::Path) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// A fresh temporary directory, mode 0755, that every user may enter: in the usual
-/// temporary directory when each of its ancestors lets others search it, else in `/tmp`
-/// (`TMPDIR` may point somewhere private).
-fn world_enterable_tempdir() -> tempfile::TempDir {
-    use std::os::unix::fs::PermissionsExt;
-    let enterable = |dir: &std::path::Path| {
-        dir.ancestors().all(|d| {
-            std::fs::metadata(d).is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o001 != 0)
-        })
-    };
-    let base = std::env::temp_dir();
-    let base = if enterable(&base) {
-        base
-    } else {
-        std::path::PathBuf::from("/tmp")
-    };
-    assert!(enterable(&base), "no directory others may enter: {base:?}");
-    let dir = tempfile::tempdir_in(&base).expect("temporary directory");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
-}
-
-/// Whether this process runs as root.
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false)
 }
 
 #[test]

@@ -583,3 +583,76 @@ pub fn default_kernel_charge() -> u64 {
     tabecho::config::ServerConfig::new("127.0.0.1:0".parse().unwrap()).kernel_held_when_stalled()
         as u64
 }
+
+/// The uid a test runs `tabecho` as to be another user: nobody's, on Debian and most others.
+pub const NOBODY: u32 = 65534;
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+/// A fresh temporary directory, mode 0755, that every user may enter: in the usual
+/// temporary directory when each of its ancestors lets others search it, else in `/tmp`
+/// (`TMPDIR` may point somewhere private).
+pub fn world_enterable_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let enterable = |dir: &std::path::Path| {
+        dir.ancestors().all(|d| {
+            std::fs::metadata(d).is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o001 != 0)
+        })
+    };
+    let base = std::env::temp_dir();
+    let base = if enterable(&base) {
+        base
+    } else {
+        std::path::PathBuf::from("/tmp")
+    };
+    assert!(enterable(&base), "no directory others may enter: {base:?}");
+    let dir = tempfile::tempdir_in(&base).expect("temporary directory");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// As root, runs `tabecho args` as [`NOBODY`] and returns what it did. `dir` is a
+/// [`world_enterable_tempdir`]: nobody cannot reach the binary under `target/` when the
+/// clone sits in a private directory (`/root` is 0700, and so is every `mktemp -d`), so
+/// the binary is copied into `dir` first and run from there, in `dir`.
+#[track_caller]
+pub fn tabecho_as_nobody(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    assert!(is_root(), "only root may run a command as nobody");
+    let bin = dir.join("tabecho");
+    if !bin.exists() {
+        std::fs::copy(env!("CARGO_BIN_EXE_tabecho"), &bin).expect("copy the binary");
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let run = || {
+        std::process::Command::new(&bin)
+            .args(args)
+            .uid(NOBODY)
+            .gid(NOBODY)
+            // Nobody's own working directory: the test's may be private too.
+            .current_dir(dir)
+            .output()
+    };
+    // ETXTBSY: a child another test forked while the copy was open for writing holds
+    // that descriptor until its own exec (Linux, any multithreaded process that forks);
+    // it lets go within moments.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match run() {
+            Err(e) if e.kind() == io::ErrorKind::ExecutableFileBusy => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the copy stayed busy: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            result => return result.expect("run tabecho as nobody"),
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! The `tabecho` command: `serve` (the server), `send` (a client), `load` (a load generator),
-//! `stats` (a live view of a server's metrics), and `completions` and `man` (shell
-//! completions and the manual page, generated from these very definitions).
+//! `stats` (a live view of a server's metrics), `conns` (its connections, listed or closed
+//! through the admin socket), and `completions` and `man` (shell completions and the
+//! manual page, generated from these very definitions).
 //!
 //! Exit codes: 0 success; 1 a runtime failure (address in use, permission, I/O);
 //! 2 a bad command line (clap). Subcommands document any further codes in `--help`.
@@ -8,6 +9,7 @@
 #![deny(unsafe_code)]
 
 mod completions;
+mod conns;
 mod load;
 mod man;
 mod send;
@@ -41,6 +43,8 @@ enum Command {
     Load(load::LoadArgs),
     /// Show a server's metrics (`serve --metrics ADDR`) as a live table.
     Stats(stats::StatsArgs),
+    /// List the server's connections (`serve --admin`), largest first, or close some.
+    Conns(conns::ConnsArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     Completions(completions::CompletionsArgs),
     /// Print the manual page, tabecho(1), in roff to stdout.
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Command::Send(args) => send::run(args),
         Command::Load(args) => load::run(args),
         Command::Stats(args) => stats::run(args),
+        Command::Conns(args) => conns::run(args),
         Command::Completions(args) => completions::run(args, Cli::command()),
         Command::Man(args) => man::run(args, Cli::command()),
     }

@@ -2,8 +2,9 @@
 //! same clap definitions as the parser.
 //!
 //! One page for the whole command: NAME, SYNOPSIS, DESCRIPTION, OPTIONS and the list of
-//! COMMANDS of the root, then one section per subcommand (`TABECHO SERVE`, ...) holding
-//! that subcommand's own synopsis, description, options and notes as subsections. clap_mangen
+//! COMMANDS of the root, then one section per subcommand (`TABECHO SERVE`, ...) and per
+//! subcommand of a subcommand (`TABECHO CONNS CLOSE`, right after `TABECHO CONNS`), each
+//! holding its own synopsis, description, options and notes as subsections. clap_mangen
 //! renders one command per page; its per-section renderers are used here and each
 //! subcommand's `.SH` headings are demoted to `.SS`, so `man tabecho` documents every flag.
 
@@ -40,11 +41,19 @@ fn render(root: clap::Command) -> io::Result<Vec<u8>> {
     let mut root = root.disable_help_subcommand(true);
     root.build();
     let name = root.get_name().to_owned();
-    let subcommands: Vec<clap::Command> = root
-        .get_subcommands()
-        .filter(|s| !s.is_hide_set())
-        .cloned()
-        .collect();
+    // Each subcommand, followed by its own subcommands (clap's `help` left out), with its
+    // full name: `tabecho conns close`.
+    let mut subcommands: Vec<(String, clap::Command)> = Vec::new();
+    for sub in root.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let full = format!("{name} {}", sub.get_name());
+        let nested: Vec<(String, clap::Command)> = sub
+            .get_subcommands()
+            .filter(|n| !n.is_hide_set() && n.get_name() != "help")
+            .map(|n| (format!("{full} {}", n.get_name()), n.clone()))
+            .collect();
+        subcommands.push((full, sub.clone()));
+        subcommands.extend(nested);
+    }
 
     let mut page = Vec::new();
     let top = Man::new(root.clone());
@@ -53,17 +62,16 @@ fn render(root: clap::Command) -> io::Result<Vec<u8>> {
     top.render_synopsis_section(&mut page)?;
     top.render_description_section(&mut page)?;
     top.render_options_section(&mut page)?;
-    commands_section(&name, &subcommands).to_writer(&mut page)?;
+    commands_section(&subcommands).to_writer(&mut page)?;
     if root.get_after_help().is_some() || root.get_after_long_help().is_some() {
         let mut notes = Vec::new();
         top.render_extra_section(&mut notes)?;
         page.extend(rename_heading(&notes, "EXTRA", "EXIT STATUS"));
     }
-    for sub in subcommands {
-        let full = format!("{name} {}", sub.get_name());
+    for (full, sub) in subcommands {
         // The subcommand's usage line names it in full (`tabecho serve [OPTIONS]`).
         let sub = sub.bin_name(&full).display_name(&full);
-        writeln!(page, ".SH \"{}\"", section_title(&name, &sub))?;
+        writeln!(page, ".SH \"{}\"", section_title(&full))?;
         let mut section = Vec::new();
         let man = Man::new(sub.clone());
         man.render_synopsis_section(&mut section)?;
@@ -80,16 +88,16 @@ fn render(root: clap::Command) -> io::Result<Vec<u8>> {
     Ok(page)
 }
 
-/// COMMANDS: each subcommand and its one line, pointing at its section below (clap_mangen's
-/// own list points at pages `tabecho-serve(1)` ... that do not exist).
-fn commands_section(name: &str, subcommands: &[clap::Command]) -> Roff {
+/// COMMANDS: each subcommand (by its full name) and its one line, pointing at its section
+/// below (clap_mangen's own list points at pages `tabecho-serve(1)` ... that do not exist).
+fn commands_section(subcommands: &[(String, clap::Command)]) -> Roff {
     let mut roff = Roff::default();
     roff.control("SH", ["COMMANDS"]);
-    for sub in subcommands {
+    for (full, sub) in subcommands {
         let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
         roff.control("TP", []);
-        roff.text([bold(format!("{name} {}", sub.get_name()))]);
-        roff.text([roman(format!("{about}; see {}.", section_title(name, sub)))]);
+        roff.text([bold(full.as_str())]);
+        roff.text([roman(format!("{about}; see {}.", section_title(full)))]);
     }
     roff
 }
@@ -107,9 +115,9 @@ fn see_also() -> Roff {
     roff
 }
 
-/// A subcommand's section heading: `TABECHO SERVE`.
-fn section_title(name: &str, sub: &clap::Command) -> String {
-    format!("{name} {}", sub.get_name()).to_uppercase()
+/// A subcommand's section heading, from its full name: `TABECHO CONNS CLOSE`.
+fn section_title(full: &str) -> String {
+    full.to_uppercase()
 }
 
 /// `roff` with the section heading `.SH from` renamed to `.SH to`.

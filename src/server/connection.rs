@@ -99,8 +99,10 @@ pub struct Context {
     pub limits: Limits,
     /// The counters.
     pub stats: Stats,
-    /// Microseconds since the server started: read when the poll returns, and again
-    /// before the timers are judged, so the wheel and the idle checks share one clock.
+    /// Microseconds on the reactor's clock (`reactor/clock.rs`: it starts one idle
+    /// timeout before the reactor), the turn's time: set only by `Reactor::refresh_now`,
+    /// when the poll returns, before the timers are judged (so the wheel and the idle
+    /// checks share one reading), and where connections arrive.
     pub now_us: u64,
 }
 
@@ -150,7 +152,7 @@ pub struct Connection {
     /// neither limit past `config::MAX_CONNECTION_BYTES`, 1 GiB.
     sent: u32,
     /// When the connection last made progress (a frame received or reply bytes written),
-    /// in microseconds since the server started.
+    /// in microseconds on the reactor's clock.
     last_progress_us: u64,
     /// The connection's one armed timer: its idle check, or its linger deadline once closing.
     timer: TimerId,
@@ -214,7 +216,7 @@ impl Connection {
     }
 
     /// When it last made progress (a frame received or reply bytes written), in
-    /// microseconds since the server started.
+    /// microseconds on the reactor's clock.
     pub fn last_progress_us(&self) -> u64 {
         self.last_progress_us
     }

@@ -168,9 +168,7 @@ impl Shared {
     /// reactor.
     pub fn end_dealing(&self) {
         self.dealing_over.store(true, Ordering::Release);
-        for waker in self.wakers.get().into_iter().flatten() {
-            let _ = waker.wake();
-        }
+        self.wake_all();
     }
 
     /// [`Shared::end_dealing`] has been called: every connection sent is in the channels.
@@ -365,6 +363,7 @@ impl Shared {
         self.state().upgrade == Upgrade::Moving
     }
 
+    /// Wakes every reactor, to look at what changed.
     fn wake_all(&self) {
         for waker in self.wakers.get().into_iter().flatten() {
             // A failed wake means that reactor is already gone.

@@ -33,6 +33,8 @@
 //! - [`addr`], [`config`]: `ListenAddr` (tcp | unix), durations; `ServerConfig` defaults.
 //! - [`size`]: sizes as people write them (`64K`, `256MiB`), parsed and printed.
 //! - [`cidr`]: `Cidr`, an IPv4 or IPv6 network (`10.0.0.0/8`) that flags name sources by.
+//! - [`proxy_protocol`]: the PROXY protocol v1/v2 header a trusted balancer sends first,
+//!   parsed from the bytes so far (pure) and encoded (the load generator).
 //! - [`fd_limit`]: the descriptor limit raised at start (the server and the load).
 //! - [`cgroup`], [`sizing`]: the process's cgroup limits (memory, CPU quota), read at
 //!   start, and the defaults sized from them (the buffer budget, `--threads auto`).
@@ -67,6 +69,7 @@ pub mod frame;
 pub mod load;
 pub mod metrics;
 pub mod protocol;
+pub mod proxy_protocol;
 pub mod server;
 pub mod size;
 pub mod sizing;

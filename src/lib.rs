@@ -34,7 +34,8 @@
 //! - [`size`]: sizes as people write them (`64K`, `256MiB`), parsed and printed.
 //! - [`cidr`]: `Cidr`, an IPv4 or IPv6 network (`10.0.0.0/8`) that flags name sources by.
 //! - [`proxy_protocol`]: the PROXY protocol v1/v2 header a trusted balancer sends first,
-//!   parsed from the bytes so far (pure) and encoded (the load generator).
+//!   parsed from the bytes so far (pure) and encoded (the load generator); and
+//!   `TrustedProxies`, the peers it is expected from.
 //! - [`fd_limit`]: the descriptor limit raised at start (the server and the load).
 //! - [`cgroup`], [`sizing`]: the process's cgroup limits (memory, CPU quota), read at
 //!   start, and the defaults sized from them (the buffer budget, `--threads auto`).

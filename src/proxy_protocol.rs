@@ -30,11 +30,13 @@
 //!   buffer of `MAX_HEADER_LEN` bytes always has a verdict other than `Incomplete`.
 
 mod crc32c;
+mod trust;
 mod v1;
 mod v2;
 
 use std::net::SocketAddr;
 
+pub use trust::TrustedProxies;
 pub use v1::{encode_v1, encode_v1_unknown, V1_MAX_LEN};
 pub use v2::{
     encode_v2, encode_v2_local, encode_v2_with, Tlv, PP2_TYPE_ALPN, PP2_TYPE_AUTHORITY,

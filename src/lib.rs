@@ -35,6 +35,9 @@
 //! - [`addr`], [`config`]: `ListenAddr` (tcp | unix), durations; `ServerConfig` defaults.
 //! - [`size`]: sizes as people write them (`64K`, `256MiB`), parsed and printed.
 //! - [`cidr`]: `Cidr`, an IPv4 or IPv6 network (`10.0.0.0/8`) that flags name sources by.
+//! - [`proxy_protocol`]: the PROXY protocol v1/v2 header a trusted balancer sends first,
+//!   parsed from the bytes so far (pure) and encoded (the load generator); and
+//!   `TrustedProxies`, the peers it is expected from.
 //! - [`fd_limit`]: the descriptor limit raised at start (the server and the load).
 //! - [`cgroup`], [`sizing`]: the process's cgroup limits (memory, CPU quota), read at
 //!   start, and the defaults sized from them (the buffer budget, `--threads auto`).
@@ -75,6 +78,7 @@ pub mod frame;
 pub mod load;
 pub mod metrics;
 pub mod protocol;
+pub mod proxy_protocol;
 pub mod server;
 pub mod size;
 pub mod sizing;

@@ -141,7 +141,8 @@ impl Churn {
             let entry = self.conns.vacant_entry();
             let key = entry.key();
             let token = Token(CHURN_TOKENS + key);
-            let mut conn = match LoadConn::open(plan, &ctx.registry, token, now) {
+            let mut conn = match LoadConn::open(plan, &ctx.registry, token, now, self.id_base ^ seq)
+            {
                 Ok(conn) => conn,
                 Err(e) => {
                     let (outcome, why) = match e {

@@ -2,8 +2,8 @@
 //! load connection: healthy sessions (session.rs), faulty ones (fault/session.rs) and the
 //! one-frame connections of `--churn` (churn.rs).
 //!
-//! It issues the non-blocking connect and registers it, completes it on its first event,
-//! writes what its owner queued until all is written or `WouldBlock`, reads until
+//! It issues the non-blocking connect and registers it (queueing the PROXY header first
+//! when the load sends one), completes it on its first event, writes what its owner queued until all is written or `WouldBlock`, reads until
 //! `WouldBlock` handing every byte to its owner, names how the stream ended ([`Ended`]),
 //! and deregisters before it closes. What to send, when to read, and what the bytes
 //! received mean belong to its owner.
@@ -78,17 +78,24 @@ pub struct LoadConn {
 
 impl LoadConn {
     /// Issues a non-blocking connect to the plan's address (from its source address, with
-    /// its socket buffers, if given) and registers it as `token`.
+    /// its socket buffers, if given) and registers it as `token`. With the plan's PROXY
+    /// headers (`--proxy-header`), client `client`'s header is queued first, so it is
+    /// written before anything its owner queues.
     pub fn open(
         plan: &Plan,
         registry: &Registry,
         token: Token,
         now: Instant,
+        client: u64,
     ) -> Result<LoadConn, ConnectError> {
         let stream = open_stream(&plan.addr, plan.source, plan.socket_buffer, registry, token)?;
+        let out = match &plan.proxy {
+            Some(proxy) => proxy.header(client, &plan.addr),
+            None => Vec::new(),
+        };
         Ok(LoadConn {
             stream,
-            out: Vec::new(),
+            out,
             out_pos: 0,
             connect_at: now,
             established: None,

@@ -10,7 +10,8 @@
 //!     │     │     └─ ReplyChecker (verify.rs) ← PayloadSource (payload.rs)
 //!     │     ├─ FaultSession  (fault/: --faults; misbehave, check the outcome, reconnect)
 //!     │     ├─ Churn  (churn.rs: --churn; connect, one frame, its reply, close)
-//!     │     └─ each one's socket is a LoadConn (conn.rs: connect, write, read, close)
+//!     │     └─ each one's socket is a LoadConn (conn.rs: connect, write, read, close;
+//!     │                     first the PROXY header of proxy.rs, with --proxy-header)
 //!     ├─ live line each second (live.rs; stderr, when asked)
 //!     └─ merge WorkerStats (stats.rs) → LoadReport (report.rs prints it)
 //!           ├─ intervals (intervals.rs: the measured window, interval by interval)
@@ -45,6 +46,7 @@ mod merge;
 mod payload;
 mod plan;
 mod plot;
+mod proxy;
 mod report;
 mod session;
 mod stats;
@@ -63,6 +65,7 @@ pub use intervals::MAX_INTERVALS;
 pub use merge::{merge, Merged};
 pub use payload::PayloadSource;
 pub use plot::write_svg;
+pub use proxy::{ProxyHeaders, ProxyVersion};
 pub use report::{IntervalReport, LoadReport};
 pub use stats::ChurnCounts;
 pub use verify::{Desync, ReplyChecker, Verdict};
@@ -100,6 +103,9 @@ pub struct LoadOptions {
     /// on its own machine: capping them here keeps, on one machine, the kernel memory
     /// measured mostly the server's.
     pub socket_buffer: Option<usize>,
+    /// Begin every connection with a PROXY protocol header naming a source of its own
+    /// (`--proxy-header`, `--proxy-source`), as a balancer does; `None`: no header.
+    pub proxy: Option<ProxyHeaders>,
     /// Connections to open, spread over the threads.
     pub connections: usize,
     /// Worker threads, each with its own `Poll`.
@@ -157,6 +163,7 @@ impl LoadOptions {
             addr,
             source: None,
             socket_buffer: None,
+            proxy: None,
             connections: 100,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             pipeline: 16,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::addr::ListenAddr;
 use crate::load::fault::{FaultKind, FaultPlan, NOREAD_FRAME};
 use crate::load::payload::PayloadSource;
+use crate::load::proxy::ProxyHeaders;
 use crate::load::LoadOptions;
 use crate::protocol::REPLY_PREFIX;
 
@@ -21,6 +22,8 @@ pub struct Plan {
     pub source: Option<std::net::IpAddr>,
     /// Both socket buffers of every connection capped at this many bytes, if given.
     pub socket_buffer: Option<usize>,
+    /// The PROXY header every connection begins with, if any.
+    pub proxy: Option<ProxyHeaders>,
     /// Frames in flight per connection, at most.
     pub pipeline: usize,
     /// Bytes of a frame on the wire (payload + TAB).
@@ -71,6 +74,7 @@ impl Plan {
             addr: options.addr.clone(),
             source: options.source,
             socket_buffer: options.socket_buffer,
+            proxy: options.proxy.clone(),
             pipeline: options.pipeline.max(1),
             frame_len: options.size + 1,
             reply_len: if options.raw { 0 } else { REPLY_PREFIX.len() } + options.size + 1,

@@ -101,7 +101,7 @@ impl Session {
         ctx: &Ctx,
     ) -> Result<Session, ConnectError> {
         let plan = ctx.plan;
-        let conn = LoadConn::open(plan, &ctx.registry, token, now)?;
+        let conn = LoadConn::open(plan, &ctx.registry, token, now, id)?;
         Ok(Session {
             id,
             conn: Some(conn),

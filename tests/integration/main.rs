@@ -13,6 +13,8 @@
 //! - `send`: `tabecho send` and the blocking `Client`: replies, stdin, every error exit
 //! - `load`: `tabecho load`: verified runs, the wrong servers it must catch, `--churn`
 //! - `faults_load`: `tabecho load --faults`: each misbehaving client's documented outcome
+//! - `load_proxy`: `tabecho load --proxy-header`: each connection begins with a valid
+//!   PROXY header naming its own source
 //! - `memory`: what a peer can make the server hold; the buffer-memory budget
 //! - `metrics`: `serve --metrics` and `tabecho stats`: exact counters, every metric present
 //! - `metrics_http`: the endpoint on reactor 0's loop: keep-alive, `/ready`, every HTTP
@@ -39,6 +41,7 @@ mod handover;
 mod idle;
 mod limits;
 mod load;
+mod load_proxy;
 mod memory;
 mod metrics;
 mod metrics_http;

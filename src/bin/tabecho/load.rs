@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use tabecho::addr::{DurationArg, ListenAddr};
+use tabecho::cidr::Cidr;
 use tabecho::config::{parse_connection_bytes, DEFAULT_LISTEN};
-use tabecho::load::{self, FaultKind, LoadOptions, LoadReport};
+use tabecho::load::{self, FaultKind, LoadOptions, LoadReport, ProxyHeaders, ProxyVersion};
 use tabecho::size::Size;
 
 /// Every frame got exactly its reply (every fault its documented outcome, every churn
@@ -96,6 +97,16 @@ refused, reset (or closed before the whole reply), wrong (another reply, or an e
 line), timed out (no reply within --connect-timeout of the connect) or other; any but
 ok fails the run (exit 1).
 
+PROXY headers (--proxy-header v1|v2 --proxy-source IP[/PREFIX]): every connection
+(healthy, faulty or churn) begins with a PROXY protocol header, as a balancer writes
+it, so one machine stands for many clients behind a balancer. The headers name one
+source address, or a prefix's host addresses in turn (not an IPv4 prefix's network and
+broadcast addresses, not an IPv6 prefix's all-zero one; a faulty connection keeps its
+address across its cycles); ports are made up, from 1024; the destination is --addr
+(0.0.0.0:0 or [::]:0 on a Unix socket). Only a server that expects a header from this
+machine reads it: any other takes it for frame bytes, and the checks find every reply
+corrupt.
+
 Exit codes:
   0  every frame sent got exactly its reply, every fault its documented outcome
   1  frames lost or corrupt, unexpected replies, an unexpected fault outcome, or a
@@ -122,6 +133,17 @@ pub struct LoadArgs {
     /// (scripts/attack.sh) [default: the kernel's autotuning].
     #[arg(long, value_name = "SIZE")]
     socket_buffer: Option<Size>,
+    /// Begin every connection with a PROXY protocol header, v1 (text) or v2 (binary), as a
+    /// balancer's send-proxy does, naming a source from --proxy-source: for a server that
+    /// expects one from this client's address [default: none].
+    #[arg(long, value_name = "v1|v2", requires = "proxy_source", value_parser = proxy_versions(),
+          hide_possible_values = true)]
+    proxy_header: Option<ProxyVersion>,
+    /// The sources the headers name: one address, or the host addresses of a prefix dealt
+    /// round-robin over the connections (10.9.0.0/16: 65,534 clients); ports made up,
+    /// destination the server's address.
+    #[arg(long, value_name = "IP[/PREFIX]", requires = "proxy_header")]
+    proxy_source: Option<Cidr>,
     /// Connections to open (at most 16,777,216; 0 with --churn: only churn).
     #[arg(short, long, default_value_t = defaults().connections,
           value_parser = parse_connections)]
@@ -236,6 +258,16 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     Ok(rate)
 }
 
+/// `--proxy-header`'s values, listed for clap's errors, the completions and the man page.
+fn proxy_versions() -> impl clap::builder::TypedValueParser<Value = ProxyVersion> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new([ProxyVersion::V1.name(), ProxyVersion::V2.name()])
+        .map(|name| {
+            name.parse()
+                .expect("each possible value is a version's name")
+        })
+}
+
 /// `tabecho load`'s defaults: those of [`LoadOptions::new`], the one place they are written
 /// (clap shows them in `--help` from here).
 fn defaults() -> LoadOptions {
@@ -267,6 +299,8 @@ impl LoadArgs {
             addr,
             source,
             socket_buffer,
+            proxy_header,
+            proxy_source,
             connections,
             threads,
             pipeline,
@@ -296,6 +330,10 @@ impl LoadArgs {
             addr,
             source,
             socket_buffer: socket_buffer.map(usize::from),
+            // clap requires each flag with the other.
+            proxy: proxy_header
+                .zip(proxy_source)
+                .map(|(version, prefix)| ProxyHeaders::new(version, prefix)),
             connections,
             threads: threads.unwrap_or_else(|| defaults().threads),
             pipeline: pipeline as usize,
@@ -387,6 +425,9 @@ pub fn run(mut args: LoadArgs) -> ExitCode {
                 human(options.connect_timeout)
             );
         }
+        if let Some(proxy) = &options.proxy {
+            println!("{}", describe_proxy(proxy));
+        }
         if !options.faults.is_empty() {
             let kinds: Vec<&str> = options.faults.iter().map(|k| k.name()).collect();
             println!(
@@ -413,6 +454,13 @@ pub fn run(mut args: LoadArgs) -> ExitCode {
     let mut title = title;
     if let Some(rate) = options.churn {
         title.push_str(&format!(", churn {rate}/s"));
+    }
+    if let Some(proxy) = &options.proxy {
+        title.push_str(&format!(
+            ", PROXY {} from {}",
+            proxy.version(),
+            proxy.prefix()
+        ));
     }
     if !options.faults.is_empty() {
         let kinds: Vec<&str> = options.faults.iter().map(|k| k.name()).collect();
@@ -519,6 +567,18 @@ fn describe(options: &LoadOptions) -> String {
             .map_or(String::new(), |r| format!(", {r} frames/s")),
         human(options.duration),
         human(options.warmup),
+    )
+}
+
+/// `--proxy-header`'s line under the first: the version, the prefix and how many sources.
+fn describe_proxy(proxy: &ProxyHeaders) -> String {
+    let hosts = proxy.hosts();
+    format!(
+        "PROXY {} headers from {} ({hosts} source{}{})",
+        proxy.version(),
+        proxy.prefix(),
+        if hosts == 1 { "" } else { "s" },
+        if hosts == 1 { "" } else { ", round-robin" },
     )
 }
 

@@ -216,7 +216,7 @@ impl FaultSession {
             self.phase = Phase::Done;
             return;
         }
-        match LoadConn::open(plan, &ctx.registry, self.token, now) {
+        match LoadConn::open(plan, &ctx.registry, self.token, now, self.id) {
             Ok(conn) => {
                 self.cycle += 1;
                 self.conn = Some(conn);

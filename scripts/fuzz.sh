@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Fuzz the FrameDecoder (fuzz/fuzz_targets/frame_decoder.rs) with cargo-fuzz for SECONDS.
+# Fuzz one of the pure cores with cargo-fuzz for SECONDS. TARGET is one of
+# fuzz/fuzz_targets/: frame_decoder (FrameDecoder against split-on-TAB, the default) or
+# proxy_header (the PROXY protocol parser's verdicts on every prefix).
 #
-#   scripts/fuzz.sh [SECONDS]      # default 600; e.g. scripts/fuzz.sh 30 for a smoke run
+#   scripts/fuzz.sh [TARGET] [SECONDS]   # default frame_decoder, 600 s
+#   scripts/fuzz.sh 30                   # frame_decoder, a smoke run
+#   scripts/fuzz.sh proxy_header 600
 #   FUZZ_SANITIZER=address scripts/fuzz.sh 600    # with AddressSanitizer (slower)
 #
 # Extra arguments after SECONDS go to libFuzzer (e.g. -jobs=1 -workers=1, -max_len=4096).
-# The corpus grows in fuzz/corpus/frame_decoder/, crashes land in
-# fuzz/artifacts/frame_decoder/ (both git-ignored); replay one with
-#   cargo fuzz run --sanitizer none frame_decoder fuzz/artifacts/frame_decoder/crash-...
+# The corpus grows in fuzz/corpus/TARGET/, crashes land in fuzz/artifacts/TARGET/ (both
+# git-ignored); replay one with
+#   cargo fuzz run --sanitizer none TARGET fuzz/artifacts/TARGET/crash-...
 # Exits non-zero if the fuzzer found a failure.
 #
 # Toolchain and sanitizer. Our machines have only the stable toolchain, and cargo fuzz's
@@ -31,13 +35,21 @@
 # CARGO_BUILD_JOBS=1 on 2 cores). Nothing here is built by the root's `cargo test`.
 set -euo pipefail
 
+cd "$(dirname "$0")/.."
+target=frame_decoder
+if [[ $# -gt 0 && ! "$1" =~ ^[0-9]+$ ]]; then
+  target="$1"
+  shift
+fi
 seconds="${1:-600}"
 shift || true
-if ! [[ "$seconds" =~ ^[0-9]+$ ]]; then
-  echo "usage: scripts/fuzz.sh [SECONDS] [libFuzzer args...]" >&2
+if ! [[ "$seconds" =~ ^[0-9]+$ && -f "fuzz/fuzz_targets/$target.rs" ]]; then
+  echo "usage: scripts/fuzz.sh [TARGET] [SECONDS] [libFuzzer args...]" >&2
+  targets=(fuzz/fuzz_targets/*.rs)
+  targets=("${targets[@]##*/}")
+  echo "targets: ${targets[*]%.rs}" >&2
   exit 2
 fi
-cd "$(dirname "$0")/.."
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "== installing cargo-fuzz (once)"
@@ -50,5 +62,5 @@ if [[ "$sanitizer" != none ]]; then
   # Stable rustc accepts -Zsanitizer=... only with this (see above).
   export RUSTC_BOOTSTRAP=1
 fi
-echo "== cargo fuzz run --sanitizer $sanitizer frame_decoder for ${seconds}s"
-exec cargo fuzz run --sanitizer "$sanitizer" frame_decoder -- -max_total_time="$seconds" "$@"
+echo "== cargo fuzz run --sanitizer $sanitizer $target for ${seconds}s"
+exec cargo fuzz run --sanitizer "$sanitizer" "$target" -- -max_total_time="$seconds" "$@"

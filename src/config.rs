@@ -4,12 +4,17 @@ use std::time::Duration;
 
 use crate::addr::{ListenAddr, MAX_DURATION};
 use crate::protocol;
+use crate::proxy_protocol::TrustedProxies;
 use crate::size::{self, Size};
 
 /// `--source-prefix-v6`'s default: a /64 is what one subscriber or one LAN gets (RFC
 /// 6177), and one host may pick any address inside it, so counting /128s would let one
 /// host open as many sources as it likes.
 pub const DEFAULT_SOURCE_PREFIX_V6: u8 = 64;
+
+/// `--proxy-protocol-timeout`'s default: the PROXY protocol's specification suggests a
+/// receiver wait 3 s for the header; a balancer sends it with the connection's first bytes.
+pub const DEFAULT_PROXY_PROTOCOL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The original Go example's address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8085";
@@ -80,6 +85,12 @@ pub struct ServerConfig {
     pub max_connections_per_source: Option<u32>,
     /// The leading bits of an IPv6 address that name its source (0 to 128).
     pub source_prefix_v6: u8,
+    /// The peers (balancers) that begin each connection with a PROXY protocol header
+    /// naming the real client (`--proxy-protocol-from`); `None`, the default: no peer's
+    /// bytes are ever read as a header.
+    pub proxy_protocol_from: Option<TrustedProxies>,
+    /// How long a trusted peer has to send its whole header; then the connection closes.
+    pub proxy_protocol_timeout: Duration,
     /// Pending output at which answering and reading a connection pause (resume below
     /// half); also the largest read.
     pub high_water: usize,
@@ -249,6 +260,8 @@ impl ServerConfig {
             max_connections: None,
             max_connections_per_source: None,
             source_prefix_v6: DEFAULT_SOURCE_PREFIX_V6,
+            proxy_protocol_from: None,
+            proxy_protocol_timeout: DEFAULT_PROXY_PROTOCOL_TIMEOUT,
             high_water: DEFAULT_HIGH_WATER,
             max_buffer_memory: DEFAULT_MAX_BUFFER_MEMORY,
             stats_interval: None,

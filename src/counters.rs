@@ -5,9 +5,11 @@
 //! circle (the server writes these values, the metrics exposition reads them).
 
 mod close;
+mod proxy_headers;
 mod snapshot;
 mod stats;
 
 pub use close::CloseReason;
+pub use proxy_headers::{HeaderResult, ProxyHeaders};
 pub use snapshot::{Snapshot, TurnHistogram, TURN_BUCKET_BOUNDS_US};
 pub use stats::Stats;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 
 use super::close::CloseReason;
+use super::proxy_headers::ProxyHeaders;
 use crate::size::Size;
 
 /// Counters since the server started. Plain integers: one thread owns them.
@@ -59,6 +60,10 @@ pub struct Stats {
     /// Connections moved in from the process this one upgraded (or back from a move that
     /// failed).
     pub adopted: u64,
+    /// Trusted peers' PROXY headers, by how each ended (`--proxy-protocol-from`). Not in
+    /// the summary (`--summary-json` keeps one number per key); in the metrics.
+    #[serde(skip)]
+    pub proxy_headers: ProxyHeaders,
 }
 
 /// A duration as seconds, a float (the unit Prometheus and the summary use).
@@ -92,6 +97,7 @@ impl Stats {
             bytes_out,
             moved_out,
             adopted,
+            proxy_headers,
         } = other;
         self.accepted += accepted;
         self.rejected += rejected;
@@ -113,6 +119,7 @@ impl Stats {
         self.bytes_out += bytes_out;
         self.moved_out += moved_out;
         self.adopted += adopted;
+        self.proxy_headers.add(proxy_headers);
     }
 
     /// Counts one close.

@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::counters::{CloseReason, Snapshot};
+use crate::counters::{CloseReason, HeaderResult, Snapshot};
 
 /// The `Content-Type` of the page.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -138,6 +138,22 @@ impl Collector for ReactorsCollector {
             for reason in CloseReason::ALL {
                 let labels = [("reactor", reactor), ("reason", reason.label())];
                 ConstCounter::new(s.stats.closed(reason)).encode(closed.encode_family(&labels)?)?;
+            }
+        }
+
+        let mut headers = encoder.encode_descriptor(
+            "proxy_headers",
+            "PROXY protocol headers from trusted peers (--proxy-protocol-from), by result: \
+             proxied, local (served as the proxy), timeout, closed, or the kind of invalid \
+             header (closed unanswered)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (s, reactor) in per_reactor() {
+            for result in HeaderResult::all() {
+                let labels = [("reactor", reactor), ("result", result.as_str())];
+                let value = s.stats.proxy_headers.get(result);
+                ConstCounter::new(value).encode(headers.encode_family(&labels)?)?;
             }
         }
 

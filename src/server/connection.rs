@@ -189,6 +189,19 @@ impl Connection {
         }
     }
 
+    /// A new connection whose first bytes, `first`, were read before it was one (the
+    /// client's bytes that came after a PROXY header): held as unanswered input, with
+    /// reading paused, so the next writable turn answers them first and then reads on
+    /// (`on_writable`), exactly as input left unanswered at high water.
+    pub fn with_first_input(stream: Stream, now_us: u64, first: Vec<u8>) -> Self {
+        let mut conn = Connection::new(stream, now_us);
+        if !first.is_empty() {
+            conn.decoder = FrameDecoder::from_parts(first, true);
+            conn.read_paused = true;
+        }
+        conn
+    }
+
     /// The socket.
     pub fn stream(&self) -> &Stream {
         &self.stream
@@ -242,6 +255,8 @@ impl Connection {
             read_paused: self.read_paused,
             write_shut: self.write_shut,
             hangup_seen: self.hangup_seen,
+            // The reactor's connection table knows it, not the connection.
+            client: None,
         };
         (self.stream, state)
     }
@@ -263,6 +278,7 @@ impl Connection {
             read_paused,
             write_shut,
             hangup_seen,
+            client: _,
         } = state;
         Connection {
             stream,

@@ -28,6 +28,9 @@ pub struct Admitted {
     connection: Option<(Stream, Option<Source>)>,
     /// Where the admission is released if the connection is never served.
     shared: Arc<Shared>,
+    /// From a trusted proxy: admitted under the global limit only, its source counted
+    /// once its PROXY header names it (by the reactor that serves it).
+    awaits_header: bool,
 }
 
 impl Admitted {
@@ -36,7 +39,23 @@ impl Admitted {
         Admitted {
             connection: Some((stream, source)),
             shared,
+            awaits_header: false,
         }
+    }
+
+    /// A connection from a trusted proxy `shared` admitted under the global limit only
+    /// ([`Shared::admit_unsourced`]): its PROXY header will name its source.
+    pub fn awaiting_header(stream: Stream, shared: Arc<Shared>) -> Admitted {
+        Admitted {
+            connection: Some((stream, None)),
+            shared,
+            awaits_header: true,
+        }
+    }
+
+    /// Its PROXY header is still to be read.
+    pub fn awaits_header(&self) -> bool {
+        self.awaits_header
     }
 
     /// Takes the connection to serve it: its admission is the server's to release now.

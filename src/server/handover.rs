@@ -222,6 +222,7 @@ mod tests {
             read_paused: false,
             write_shut: false,
             hangup_seen: false,
+            client: None,
         }
     }
 

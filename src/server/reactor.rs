@@ -72,6 +72,7 @@ mod clock;
 mod handover;
 mod lifecycle;
 mod metrics_listener;
+mod proxy_intake;
 mod publish;
 mod table;
 mod timer_key;
@@ -106,6 +107,7 @@ use crate::size::Size;
 use crate::stream::Stream;
 use crate::timer_wheel::TimerId;
 use metrics_listener::{MetricsEndpoint, HTTP_TOKENS, METRICS_LISTENER};
+use proxy_intake::{ProxyIntake, PROXY_TOKENS};
 use table::ConnectionTable;
 use timer_key::TimerKey;
 pub use timer_key::MAX_CONNECTION_KEYS;
@@ -222,7 +224,11 @@ impl Reactor {
         Ok(Reactor {
             id: ReactorId { index: id, of },
             poll,
-            acceptor: Acceptor::new(listener, inbox),
+            acceptor: Acceptor::new(
+                listener,
+                inbox,
+                ProxyIntake::new(config.proxy_protocol_from.clone()),
+            ),
             table: ConnectionTable::new(
                 reserved,
                 config
@@ -319,8 +325,13 @@ impl Reactor {
                     }
                     SIGNALS => self.on_signal(),
                     METRICS_LISTENER => self.on_metrics_listener(),
-                    Token(token) if token >= HTTP_TOKENS => {
-                        self.on_http_event(token - HTTP_TOKENS);
+                    // One comparison on an echo connection's path: both ranges lie above it.
+                    Token(token) if token >= PROXY_TOKENS => {
+                        if token >= HTTP_TOKENS {
+                            self.on_http_event(token - HTTP_TOKENS);
+                        } else {
+                            self.on_proxy_event(token - PROXY_TOKENS);
+                        }
                     }
                     Token(key) => {
                         // Errors and hang-ups show up as a failed read or write.
@@ -540,13 +551,13 @@ impl Reactor {
     }
 
     fn close(&mut self, key: usize, reason: CloseReason) {
-        let Some((conn, source)) = self.table.remove(key) else {
+        let Some((conn, admission)) = self.table.remove(key) else {
             return;
         };
         if conn.timer() != TimerId::NONE {
             self.timers.cancel(conn.timer());
         }
-        self.release(key, conn, source, reason);
+        self.release(key, conn, admission.source, reason);
     }
 
     /// Closes every connection now, for the shutdown: its grace period is over, or a
@@ -636,6 +647,7 @@ impl Reactor {
             }
             TimerKey::Shutdown => self.close_all(),
             TimerKey::Http(key) => self.on_http_timer(key),
+            TimerKey::Proxy(key) => self.on_proxy_timer(key),
             TimerKey::Conn(key) => self.on_connection_timer(key),
         }
     }
@@ -658,8 +670,8 @@ impl Reactor {
             match self.drive(key, |conn, cx| conn.on_writable(cx)) {
                 Driven::Gone => return, // closed for the budget
                 Driven::Ran(Next::Close(reason)) => {
-                    if let Some((conn, source)) = self.table.remove(key) {
-                        self.release(key, conn, source, reason);
+                    if let Some((conn, admission)) = self.table.remove(key) {
+                        self.release(key, conn, admission.source, reason);
                     }
                     return;
                 }
@@ -703,8 +715,8 @@ impl Reactor {
             None => None,
         };
         if let Some(reason) = reason {
-            if let Some((conn, source)) = self.table.remove(key) {
-                self.release(key, conn, source, reason);
+            if let Some((conn, admission)) = self.table.remove(key) {
+                self.release(key, conn, admission.source, reason);
             }
         } else {
             conn.set_timer(self.timers.arm_at(deadline_us, TimerKey::Conn(key)));

@@ -222,6 +222,30 @@ impl Shared {
         Ok(())
     }
 
+    /// Admits a connection whose source is not known yet (a trusted proxy's, before its
+    /// PROXY header): the global limit only; [`Shared::admit_source`] counts its source
+    /// once the header names it, and [`Shared::release`] releases both.
+    pub fn admit_unsourced(&self) -> Result<(), Refusal> {
+        let before = self.open.fetch_add(1, Ordering::AcqRel);
+        if before >= self.max_connections {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refusal::Global);
+        }
+        Ok(())
+    }
+
+    /// Counts `source` for a connection [`Shared::admit_unsourced`] admitted, under the
+    /// per-source limit. On a refusal the global admission stays, for the caller to
+    /// release ([`Shared::release`] with no source).
+    pub fn admit_source(&self, source: Option<Source>, now: Instant) -> Result<(), Refusal> {
+        let (Some(table), Some(source)) = (&self.per_source, source) else {
+            return Ok(());
+        };
+        lock(table)
+            .admit(source, now)
+            .map_err(|refused| Refusal::PerSource { log: refused.log })
+    }
+
     /// A connection admitted earlier, from `source`, is closed.
     pub fn release(&self, source: Option<&Source>) {
         let before = self.open.fetch_sub(1, Ordering::AcqRel);

@@ -15,6 +15,9 @@
 //! - `faults_load`: `tabecho load --faults`: each misbehaving client's documented outcome
 //! - `load_proxy`: `tabecho load --proxy-header`: each connection begins with a valid
 //!   PROXY header naming its own source
+//! - `proxy_protocol`: `--proxy-protocol-from`: v1 and v2 headers, split, followed by
+//!   frames; every invalid header and a late one closed unanswered; `LOCAL`; a forged
+//!   header from an untrusted peer answered as frames; the real source under the limit
 //! - `memory`: what a peer can make the server hold; the buffer-memory budget
 //! - `metrics`: `serve --metrics` and `tabecho stats`: exact counters, every metric present
 //! - `metrics_http`: the endpoint on reactor 0's loop: keep-alive, `/ready`, every HTTP
@@ -48,6 +51,7 @@ mod metrics_http;
 mod per_source;
 mod process;
 mod protocol;
+mod proxy_protocol;
 mod send;
 mod sizes;
 mod systemd;

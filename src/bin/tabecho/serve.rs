@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use tabecho::addr::{DurationArg, ListenAddr};
 use tabecho::cgroup::Limits;
 use tabecho::config::{self, parse_connection_bytes, ServerConfig};
+use tabecho::proxy_protocol::TrustedProxies;
 use tabecho::server::{Relaunch, Server, Stats, HANDOVER_NAME, METRICS_NAME, UPGRADED_FROM_ENV};
 use tabecho::size::Size;
 use tabecho::sizing::{self, Choice};
@@ -82,6 +83,18 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BITS", default_value_t = config::DEFAULT_SOURCE_PREFIX_V6,
           value_parser = clap::value_parser!(u8).range(0..=128))]
     source_prefix_v6: u8,
+    /// Peers trusted to begin each connection with a PROXY protocol header (v1 or v2)
+    /// naming the real client, as HAProxy's `send-proxy-v2` does: addresses and networks
+    /// (10.0.0.5, 10.0.0.0/8, ::1) and `unix` (every peer on a Unix socket), separated by
+    /// commas. The real client then counts for --max-connections-per-source and in the
+    /// logs. Other peers' bytes are frames, never a header [default: off]
+    #[arg(long, value_name = "CIDR,...")]
+    proxy_protocol_from: Option<TrustedProxies>,
+    /// How long a trusted peer has to send its whole PROXY header; then it is closed.
+    #[arg(long, value_name = "DUR",
+          default_value_t = DurationArg(config::DEFAULT_PROXY_PROTOCOL_TIMEOUT),
+          value_parser = parse_positive_duration)]
+    proxy_protocol_timeout: DurationArg,
     /// Pending output (at most 1GiB) past which the server stops answering and reading a
     /// peer that does not read (resumes below half of it); also the largest read.
     #[arg(long, value_name = "SIZE", default_value_t = Size(config::DEFAULT_HIGH_WATER),
@@ -204,6 +217,8 @@ impl ServeArgs {
             max_connections,
             max_connections_per_source,
             source_prefix_v6,
+            proxy_protocol_from,
+            proxy_protocol_timeout,
             high_water,
             max_buffer_memory,
             sndbuf,
@@ -237,6 +252,8 @@ impl ServeArgs {
             max_connections: *max_connections,
             max_connections_per_source: *max_connections_per_source,
             source_prefix_v6: *source_prefix_v6,
+            proxy_protocol_from: proxy_protocol_from.clone(),
+            proxy_protocol_timeout: proxy_protocol_timeout.0,
             high_water: high_water.0,
             // Sized below, once the reactors are known.
             max_buffer_memory: config::DEFAULT_MAX_BUFFER_MEMORY,

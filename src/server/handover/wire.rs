@@ -3,7 +3,7 @@
 //! as `SCM_RIGHTS`, see `handover.rs`).
 //!
 //! ```text
-//!   new → old   hello   "tabecho-handover 1 room=N\n"   (before READY=1)
+//!   new → old   hello   "tabecho-handover 2 room=N\n"   (before READY=1)
 //!   old → new   batch   header: "THB1" count:u32 payload_len:u64 (little-endian), with
 //!                       `count` descriptors attached; then the payload: `count` records
 //!   new → old   "ack N\n" (received all N descriptors intact) or "nack WHY\n"
@@ -13,19 +13,25 @@
 //!
 //! A record is one connection's state ([`ConnState`]): kind u8 (0 TCP, 1 Unix), flags
 //! u8, closing u8 (0 none, else 1 + its index in `CloseReason::ALL`), idle_for_us u64,
-//! then the decoder's bytes and the pending output, each as len:u32 + bytes.
+//! then, with the client flag, the real client a PROXY header named (family u8, 4 or 6;
+//! the address's 4 or 16 bytes; its port u16), then the decoder's bytes and the pending
+//! output, each as len:u32 + bytes.
+//!
+//! Versions: 1 had no client; 2 added it (a moved connection keeps its real source). Both
+//! sides speak exactly one version: a new process of another version gets the drain.
 //!
 //! # Invariants
 //! - Decoding never panics and never reads past its input: any malformed or truncated
 //!   payload is an error, and the hand-over falls back (the old process keeps the batch).
 
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::counters::CloseReason;
 
 /// The hand-over version this binary speaks. A new process that speaks another (or none,
 /// an older tabecho) gets the old drain instead.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// What a batch header starts with.
 const BATCH_MAGIC: &[u8; 4] = b"THB1";
 /// Bytes in a batch header.
@@ -50,6 +56,7 @@ const FLAG_READ_PAUSED: u8 = 1 << 1;
 const FLAG_WRITE_SHUT: u8 = 1 << 2;
 const FLAG_HANGUP_SEEN: u8 = 1 << 3;
 const FLAG_DECODER_HELD: u8 = 1 << 4;
+const FLAG_CLIENT: u8 = 1 << 5;
 
 /// The kind of a connection's socket, which the descriptor alone does not say to Rust.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +84,8 @@ pub struct ConnState {
     pub read_paused: bool,
     pub write_shut: bool,
     pub hangup_seen: bool,
+    /// The real client its PROXY header named, if any: its source and its name in logs.
+    pub client: Option<SocketAddr>,
 }
 
 /// The hello line a new process sends first: the version and how many connections it can
@@ -132,6 +141,7 @@ pub fn encode(state: &ConnState, out: &mut Vec<u8>) {
         (state.write_shut, FLAG_WRITE_SHUT),
         (state.hangup_seen, FLAG_HANGUP_SEEN),
         (state.decoder_held, FLAG_DECODER_HELD),
+        (state.client.is_some(), FLAG_CLIENT),
     ] {
         if set {
             flags |= flag;
@@ -147,6 +157,19 @@ pub fn encode(state: &ConnState, out: &mut Vec<u8>) {
         }
     });
     out.extend_from_slice(&state.idle_for_us.to_le_bytes());
+    match state.client {
+        None => {}
+        Some(SocketAddr::V4(a)) => {
+            out.push(4);
+            out.extend_from_slice(&a.ip().octets());
+            out.extend_from_slice(&a.port().to_le_bytes());
+        }
+        Some(SocketAddr::V6(a)) => {
+            out.push(6);
+            out.extend_from_slice(&a.ip().octets());
+            out.extend_from_slice(&a.port().to_le_bytes());
+        }
+    }
     for bytes in [&state.decoder, &state.output] {
         // Both stay far below 4 GiB: the frame limit is at most 1 GiB and pending
         // output at most the high-water mark (at most 1 GiB) plus one reply.
@@ -194,6 +217,25 @@ impl<'a> Reader<'a> {
         Ok(self.take(len)?.to_vec())
     }
 
+    fn client(&mut self) -> io::Result<SocketAddr> {
+        let ip = match self.u8()? {
+            4 => {
+                let mut octets = [0u8; 4];
+                octets.copy_from_slice(self.take(4)?);
+                IpAddr::from(octets)
+            }
+            6 => {
+                let mut octets = [0u8; 16];
+                octets.copy_from_slice(self.take(16)?);
+                IpAddr::from(octets)
+            }
+            _ => return Err(invalid("unknown client address family")),
+        };
+        let mut port = [0u8; 2];
+        port.copy_from_slice(self.take(2)?);
+        Ok(SocketAddr::new(ip, u16::from_le_bytes(port)))
+    }
+
     fn record(&mut self) -> io::Result<ConnState> {
         let kind = match self.u8()? {
             0 => Kind::Tcp,
@@ -211,10 +253,17 @@ impl<'a> Reader<'a> {
         };
         let mut idle = [0u8; 8];
         idle.copy_from_slice(self.take(8)?);
+        let idle_for_us = u64::from_le_bytes(idle);
+        let client = if flags & FLAG_CLIENT != 0 {
+            Some(self.client()?)
+        } else {
+            None
+        };
         Ok(ConnState {
             kind,
-            idle_for_us: u64::from_le_bytes(idle),
+            idle_for_us,
             closing,
+            client,
             decoder: self.bytes()?,
             output: self.bytes()?,
             decoder_held: flags & FLAG_DECODER_HELD != 0,
@@ -250,6 +299,14 @@ mod tests {
             read_paused: n & 2 != 0,
             write_shut: n & 4 != 0,
             hangup_seen: n & 8 != 0,
+            client: match n % 3 {
+                0 => None,
+                1 => Some(SocketAddr::from(([127, 0, 0, n], 40_000 + u16::from(n)))),
+                _ => Some(SocketAddr::from((
+                    [0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(n)],
+                    9,
+                ))),
+            },
         }
     }
 
@@ -302,8 +359,13 @@ mod tests {
     #[test]
     fn a_hello_of_this_version_gives_the_room_and_others_nothing() {
         assert_eq!(parse_hello(&hello(12_345)), Some(12_345));
-        assert_eq!(parse_hello("tabecho-handover 2 room=5\n"), None);
+        assert_eq!(
+            parse_hello("tabecho-handover 1 room=5\n"),
+            None,
+            "version 1"
+        );
+        assert_eq!(parse_hello("tabecho-handover 3 room=5\n"), None);
         assert_eq!(parse_hello("READY=1\n"), None);
-        assert_eq!(parse_hello("tabecho-handover 1 room=x\n"), None);
+        assert_eq!(parse_hello("tabecho-handover 2 room=x\n"), None);
     }
 }

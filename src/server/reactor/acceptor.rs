@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 
+use super::proxy_intake::ProxyIntake;
 use super::{Reactor, TimerKey};
 use crate::counters::CloseReason;
 use crate::protocol;
@@ -70,13 +71,19 @@ pub(super) struct Acceptor {
     paused_since: Option<Instant>,
     /// Accepts left in this turn.
     left: usize,
+    /// Connections from trusted proxies waiting for their PROXY header.
+    pub(super) intake: ProxyIntake,
 }
 
 impl Acceptor {
     /// The acceptor of a reactor with these sources (the listener already registered). A
     /// dealer, which needs every reactor's waker, is set once all are built
     /// ([`Acceptor::set_dealer`]).
-    pub(super) fn new(listener: Option<Listener>, inbox: Option<Inbox>) -> Acceptor {
+    pub(super) fn new(
+        listener: Option<Listener>,
+        inbox: Option<Inbox>,
+        intake: ProxyIntake,
+    ) -> Acceptor {
         Acceptor {
             listener,
             parked: None,
@@ -85,6 +92,7 @@ impl Acceptor {
             ready: false,
             paused_since: None,
             left: 0,
+            intake,
         }
     }
 
@@ -260,6 +268,19 @@ impl Reactor {
                     return;
                 }
             };
+            if self.acceptor.intake.trusts(&stream, peer) {
+                // Its source is the one its PROXY header names: counted then.
+                if let Err(refusal) = self.shared.admit_unsourced() {
+                    self.refuse(stream, None, refusal);
+                    continue;
+                }
+                let admitted = Admitted::awaiting_header(stream, self.shared.clone());
+                if let Some(admitted) = self.acceptor.deal(admitted) {
+                    let (stream, _) = admitted.serve();
+                    self.take_in_proxied(stream);
+                }
+                continue;
+            }
             let source = match self.table.source_of(&stream, peer) {
                 Ok(source) => source,
                 Err(e) => {
@@ -282,7 +303,7 @@ impl Reactor {
 
     /// Refuses a connection over a limit: counted, logged (a per-source refusal once per
     /// source per 10 s, at warn; a global one at debug), and closed after its error line.
-    fn refuse(&mut self, stream: Stream, source: Option<Source>, refusal: Refusal) {
+    pub(super) fn refuse(&mut self, stream: Stream, source: Option<Source>, refusal: Refusal) {
         let line = match refusal {
             Refusal::Global => {
                 self.cx.stats.rejected += 1;
@@ -319,6 +340,11 @@ impl Reactor {
         }
         self.refresh_now();
         for admitted in handed {
+            if admitted.awaits_header() {
+                let (stream, _) = admitted.serve();
+                self.take_in_proxied(stream);
+                continue;
+            }
             let (stream, source) = admitted.serve();
             let key = self.add_connection(stream, source);
             keys.extend(key);
@@ -356,7 +382,10 @@ mod tests {
             ListenAddr::Tcp(addr) => addr,
             other => panic!("not TCP: {other:?}"),
         };
-        (Acceptor::new(Some(listener), None), addr)
+        (
+            Acceptor::new(Some(listener), None, ProxyIntake::new(None)),
+            addr,
+        )
     }
 
     /// Accepts until `Done`, waiting up to 5 s for connections still in flight; how many.
@@ -440,7 +469,7 @@ mod tests {
         assert!(!acceptor.is_ready(), "a listener taken is never ready");
         assert!(!acceptor.start_turn());
         assert!(matches!(acceptor.next(), Accept::Done));
-        let mut none = Acceptor::new(None, None);
+        let mut none = Acceptor::new(None, None, ProxyIntake::new(None));
         assert!(!none.start_turn());
         assert!(none.dealt().is_empty());
     }

@@ -408,7 +408,8 @@ impl Reactor {
             .table
             .iter()
             .map(|(_, conn)| conn.charged_bytes(kernel_held))
-            .sum();
+            .sum::<usize>()
+            + self.acceptor.intake.held_bytes();
         let (was, first) = self.budget.resync(charged);
         let line = format!(
             "buffer accounting out of step with the connections{}: {was} bytes accounted, \

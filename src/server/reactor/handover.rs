@@ -21,6 +21,7 @@ use crate::counters::CloseReason;
 use crate::server::connection::Connection;
 use crate::server::handover::{MoveMsg, Moved};
 use crate::server::lifecycle::Phase;
+use crate::server::source::Source;
 use crate::timer_wheel::TimerId;
 
 impl Reactor {
@@ -134,14 +135,15 @@ impl Reactor {
 
     /// Takes connection `key` out of this reactor, whole, for the move.
     fn take_out(&mut self, key: usize) -> Option<Moved> {
-        let (mut conn, source) = self.table.remove(key)?;
+        let (mut conn, admission) = self.table.remove(key)?;
         if conn.timer() != TimerId::NONE {
             self.timers.cancel(conn.timer());
         }
         // EPOLL_CTL_DEL before our descriptor closes: the socket lives on in the new
         // process, and a registration left behind would still be reported here.
-        self.detach(&mut conn, source);
-        let (stream, state) = conn.export(self.cx.now_us);
+        self.detach(&mut conn, admission.source);
+        let (stream, mut state) = conn.export(self.cx.now_us);
+        state.client = admission.client;
         let fd = Moved::socket_of(stream);
         Some(Moved {
             fd,
@@ -174,7 +176,13 @@ impl Reactor {
                 return;
             }
         };
-        let source = match self.table.source_of(&stream, None) {
+        // The real client its PROXY header named, if any, is its source here too.
+        let client = state.client;
+        let source = match (client, self.table.source_prefix_v6()) {
+            (Some(addr), Some(prefix_len)) => Ok(Some(Source::of_addr(addr, prefix_len))),
+            _ => self.table.source_of(&stream, None),
+        };
+        let source = match source {
             Ok(source) => source,
             Err(e) => {
                 debug!("dropped an adopted connection: its source is unknown: {e}");
@@ -189,6 +197,7 @@ impl Reactor {
         else {
             return;
         };
+        self.table.set_client(key, client);
         if self.life.state.answered_a_move() {
             // Back from a move that failed: it never left.
             self.cx.stats.moved_out -= 1;

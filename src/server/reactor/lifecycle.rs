@@ -9,7 +9,7 @@ use std::time::Duration;
 use log::{debug, info};
 
 use super::{Reactor, TimerKey};
-use crate::counters::CloseReason;
+use crate::counters::{CloseReason, HeaderResult};
 use crate::server::handover::{MoveMsg, Moved};
 use crate::server::lifecycle::{Lifecycle, Phase, Seen, Shutdown, Step, Upgrade};
 use crate::server::shared::UpgradeBusy;
@@ -86,7 +86,7 @@ impl Reactor {
             dealt_all: !self.acceptor.has_inbox()
                 || self.shared.dealing_over()
                 || server.shutdown != Shutdown::None,
-            empty: self.table.is_empty(),
+            empty: self.table.is_empty() && self.acceptor.intake.is_empty(),
             last_to_end: self.life.signals.is_none() || self.shared.running() <= 1,
         }
     }
@@ -231,6 +231,10 @@ impl Reactor {
             );
         }
         self.arm_server_timer(self.timers.shutdown_linger(), TimerKey::Shutdown);
+        for key in self.acceptor.intake.keys() {
+            // Waiting for a PROXY header: nothing is owed to it yet.
+            self.end_pending(key, HeaderResult::Shutdown);
+        }
         let keys: Vec<usize> = self.table.keys();
         for key in keys {
             if self.table.get(key).is_none_or(|c| c.closing().is_some()) {

@@ -22,6 +22,14 @@ use crate::server::connection::Connection;
 use crate::server::source::Source;
 use crate::stream::Stream;
 
+/// What a connection's admission recorded, handed back when it leaves the table.
+pub(super) struct Admission {
+    /// The source it counts against (with a per-source limit): to release.
+    pub(super) source: Option<Source>,
+    /// The real client its PROXY header named, if any.
+    pub(super) client: Option<SocketAddr>,
+}
+
 /// A reactor's connections and the keys to serve again.
 pub(super) struct ConnectionTable {
     /// The connections, by the key their token carries.
@@ -29,6 +37,10 @@ pub(super) struct ConnectionTable {
     /// With `--max-connections-per-source`, the source each connection counts against, by
     /// slab key; grown to the highest key used. Empty without the limit.
     sources: Vec<Option<Source>>,
+    /// The real client of each connection a PROXY header named, by slab key; `None` for
+    /// the others (their peer is their client). Grown to the highest key used; empty
+    /// without `--proxy-protocol-from`.
+    clients: Vec<Option<SocketAddr>>,
     /// With `--max-connections-per-source`: the IPv6 prefix length a source is counted by
     /// (`--source-prefix-v6`). `None` without the limit: no source is computed at all.
     source_prefix_v6: Option<u8>,
@@ -48,6 +60,7 @@ impl ConnectionTable {
         ConnectionTable {
             slab: Slab::with_capacity(reserved),
             sources: Vec::new(),
+            clients: Vec::new(),
             source_prefix_v6,
             ready: Vec::new(),
             ready_spare: Vec::new(),
@@ -109,12 +122,30 @@ impl ConnectionTable {
         (key, entry.insert(conn))
     }
 
-    /// Takes connection `key` out, with the source its admission counted; `None` if the
-    /// slot is vacant (closed earlier in this turn).
-    pub(super) fn remove(&mut self, key: usize) -> Option<(Connection, Option<Source>)> {
+    /// Takes connection `key` out, with what its admission recorded; `None` if the slot
+    /// is vacant (closed earlier in this turn).
+    pub(super) fn remove(&mut self, key: usize) -> Option<(Connection, Admission)> {
         let conn = self.slab.try_remove(key)?;
         let source = self.sources.get_mut(key).and_then(Option::take);
-        Some((conn, source))
+        let client = self.clients.get_mut(key).and_then(Option::take);
+        Some((conn, Admission { source, client }))
+    }
+
+    /// Records connection `key`'s real client, as its PROXY header named it (`None`: the
+    /// header said to serve it as from the proxy).
+    pub(super) fn set_client(&mut self, key: usize, client: Option<SocketAddr>) {
+        if client.is_none() && self.clients.len() <= key {
+            return;
+        }
+        if self.clients.len() <= key {
+            self.clients.resize(key + 1, None);
+        }
+        self.clients[key] = client;
+    }
+
+    /// The IPv6 prefix length sources are counted by; `None` without a per-source limit.
+    pub(super) fn source_prefix_v6(&self) -> Option<u8> {
+        self.source_prefix_v6
     }
 
     /// The source a connection counts against under `--max-connections-per-source`

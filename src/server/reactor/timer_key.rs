@@ -4,13 +4,15 @@
 //! [`TimerKey::from_value`].
 //!
 //! # Invariants
-//! - Values below [`HTTP_BASE`] are echo connections' slab keys (`Conn`); from it, the
-//!   metrics endpoint's [`MAX_CONNECTIONS`] connections (`Http`); the top five values are
+//! - Values below [`PROXY_BASE`] are echo connections' slab keys (`Conn`); from it, the
+//!   [`MAX_PENDING`] connections waiting for their PROXY header (`Proxy`); from
+//!   [`HTTP_BASE`], the metrics endpoint's [`MAX_CONNECTIONS`] connections (`Http`); the top five values are
 //!   the server's own timers. So every value decodes to exactly one key, and back.
 //! - An echo connection's slab key is always below [`MAX_CONNECTION_KEYS`]: the server
 //!   caps `max_connections` below it (server/mod.rs), so its timer value never reaches the
 //!   metrics connections' range.
 
+use super::proxy_intake::MAX_PENDING;
 use crate::metrics::MAX_CONNECTIONS;
 
 /// What a timer is for.
@@ -20,6 +22,9 @@ pub(super) enum TimerKey {
     Conn(usize),
     /// Metrics connection `key` (below [`MAX_CONNECTIONS`]): its deadline.
     Http(usize),
+    /// Connection `key` waiting for its PROXY header (below [`MAX_PENDING`]): its
+    /// header deadline.
+    Proxy(usize),
     /// Retry accepting after a descriptor-exhaustion pause.
     AcceptResume,
     /// Log the counters.
@@ -46,9 +51,14 @@ const PRESSURE: u32 = u32::MAX - 4;
 /// (`MAX_CONNECTIONS` is 64: the cast is exact.)
 #[allow(clippy::cast_possible_truncation)]
 const HTTP_BASE: u32 = PRESSURE - MAX_CONNECTIONS as u32;
+/// Value of `TimerKey::Proxy(0)`; `Proxy(key)` is `PROXY_BASE + key`, below [`HTTP_BASE`].
+/// (`MAX_PENDING` is 2^16: the cast is exact.)
+#[allow(clippy::cast_possible_truncation)]
+const PROXY_BASE: u32 = HTTP_BASE - MAX_PENDING as u32;
 /// Echo connections a reactor may hold: their slab keys are their timer values, below
-/// the metrics connections'. (`u32` into `usize`: the server's targets are 32 or 64 bits.)
-pub const MAX_CONNECTION_KEYS: usize = HTTP_BASE as usize;
+/// the pending PROXY connections'. (`u32` into `usize`: the server's targets are 32 or
+/// 64 bits.)
+pub const MAX_CONNECTION_KEYS: usize = PROXY_BASE as usize;
 
 impl TimerKey {
     /// The wheel's value for this key.
@@ -72,6 +82,13 @@ impl TimerKey {
                 let key = key as u32;
                 HTTP_BASE + key
             }
+            TimerKey::Proxy(key) => {
+                debug_assert!(key < MAX_PENDING, "pending PROXY connection key {key}");
+                // Bound: key < MAX_PENDING (2^16), the intake's cap.
+                #[allow(clippy::cast_possible_truncation)]
+                let key = key as u32;
+                PROXY_BASE + key
+            }
             TimerKey::AcceptResume => ACCEPT_RESUME,
             TimerKey::Stats => STATS,
             TimerKey::Shutdown => SHUTDOWN,
@@ -90,6 +107,7 @@ impl TimerKey {
             UPGRADE_DRAIN => TimerKey::UpgradeDrain,
             PRESSURE => TimerKey::Pressure,
             value if value >= HTTP_BASE => TimerKey::Http((value - HTTP_BASE) as usize),
+            value if value >= PROXY_BASE => TimerKey::Proxy((value - PROXY_BASE) as usize),
             value => TimerKey::Conn(value as usize),
         }
     }
@@ -110,6 +128,10 @@ mod tests {
             TimerKey::Conn(0),
             TimerKey::Conn(1),
             TimerKey::Http(0),
+            TimerKey::Http(MAX_CONNECTIONS - 1),
+            TimerKey::Proxy(0),
+            TimerKey::Proxy(MAX_PENDING - 1),
+            TimerKey::Conn(MAX_CONNECTION_KEYS - 1),
             TimerKey::AcceptResume,
             TimerKey::Stats,
             TimerKey::Shutdown,
@@ -122,10 +144,15 @@ mod tests {
 
     #[test]
     fn the_boundaries_round_trip() {
-        // The last connection key and the first metrics one are neighbours.
+        // The last connection key and the first pending PROXY one are neighbours, and the
+        // last of those and the first metrics one.
         round_trip(TimerKey::Conn(MAX_CONNECTION_KEYS - 1));
         assert_eq!(
             TimerKey::Conn(MAX_CONNECTION_KEYS - 1).to_value() + 1,
+            TimerKey::Proxy(0).to_value()
+        );
+        assert_eq!(
+            TimerKey::Proxy(MAX_PENDING - 1).to_value() + 1,
             TimerKey::Http(0).to_value()
         );
         // The last metrics key and the lowest server timer are neighbours.

@@ -15,7 +15,7 @@ use crate::util::*;
 
 /// Waits for the old process's "moved N connections" line; returns N.
 #[track_caller]
-fn wait_moved(server: &mut ServerProcess) -> usize {
+pub fn wait_moved(server: &mut ServerProcess) -> usize {
     let line = server.wait_for_line(|l| l.contains("upgrade: moved "));
     line.split("moved ")
         .nth(1)

@@ -18,6 +18,8 @@
 //! - `proxy_protocol`: `--proxy-protocol-from`: v1 and v2 headers, split, followed by
 //!   frames; every invalid header and a late one closed unanswered; `LOCAL`; a forged
 //!   header from an untrusted peer answered as frames; the real source under the limit
+//! - `proxy_haproxy`: behind a real HAProxy (`send-proxy-v2`, `send-proxy`): each real
+//!   client under the per-source limit; without the PROXY protocol, one host shuts all out
 //! - `memory`: what a peer can make the server hold; the buffer-memory budget
 //! - `metrics`: `serve --metrics` and `tabecho stats`: exact counters, every metric present
 //! - `metrics_http`: the endpoint on reactor 0's loop: keep-alive, `/ready`, every HTTP
@@ -51,6 +53,7 @@ mod metrics_http;
 mod per_source;
 mod process;
 mod protocol;
+mod proxy_haproxy;
 mod proxy_protocol;
 mod send;
 mod sizes;

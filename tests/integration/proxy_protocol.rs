@@ -244,3 +244,60 @@ fn the_real_source_is_what_the_per_source_limit_counts_two_reactors() {
     assert_eq!(stats.rejected_per_source, 1);
     assert_eq!(stats.proxy_headers.get(HeaderResult::Proxied), 5);
 }
+
+/// A connection through the trusted proxy (this test) for `client`, with one frame
+/// answered or refused: the reply, or the refusal line.
+fn open_for(addr: SocketAddr, client: SocketAddr) -> (TcpStream, Vec<u8>) {
+    let mut c = connect_from(PROXY, addr);
+    c.write_all(&[encode_v2(client, addr).as_slice(), b"p\t"].concat())
+        .expect("write");
+    let want = reply(b"p");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 128];
+    while got.len() < want.len() {
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    (c, got)
+}
+
+#[test]
+fn after_an_upgrade_the_moved_connections_keep_their_real_source() {
+    let mut server = ServerProcess::spawn(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--proxy-protocol-from",
+        "127.0.0.1",
+        "--max-connections-per-source",
+        "2",
+        "--idle-timeout",
+        "30s",
+    ]);
+    let addr = server.tcp();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let (c, got) = open_for(addr, client(7));
+        assert_eq!(got, reply(b"p"), "served before the upgrade");
+        held.push(c);
+    }
+    server.signal("USR2");
+    let _new = crate::upgrade::wait_handover(&mut server);
+    assert_eq!(crate::handover::wait_moved(&mut server), 2);
+    // The old process is gone once what it held has moved.
+    assert_eq!(server.wait_exit().0.code(), Some(0));
+    for c in &mut held {
+        round_trip(c, b"moved");
+    }
+    // The new process counts the moved ones under their real source: the limit holds...
+    let (_third, got) = open_for(addr, client(7));
+    assert!(
+        !got.is_empty() && PER_SOURCE_LINE.starts_with(&got),
+        "a third from the same client is refused: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    // ...and another client, through the same proxy, is served.
+    let (_other, got) = open_for(addr, client(8));
+    assert_eq!(got, reply(b"p"), "another client is served");
+}

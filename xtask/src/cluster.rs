@@ -647,6 +647,9 @@ fn start_instance(bin: &Path, ns: &str, i: usize, out: &Path) -> Result<ServerPr
             &instance_addr(i),
             "--idle-timeout",
             "10s",
+            // HAProxy (deploy/haproxy.cfg) sends a PROXY v2 header on each connection.
+            "--proxy-protocol-from",
+            &format!("{SUBNET}.10"),
         ])
         .arg("--summary-json")
         .arg(out.join(format!("tabecho{}.json", i + 1)));

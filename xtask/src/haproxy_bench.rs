@@ -54,7 +54,10 @@ struct Closed {
 
 fn load(bin: &Path, addr: SocketAddr, args: &[&str]) -> Result<LoadReport, String> {
     let conns = CONNS.to_string();
-    let all: Vec<&str> = ["-t", "1", "-c", conns.as_str()]
+    // The server trusts 127.0.0.1, HAProxy's address, to send PROXY headers
+    // (deploy/haproxy.cfg's send-proxy-v2); the load comes from another address, so its
+    // direct connections are plain clients.
+    let all: Vec<&str> = ["-t", "1", "-c", conns.as_str(), "--source", "127.0.0.2"]
         .into_iter()
         .chain(args.iter().copied())
         .collect();
@@ -73,7 +76,16 @@ pub fn run(a: HaproxyBenchArgs) -> Outcome {
         Ok(o) => o,
         Err(e) => return Outcome::CannotRun(e),
     };
-    let server = match EchoServer::tabecho(&[], &bin, &["--idle-timeout", "60s"]) {
+    let server = match EchoServer::tabecho(
+        &[],
+        &bin,
+        &[
+            "--idle-timeout",
+            "60s",
+            "--proxy-protocol-from",
+            "127.0.0.1",
+        ],
+    ) {
         Ok(s) => s,
         Err(e) => return Outcome::CannotRun(e),
     };

@@ -511,7 +511,11 @@ impl Connection {
     fn answer(&mut self, input: &[u8], cx: &mut Context) -> Result<(), CloseReason> {
         let tracing = log::log_enabled!(log::Level::Trace);
         let peer = if tracing {
-            self.stream.peer_name()
+            use std::os::fd::AsRawFd;
+            match super::client_names::get(self.stream.as_raw_fd()) {
+                Some(client) => format!("{client} via {}", self.stream.peer_name()),
+                None => self.stream.peer_name(),
+            }
         } else {
             String::new()
         };

@@ -34,6 +34,7 @@
 // operator-given durations must not wrap.
 #![warn(clippy::cast_possible_truncation)]
 
+mod client_names;
 mod connection;
 mod deal;
 mod handover;

@@ -301,3 +301,28 @@ fn after_an_upgrade_the_moved_connections_keep_their_real_source() {
     let (_other, got) = open_for(addr, client(8));
     assert_eq!(got, reply(b"p"), "another client is served");
 }
+
+#[test]
+fn logs_name_the_real_client_and_the_proxy_it_came_through() {
+    let mut server = ServerProcess::spawn_logging(
+        "trace",
+        "",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--proxy-protocol-from",
+            "127.0.0.1",
+        ],
+    );
+    let addr = server.tcp();
+    let (mut c, got) = open_for(addr, client(9));
+    assert_eq!(got, reply(b"p"));
+    round_trip(&mut c, b"traced");
+    let header = server.wait_for_line(|l| l.contains("PROXY header: 192.0.2.9:40009 via"));
+    assert!(header.contains("127.0.0.1:"), "{header}");
+    let trace = server.wait_for_line(|l| l.contains("client: ") && l.contains("traced"));
+    assert!(
+        trace.contains("client: 192.0.2.9:40009 via 127.0.0.1:"),
+        "the trace line names the client and the proxy: {trace}"
+    );
+}

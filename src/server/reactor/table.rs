@@ -18,6 +18,9 @@ use std::net::SocketAddr;
 
 use slab::Slab;
 
+use std::os::fd::AsRawFd;
+
+use crate::server::client_names;
 use crate::server::connection::Connection;
 use crate::server::source::Source;
 use crate::stream::Stream;
@@ -128,6 +131,9 @@ impl ConnectionTable {
         let conn = self.slab.try_remove(key)?;
         let source = self.sources.get_mut(key).and_then(Option::take);
         let client = self.clients.get_mut(key).and_then(Option::take);
+        if client.is_some() {
+            client_names::forget(conn.stream().as_raw_fd());
+        }
         Some((conn, Admission { source, client }))
     }
 
@@ -141,6 +147,9 @@ impl ConnectionTable {
             self.clients.resize(key + 1, None);
         }
         self.clients[key] = client;
+        if let (Some(client), Some(conn)) = (client, self.slab.get(key)) {
+            client_names::record(conn.stream().as_raw_fd(), client);
+        }
     }
 
     /// The IPv6 prefix length sources are counted by; `None` without a per-source limit.

@@ -326,3 +326,30 @@ fn logs_name_the_real_client_and_the_proxy_it_came_through() {
         "the trace line names the client and the proxy: {trace}"
     );
 }
+
+/// `tabecho load --proxy-header v2 --proxy-source 10.9.0.0/24` acts as 50 clients behind
+/// one balancer: with a limit of one connection per source, every one is served and
+/// verified; named as one source, all but one would be refused.
+#[test]
+fn the_load_generator_acts_as_many_clients_behind_a_balancer() {
+    use tabecho::addr::ListenAddr;
+    use tabecho::load::{LoadOptions, ProxyHeaders, ProxyVersion};
+    let server = server(Some(1), Duration::from_secs(3));
+    let mut options = LoadOptions::new(ListenAddr::Tcp(server.tcp()));
+    options.connections = 50;
+    options.threads = 2;
+    options.pipeline = 4;
+    options.frames_per_connection = Some(40);
+    options.duration = WAIT;
+    options.drain = Duration::from_secs(2);
+    options.proxy = Some(ProxyHeaders::new(
+        ProxyVersion::V2,
+        "10.9.0.0/24".parse().unwrap(),
+    ));
+    let report = run_load(&options);
+    assert!(report.verified(), "{}", report.to_text());
+    assert_eq!(report.frames_answered, 50 * 40);
+    let stats = server.stop();
+    assert_eq!(stats.rejected_per_source, 0);
+    assert_eq!(stats.proxy_headers.get(HeaderResult::Proxied), 50);
+}

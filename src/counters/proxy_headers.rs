@@ -18,17 +18,20 @@ pub enum HeaderResult {
     Closed,
     /// A shutdown began before its whole header: closed.
     Shutdown,
+    /// The buffer budget had no room for its header's bytes: closed.
+    MemoryBudget,
     /// An invalid header: closed at once, unanswered.
     Invalid(Invalid),
 }
 
 /// Results that are not an [`Invalid`] kind, in label order.
-const OUTCOMES: [HeaderResult; 5] = [
+const OUTCOMES: [HeaderResult; 6] = [
     HeaderResult::Proxied,
     HeaderResult::Local,
     HeaderResult::Timeout,
     HeaderResult::Closed,
     HeaderResult::Shutdown,
+    HeaderResult::MemoryBudget,
 ];
 
 /// Every result: the outcomes, then each invalid kind.
@@ -43,6 +46,7 @@ impl HeaderResult {
             HeaderResult::Timeout => "timeout",
             HeaderResult::Closed => "closed",
             HeaderResult::Shutdown => "shutdown",
+            HeaderResult::MemoryBudget => "memory_budget",
             HeaderResult::Invalid(invalid) => invalid.as_str(),
         }
     }

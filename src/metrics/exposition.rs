@@ -144,8 +144,8 @@ impl Collector for ReactorsCollector {
         let mut headers = encoder.encode_descriptor(
             "proxy_headers",
             "PROXY protocol headers from trusted peers (--proxy-protocol-from), by result: \
-             proxied, local (served as the proxy), timeout, closed, or the kind of invalid \
-             header (closed unanswered)",
+             proxied, local (served as the proxy), timeout, closed, shutdown, memory_budget, \
+             or the kind of invalid header (closed unanswered)",
             None,
             MetricType::Counter,
         )?;

@@ -107,6 +107,12 @@ impl Reactor {
     /// Takes a connection from a trusted peer, admitted under the global limit: it waits
     /// for its header (read at once: it may have come with the connection).
     pub(super) fn take_in_proxied(&mut self, mut stream: Stream) {
+        if self.life.state.closes_arrivals() {
+            // Dealt just before the shutdown began: nothing is owed to it yet.
+            self.cx.stats.proxy_headers.count(HeaderResult::Shutdown);
+            self.shared.release(None);
+            return;
+        }
         let intake = &mut self.acceptor.intake;
         if intake.pending.len() >= MAX_PENDING {
             debug!(
@@ -142,8 +148,16 @@ impl Reactor {
     /// Reads pending connection `key`'s header as far as it has come.
     pub(super) fn on_proxy_event(&mut self, key: usize) {
         loop {
-            let Some(pending) = self.acceptor.intake.pending.get_mut(key) else {
+            if !self.acceptor.intake.pending.contains(key) {
                 return; // closed earlier in this turn
+            }
+            // Room for a whole header under the lease, as for a connection's I/O (the
+            // headroom kept free is one connection's worst case, far above a header).
+            if !self.budget.make_room() {
+                return self.end_pending(key, HeaderResult::MemoryBudget);
+            }
+            let Some(pending) = self.acceptor.intake.pending.get_mut(key) else {
+                return;
             };
             // At most what a header may still need: what follows stays in the socket.
             let want = MAX_HEADER_LEN - pending.held.len();

@@ -66,7 +66,7 @@ impl Source {
         match (stream, peer) {
             (Stream::Tcp(_), Some(addr)) => Ok(Source::of_addr(addr, prefix_len_v6)),
             (Stream::Tcp(s), None) => s.peer_addr().map(|a| Source::of_addr(a, prefix_len_v6)),
-            (Stream::Unix(s), _) => peer_uid(s).map(Source::Uid),
+            (Stream::Unix(s), _) => crate::unix_peer::peer_uid(s).map(Source::Uid),
         }
     }
 }
@@ -83,31 +83,6 @@ impl fmt::Display for Source {
             Source::Uid(uid) => write!(f, "uid {uid}"),
         }
     }
-}
-
-/// The uid of the process at the other end of a Unix stream socket, as it was when it
-/// connected: SO_PEERCRED on Linux and Android (unix(7)), by rustix's safe wrapper.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn peer_uid(stream: &mio::net::UnixStream) -> io::Result<u32> {
-    let cred = rustix::net::sockopt::socket_peercred(stream)?;
-    Ok(cred.uid.as_raw())
-}
-
-/// The uid of the process at the other end of a Unix stream socket: getpeereid(3) on the
-/// BSDs and macOS (they have no SO_PEERCRED; rustix does not wrap getpeereid).
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn peer_uid(stream: &mio::net::UnixStream) -> io::Result<u32> {
-    use std::os::fd::AsRawFd;
-    let mut uid: libc::uid_t = 0;
-    let mut gid: libc::gid_t = 0;
-    // SAFETY: the descriptor is a live socket owned by `stream` for the whole call, and
-    // `uid` and `gid` are valid, writable, properly aligned locals of the types
-    // getpeereid(3) writes.
-    let rc = unsafe { libc::getpeereid(stream.as_raw_fd(), &mut uid, &mut gid) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(uid)
 }
 
 #[cfg(test)]

@@ -313,16 +313,8 @@ impl Model {
         let inbox = std::mem::take(&mut self.r[i].inbox);
         self.take(i, inbox);
         for _ in 0..20 {
-            let r = &self.r[i];
-            let seen = Seen {
-                server: self.server,
-                move_offered: self.mover_offered,
-                sending: r.sending,
-                dealt_all: i == 0 || self.dealing_over || self.server.shutdown != Shutdown::None,
-                empty: r.held == 0,
-                last_to_end: i != 0 || self.running() <= 1,
-            };
-            let Some(step) = r.lc.next(&seen) else {
+            let seen = self.seen(i);
+            let Some(step) = self.r[i].lc.next(&seen) else {
                 break;
             };
             self.perform(i, step);

@@ -353,3 +353,55 @@ fn the_load_generator_acts_as_many_clients_behind_a_balancer() {
     assert_eq!(stats.rejected_per_source, 0);
     assert_eq!(stats.proxy_headers.get(HeaderResult::Proxied), 50);
 }
+
+/// An IPv6 client a header names is keyed by `--source-prefix-v6` (default 64), as a
+/// direct one is: two hosts of one /64 share a source, another /64 is another.
+#[test]
+fn an_ipv6_client_through_the_proxy_is_keyed_by_its_prefix() {
+    let server = server(Some(1), Duration::from_secs(3));
+    let addr = server.tcp();
+    let host = |net: u16, host: u16| SocketAddr::from(([0x2001, 0xdb8, 0, net, 0, 0, 0, host], 1));
+    let (_first, got) = open_for(addr, host(1, 1));
+    assert_eq!(got, reply(b"p"), "served");
+    let (_same_net, got) = open_for(addr, host(1, 2));
+    assert!(
+        !got.is_empty() && PER_SOURCE_LINE.starts_with(&got),
+        "another host of the same /64 counts as the same source: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    let (_other_net, got) = open_for(addr, host(2, 1));
+    assert_eq!(got, reply(b"p"), "another /64 is served");
+}
+
+/// `unix` trusts every peer on a Unix socket (HAProxy's `server ... unix@PATH
+/// send-proxy-v2`); without it, a Unix peer's header is frame bytes.
+#[test]
+fn unix_trusts_peers_on_a_unix_socket() {
+    use std::os::unix::net::UnixStream;
+    use tabecho::addr::ListenAddr;
+    for trusted in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tabecho.sock");
+        let server = TestServer::start_with(|c| {
+            c.listen = ListenAddr::Unix(path.clone());
+            let list = if trusted { "unix" } else { "127.0.0.1" };
+            c.proxy_protocol_from = Some(list.parse().expect("trust list"));
+        });
+        let mut c = UnixStream::connect(&path).unwrap();
+        c.set_read_timeout(Some(WAIT)).unwrap();
+        let header = encode_v1(client(10), SocketAddr::from(([192, 0, 2, 1], 8085)));
+        c.write_all(&[header.as_slice(), b"hi\t"].concat()).unwrap();
+        let want = if trusted {
+            reply(b"hi")
+        } else {
+            reply(&[header.as_slice(), b"hi"].concat())
+        };
+        assert_eq!(read_n(&mut c, want.len()), want, "trusted: {trusted}");
+        drop(c);
+        let stats = server.stop();
+        assert_eq!(
+            stats.proxy_headers.get(HeaderResult::Proxied),
+            u64::from(trusted)
+        );
+    }
+}

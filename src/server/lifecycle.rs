@@ -217,7 +217,9 @@ pub struct Seen {
     /// This reactor holds no connection.
     pub empty: bool,
     /// No reactor waits for this one to end: it is not the one that hears the signals, or
-    /// it is the last running.
+    /// it is the last running. The one that hears them ends last, so a second signal (or
+    /// a SIGTERM during an upgrade's drain) is heard while any reactor still drains; the
+    /// others wake it as they end.
     pub last_to_end: bool,
 }
 

@@ -226,6 +226,16 @@ impl Shared {
     /// PROXY header): the global limit only; [`Shared::admit_source`] counts its source
     /// once the header names it, and [`Shared::release`] releases both.
     pub fn admit_unsourced(&self) -> Result<(), Refusal> {
+        if let Some(table) = &self.per_source {
+            // As `admit` does with a per-source limit: checked and counted under the lock,
+            // so no count raised for a moment refuses another admission that fits.
+            let _table = lock(table);
+            if self.open.load(Ordering::Acquire) >= self.max_connections {
+                return Err(Refusal::Global);
+            }
+            self.open.fetch_add(1, Ordering::AcqRel);
+            return Ok(());
+        }
         let before = self.open.fetch_add(1, Ordering::AcqRel);
         if before >= self.max_connections {
             self.open.fetch_sub(1, Ordering::AcqRel);
@@ -453,6 +463,34 @@ mod tests {
         shared.release(a.as_ref());
         shared.release(a.as_ref());
         shared.release(b.as_ref());
+        assert_eq!((shared.connections_open(), shared.sources_open()), (0, 0));
+    }
+
+    #[test]
+    fn a_proxied_admission_counts_globally_first_and_its_source_once_named() {
+        let a = Some(Source::V4(Ipv4Addr::new(192, 0, 2, 1)));
+        let now = Instant::now();
+        let shared = Shared::new(3, Some(1), 0);
+        // Two connections from a trusted proxy, their headers not read yet.
+        assert_eq!(shared.admit_unsourced(), Ok(()));
+        assert_eq!(shared.admit_unsourced(), Ok(()));
+        assert_eq!((shared.connections_open(), shared.sources_open()), (2, 0));
+        // Both headers name the same client: the second is over its limit, and its
+        // global slot is the caller's to release.
+        assert_eq!(shared.admit_source(a, now), Ok(()));
+        assert!(matches!(
+            shared.admit_source(a, now),
+            Err(Refusal::PerSource { .. })
+        ));
+        shared.release(None);
+        assert_eq!((shared.connections_open(), shared.sources_open()), (1, 1));
+        // The global limit holds for unsourced admissions too.
+        assert_eq!(shared.admit_unsourced(), Ok(()));
+        assert_eq!(shared.admit_unsourced(), Ok(()));
+        assert_eq!(shared.admit_unsourced(), Err(Refusal::Global));
+        shared.release(None);
+        shared.release(None);
+        shared.release(a.as_ref());
         assert_eq!((shared.connections_open(), shared.sources_open()), (0, 0));
     }
 

@@ -1,6 +1,7 @@
 //! The connection table: a reactor's connections by slab key, the source each was admitted
-//! under, and the lists of those to serve again without a new event (the ready list, and
-//! those that waited for room under the buffer budget).
+//! under and the real client a PROXY header named, and the lists of those to serve again
+//! without a new event (the ready list, and those that waited for room under the buffer
+//! budget).
 //!
 //! # Invariants
 //! - With a per-source limit, `sources[key]` is always the source the connection in slot
@@ -9,16 +10,19 @@
 //!   admission counted ([`ConnectionTable::all_released`] checks it when the loop ends).
 //!   Kept beside the slab, not in `Connection`, so a connection stays small and a server
 //!   without the limit pays nothing (`sources` stays empty).
+//! - `clients[key]` is always the real client a PROXY header named for the connection in
+//!   slot `key`, or `None` (no header, `LOCAL`, or a vacant slot): set after the insert,
+//!   taken by the remove, like the source. With trace logging on, the same client is
+//!   recorded by descriptor for the connection's trace lines (`server::client_names`).
 //! - Ready-list and waiting entries are keys, and may be stale: one for a key closed
 //!   earlier in the turn finds the slot vacant (skipped) or reused (one spurious read
 //!   that returns WouldBlock).
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 
 use slab::Slab;
-
-use std::os::fd::AsRawFd;
 
 use crate::server::client_names;
 use crate::server::connection::Connection;

@@ -200,12 +200,7 @@ impl Shared {
                 self.per_source.is_none() || source.is_some(),
                 "a per-source limit is set but no source was given"
             );
-            let before = self.open.fetch_add(1, Ordering::AcqRel);
-            if before >= self.max_connections {
-                self.open.fetch_sub(1, Ordering::AcqRel);
-                return Err(Refusal::Global);
-            }
-            return Ok(());
+            return self.take_slot_unlocked();
         };
         // With a per-source limit every admission holds the table's lock, so both limits
         // are checked and both counts taken in one step: no count raised for a moment by
@@ -236,6 +231,13 @@ impl Shared {
             self.open.fetch_add(1, Ordering::AcqRel);
             return Ok(());
         }
+        self.take_slot_unlocked()
+    }
+
+    /// Takes a slot under `--max-connections` without a per-source limit: raised, and
+    /// undone at once if that passed the limit (no admission checks the count under a lock
+    /// then, so a raise undone misleads none).
+    fn take_slot_unlocked(&self) -> Result<(), Refusal> {
         let before = self.open.fetch_add(1, Ordering::AcqRel);
         if before >= self.max_connections {
             self.open.fetch_sub(1, Ordering::AcqRel);

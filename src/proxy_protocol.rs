@@ -174,14 +174,29 @@ fn matches_signature(buf: &[u8], signature: &[u8]) -> Option<bool> {
     (buf[..n] == signature[..n]).then_some(n == signature.len())
 }
 
+/// What the parser's test modules share.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+pub(crate) mod test_util {
+    use super::ProxyHeader;
+    use std::net::SocketAddr;
 
-    fn sock(s: &str) -> SocketAddr {
+    pub(crate) fn sock(s: &str) -> SocketAddr {
         s.parse().unwrap()
     }
+
+    pub(crate) fn proxied(src: &str, dst: &str) -> ProxyHeader {
+        ProxyHeader::Proxied {
+            source: sock(src),
+            destination: sock(dst),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_util::sock;
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
     /// The verdicts of every prefix of `bytes`, `[..0]` to `[..=len]`.
     fn verdicts(bytes: &[u8]) -> Vec<Parsed> {

@@ -275,17 +275,7 @@ pub(super) fn as_v6(ip: IpAddr) -> Ipv6Addr {
 mod tests {
     use super::*;
     use crate::proxy_protocol::parse;
-
-    fn sock(s: &str) -> SocketAddr {
-        s.parse().unwrap()
-    }
-
-    fn proxied(src: &str, dst: &str) -> ProxyHeader {
-        ProxyHeader::Proxied {
-            source: sock(src),
-            destination: sock(dst),
-        }
-    }
+    use crate::proxy_protocol::test_util::{proxied, sock};
 
     #[track_caller]
     fn complete(line: &[u8]) -> ProxyHeader {

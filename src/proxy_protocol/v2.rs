@@ -284,17 +284,7 @@ pub fn encode_v2_with(header: &ProxyHeader, tlvs: &[Tlv<'_>], crc: bool) -> Vec<
 mod tests {
     use super::*;
     use crate::proxy_protocol::parse;
-
-    fn sock(s: &str) -> SocketAddr {
-        s.parse().unwrap()
-    }
-
-    fn proxied(src: &str, dst: &str) -> ProxyHeader {
-        ProxyHeader::Proxied {
-            source: sock(src),
-            destination: sock(dst),
-        }
-    }
+    use crate::proxy_protocol::test_util::proxied;
 
     /// A v2 head with the given version/command and family bytes and `len`.
     fn head(version_command: u8, family: u8, len: u16) -> Vec<u8> {

@@ -36,7 +36,7 @@ use slab::Slab;
 
 use super::{Reactor, TimerKey};
 use crate::counters::Snapshot;
-use crate::metrics::http::{
+use crate::http::{
     Expired, HttpClose, HttpConn, Next, Request, Route, Status, MAX_RESPONSE_HEAD, TEXT,
     TOO_MANY_CONNECTIONS,
 };
@@ -303,7 +303,7 @@ impl Reactor {
             debug!("metrics: open {peer} as {key}");
             entry.insert(HttpSlot {
                 stream,
-                conn: HttpConn::new(self.cx.now_us),
+                conn: HttpConn::new(crate::http::Site::Metrics, self.cx.now_us),
                 timer: TimerId::NONE,
                 armed_us: 0,
                 charged: 0,
@@ -365,6 +365,7 @@ impl Reactor {
                 };
                 self.respond_http(ep, key, status, TEXT, body);
             }
+            Route::Admin => {} // not of this site: parse routes metrics requests only
             Route::Metrics if ep.siblings.is_empty() => {
                 let page = exposition::encode(&[self.own_snapshot()]);
                 self.respond_page(ep, key, page);

@@ -11,7 +11,7 @@
 //!   caps `max_connections` below it (server/mod.rs), so its timer value never reaches the
 //!   metrics connections' range.
 
-use crate::metrics::MAX_CONNECTIONS;
+use crate::http::MAX_CONNECTIONS;
 
 /// What a timer is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -221,8 +221,9 @@ impl Connection {
 
     /// Takes the connection apart for an upgrade's hand-over: its socket, untouched (not
     /// shut, not reset), and its state, idle for the time since its last progress at
-    /// `now_us`. The caller has taken its timer and its charges back.
-    pub fn export(self, now_us: u64) -> (Stream, ConnState) {
+    /// `now_us`, with the `id` and `age_us` the reactor's table keeps for it. The caller
+    /// has taken its timer and its charges back.
+    pub fn export(self, now_us: u64, id: u64, age_us: u64) -> (Stream, ConnState) {
         let pending = self.output[self.sent as usize..].to_vec();
         let (decoder, decoder_held) = self.decoder.into_parts();
         let kind = match self.stream {
@@ -240,6 +241,8 @@ impl Connection {
             read_paused: self.read_paused,
             write_shut: self.write_shut,
             hangup_seen: self.hangup_seen,
+            id,
+            age_us,
         };
         (self.stream, state)
     }
@@ -248,7 +251,8 @@ impl Connection {
     /// stopped: its last progress was `idle_for_us` before `now_us` (or at the clock's
     /// start, if that is earlier). Its timer is not armed yet: the reactor arms it once the
     /// connection has its key ([`Connection::set_timer`]), and charges its buffers (and its
-    /// kernel queues, if it [`is_stalled`](Self::is_stalled)).
+    /// kernel queues, if it [`is_stalled`](Self::is_stalled)); its id and age are the
+    /// table's.
     pub fn adopt(stream: Stream, state: ConnState, now_us: u64) -> Self {
         let ConnState {
             kind: _,
@@ -261,6 +265,8 @@ impl Connection {
             read_paused,
             write_shut,
             hangup_seen,
+            id: _,
+            age_us: _,
         } = state;
         Connection {
             stream,

@@ -222,6 +222,8 @@ mod tests {
             read_paused: false,
             write_shut: false,
             hangup_seen: false,
+            id: n as u64 + 1,
+            age_us: 10 * n as u64,
         }
     }
 

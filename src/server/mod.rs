@@ -34,6 +34,7 @@
 // operator-given durations must not wrap.
 #![warn(clippy::cast_possible_truncation)]
 
+mod conn_id;
 mod connection;
 mod deal;
 mod handover;
@@ -57,6 +58,7 @@ use std::time::Duration;
 use log::{info, warn};
 
 pub use crate::counters::{CloseReason, Snapshot, Stats, TurnHistogram, TURN_BUCKET_BOUNDS_US};
+pub use conn_id::{base_from_env as connection_id_base_from_env, ID_BASE_ENV};
 pub use handover::Adopter;
 #[cfg(feature = "fault-injection")]
 pub use handover::FAULT_ENV as HANDOVER_FAULT_ENV;
@@ -107,6 +109,9 @@ pub struct Server {
     shutdown_grace: Duration,
     /// A duplicate of the metrics listener, once served: what an upgrade hands over.
     metrics_fd: Option<std::os::fd::OwnedFd>,
+    /// The base of this process's connection ids (`conn_id`): 0, or what the process it
+    /// upgrades gave it. An upgrade gives the next process the next base.
+    connection_id_base: u64,
 }
 
 impl Server {
@@ -277,6 +282,7 @@ impl Server {
             stats_interval: config.stats_interval,
             shutdown_grace: config.shutdown_grace,
             metrics_fd: None,
+            connection_id_base: 0,
         })
     }
 
@@ -293,6 +299,16 @@ impl Server {
     /// The number of reactors.
     pub fn threads(&self) -> usize {
         self.reactors.len()
+    }
+
+    /// Numbers the connections from `base` on (`server::conn_id`): what the process this
+    /// one upgrades gave it ([`connection_id_base_from_env`]), so that no id of its
+    /// lineage is given twice. Before [`Server::run`].
+    pub fn set_connection_id_base(&mut self, base: u64) {
+        self.connection_id_base = base;
+        for reactor in &mut self.reactors {
+            reactor.set_connection_id_base(base);
+        }
     }
 
     /// A handle that starts the graceful shutdown from another thread.
@@ -355,8 +371,17 @@ impl Server {
         let fds = std::mem::take(&mut self.listener_fds);
         let metrics = self.metrics_fd.take();
         let grace = self.shutdown_grace;
-        let upgrader = upgrade
-            .map(|relaunch| Upgrader::new(relaunch, fds, metrics, grace, self.shared.clone()));
+        let next_id_base = conn_id::next_base(self.connection_id_base);
+        let upgrader = upgrade.map(|relaunch| {
+            Upgrader::new(
+                relaunch,
+                fds,
+                metrics,
+                grace,
+                next_id_base,
+                self.shared.clone(),
+            )
+        });
         self.reactors[0].handle_signals(upgrader)
     }
 

@@ -88,6 +88,7 @@ use std::time::Duration;
 use log::{debug, warn};
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::conn_id::ConnIds;
 use super::connection::{Connection, Context, Limits, Next};
 use super::deal::{Dealer, Inbox};
 use super::handover::Moved;
@@ -106,7 +107,7 @@ use crate::size::Size;
 use crate::stream::Stream;
 use crate::timer_wheel::TimerId;
 use metrics_listener::{MetricsEndpoint, HTTP_TOKENS, METRICS_LISTENER};
-use table::ConnectionTable;
+use table::{ConnectionTable, Opened};
 use timer_key::TimerKey;
 pub use timer_key::MAX_CONNECTION_KEYS;
 use timers::Timers;
@@ -228,6 +229,7 @@ impl Reactor {
                 config
                     .max_connections_per_source
                     .map(|_| config.source_prefix_v6),
+                ConnIds::new(0, id, of),
             ),
             timers: Timers::new(
                 config.idle_timeout,
@@ -265,6 +267,13 @@ impl Reactor {
     /// Makes this reactor deal the connections it accepts over the server's reactors.
     pub fn set_dealer(&mut self, dealer: Dealer) {
         self.acceptor.set_dealer(dealer);
+    }
+
+    /// Numbers this reactor's connections from `base` (an upgrade's new process gets a base
+    /// of its own: `server::conn_id`). Before it runs.
+    pub fn set_connection_id_base(&mut self, base: u64) {
+        self.table
+            .set_ids(ConnIds::new(base, self.id.index, self.id.of));
     }
 
     /// This reactor's waker: what a shutdown, a snapshot request or a dealt connection wakes.
@@ -496,20 +505,22 @@ impl Reactor {
     /// not be registered (then it is closed and released).
     fn add_connection(&mut self, stream: Stream, source: Option<Source>) -> Option<usize> {
         let now_us = self.cx.now_us;
-        let key = self.insert_connection(stream, source, |s| Connection::new(s, now_us))?;
+        let opened = self.table.open_now(now_us);
+        let key = self.insert_connection(stream, source, opened, |s| Connection::new(s, now_us))?;
         self.cx.stats.accepted += 1;
         Some(key)
     }
 
-    /// Registers `stream`, admitted from `source`, as the connection `make` builds (a new
-    /// one, or one moved in with its state), records its source, charges its buffers, and
-    /// arms its one timer: its linger deadline if it is closing, else its idle deadline
-    /// from its last progress. Returns its key, or `None` if it could not be registered
-    /// (then it is closed and its admission released).
+    /// Registers `stream`, admitted from `source` and opened as `opened` says, as the
+    /// connection `make` builds (a new one, or one moved in with its state), records its
+    /// source, charges its buffers, and arms its one timer: its linger deadline if it is
+    /// closing, else its idle deadline from its last progress. Returns its key, or `None`
+    /// if it could not be registered (then it is closed and its admission released).
     fn insert_connection(
         &mut self,
         mut stream: Stream,
         source: Option<Source>,
+        opened: Opened,
         make: impl FnOnce(Stream) -> Connection,
     ) -> Option<usize> {
         let key = self.table.vacant_key();
@@ -525,7 +536,7 @@ impl Reactor {
         if log::log_enabled!(log::Level::Debug) {
             debug!("open {} as {key}", stream.peer_name());
         }
-        let (key, conn) = self.table.insert(make(stream), source);
+        let (key, conn) = self.table.insert(make(stream), source, opened);
         let deadline_us = match conn.closing() {
             Some(reason) => self.timers.linger_deadline(self.cx.now_us, reason),
             None => self.timers.idle_deadline(conn.last_progress_us()),

@@ -124,17 +124,21 @@ pub struct Upgrader {
     metrics: Option<OwnedFd>,
     /// How long a hand-over may take (`--shutdown-grace`).
     grace: Duration,
+    /// The base of the new process's connection ids (`conn_id::ID_BASE_ENV`).
+    next_id_base: u64,
     shared: Arc<Shared>,
 }
 
 impl Upgrader {
     /// An upgrader handing `sockets` (duplicates of the listeners) and `metrics` (of the
-    /// metrics listener) over when asked, and the connections within `grace`.
+    /// metrics listener) over when asked, and the connections within `grace`; the new
+    /// process numbers its connections from `next_id_base`.
     pub fn new(
         relaunch: Relaunch,
         sockets: Vec<OwnedFd>,
         metrics: Option<OwnedFd>,
         grace: Duration,
+        next_id_base: u64,
         shared: Arc<Shared>,
     ) -> Upgrader {
         Upgrader {
@@ -142,6 +146,7 @@ impl Upgrader {
             sockets,
             metrics,
             grace,
+            next_id_base,
             shared,
         }
     }
@@ -161,38 +166,41 @@ impl Upgrader {
         let relaunch = self.relaunch.clone();
         let shared = self.shared.clone();
         let grace = self.grace;
+        let next_id_base = self.next_id_base;
         let started = sockets.and_then(|sockets| {
             let metrics = metrics?;
             thread::Builder::new()
                 .name("upgrade".into())
-                .spawn(move || match upgrade(&relaunch, sockets, metrics) {
-                    Ok((child, Some((channel, room)))) => {
-                        let pid = child.id();
-                        // The state first, then the line: a SIGUSR2 after the line must
-                        // meet the move (the tests and operators act on the line).
-                        let (to_mover, from_reactors) = mpsc::channel();
-                        shared.begin_move(to_mover);
-                        info!("upgrade: PID {pid} serves now; moving the connections to it");
-                        let reactors = shared.reactors();
-                        Mover::new(channel, room, shared, grace).run(
-                            from_reactors,
-                            reactors,
-                            child,
-                        );
-                    }
-                    Ok((child, None)) => {
-                        let pid = child.id();
-                        shared.begin_upgrade_drain();
-                        info!(
-                            "upgrade: PID {pid} serves now; it does not take connections \
+                .spawn(
+                    move || match upgrade(&relaunch, sockets, metrics, next_id_base) {
+                        Ok((child, Some((channel, room)))) => {
+                            let pid = child.id();
+                            // The state first, then the line: a SIGUSR2 after the line must
+                            // meet the move (the tests and operators act on the line).
+                            let (to_mover, from_reactors) = mpsc::channel();
+                            shared.begin_move(to_mover);
+                            info!("upgrade: PID {pid} serves now; moving the connections to it");
+                            let reactors = shared.reactors();
+                            Mover::new(channel, room, shared, grace).run(
+                                from_reactors,
+                                reactors,
+                                child,
+                            );
+                        }
+                        Ok((child, None)) => {
+                            let pid = child.id();
+                            shared.begin_upgrade_drain();
+                            info!(
+                                "upgrade: PID {pid} serves now; it does not take connections \
                              (an older version?): draining"
-                        );
-                    }
-                    Err(e) => {
-                        warn!("upgrade failed: {e}; still serving");
-                        shared.upgrade_failed();
-                    }
-                })
+                            );
+                        }
+                        Err(e) => {
+                            warn!("upgrade failed: {e}; still serving");
+                            shared.upgrade_failed();
+                        }
+                    },
+                )
         });
         if let Err(e) = started {
             warn!("upgrade failed: {e}; still serving");
@@ -201,13 +209,15 @@ impl Upgrader {
     }
 }
 
-/// Starts the new process on `sockets` (and the metrics listener) and waits for its
-/// `READY=1`; returns it, and the hand-over's channel with the new process's room
-/// if it speaks our hand-over version; or why not (then it has been killed and reaped).
+/// Starts the new process on `sockets` (and the metrics listener), its connection ids
+/// from `next_id_base`, and waits for its `READY=1`; returns it, and the hand-over's
+/// channel with the new process's room if it speaks our hand-over version; or why not
+/// (then it has been killed and reaped).
 fn upgrade(
     relaunch: &Relaunch,
     sockets: Vec<OwnedFd>,
     metrics: Option<OwnedFd>,
+    next_id_base: u64,
 ) -> io::Result<(Child, Option<(UnixStream, usize)>)> {
     let dir = tempfile::Builder::new()
         .prefix("tabecho-upgrade-")
@@ -244,6 +254,7 @@ fn upgrade(
         .env("LISTEN_FDNAMES", names.join(":"))
         .env("NOTIFY_SOCKET", &notify_path)
         .env(UPGRADED_FROM_ENV, std::process::id().to_string())
+        .env(super::conn_id::ID_BASE_ENV, next_id_base.to_string())
         .env_remove(crate::systemd::SERVICE_NOTIFY_SOCKET_ENV)
         .fd_mappings(mappings)
         .map_err(io::Error::other)?;

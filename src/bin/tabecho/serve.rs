@@ -278,6 +278,9 @@ pub fn run(args: ServeArgs) -> ExitCode {
     let Some((mut server, upgraded_from, passed)) = bind(args.listen.is_none(), config) else {
         return ExitCode::from(1);
     };
+    // After an upgrade, the ids the old process gave (and its connections keep) are not
+    // given again.
+    server.set_connection_id_base(tabecho::server::connection_id_base_from_env());
     // Once bound: a server that cannot start says only why.
     sized.log();
     // Served by reactor 0's own loop: it lives exactly as long as the server. An upgrade

@@ -3,7 +3,7 @@
 //! as `SCM_RIGHTS`, see `handover.rs`).
 //!
 //! ```text
-//!   new → old   hello   "tabecho-handover 1 room=N\n"   (before READY=1)
+//!   new → old   hello   "tabecho-handover 2 room=N\n"   (before READY=1)
 //!   old → new   batch   header: "THB1" count:u32 payload_len:u64 (little-endian), with
 //!                       `count` descriptors attached; then the payload: `count` records
 //!   new → old   "ack N\n" (received all N descriptors intact) or "nack WHY\n"
@@ -13,7 +13,8 @@
 //!
 //! A record is one connection's state ([`ConnState`]): kind u8 (0 TCP, 1 Unix), flags
 //! u8, closing u8 (0 none, else 1 + its index in `CloseReason::ALL`), idle_for_us u64,
-//! then the decoder's bytes and the pending output, each as len:u32 + bytes.
+//! then the decoder's bytes and the pending output, each as len:u32 + bytes; then (from
+//! version 2) the connection's id u64 and age_us u64, which the admin endpoint lists.
 //!
 //! # Invariants
 //! - Decoding never panics and never reads past its input: any malformed or truncated
@@ -24,8 +25,9 @@ use std::io;
 use crate::counters::CloseReason;
 
 /// The hand-over version this binary speaks. A new process that speaks another (or none,
-/// an older tabecho) gets the old drain instead.
-pub const VERSION: u32 = 1;
+/// an older tabecho) gets the old drain instead. 2: a record ends with the connection's id
+/// and age.
+pub const VERSION: u32 = 2;
 /// What a batch header starts with.
 const BATCH_MAGIC: &[u8; 4] = b"THB1";
 /// Bytes in a batch header.
@@ -77,6 +79,10 @@ pub struct ConnState {
     pub read_paused: bool,
     pub write_shut: bool,
     pub hangup_seen: bool,
+    /// Its id, which it keeps in the new process (`server::conn_id`).
+    pub id: u64,
+    /// How long ago it was accepted: its age goes on.
+    pub age_us: u64,
 }
 
 /// The hello line a new process sends first: the version and how many connections it can
@@ -154,6 +160,8 @@ pub fn encode(state: &ConnState, out: &mut Vec<u8>) {
         out.extend_from_slice(&len.to_le_bytes());
         out.extend_from_slice(&bytes[..len as usize]);
     }
+    out.extend_from_slice(&state.id.to_le_bytes());
+    out.extend_from_slice(&state.age_us.to_le_bytes());
 }
 
 /// Decodes `count` records from `payload`, which must hold exactly them.
@@ -187,6 +195,12 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
 
+    fn u64(&mut self) -> io::Result<u64> {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(bytes))
+    }
+
     fn bytes(&mut self) -> io::Result<Vec<u8>> {
         let mut len = [0u8; 4];
         len.copy_from_slice(self.take(4)?);
@@ -209,11 +223,9 @@ impl<'a> Reader<'a> {
                     .ok_or_else(|| invalid("unknown close reason"))?,
             ),
         };
-        let mut idle = [0u8; 8];
-        idle.copy_from_slice(self.take(8)?);
         Ok(ConnState {
             kind,
-            idle_for_us: u64::from_le_bytes(idle),
+            idle_for_us: self.u64()?,
             closing,
             decoder: self.bytes()?,
             output: self.bytes()?,
@@ -222,6 +234,8 @@ impl<'a> Reader<'a> {
             read_paused: flags & FLAG_READ_PAUSED != 0,
             write_shut: flags & FLAG_WRITE_SHUT != 0,
             hangup_seen: flags & FLAG_HANGUP_SEEN != 0,
+            id: self.u64()?,
+            age_us: self.u64()?,
         })
     }
 }
@@ -250,6 +264,8 @@ mod tests {
             read_paused: n & 2 != 0,
             write_shut: n & 4 != 0,
             hangup_seen: n & 8 != 0,
+            id: u64::from(n) << 40 | 7,
+            age_us: u64::from(n) * 3_000_017,
         }
     }
 
@@ -302,8 +318,11 @@ mod tests {
     #[test]
     fn a_hello_of_this_version_gives_the_room_and_others_nothing() {
         assert_eq!(parse_hello(&hello(12_345)), Some(12_345));
-        assert_eq!(parse_hello("tabecho-handover 2 room=5\n"), None);
+        assert_eq!(parse_hello("tabecho-handover 2 room=5\n"), Some(5));
+        // Version 1 (before ids travelled) gets the drain: its records are shorter.
+        assert_eq!(parse_hello("tabecho-handover 1 room=5\n"), None);
+        assert_eq!(parse_hello("tabecho-handover 3 room=5\n"), None);
         assert_eq!(parse_hello("READY=1\n"), None);
-        assert_eq!(parse_hello("tabecho-handover 1 room=x\n"), None);
+        assert_eq!(parse_hello("tabecho-handover 2 room=x\n"), None);
     }
 }

@@ -16,7 +16,7 @@ use std::sync::mpsc::Sender;
 use log::{debug, info, warn};
 use mio::Interest;
 
-use super::{Reactor, TimerKey, LISTENER};
+use super::{Opened, Reactor, TimerKey, LISTENER};
 use crate::counters::CloseReason;
 use crate::server::connection::Connection;
 use crate::server::handover::{MoveMsg, Moved};
@@ -134,6 +134,7 @@ impl Reactor {
 
     /// Takes connection `key` out of this reactor, whole, for the move.
     fn take_out(&mut self, key: usize) -> Option<Moved> {
+        let opened = self.table.opened(key);
         let (mut conn, source) = self.table.remove(key)?;
         if conn.timer() != TimerId::NONE {
             self.timers.cancel(conn.timer());
@@ -141,7 +142,8 @@ impl Reactor {
         // EPOLL_CTL_DEL before our descriptor closes: the socket lives on in the new
         // process, and a registration left behind would still be reported here.
         self.detach(&mut conn, source);
-        let (stream, state) = conn.export(self.cx.now_us);
+        let now_us = self.cx.now_us;
+        let (stream, state) = conn.export(now_us, opened.id, opened.age_us(now_us));
         let fd = Moved::socket_of(stream);
         Some(Moved {
             fd,
@@ -184,9 +186,11 @@ impl Reactor {
         // Counted whatever the limits (it was admitted once); released if not served.
         self.shared.adopt(source);
         let now_us = self.cx.now_us;
-        let Some(key) =
-            self.insert_connection(stream, source, |s| Connection::adopt(s, state, now_us))
-        else {
+        // Its id and age go on: the listing shows the same connection.
+        let opened = Opened::aged(state.id, state.age_us, now_us);
+        let Some(key) = self.insert_connection(stream, source, opened, |s| {
+            Connection::adopt(s, state, now_us)
+        }) else {
             return;
         };
         if self.life.state.answered_a_move() {

@@ -61,13 +61,15 @@
 //!   reactor 0 serves it on its own poll, the other reactors answering through
 //!   `server::admin_exchange`.
 //! - [`unix_peer`]: the uid of a Unix socket's peer, and our own (the admin socket's check).
+//! - [`tcp_info`]: the bytes the kernel counted on a TCP connection (the admin listing's).
 //! - [`systemd`]: socket activation (`LISTEN_FDS`) and `READY=1` / `STOPPING=1`.
 //! - [`client`]: a blocking client (`tabecho send`, tests, embedders).
 //! - [`load`]: the verifying load generator (`tabecho load`, the benchmarks).
 // No `unsafe` of our own: the exceptions, wrapping the descriptors systemd passed and the
 // readiness descriptor a parent passed (`serve --ready-fd`), side by side in systemd.rs,
-// and getpeereid on the BSDs and macOS (unix_peer.rs; Linux needs none), are allowed
-// where they are, each with its SAFETY comment.
+// getpeereid on the BSDs and macOS (unix_peer.rs; Linux needs none), and getsockopt's
+// TCP_INFO (tcp_info.rs; no dependency wraps it), are allowed where they are, each with
+// its SAFETY comment.
 #![deny(unsafe_code)]
 
 pub mod addr;
@@ -88,5 +90,6 @@ pub mod size;
 pub mod sizing;
 pub mod stream;
 pub mod systemd;
+pub mod tcp_info;
 pub mod timer_wheel;
 pub mod unix_peer;

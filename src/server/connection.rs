@@ -288,6 +288,18 @@ impl Connection {
         }
     }
 
+    /// Input bytes held: a frame's unfinished head, or input read and not answered yet
+    /// (what the admin listing shows as `input_held`).
+    pub fn input_held(&self) -> usize {
+        self.decoder.pending()
+    }
+
+    /// Reading is paused: its pending replies reached the high-water mark (or input is
+    /// left unanswered behind them).
+    pub fn read_paused(&self) -> bool {
+        self.read_paused
+    }
+
     /// Reply bytes waiting for the socket.
     pub fn pending_output(&self) -> usize {
         self.output.len() - self.sent as usize

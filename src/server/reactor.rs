@@ -10,10 +10,11 @@
 //!     │              deal
 //!     ├─ WAKER     → shutdown begun, a snapshot asked, or connections handed to us
 //!     ├─ SIGNALS   → SIGINT/SIGTERM, SIGUSR2 (reactor 0 registers them)
-//!     ├─ METRICS_LISTENER, HTTP tokens → the metrics endpoint (reactor 0, `--metrics`)
+//!     ├─ HTTP tokens → the metrics and admin endpoints' listeners and connections
+//!     │              (reactor 0, `--metrics`, `--admin`)
 //!     └─ Token(key)→ connection: writable first (free buffer space), then readable
-//!   revisit the ready list (connections that used their read budget), and the metrics
-//!             endpoint's (accepts and connections left over)
+//!   revisit the ready list (connections that used their read budget), and the
+//!             endpoints' (accepts and connections left over)
 //!   expire timers: idle checks (lazy re-arm), linger deadlines, accept resume, stats,
 //!                  end of a memory-pressure episode
 //!   shutdown: started? all closed or grace over? → return the counters
@@ -33,7 +34,9 @@
 //! signals, the shutdown, the drain after an upgrade; `reactor/handover.rs`, connections
 //! moved out to an upgrade's new process and adopted;
 //! `reactor/publish.rs`, snapshots for readers and the turn histogram;
-//! `reactor/metrics_listener.rs`, the metrics endpoint's listener and HTTP connections.
+//! `reactor/http_endpoint.rs`, the HTTP endpoints' listeners and connections, what the
+//! metrics endpoint answers in `reactor/metrics_page.rs`, and the admin endpoint's
+//! listings and closes (each reactor's part of them) in `reactor/admin.rs`.
 //!
 //! # The buffer-memory budget
 //! Every connection's I/O goes through [`Reactor::drive`], which first makes sure the
@@ -67,11 +70,13 @@
 //!   spurious read that returns WouldBlock).
 
 mod acceptor;
+mod admin;
 mod budget;
 mod clock;
 mod handover;
+mod http_endpoint;
 mod lifecycle;
-mod metrics_listener;
+mod metrics_page;
 mod publish;
 mod table;
 mod timer_key;
@@ -88,6 +93,7 @@ use std::time::Duration;
 use log::{debug, warn};
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::admin_exchange::AdminDesk;
 use super::conn_id::ConnIds;
 use super::connection::{Connection, Context, Limits, Next};
 use super::deal::{Dealer, Inbox};
@@ -106,7 +112,7 @@ use crate::counters::Stats;
 use crate::size::Size;
 use crate::stream::Stream;
 use crate::timer_wheel::TimerId;
-use metrics_listener::{MetricsEndpoint, HTTP_TOKENS, METRICS_LISTENER};
+use http_endpoint::{HttpEndpoint, Which, HTTP_TOKENS};
 use table::{ConnectionTable, Opened};
 use timer_key::TimerKey;
 pub use timer_key::MAX_CONNECTION_KEYS;
@@ -235,8 +241,9 @@ impl Reactor {
                 config.idle_timeout,
                 config.linger,
                 config.shutdown_grace,
-                // One timer per connection, the metrics connections' and the server's own few.
-                reserved + crate::metrics::MAX_CONNECTIONS + 5,
+                // One timer per connection, the endpoints' connections' and the server's own
+                // few.
+                reserved + Which::ALL.len() * crate::http::MAX_CONNECTIONS + 5,
             ),
             shared,
             life: Life::new(adoptions),
@@ -254,7 +261,9 @@ impl Reactor {
             waker,
             endpoints: Endpoints {
                 publisher: None,
+                desk: None,
                 metrics: None,
+                admin: None,
             },
         })
     }
@@ -324,10 +333,9 @@ impl Reactor {
                             self.move_out(keys);
                         }
                         self.take_moved();
-                        self.collect_sibling_snapshots();
+                        self.collect_sibling_parts();
                     }
                     SIGNALS => self.on_signal(),
-                    METRICS_LISTENER => self.on_metrics_listener(),
                     Token(token) if token >= HTTP_TOKENS => {
                         self.on_http_event(token - HTTP_TOKENS);
                     }
@@ -347,7 +355,7 @@ impl Reactor {
                 }
             }
             self.revisit_ready();
-            self.revisit_metrics();
+            self.revisit_http();
             if self.acceptor.is_ready() {
                 // A long turn must not age the new connections: their idle deadline
                 // counts from now.
@@ -358,7 +366,7 @@ impl Reactor {
             self.advance_phase();
             self.end_turn(turn_start_us);
         }
-        self.close_metrics();
+        self.close_http_endpoints();
         debug_assert_eq!(
             self.charged(),
             0,
@@ -405,7 +413,7 @@ impl Reactor {
     /// clock read per turn saved (about 20 instructions per frame at pipeline 1 and 10
     /// connections), for a wake-up at most those microseconds late, far under a tick.
     fn poll_timeout(&self) -> Option<Duration> {
-        if self.table.has_work() || self.acceptor.has_work() || self.metrics_work_left() {
+        if self.table.has_work() || self.acceptor.has_work() || self.http_work_left() {
             return Some(Duration::ZERO);
         }
         self.timers.until_next(self.cx.now_us)
@@ -763,6 +771,21 @@ impl ReactorId {
 struct Endpoints {
     /// Serves snapshot requests and times turns; `None` until a `snapshot_handle` is taken.
     publisher: Option<Box<Publisher>>,
+    /// Answers this reactor's part of admin requests asked by the reactor that serves the
+    /// admin endpoint; `None` until an `admin_handle` is taken.
+    desk: Option<Box<AdminDesk>>,
     /// The metrics endpoint, served on this reactor's poll (reactor 0 with `--metrics`).
-    metrics: Option<Box<MetricsEndpoint>>,
+    metrics: Option<Box<HttpEndpoint>>,
+    /// The admin endpoint, served on this reactor's poll (reactor 0 with `--admin`).
+    admin: Option<Box<HttpEndpoint>>,
+}
+
+impl Endpoints {
+    /// The HTTP endpoint `which`, if served here.
+    fn http(&mut self, which: Which) -> &mut Option<Box<HttpEndpoint>> {
+        match which {
+            Which::Metrics => &mut self.metrics,
+            Which::Admin => &mut self.admin,
+        }
+    }
 }

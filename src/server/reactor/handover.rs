@@ -25,8 +25,8 @@ use crate::timer_wheel::TimerId;
 
 impl Reactor {
     /// The new process speaks the hand-over: stop accepting (it accepts on the same
-    /// sockets), stop serving the metrics listener (it serves that too), and send every
-    /// connection to `mover`.
+    /// sockets), stop serving the metrics and admin listeners (it serves those too), and
+    /// send every connection to `mover`.
     /// (`None`: the move ended before this reactor could join it; what it holds stays.)
     pub(super) fn begin_move(&mut self, mover: Option<Sender<MoveMsg>>) {
         if let Some(mut listener) = self.acceptor.take_listener() {
@@ -40,7 +40,7 @@ impl Reactor {
             // No more connections will be dealt: the others move what their inbox holds.
             self.shared.end_dealing();
         }
-        self.stop_metrics_accepting();
+        self.stop_http_accepting();
         self.life.mover = mover;
         let keys: Vec<usize> = self.table.keys();
         debug!(
@@ -96,6 +96,7 @@ impl Reactor {
             // The new process serves this socket now: its Unix socket file stays.
             listener.leave_file();
         }
+        self.hand_http_listeners_over();
         if !self.table.is_empty() {
             info!(
                 "serving {} connections the new process did not take{}",
@@ -107,7 +108,8 @@ impl Reactor {
     }
 
     /// The move rolled back (the new process died): accept again, on the same listener,
-    /// serve the metrics listener again, and serve what came back, as before the upgrade.
+    /// serve the metrics and admin listeners again, and serve what came back, as before
+    /// the upgrade.
     pub(super) fn resume_after_failed_move(&mut self) {
         // Every connection given back was delivered before the move ended.
         self.take_moved();
@@ -124,7 +126,7 @@ impl Reactor {
                 Err(e) => warn!("cannot accept again after the failed move: {e}"),
             }
         }
-        self.resume_metrics_accepting();
+        self.resume_http_accepting();
         info!(
             "upgrade rolled back: accepting again, {} connections served here{}",
             self.table.len(),

@@ -202,6 +202,15 @@ impl ConnectionTable {
         }
     }
 
+    /// The real client of connection `key`, as the admin endpoint lists and filters it: the
+    /// one place it is computed. Its socket's TCP peer for now (`None` for a Unix peer, or
+    /// a peer gone); where a PROXY header named another source, that source goes here.
+    /// One `getpeername` per call: a listing calls it for the rows it returns, and for
+    /// every connection only when it filters by `source`.
+    pub(super) fn client_of(&self, key: usize) -> Option<SocketAddr> {
+        self.slab.get(key)?.stream().tcp_peer_addr()
+    }
+
     /// Connections are left to serve without a new event.
     pub(super) fn has_work(&self) -> bool {
         !self.ready.is_empty() || !self.waiting_for_room.is_empty()

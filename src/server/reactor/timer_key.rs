@@ -5,8 +5,8 @@
 //!
 //! # Invariants
 //! - Values below [`HTTP_BASE`] are echo connections' slab keys (`Conn`); from it, the
-//!   metrics endpoint's [`MAX_CONNECTIONS`] connections (`Http`); the top five values are
-//!   the server's own timers. So every value decodes to exactly one key, and back.
+//!   HTTP endpoints' connections, [`MAX_CONNECTIONS`] per endpoint (`Http`); the top five
+//!   values are the server's own timers. So every value decodes to exactly one key, and back.
 //! - An echo connection's slab key is always below [`MAX_CONNECTION_KEYS`]: the server
 //!   caps `max_connections` below it (server/mod.rs), so its timer value never reaches the
 //!   metrics connections' range.
@@ -18,7 +18,8 @@ use crate::http::MAX_CONNECTIONS;
 pub(super) enum TimerKey {
     /// Echo connection `key`: its idle check, or its linger deadline once closing.
     Conn(usize),
-    /// Metrics connection `key` (below [`MAX_CONNECTIONS`]): its deadline.
+    /// HTTP endpoint connection `n` (below [`HTTP_TIMERS`]: the endpoint's index times
+    /// [`MAX_CONNECTIONS`] plus its key): its deadline.
     Http(usize),
     /// Retry accepting after a descriptor-exhaustion pause.
     AcceptResume,
@@ -42,10 +43,13 @@ const SHUTDOWN: u32 = u32::MAX - 2;
 const UPGRADE_DRAIN: u32 = u32::MAX - 3;
 /// Value of [`TimerKey::Pressure`]: the lowest server timer.
 const PRESSURE: u32 = u32::MAX - 4;
-/// Value of `TimerKey::Http(0)`; `Http(key)` is `HTTP_BASE + key`, below [`PRESSURE`].
-/// (`MAX_CONNECTIONS` is 64: the cast is exact.)
+/// HTTP endpoint connections' timers: [`MAX_CONNECTIONS`] for each of the two endpoints
+/// (metrics, admin).
+pub(super) const HTTP_TIMERS: usize = 2 * MAX_CONNECTIONS;
+/// Value of `TimerKey::Http(0)`; `Http(n)` is `HTTP_BASE + n`, below [`PRESSURE`].
+/// (`HTTP_TIMERS` is 128: the cast is exact.)
 #[allow(clippy::cast_possible_truncation)]
-const HTTP_BASE: u32 = PRESSURE - MAX_CONNECTIONS as u32;
+const HTTP_BASE: u32 = PRESSURE - HTTP_TIMERS as u32;
 /// Echo connections a reactor may hold: their slab keys are their timer values, below
 /// the metrics connections'. (`u32` into `usize`: the server's targets are 32 or 64 bits.)
 pub const MAX_CONNECTION_KEYS: usize = HTTP_BASE as usize;
@@ -66,8 +70,8 @@ impl TimerKey {
                 value
             }
             TimerKey::Http(key) => {
-                debug_assert!(key < MAX_CONNECTIONS, "metrics connection key {key}");
-                // Bound: key < MAX_CONNECTIONS (64), the metrics endpoint's slab capacity.
+                debug_assert!(key < HTTP_TIMERS, "endpoint connection {key}");
+                // Bound: key < HTTP_TIMERS (128), the endpoints' slabs' capacity.
                 #[allow(clippy::cast_possible_truncation)]
                 let key = key as u32;
                 HTTP_BASE + key
@@ -128,10 +132,10 @@ mod tests {
             TimerKey::Conn(MAX_CONNECTION_KEYS - 1).to_value() + 1,
             TimerKey::Http(0).to_value()
         );
-        // The last metrics key and the lowest server timer are neighbours.
-        round_trip(TimerKey::Http(MAX_CONNECTIONS - 1));
+        // The last endpoint key and the lowest server timer are neighbours.
+        round_trip(TimerKey::Http(HTTP_TIMERS - 1));
         assert_eq!(
-            TimerKey::Http(MAX_CONNECTIONS - 1).to_value() + 1,
+            TimerKey::Http(HTTP_TIMERS - 1).to_value() + 1,
             TimerKey::Pressure.to_value()
         );
         assert_eq!(TimerKey::AcceptResume.to_value(), u32::MAX);

@@ -112,7 +112,7 @@ use crate::counters::Stats;
 use crate::size::Size;
 use crate::stream::Stream;
 use crate::timer_wheel::TimerId;
-use http_endpoint::{HttpEndpoint, Which, HTTP_TOKENS};
+use http_endpoint::{HttpEndpoints, Which, HTTP_TOKENS};
 use table::{ConnectionTable, Opened};
 use timer_key::TimerKey;
 pub use timer_key::MAX_CONNECTION_KEYS;
@@ -262,8 +262,7 @@ impl Reactor {
             endpoints: Endpoints {
                 publisher: None,
                 desk: None,
-                metrics: None,
-                admin: None,
+                http: None,
             },
         })
     }
@@ -774,18 +773,8 @@ struct Endpoints {
     /// Answers this reactor's part of admin requests asked by the reactor that serves the
     /// admin endpoint; `None` until an `admin_handle` is taken.
     desk: Option<Box<AdminDesk>>,
-    /// The metrics endpoint, served on this reactor's poll (reactor 0 with `--metrics`).
-    metrics: Option<Box<HttpEndpoint>>,
-    /// The admin endpoint, served on this reactor's poll (reactor 0 with `--admin`).
-    admin: Option<Box<HttpEndpoint>>,
-}
-
-impl Endpoints {
-    /// The HTTP endpoint `which`, if served here.
-    fn http(&mut self, which: Which) -> &mut Option<Box<HttpEndpoint>> {
-        match which {
-            Which::Metrics => &mut self.metrics,
-            Which::Admin => &mut self.admin,
-        }
-    }
+    /// The HTTP endpoints served on this reactor's poll (reactor 0 with `--metrics` or
+    /// `--admin`); `None` when neither is, so that the loop's look for their work each
+    /// turn is one test.
+    http: Option<Box<HttpEndpoints>>,
 }

@@ -132,6 +132,33 @@ impl Which {
     }
 }
 
+/// The endpoints a reactor serves.
+#[derive(Default)]
+pub(super) struct HttpEndpoints {
+    /// `--metrics`.
+    metrics: Option<HttpEndpoint>,
+    /// `--admin`.
+    admin: Option<HttpEndpoint>,
+}
+
+impl HttpEndpoints {
+    /// Endpoint `which`, if served.
+    fn get_mut(&mut self, which: Which) -> &mut Option<HttpEndpoint> {
+        match which {
+            Which::Metrics => &mut self.metrics,
+            Which::Admin => &mut self.admin,
+        }
+    }
+
+    /// Whether an endpoint has work for the next turn.
+    fn work_left(&self) -> bool {
+        [&self.metrics, &self.admin]
+            .into_iter()
+            .flatten()
+            .any(|ep| ep.accept_ready || !ep.ready.is_empty())
+    }
+}
+
 /// An endpoint: listener, connections, siblings.
 pub(super) struct HttpEndpoint {
     which: Which,
@@ -218,7 +245,11 @@ impl Reactor {
             which.listener_token(),
             Interest::READABLE,
         )?;
-        *self.endpoints.http(which) = Some(Box::new(endpoint));
+        *self
+            .endpoints
+            .http
+            .get_or_insert_with(Box::default)
+            .get_mut(which) = Some(endpoint);
         Ok(())
     }
 
@@ -258,13 +289,19 @@ impl Reactor {
         }
     }
 
-    /// Whether an endpoint has work for the next turn (the poll must not block).
+    /// Whether an endpoint has work for the next turn (the poll must not block). One
+    /// test when none is served.
+    #[inline]
     pub(super) fn http_work_left(&self) -> bool {
-        let busy = |ep: &Option<Box<HttpEndpoint>>| {
-            ep.as_ref()
-                .is_some_and(|ep| ep.accept_ready || !ep.ready.is_empty())
-        };
-        busy(&self.endpoints.metrics) || busy(&self.endpoints.admin)
+        self.endpoints.http.as_ref().is_some_and(|h| h.work_left())
+    }
+
+    /// Endpoint `which`, if served.
+    fn endpoint_mut(&mut self, which: Which) -> Option<&mut HttpEndpoint> {
+        self.endpoints
+            .http
+            .as_mut()
+            .and_then(|h| h.get_mut(which).as_mut())
     }
 
     /// The waker's event: answers the requests whose sibling parts have all arrived.
@@ -322,9 +359,7 @@ impl Reactor {
     pub(super) fn http_timer_fired(&mut self, n: usize) {
         let (which, key) = Which::of_timer(n);
         if let Some(slot) = self
-            .endpoints
-            .http(which)
-            .as_mut()
+            .endpoint_mut(which)
             .and_then(|ep| ep.conns.get_mut(key))
         {
             slot.timer = TimerId::NONE;
@@ -335,8 +370,14 @@ impl Reactor {
     /// stop accepting on them; the requests already accepted are answered.
     pub(super) fn stop_http_accepting(&mut self) {
         for which in Which::ALL {
-            if let Some(ep) = self.endpoints.http(which).as_mut() {
-                let _ = self.poll.registry().deregister(&mut ep.listener);
+            let poll = &self.poll;
+            if let Some(ep) = self
+                .endpoints
+                .http
+                .as_mut()
+                .and_then(|h| h.get_mut(which).as_mut())
+            {
+                let _ = poll.registry().deregister(&mut ep.listener);
                 ep.accept_ready = false;
             }
         }
@@ -345,8 +386,14 @@ impl Reactor {
     /// A move rolled back: accept on the endpoints again.
     pub(super) fn resume_http_accepting(&mut self) {
         for which in Which::ALL {
-            if let Some(ep) = self.endpoints.http(which).as_mut() {
-                if let Err(e) = self.poll.registry().register(
+            let poll = &self.poll;
+            if let Some(ep) = self
+                .endpoints
+                .http
+                .as_mut()
+                .and_then(|h| h.get_mut(which).as_mut())
+            {
+                if let Err(e) = poll.registry().register(
                     &mut ep.listener,
                     which.listener_token(),
                     Interest::READABLE,
@@ -365,7 +412,7 @@ impl Reactor {
     /// The move is over: the new process serves the endpoints' sockets, whose files stay.
     pub(super) fn hand_http_listeners_over(&mut self) {
         for which in Which::ALL {
-            if let Some(ep) = self.endpoints.http(which).as_mut() {
+            if let Some(ep) = self.endpoint_mut(which) {
                 ep.leave_file();
             }
         }
@@ -381,15 +428,23 @@ impl Reactor {
                     reactor.close_http(ep, key, HttpClose::Shutdown);
                 }
             });
-            *self.endpoints.http(which) = None;
         }
+        self.endpoints.http = None;
     }
 
     /// Runs `f` with endpoint `which` taken out of the reactor (so both can be borrowed).
     fn with_endpoint(&mut self, which: Which, f: impl FnOnce(&mut Reactor, &mut HttpEndpoint)) {
-        if let Some(mut ep) = self.endpoints.http(which).take() {
-            f(self, &mut ep);
-            *self.endpoints.http(which) = Some(ep);
+        let Some(mut ep) = self
+            .endpoints
+            .http
+            .as_mut()
+            .and_then(|h| h.get_mut(which).take())
+        else {
+            return;
+        };
+        f(self, &mut ep);
+        if let Some(h) = self.endpoints.http.as_mut() {
+            *h.get_mut(which) = Some(ep);
         }
     }
 

@@ -323,22 +323,10 @@ impl Reactor {
             self.cx.start_turn();
             self.new_budget_turn();
             for event in events.iter() {
+                // Every token but a connection's is at HTTP_TOKENS or above: one comparison
+                // tells a connection's event, the common one, from the rest.
                 match event.token() {
-                    LISTENER => self.acceptor.mark_ready(),
-                    WAKER => {
-                        self.on_wake();
-                        let keys = self.take_dealt();
-                        if self.life.phase() == Phase::Moving {
-                            self.move_out(keys);
-                        }
-                        self.take_moved();
-                        self.collect_sibling_parts();
-                    }
-                    SIGNALS => self.on_signal(),
-                    Token(token) if token >= HTTP_TOKENS => {
-                        self.on_http_event(token - HTTP_TOKENS);
-                    }
-                    Token(key) => {
+                    Token(key) if key < HTTP_TOKENS => {
                         // Errors and hang-ups show up as a failed read or write.
                         let failed = event.is_error();
                         let hangup = event.is_read_closed() || failed;
@@ -351,6 +339,18 @@ impl Reactor {
                         let readable = event.is_readable() || hangup;
                         self.on_connection_event(key, readable, writable);
                     }
+                    LISTENER => self.acceptor.mark_ready(),
+                    WAKER => {
+                        self.on_wake();
+                        let keys = self.take_dealt();
+                        if self.life.phase() == Phase::Moving {
+                            self.move_out(keys);
+                        }
+                        self.take_moved();
+                        self.collect_sibling_parts();
+                    }
+                    SIGNALS => self.on_signal(),
+                    Token(token) => self.on_http_event(token - HTTP_TOKENS),
                 }
             }
             self.revisit_ready();

@@ -18,8 +18,9 @@
 //!
 //! # Invariants
 //! - A reactor's part costs one pass over its connections (no sort of all of them), a
-//!   `getpeername` per connection only when the request filters by `source`, and three
-//!   system calls per row returned (its addresses and the kernel's byte counts).
+//!   `getpeername` per connection only when the request filters by `source`, and four
+//!   system calls per row returned (its client's, peer's and own addresses, and the
+//!   kernel's byte counts).
 //! - Nothing here runs on a frame's path: the facts a row shows are read from the
 //!   connection and the table when it is listed.
 //! - A close is logged once per request, by reactor 0, with the total; each reactor's

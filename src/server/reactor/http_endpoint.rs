@@ -125,10 +125,10 @@ impl Which {
     }
 
     /// The endpoint an offset from [`HTTP_TOKENS`] names, and its connection (`None`: the
-    /// listener).
-    fn of_token(offset: usize) -> (Which, Option<usize>) {
-        let which = Which::ALL[offset / TOKENS_PER_ENDPOINT];
-        (which, (offset % TOKENS_PER_ENDPOINT).checked_sub(1))
+    /// listener); `None` past the endpoints' tokens (registered by no one).
+    fn of_token(offset: usize) -> Option<(Which, Option<usize>)> {
+        let which = *Which::ALL.get(offset / TOKENS_PER_ENDPOINT)?;
+        Some((which, (offset % TOKENS_PER_ENDPOINT).checked_sub(1)))
     }
 }
 
@@ -257,7 +257,9 @@ impl Reactor {
     /// drive a connection (readable or writable alike: `drive` does both).
     #[inline(never)] // off the frame path: keeps the loop small enough to inline it
     pub(super) fn on_http_event(&mut self, offset: usize) {
-        let (which, key) = Which::of_token(offset);
+        let Some((which, key)) = Which::of_token(offset) else {
+            return;
+        };
         self.with_endpoint(which, |reactor, ep| match key {
             None => {
                 ep.accept_ready = true;
@@ -685,11 +687,11 @@ mod tests {
     fn tokens_and_timer_keys_name_one_endpoint_and_connection_each() {
         for which in Which::ALL {
             let listener = which.listener_token().0 - HTTP_TOKENS;
-            assert_eq!(Which::of_token(listener), (which, None));
+            assert_eq!(Which::of_token(listener), Some((which, None)));
             for key in [0, 1, MAX_CONNECTIONS - 1] {
                 assert_eq!(
                     Which::of_token(which.token(key).0 - HTTP_TOKENS),
-                    (which, Some(key))
+                    Some((which, Some(key)))
                 );
                 let TimerKey::Http(n) = which.timer_key(key) else {
                     panic!("an endpoint's timer");
@@ -697,6 +699,10 @@ mod tests {
                 assert_eq!(Which::of_timer(n), (which, key));
             }
         }
+        assert_eq!(
+            Which::of_token(Which::ALL.len() * TOKENS_PER_ENDPOINT),
+            None
+        );
         // The last token is just below the signals'.
         assert_eq!(
             Which::Admin.token(MAX_CONNECTIONS - 1).0 + 1,

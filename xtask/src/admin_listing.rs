@@ -3,13 +3,17 @@
 //! default 10,000) while an open-loop healthy load runs (20 connections, 2,000 frames/s,
 //! latency from each frame's scheduled send time, 12 s): first alone, then with `tabecho
 //! conns --limit 100` run every 250 ms from 2 s in. Printed per run: each listing's wall
-//! time (the command's, connect to exit), and the healthy load's p50/p99/max; the same
-//! load without listings beside it, for comparison.
+//! time (the command's, connect to exit), the longest reactor turn while the listings ran
+//! (the `tabecho_reactor_turn_seconds` bucket it fell in: the buckets' counts before and
+//! after the listings, compared), and the healthy load's p50/p99/max; the same load
+//! without listings beside it, for comparison.
 //!
 //! PASS when every listing printed 100 rows within 2 s, and the healthy load with
 //! listings lost nothing and kept its max latency under 50 ms (the issue's "done when").
 //! Those are latencies: a machine busy with other work can miss them.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread;
@@ -63,11 +67,12 @@ pub fn run(a: AdminListingArgs) -> Outcome {
                 let median = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
                 println!(
                     "{threads} reactor(s), {} idle: {} listings of 100 rows, median {:.1} ms, \
-                     slowest {:.1} ms",
+                     slowest {:.1} ms; the longest turn meanwhile {}",
                     a.idle,
                     run.listings.len(),
                     median.as_secs_f64() * 1e3,
-                    slowest.as_secs_f64() * 1e3
+                    slowest.as_secs_f64() * 1e3,
+                    run.longest_turn
                 );
                 for (name, r) in [("alone", &run.alone), ("with listings", &run.listed)] {
                     println!(
@@ -103,6 +108,8 @@ struct Run {
     listings: Vec<Duration>,
     /// Every listing printed 100 rows.
     rows_ok: bool,
+    /// The longest reactor turn while the listings ran, as its histogram bucket.
+    longest_turn: String,
     /// The healthy load without listings.
     alone: LoadReport,
     /// The healthy load with them.
@@ -119,7 +126,8 @@ fn one(bin: &Path, idle: u64, threads: usize) -> Result<Run, String> {
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--threads"])
         .arg(threads.to_string())
-        .args(["--idle-timeout", "600s", "--admin", &socket]);
+        .args(["--idle-timeout", "600s", "--admin", &socket])
+        .args(["--metrics", "127.0.0.1:0"]);
     let server = ServerProcess::start_ready(command, "warn").map_err(|e| e.to_string())?;
     let mut idle_load = Command::new(bin)
         .args(["load", "--addr", &server.addr, "--idle", "-d", "120s"])
@@ -135,15 +143,19 @@ fn one(bin: &Path, idle: u64, threads: usize) -> Result<Run, String> {
     let result = if (held as u64) < idle {
         Err(format!("only {held} descriptors open after 60 s"))
     } else {
-        measure(bin, &server.addr, &socket)
+        match server.metrics {
+            Some(metrics) => measure(bin, &server.addr, &socket, metrics),
+            None => Err("no metrics address in the server's readiness".to_string()),
+        }
     };
     let _ = idle_load.kill();
     let _ = idle_load.wait();
     result
 }
 
-fn measure(bin: &Path, addr: &str, socket: &str) -> Result<Run, String> {
+fn measure(bin: &Path, addr: &str, socket: &str, metrics: SocketAddr) -> Result<Run, String> {
     let alone = report::run(bin, addr, &HEALTHY)?;
+    let turns_before = turn_buckets(metrics)?;
     let (bin2, addr2) = (bin.to_path_buf(), addr.to_string());
     let healthy = thread::spawn(move || report::run(&bin2, &addr2, &HEALTHY));
     thread::sleep(MARGIN);
@@ -162,13 +174,72 @@ fn measure(bin: &Path, addr: &str, socket: &str) -> Result<Run, String> {
         rows_ok &= out.status.success() && out.stdout.split(|&b| b == b'\n').count() == 102;
         thread::sleep(EVERY);
     }
+    let turns_after = turn_buckets(metrics)?;
     let listed = healthy
         .join()
         .map_err(|_| "the healthy load's thread panicked".to_string())??;
     Ok(Run {
         listings,
         rows_ok,
+        longest_turn: longest_new_turn(&turns_before, &turns_after),
         alone,
         listed,
     })
+}
+
+/// The `tabecho_reactor_turn_seconds` buckets of the server's metrics: count by (reactor,
+/// upper bound in seconds).
+fn turn_buckets(metrics: SocketAddr) -> Result<BTreeMap<(String, String), u64>, String> {
+    let (_, page) = crate::http::get(metrics, "/metrics").map_err(|e| format!("/metrics: {e}"))?;
+    Ok(page
+        .lines()
+        .filter_map(|l| l.strip_prefix("tabecho_reactor_turn_seconds_bucket{"))
+        .filter_map(|rest| {
+            let (labels, count) = rest.rsplit_once(' ')?;
+            let label = |name: &str| {
+                let value = labels.split(&format!("{name}=\"")).nth(1)?;
+                Some(value.split('"').next()?.to_string())
+            };
+            Some(((label("reactor")?, label("le")?), count.parse().ok()?))
+        })
+        .collect())
+}
+
+/// The bucket of the longest turn counted between `before` and `after` (cumulative
+/// buckets: a turn is in the lowest whose count grew as much as `+Inf`'s did), over the
+/// reactors: `0.5-1 ms`.
+fn longest_new_turn(
+    before: &BTreeMap<(String, String), u64>,
+    after: &BTreeMap<(String, String), u64>,
+) -> String {
+    let bound = |le: &str| match le {
+        "+Inf" => f64::INFINITY,
+        le => le.parse().unwrap_or(f64::NAN),
+    };
+    let mut longest: Option<(f64, f64)> = None;
+    let reactors: std::collections::BTreeSet<&String> = after.keys().map(|(r, _)| r).collect();
+    for reactor in reactors {
+        let mut grown: Vec<(f64, u64)> = after
+            .iter()
+            .filter(|((r, _), _)| r == reactor)
+            .map(|((r, le), count)| {
+                let was = before.get(&(r.clone(), le.clone())).copied().unwrap_or(0);
+                (bound(le), count - was.min(*count))
+            })
+            .collect();
+        grown.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let Some(&(_, total)) = grown.last() else {
+            continue;
+        };
+        if let Some(i) = grown.iter().position(|&(_, n)| n == total && total > 0) {
+            let below = if i == 0 { 0.0 } else { grown[i - 1].0 };
+            if longest.is_none_or(|(_, at_most)| grown[i].0 > at_most) {
+                longest = Some((below, grown[i].0));
+            }
+        }
+    }
+    match longest {
+        Some((below, at_most)) => format!("{:.2}-{:.2} ms", below * 1e3, at_most * 1e3),
+        None => "none".to_string(),
+    }
 }

@@ -321,7 +321,7 @@ fn the_endpoint_refuses_what_it_does_not_take_with_a_line_saying_why() {
         ("DELETE /connections HTTP/1.1\r\nHost: x\r\n\r\n", 405, "takes GET, HEAD"),
         ("GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n", 404, "no such path"),
         ("GET /connections?limit=0 HTTP/1.1\r\nHost: x\r\n\r\n", 400, "limit"),
-        ("GET /connections?reactor=1 HTTP/1.1\r\nHost: x\r\n\r\n", 400, "reactor"),
+        ("GET /connections?reactor=9 HTTP/1.1\r\nHost: x\r\n\r\n", 400, "reactor"),
         ("GET /connections?min_mem=1 HTTP/1.1\r\nHost: x\r\n\r\n", 400, "unknown parameter"),
         ("POST /connections/close HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 400, "needs a filter"),
         ("POST /connections/close HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\nid=1", 415, "must be"),

@@ -25,6 +25,9 @@
 //!            │ Stats, turn histogram ─▶ Snapshot (on request, Waker)    │
 //!  Prometheus┤ reactor 0, --metrics: metrics listener ─▶ HttpConn (pure)│
 //!   GET /metrics, /ready  ─▶ own snapshot + siblings' (Waker) ─▶ exposition
+//!  tabecho   ┤ reactor 0, --admin unix:PATH: admin listener ─▶ HttpConn │
+//!   conns    │   GET /connections, POST /connections/close ─▶ own part   │
+//!            │   + siblings' (admin_exchange, Waker) ─▶ JSON lines, count│
 //!            └──────────────────────────────────────────────────────────┘
 //! ```
 //!
@@ -52,18 +55,24 @@
 //!   server's and each reactor's lifecycle, pure and model-tested; `server::upgrade`
 //!   hands the listening sockets to a new process on SIGUSR2, and `server::handover`
 //!   moves every open connection to it.
-//! - [`metrics`]: the endpoint's pure parts: `metrics::http`, one HTTP connection's state
-//!   machine, and the exposition format; reactor 0 serves them on its own poll.
+//! - [`http`]: one HTTP/1.x connection's state machine (heads, bodies, limits,
+//!   keep-alive), pure: what the metrics and the admin endpoints speak.
+//! - [`metrics`]: the metrics endpoint's pure part, the exposition format; reactor 0
+//!   serves it on its own poll.
 //! - [`admin`]: the admin endpoint's pure parts (`serve --admin`, `tabecho conns`): the
-//!   requests, the rows listed as JSON lines, the top-N selection and the close filters.
+//!   requests, the rows listed as JSON lines, the top-N selection and the close filters;
+//!   reactor 0 serves it on its own poll, the other reactors answering through
+//!   `server::admin_exchange`.
 //! - [`unix_peer`]: the uid of a Unix socket's peer, and our own (the admin socket's check).
+//! - [`tcp_info`]: the bytes the kernel counted on a TCP connection (the admin listing's).
 //! - [`systemd`]: socket activation (`LISTEN_FDS`) and `READY=1` / `STOPPING=1`.
 //! - [`client`]: a blocking client (`tabecho send`, tests, embedders).
 //! - [`load`]: the verifying load generator (`tabecho load`, the benchmarks).
 // No `unsafe` of our own: the exceptions, wrapping the descriptors systemd passed and the
 // readiness descriptor a parent passed (`serve --ready-fd`), side by side in systemd.rs,
-// and getpeereid on the BSDs and macOS (unix_peer.rs; Linux needs none), are allowed
-// where they are, each with its SAFETY comment.
+// getpeereid on the BSDs and macOS (unix_peer.rs; Linux needs none), and getsockopt's
+// TCP_INFO (tcp_info.rs; no dependency wraps it), are allowed where they are, each with
+// its SAFETY comment.
 #![deny(unsafe_code)]
 
 pub mod addr;
@@ -75,6 +84,7 @@ pub mod config;
 pub mod counters;
 pub mod fd_limit;
 pub mod frame;
+pub mod http;
 pub mod load;
 pub mod metrics;
 pub mod protocol;
@@ -84,5 +94,6 @@ pub mod size;
 pub mod sizing;
 pub mod stream;
 pub mod systemd;
+pub mod tcp_info;
 pub mod timer_wheel;
 pub mod unix_peer;

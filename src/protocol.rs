@@ -27,6 +27,11 @@ pub const TOO_MANY_CONNECTIONS_FROM_SOURCE: &[u8] =
 /// most: its buffered input and unsent replies are dropped.
 pub const MEMORY_BUDGET_EXCEEDED: &[u8] = b"error: server buffer memory exhausted\t";
 
+/// Sent where it can still be read, then the connection is closed, when an operator closes
+/// it through the admin socket (`tabecho conns close`): as [`MEMORY_BUDGET_EXCEEDED`], its
+/// buffered input and unsent replies are dropped.
+pub const CLOSED_BY_ADMIN: &[u8] = b"error: closed by the server's administrator\t";
+
 /// The longest error line the server sends (`frame_too_long` with a 20-digit limit).
 pub const MAX_ERROR_LINE: usize = 64;
 

@@ -13,7 +13,7 @@ use crate::config::DEFAULT_MAX_BUFFER_MEMORY;
 /// limit must hold what it leaves out, or the kernel kills the server (every connection
 /// lost) before the budget closes the few that hold the most.
 /// - The process's baseline: its binary and threads, each reactor's read and reply
-///   buffers, about 112 bytes of user space per open connection, and the kernel's objects
+///   buffers, about 128 bytes of user space per open connection, and the kernel's objects
 ///   for each socket (socket, file, epoll entry), which are charged to the cgroup too.
 /// - The kernel's share: cgroup v2 charges socket buffers to the same limit (`memory.stat`:
 ///   `sock`). The budget charges the kernel queues of connections whose sockets refuse

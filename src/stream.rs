@@ -72,11 +72,61 @@ impl Stream {
     }
 }
 
-impl std::os::fd::AsRawFd for Stream {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+/// Where a Unix socket is, as the admin listing writes it: `unix:/run/tabecho.sock`, or
+/// `unix:` for an unnamed one (a client's, as a rule).
+fn unix_name(addr: &std::os::unix::net::SocketAddr) -> String {
+    match addr.as_pathname() {
+        Some(path) => format!("{}{}", crate::addr::UNIX_PREFIX, path.display()),
+        None => crate::addr::UNIX_PREFIX.to_string(),
+    }
+}
+
+impl Stream {
+    /// The peer's address as the admin listing writes it: `127.0.0.5:40123`,
+    /// `[::1]:40123`, `unix:` (an unnamed Unix client); `?` if the kernel cannot say (the
+    /// peer has gone).
+    pub fn peer_addr_name(&self) -> String {
+        let name = match self {
+            Stream::Tcp(s) => s.peer_addr().map(|a| a.to_string()),
+            Stream::Unix(s) => s.peer_addr().map(|a| unix_name(&a)),
+        };
+        name.unwrap_or_else(|_| "?".to_string())
+    }
+
+    /// The socket's own address as the admin listing writes it: `127.0.0.1:8085`,
+    /// `unix:/run/tabecho.sock`; `?` if the kernel cannot say.
+    pub fn local_addr_name(&self) -> String {
+        let name = match self {
+            Stream::Tcp(s) => s.local_addr().map(|a| a.to_string()),
+            Stream::Unix(s) => s.local_addr().map(|a| unix_name(&a)),
+        };
+        name.unwrap_or_else(|_| "?".to_string())
+    }
+
+    /// The TCP peer's address (`None` for a Unix peer, or if the peer has gone).
+    pub fn tcp_peer_addr(&self) -> Option<std::net::SocketAddr> {
         match self {
-            Stream::Tcp(s) => s.as_raw_fd(),
-            Stream::Unix(s) => s.as_raw_fd(),
+            Stream::Tcp(s) => s.peer_addr().ok(),
+            Stream::Unix(_) => None,
+        }
+    }
+
+    /// The bytes the kernel has counted on a TCP connection: received, and acknowledged by
+    /// the peer ([`crate::tcp_info::byte_counts`]). `None` for a Unix socket, or where the
+    /// kernel does not count them.
+    pub fn tcp_byte_counts(&self) -> Option<crate::tcp_info::ByteCounts> {
+        match self {
+            Stream::Tcp(s) => crate::tcp_info::byte_counts(s),
+            Stream::Unix(_) => None,
+        }
+    }
+}
+
+impl std::os::fd::AsFd for Stream {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
         }
     }
 }

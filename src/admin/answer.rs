@@ -58,6 +58,20 @@ impl AdminStatus {
     }
 }
 
+impl From<AdminStatus> for crate::http::Status {
+    fn from(status: AdminStatus) -> crate::http::Status {
+        use crate::http::Status;
+        match status {
+            AdminStatus::BadRequest => Status::BadRequest,
+            AdminStatus::Forbidden => Status::Forbidden,
+            AdminStatus::NotFound => Status::NotFound,
+            AdminStatus::MethodNotAllowed { allow } => Status::MethodNotAllowed { allow },
+            AdminStatus::PayloadTooLarge => Status::PayloadTooLarge,
+            AdminStatus::UnsupportedMediaType => Status::UnsupportedMediaType,
+        }
+    }
+}
+
 /// A request the endpoint refuses: the status, and one line saying why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {

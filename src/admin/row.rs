@@ -18,8 +18,12 @@
 //! | `output_pending` | number | bytes of replies not written yet |
 //! | `kernel_charge` | number | the kernel queues charged to the budget (a stalled socket's) |
 //! | `memory` | number | all of it charged to the buffer budget |
-//! | `frames` | number | frames answered |
-//! | `bytes_in`, `bytes_out` | number | bytes read, written |
+//! | `bytes_in` | number or null | bytes the kernel received on a TCP connection (read or not yet); null for a Unix one |
+//! | `bytes_out` | number or null | bytes of replies the TCP peer acknowledged; null for a Unix one |
+//!
+//! No row counts frames: a count per connection would add to every frame's path (the
+//! server counts frames only in total, `tabecho_frames_total`). The byte counts are the
+//! kernel's (`TCP_INFO`), read when the row is built, for the same reason.
 //!
 //! # Invariants
 //! - A line always holds exactly one row and no newline of its own (JSON escapes one in a
@@ -108,12 +112,10 @@ pub struct ConnectionRow {
     pub kernel_charge: u64,
     /// All bytes charged to the buffer budget for it.
     pub memory: u64,
-    /// Frames answered.
-    pub frames: u64,
-    /// Bytes read.
-    pub bytes_in: u64,
-    /// Bytes written.
-    pub bytes_out: u64,
+    /// Bytes the kernel received on the connection, read or not yet (TCP only).
+    pub bytes_in: Option<u64>,
+    /// Bytes of replies the peer acknowledged (TCP only).
+    pub bytes_out: Option<u64>,
 }
 
 impl ConnectionRow {
@@ -193,9 +195,8 @@ mod tests {
             output_pending: 32768,
             kernel_charge: 2_000_000,
             memory: 2_032_769,
-            frames: 10,
-            bytes_in: 100,
-            bytes_out: 210,
+            bytes_in: Some(100),
+            bytes_out: Some(210),
         }
     }
 
@@ -208,7 +209,7 @@ mod tests {
             "{\"id\":7,\"reactor\":1,\"client\":\"127.0.0.5:40123\",\
              \"peer\":\"127.0.0.5:40123\",\"local\":\"127.0.0.1:8085\",\"age\":12.345678,\
              \"idle\":0.25,\"state\":\"paused\",\"input_held\":1,\"output_pending\":32768,\
-             \"kernel_charge\":2000000,\"memory\":2032769,\"frames\":10,\"bytes_in\":100,\
+             \"kernel_charge\":2000000,\"memory\":2032769,\"bytes_in\":100,\
              \"bytes_out\":210}\n"
         );
     }
@@ -292,9 +293,8 @@ mod tests {
             output_pending: u64::MAX,
             kernel_charge: u64::MAX,
             memory: u64::MAX,
-            frames: u64::MAX,
-            bytes_in: u64::MAX,
-            bytes_out: u64::MAX,
+            bytes_in: Some(u64::MAX),
+            bytes_out: Some(u64::MAX),
         };
         let mut out = Vec::new();
         big.encode_line(&mut out);

@@ -273,9 +273,8 @@ mod tests {
             output_pending: 0,
             kernel_charge: 0,
             memory: 55,
-            frames: 0,
-            bytes_in: 0,
-            bytes_out: 0,
+            bytes_in: None,
+            bytes_out: None,
         };
         let f = ConnFacts {
             id: 4,

@@ -20,6 +20,8 @@ pub enum CloseReason {
     Shutdown,
     /// The buffer-memory budget was reached and this connection held the most.
     MemoryBudget,
+    /// An operator closed it through the admin socket (`POST /connections/close`).
+    Admin,
 }
 
 impl CloseReason {
@@ -45,6 +47,7 @@ impl fmt::Display for CloseReason {
             CloseReason::FrameTooLong => "frame-too-long",
             CloseReason::Shutdown => "shutdown",
             CloseReason::MemoryBudget => "memory-budget",
+            CloseReason::Admin => "admin",
         })
     }
 }
@@ -54,7 +57,7 @@ impl CloseReason {
     /// so a new reason is exported without touching the metrics code. Add a new variant
     /// here too: the exhaustive matches in [`CloseReason::label`] and `Stats::closed`
     /// fail to compile until it has a label and a counter, which is the reminder.
-    pub const ALL: [CloseReason; 7] = [
+    pub const ALL: [CloseReason; 8] = [
         CloseReason::Eof,
         CloseReason::Idle,
         CloseReason::Reset,
@@ -62,6 +65,7 @@ impl CloseReason {
         CloseReason::FrameTooLong,
         CloseReason::Shutdown,
         CloseReason::MemoryBudget,
+        CloseReason::Admin,
     ];
 
     /// The reason as a metric label value: `snake_case`, as Prometheus label values go.
@@ -74,6 +78,7 @@ impl CloseReason {
             CloseReason::FrameTooLong => "frame_too_long",
             CloseReason::Shutdown => "shutdown",
             CloseReason::MemoryBudget => "memory_budget",
+            CloseReason::Admin => "admin",
         }
     }
 }

@@ -41,6 +41,8 @@ pub struct Stats {
     pub closed_shutdown: u64,
     /// Closed because the buffer-memory budget was reached and they held the most.
     pub closed_memory_budget: u64,
+    /// Closed by an operator through the admin socket (`POST /connections/close`).
+    pub closed_admin: u64,
     /// The most bytes charged to connections at once (buffers and stalled kernel queues).
     /// One reactor's stays within its lease; summed over reactors ([`Stats::add`]) it is
     /// an upper bound of the server's peak, which may exceed any one instant's total.
@@ -89,6 +91,7 @@ impl Stats {
             closed_error,
             closed_shutdown,
             closed_memory_budget,
+            closed_admin,
             buffered_peak,
             read_yields,
             backpressure_stalls,
@@ -111,6 +114,7 @@ impl Stats {
         self.closed_error += closed_error;
         self.closed_shutdown += closed_shutdown;
         self.closed_memory_budget += closed_memory_budget;
+        self.closed_admin += closed_admin;
         self.buffered_peak += buffered_peak;
         self.read_yields += read_yields;
         self.backpressure_stalls += backpressure_stalls;
@@ -132,6 +136,7 @@ impl Stats {
             CloseReason::Error => &mut self.closed_error,
             CloseReason::Shutdown => &mut self.closed_shutdown,
             CloseReason::MemoryBudget => &mut self.closed_memory_budget,
+            CloseReason::Admin => &mut self.closed_admin,
         };
         *counter += 1;
     }
@@ -146,6 +151,7 @@ impl Stats {
             CloseReason::Error => self.closed_error,
             CloseReason::Shutdown => self.closed_shutdown,
             CloseReason::MemoryBudget => self.closed_memory_budget,
+            CloseReason::Admin => self.closed_admin,
         }
     }
 
@@ -166,7 +172,7 @@ impl fmt::Display for Stats {
             f,
             "accepted {}, reaped idle {}, closed by error {}, frames {}, bytes in {}, bytes out {} \
              (eof {}, reset {}, error {}, frame-too-long {}, shutdown {}, memory-budget {}, \
-             rejected {}, rejected per source {}, accept pauses {} for {} ms, read yields {}, backpressure stalls {}, \
+             admin {}, rejected {}, rejected per source {}, accept pauses {} for {} ms, read yields {}, backpressure stalls {}, \
              buffered peak {}, moved out {}, adopted {})",
             self.accepted,
             self.reaped_idle,
@@ -180,6 +186,7 @@ impl fmt::Display for Stats {
             self.closed_frame_too_long,
             self.closed_shutdown,
             self.closed_memory_budget,
+            self.closed_admin,
             self.rejected,
             self.rejected_per_source,
             self.accept_pauses,

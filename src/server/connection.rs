@@ -236,8 +236,9 @@ impl Connection {
 
     /// Takes the connection apart for an upgrade's hand-over: its socket, untouched (not
     /// shut, not reset), and its state, idle for the time since its last progress at
-    /// `now_us`. The caller has taken its timer and its charges back.
-    pub fn export(self, now_us: u64) -> (Stream, ConnState) {
+    /// `now_us`, with the `id` and `age_us` the reactor's table keeps for it. The caller
+    /// has taken its timer and its charges back.
+    pub fn export(self, now_us: u64, id: u64, age_us: u64) -> (Stream, ConnState) {
         let pending = self.output[self.sent as usize..].to_vec();
         let (decoder, decoder_held) = self.decoder.into_parts();
         let kind = match self.stream {
@@ -257,6 +258,8 @@ impl Connection {
             hangup_seen: self.hangup_seen,
             // The reactor's connection table knows it, not the connection.
             client: None,
+            id,
+            age_us,
         };
         (self.stream, state)
     }
@@ -265,7 +268,8 @@ impl Connection {
     /// stopped: its last progress was `idle_for_us` before `now_us` (or at the clock's
     /// start, if that is earlier). Its timer is not armed yet: the reactor arms it once the
     /// connection has its key ([`Connection::set_timer`]), and charges its buffers (and its
-    /// kernel queues, if it [`is_stalled`](Self::is_stalled)).
+    /// kernel queues, if it [`is_stalled`](Self::is_stalled)); its id and age are the
+    /// table's.
     pub fn adopt(stream: Stream, state: ConnState, now_us: u64) -> Self {
         let ConnState {
             kind: _,
@@ -279,6 +283,8 @@ impl Connection {
             write_shut,
             hangup_seen,
             client: _,
+            id: _,
+            age_us: _,
         } = state;
         Connection {
             stream,
@@ -298,6 +304,18 @@ impl Connection {
             write_shut,
             hangup_seen,
         }
+    }
+
+    /// Input bytes held: a frame's unfinished head, or input read and not answered yet
+    /// (what the admin listing shows as `input_held`).
+    pub fn input_held(&self) -> usize {
+        self.decoder.pending()
+    }
+
+    /// Reading is paused: its pending replies reached the high-water mark (or input is
+    /// left unanswered behind them).
+    pub fn read_paused(&self) -> bool {
+        self.read_paused
     }
 
     /// Reply bytes waiting for the socket.
@@ -511,8 +529,8 @@ impl Connection {
     fn answer(&mut self, input: &[u8], cx: &mut Context) -> Result<(), CloseReason> {
         let tracing = log::log_enabled!(log::Level::Trace);
         let peer = if tracing {
-            use std::os::fd::AsRawFd;
-            match super::client_names::get(self.stream.as_raw_fd()) {
+            use std::os::fd::{AsFd, AsRawFd};
+            match super::client_names::get(self.stream.as_fd().as_raw_fd()) {
                 Some(client) => format!("{client} via {}", self.stream.peer_name()),
                 None => self.stream.peer_name(),
             }

@@ -223,6 +223,8 @@ mod tests {
             write_shut: false,
             hangup_seen: false,
             client: None,
+            id: n as u64 + 1,
+            age_us: 10 * n as u64,
         }
     }
 

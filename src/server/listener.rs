@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use mio::event::Source;
 use mio::net::{TcpListener, UnixListener};
@@ -60,11 +60,7 @@ impl Listener {
             ListenAddr::Unix(path) => match UnixListener::bind(path) {
                 Ok(l) => Ok(Listener::Unix(l, path.clone(), Origin::Bound)),
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-                    use std::os::unix::fs::FileTypeExt;
-                    let is_socket = std::fs::symlink_metadata(path)
-                        .map(|m| m.file_type().is_socket())
-                        .unwrap_or(false);
-                    if !is_socket || std::os::unix::net::UnixStream::connect(path).is_ok() {
+                    if !is_stale_socket(path) {
                         return Err(e);
                     }
                     std::fs::remove_file(path)?;
@@ -77,6 +73,39 @@ impl Listener {
                 Err(e) => Err(e),
             },
         }
+    }
+
+    /// Binds a Unix socket at `path` that only this process's user (and root) can
+    /// connect to: its file is mode 0600 from the moment it appears at `path`. It is bound
+    /// in a fresh directory of mode 0700 beside `path` (so no one else can reach it while
+    /// its mode is set), made 0600 there, then renamed into place (one atomic step; no
+    /// umask change, which would be the whole process's, its other threads' files too).
+    /// A socket left behind at `path` by a dead server is replaced, as [`Listener::bind`]
+    /// does; a live one, or a file that is not a socket, is "address in use".
+    pub fn bind_private_unix(path: &Path) -> io::Result<Listener> {
+        use std::os::unix::fs::PermissionsExt;
+        let in_use = || {
+            io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{} exists: a live socket, or not a socket", path.display()),
+            )
+        };
+        if std::fs::symlink_metadata(path).is_ok() && !is_stale_socket(path) {
+            return Err(in_use());
+        }
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        // tempfile creates the directory with mode 0700.
+        let private = tempfile::Builder::new()
+            .prefix(".tabecho-bind-")
+            .tempdir_in(parent)?;
+        let bound = private.path().join("s");
+        let listener = UnixListener::bind(&bound)?;
+        std::fs::set_permissions(&bound, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&bound, path)?;
+        Ok(Listener::Unix(listener, path.to_path_buf(), Origin::Bound))
     }
 
     /// A listening stream socket passed by systemd (socket activation), TCP or Unix as
@@ -192,6 +221,16 @@ pub fn refuse(mut stream: Stream, line: &[u8]) {
     }
 }
 
+/// Whether `path` is a Unix socket nothing listens on: what a server that died left
+/// behind, which a new bind may replace.
+fn is_stale_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let is_socket = std::fs::symlink_metadata(path)
+        .map(|m| m.file_type().is_socket())
+        .unwrap_or(false);
+    is_socket && std::os::unix::net::UnixStream::connect(path).is_err()
+}
+
 /// True for accept errors that mean "out of descriptors or kernel memory": retrying at
 /// once would spin, since the pending connection stays in the backlog.
 pub fn is_resource_exhaustion(e: &io::Error) -> bool {
@@ -297,6 +336,39 @@ mod tests {
             .unwrap();
         assert_eq!(before, after);
         let _ = accept_one(&listener, addr);
+    }
+
+    #[test]
+    fn a_private_unix_socket_is_mode_0600_replaces_a_stale_one_and_refuses_a_live_one() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.sock");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let listener = Listener::bind_private_unix(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        let _client = std::os::unix::net::UnixStream::connect(&path).expect("connect");
+        // Nothing else is left in the directory: the private one is gone.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // Live: refused, and left alone.
+        let err = Listener::bind_private_unix(&path).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+        // Stale (its server gone, the file kept): replaced.
+        let mut stale = listener;
+        stale.leave_file();
+        drop(stale);
+        assert!(path.exists());
+        let again = Listener::bind_private_unix(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        drop(again);
+        assert!(
+            !path.exists(),
+            "a socket we bound is removed with its listener"
+        );
+        // Not a socket: refused, and left alone.
+        std::fs::write(&path, "data").unwrap();
+        let err = Listener::bind_private_unix(&path).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "data");
     }
 
     fn listener_socket(listener: &Listener) -> &TcpListener {

@@ -34,7 +34,9 @@
 // operator-given durations must not wrap.
 #![warn(clippy::cast_possible_truncation)]
 
+mod admin_exchange;
 mod client_names;
+mod conn_id;
 mod connection;
 mod deal;
 mod handover;
@@ -58,13 +60,17 @@ use std::time::Duration;
 use log::{info, warn};
 
 pub use crate::counters::{CloseReason, Snapshot, Stats, TurnHistogram, TURN_BUCKET_BOUNDS_US};
+pub use admin_exchange::AdminHandle;
+pub use conn_id::{base_from_env as connection_id_base_from_env, ID_BASE_ENV};
 pub use handover::Adopter;
 #[cfg(feature = "fault-injection")]
 pub use handover::FAULT_ENV as HANDOVER_FAULT_ENV;
 pub use snapshot::SnapshotHandle;
 pub use source::Source;
 pub use source_table::SourceTable;
-pub use upgrade::{without_listen, Relaunch, HANDOVER_NAME, METRICS_NAME, UPGRADED_FROM_ENV};
+pub use upgrade::{
+    without_listen, Relaunch, ADMIN_NAME, HANDOVER_NAME, METRICS_NAME, UPGRADED_FROM_ENV,
+};
 
 use crate::addr::ListenAddr;
 use crate::config::{ServerConfig, FD_RESERVE};
@@ -108,6 +114,11 @@ pub struct Server {
     shutdown_grace: Duration,
     /// A duplicate of the metrics listener, once served: what an upgrade hands over.
     metrics_fd: Option<std::os::fd::OwnedFd>,
+    /// A duplicate of the admin listener, once served: what an upgrade hands over.
+    admin_fd: Option<std::os::fd::OwnedFd>,
+    /// The base of this process's connection ids (`conn_id`): 0, or what the process it
+    /// upgrades gave it. An upgrade gives the next process the next base.
+    connection_id_base: u64,
 }
 
 impl Server {
@@ -278,6 +289,8 @@ impl Server {
             stats_interval: config.stats_interval,
             shutdown_grace: config.shutdown_grace,
             metrics_fd: None,
+            admin_fd: None,
+            connection_id_base: 0,
         })
     }
 
@@ -294,6 +307,16 @@ impl Server {
     /// The number of reactors.
     pub fn threads(&self) -> usize {
         self.reactors.len()
+    }
+
+    /// Numbers the connections from `base` on (`server::conn_id`): what the process this
+    /// one upgrades gave it ([`connection_id_base_from_env`]), so that no id of its
+    /// lineage is given twice. Before [`Server::run`].
+    pub fn set_connection_id_base(&mut self, base: u64) {
+        self.connection_id_base = base;
+        for reactor in &mut self.reactors {
+            reactor.set_connection_id_base(base);
+        }
     }
 
     /// A handle that starts the graceful shutdown from another thread.
@@ -338,6 +361,36 @@ impl Server {
         self.reactors[0].serve_metrics_on(mio::net::TcpListener::from_std(listener), siblings)
     }
 
+    /// Serves the admin endpoint (`GET /connections`, `POST /connections/close`:
+    /// docs/PROTOCOL.md, "Admin") on a new Unix socket at `path`, mode 0600 from the
+    /// moment it exists ([`Listener::bind_private_unix`]), from reactor 0's own poll: the
+    /// other reactors answer their parts through their admin handles. Only our uid and
+    /// root are served (others get 403).
+    pub fn serve_admin(&mut self, path: &std::path::Path) -> io::Result<()> {
+        self.serve_admin_on(Listener::bind_private_unix(path)?)
+    }
+
+    /// As [`Server::serve_admin`], on the admin socket the process this one upgrades handed
+    /// over (`fd`, named [`ADMIN_NAME`]): the same socket, its file left as it is.
+    pub fn serve_admin_inherited(&mut self, fd: std::os::fd::OwnedFd) -> io::Result<()> {
+        match Listener::from_systemd(fd)? {
+            listener @ Listener::Unix(..) => self.serve_admin_on(listener),
+            Listener::Tcp(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the admin socket handed over is not a Unix socket",
+            )),
+        }
+    }
+
+    fn serve_admin_on(&mut self, listener: Listener) -> io::Result<()> {
+        self.admin_fd = Some(listener.try_clone_fd()?);
+        let siblings = self.reactors[1..]
+            .iter_mut()
+            .map(Reactor::admin_handle)
+            .collect();
+        self.reactors[0].serve_admin_on(listener, siblings)
+    }
+
     /// Prepares to adopt the connections of the process this one upgrades, sent over
     /// `channel` (the descriptor it passed as `tabecho-handover`): says which hand-over
     /// version this binary speaks, now, before `READY=1`. [`Adopter::start`] then receives
@@ -350,14 +403,24 @@ impl Server {
     /// Makes SIGINT and SIGTERM start the graceful shutdown of every reactor (a second
     /// one ends it at once), and, with `upgrade`, SIGUSR2 an upgrade in place: `upgrade`
     /// says how to start the new process (docs/PROTOCOL.md "Upgrade in place"). Reactor 0
-    /// receives them. Call it after [`Server::serve_metrics`]: an upgrade hands that
-    /// listener over too.
+    /// receives them. Call it after [`Server::serve_metrics`] and [`Server::serve_admin`]:
+    /// an upgrade hands those listeners over too.
     pub fn handle_signals(&mut self, upgrade: Option<Relaunch>) -> io::Result<()> {
         let fds = std::mem::take(&mut self.listener_fds);
         let metrics = self.metrics_fd.take();
+        let admin = self.admin_fd.take();
         let grace = self.shutdown_grace;
-        let upgrader = upgrade
-            .map(|relaunch| Upgrader::new(relaunch, fds, metrics, grace, self.shared.clone()));
+        let next_id_base = conn_id::next_base(self.connection_id_base);
+        let upgrader = upgrade.map(|relaunch| {
+            Upgrader::new(
+                relaunch,
+                fds,
+                upgrade::Endpoints { metrics, admin },
+                grace,
+                next_id_base,
+                self.shared.clone(),
+            )
+        });
         self.reactors[0].handle_signals(upgrader)
     }
 
@@ -369,6 +432,7 @@ impl Server {
         // sockets must close when the reactors' listeners do.
         self.listener_fds.clear();
         self.metrics_fd = None;
+        self.admin_fd = None;
         let from = &self.origin_note;
         let threads = self.reactors.len();
         info!("listening on {}{from}", self.local_addr);

@@ -10,10 +10,11 @@
 //!     │              deal
 //!     ├─ WAKER     → shutdown begun, a snapshot asked, or connections handed to us
 //!     ├─ SIGNALS   → SIGINT/SIGTERM, SIGUSR2 (reactor 0 registers them)
-//!     ├─ METRICS_LISTENER, HTTP tokens → the metrics endpoint (reactor 0, `--metrics`)
+//!     ├─ HTTP tokens → the metrics and admin endpoints' listeners and connections
+//!     │              (reactor 0, `--metrics`, `--admin`)
 //!     └─ Token(key)→ connection: writable first (free buffer space), then readable
-//!   revisit the ready list (connections that used their read budget), and the metrics
-//!             endpoint's (accepts and connections left over)
+//!   revisit the ready list (connections that used their read budget), and the
+//!             endpoints' (accepts and connections left over)
 //!   expire timers: idle checks (lazy re-arm), linger deadlines, accept resume, stats,
 //!                  end of a memory-pressure episode
 //!   shutdown: started? all closed or grace over? → return the counters
@@ -33,7 +34,9 @@
 //! signals, the shutdown, the drain after an upgrade; `reactor/handover.rs`, connections
 //! moved out to an upgrade's new process and adopted;
 //! `reactor/publish.rs`, snapshots for readers and the turn histogram;
-//! `reactor/metrics_listener.rs`, the metrics endpoint's listener and HTTP connections.
+//! `reactor/http_endpoint.rs`, the HTTP endpoints' listeners and connections, what the
+//! metrics endpoint answers in `reactor/metrics_page.rs`, and the admin endpoint's
+//! listings and closes (each reactor's part of them) in `reactor/admin.rs`.
 //!
 //! # The buffer-memory budget
 //! Every connection's I/O goes through [`Reactor::drive`], which first makes sure the
@@ -67,11 +70,13 @@
 //!   spurious read that returns WouldBlock).
 
 mod acceptor;
+mod admin;
 mod budget;
 mod clock;
 mod handover;
+mod http_endpoint;
 mod lifecycle;
-mod metrics_listener;
+mod metrics_page;
 mod proxy_intake;
 mod publish;
 mod table;
@@ -89,6 +94,8 @@ use std::time::Duration;
 use log::{debug, warn};
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::admin_exchange::AdminDesk;
+use super::conn_id::ConnIds;
 use super::connection::{Connection, Context, Limits, Next};
 use super::deal::{Dealer, Inbox};
 use super::handover::Moved;
@@ -106,9 +113,9 @@ use crate::counters::Stats;
 use crate::size::Size;
 use crate::stream::Stream;
 use crate::timer_wheel::TimerId;
-use metrics_listener::{MetricsEndpoint, HTTP_TOKENS, METRICS_LISTENER};
+use http_endpoint::{HttpEndpoints, Which, HTTP_TOKENS};
 use proxy_intake::{ProxyIntake, PROXY_TOKENS};
-use table::ConnectionTable;
+use table::{ConnectionTable, Opened};
 use timer_key::TimerKey;
 pub use timer_key::MAX_CONNECTION_KEYS;
 use timers::Timers;
@@ -234,13 +241,15 @@ impl Reactor {
                 config
                     .max_connections_per_source
                     .map(|_| config.source_prefix_v6),
+                ConnIds::new(0, id, of),
             ),
             timers: Timers::new(
                 config.idle_timeout,
                 config.linger,
                 config.shutdown_grace,
-                // One timer per connection, the metrics connections' and the server's own few.
-                reserved + crate::metrics::MAX_CONNECTIONS + 5,
+                // One timer per connection, the endpoints' connections' and the server's own
+                // few.
+                reserved + Which::ALL.len() * crate::http::MAX_CONNECTIONS + 5,
             ),
             shared,
             life: Life::new(adoptions),
@@ -258,7 +267,8 @@ impl Reactor {
             waker,
             endpoints: Endpoints {
                 publisher: None,
-                metrics: None,
+                desk: None,
+                http: None,
             },
         })
     }
@@ -271,6 +281,13 @@ impl Reactor {
     /// Makes this reactor deal the connections it accepts over the server's reactors.
     pub fn set_dealer(&mut self, dealer: Dealer) {
         self.acceptor.set_dealer(dealer);
+    }
+
+    /// Numbers this reactor's connections from `base` (an upgrade's new process gets a base
+    /// of its own: `server::conn_id`). Before it runs.
+    pub fn set_connection_id_base(&mut self, base: u64) {
+        self.table
+            .set_ids(ConnIds::new(base, self.id.index, self.id.of));
     }
 
     /// This reactor's waker: what a shutdown, a snapshot request or a dealt connection wakes.
@@ -312,28 +329,10 @@ impl Reactor {
             self.cx.start_turn();
             self.new_budget_turn();
             for event in events.iter() {
+                // Every token but a connection's is at PROXY_TOKENS or above: one comparison
+                // tells a connection's event, the common one, from the rest.
                 match event.token() {
-                    LISTENER => self.acceptor.mark_ready(),
-                    WAKER => {
-                        self.on_wake();
-                        let keys = self.take_dealt();
-                        if self.life.phase() == Phase::Moving {
-                            self.move_out(keys);
-                        }
-                        self.take_moved();
-                        self.collect_sibling_snapshots();
-                    }
-                    SIGNALS => self.on_signal(),
-                    METRICS_LISTENER => self.on_metrics_listener(),
-                    // One comparison on an echo connection's path: both ranges lie above it.
-                    Token(token) if token >= PROXY_TOKENS => {
-                        if token >= HTTP_TOKENS {
-                            self.on_http_event(token - HTTP_TOKENS);
-                        } else {
-                            self.on_proxy_event(token - PROXY_TOKENS);
-                        }
-                    }
-                    Token(key) => {
+                    Token(key) if key < PROXY_TOKENS => {
                         // Errors and hang-ups show up as a failed read or write.
                         let failed = event.is_error();
                         let hangup = event.is_read_closed() || failed;
@@ -346,10 +345,23 @@ impl Reactor {
                         let readable = event.is_readable() || hangup;
                         self.on_connection_event(key, readable, writable);
                     }
+                    LISTENER => self.acceptor.mark_ready(),
+                    WAKER => {
+                        self.on_wake();
+                        let keys = self.take_dealt();
+                        if self.life.phase() == Phase::Moving {
+                            self.move_out(keys);
+                        }
+                        self.take_moved();
+                        self.collect_sibling_parts();
+                    }
+                    SIGNALS => self.on_signal(),
+                    Token(token) if token >= HTTP_TOKENS => self.on_http_event(token - HTTP_TOKENS),
+                    Token(token) => self.on_proxy_event(token - PROXY_TOKENS),
                 }
             }
             self.revisit_ready();
-            self.revisit_metrics();
+            self.revisit_http();
             if self.acceptor.is_ready() {
                 // A long turn must not age the new connections: their idle deadline
                 // counts from now.
@@ -360,7 +372,7 @@ impl Reactor {
             self.advance_phase();
             self.end_turn(turn_start_us);
         }
-        self.close_metrics();
+        self.close_http_endpoints();
         debug_assert_eq!(
             self.charged(),
             0,
@@ -407,7 +419,7 @@ impl Reactor {
     /// clock read per turn saved (about 20 instructions per frame at pipeline 1 and 10
     /// connections), for a wake-up at most those microseconds late, far under a tick.
     fn poll_timeout(&self) -> Option<Duration> {
-        if self.table.has_work() || self.acceptor.has_work() || self.metrics_work_left() {
+        if self.table.has_work() || self.acceptor.has_work() || self.http_work_left() {
             return Some(Duration::ZERO);
         }
         self.timers.until_next(self.cx.now_us)
@@ -507,20 +519,22 @@ impl Reactor {
     /// not be registered (then it is closed and released).
     fn add_connection(&mut self, stream: Stream, source: Option<Source>) -> Option<usize> {
         let now_us = self.cx.now_us;
-        let key = self.insert_connection(stream, source, |s| Connection::new(s, now_us))?;
+        let opened = self.table.open_at(now_us);
+        let key = self.insert_connection(stream, source, opened, |s| Connection::new(s, now_us))?;
         self.cx.stats.accepted += 1;
         Some(key)
     }
 
-    /// Registers `stream`, admitted from `source`, as the connection `make` builds (a new
-    /// one, or one moved in with its state), records its source, charges its buffers, and
-    /// arms its one timer: its linger deadline if it is closing, else its idle deadline
-    /// from its last progress. Returns its key, or `None` if it could not be registered
-    /// (then it is closed and its admission released).
+    /// Registers `stream`, admitted from `source` and opened as `opened` says, as the
+    /// connection `make` builds (a new one, or one moved in with its state), records its
+    /// source, charges its buffers, and arms its one timer: its linger deadline if it is
+    /// closing, else its idle deadline from its last progress. Returns its key, or `None`
+    /// if it could not be registered (then it is closed and its admission released).
     fn insert_connection(
         &mut self,
         mut stream: Stream,
         source: Option<Source>,
+        opened: Opened,
         make: impl FnOnce(Stream) -> Connection,
     ) -> Option<usize> {
         let key = self.table.vacant_key();
@@ -536,7 +550,7 @@ impl Reactor {
         if log::log_enabled!(log::Level::Debug) {
             debug!("open {} as {key}", stream.peer_name());
         }
-        let (key, conn) = self.table.insert(make(stream), source);
+        let (key, conn) = self.table.insert(make(stream), source, opened);
         let deadline_us = match conn.closing() {
             Some(reason) => self.timers.linger_deadline(self.cx.now_us, reason),
             None => self.timers.idle_deadline(conn.last_progress_us()),
@@ -764,6 +778,11 @@ impl ReactorId {
 struct Endpoints {
     /// Serves snapshot requests and times turns; `None` until a `snapshot_handle` is taken.
     publisher: Option<Box<Publisher>>,
-    /// The metrics endpoint, served on this reactor's poll (reactor 0 with `--metrics`).
-    metrics: Option<Box<MetricsEndpoint>>,
+    /// Answers this reactor's part of admin requests asked by the reactor that serves the
+    /// admin endpoint; `None` until an `admin_handle` is taken.
+    desk: Option<Box<AdminDesk>>,
+    /// The HTTP endpoints served on this reactor's poll (reactor 0 with `--metrics` or
+    /// `--admin`); `None` when neither is, so that the loop's look for their work each
+    /// turn is one test.
+    http: Option<Box<HttpEndpoints>>,
 }

@@ -61,6 +61,8 @@ const LISTEN_FDS_START: i32 = 3;
 pub const LISTENER_NAME: &str = "tabecho-listener";
 /// `LISTEN_FDNAMES` of the metrics listener handed over.
 pub const METRICS_NAME: &str = "tabecho-metrics";
+/// `LISTEN_FDNAMES` of the admin listener handed over.
+pub const ADMIN_NAME: &str = "tabecho-admin";
 /// `LISTEN_FDNAMES` of the hand-over's socketpair (not a listener).
 pub const HANDOVER_NAME: &str = "tabecho-handover";
 /// Sets `LISTEN_PID` to the shell's own pid, which `exec` keeps for the binary: the
@@ -113,6 +115,24 @@ pub fn without_listen(args: impl IntoIterator<Item = OsString>) -> Vec<OsString>
     out
 }
 
+/// The endpoints' listeners an upgrade hands over beside the echo listeners.
+#[derive(Debug, Default)]
+pub struct Endpoints {
+    /// The metrics listener (`--metrics`).
+    pub metrics: Option<OwnedFd>,
+    /// The admin socket (`--admin`).
+    pub admin: Option<OwnedFd>,
+}
+
+impl Endpoints {
+    fn try_clone(&self) -> io::Result<Endpoints> {
+        Ok(Endpoints {
+            metrics: self.metrics.as_ref().map(OwnedFd::try_clone).transpose()?,
+            admin: self.admin.as_ref().map(OwnedFd::try_clone).transpose()?,
+        })
+    }
+}
+
 /// Starts upgrades for one server: owned by reactor 0, which receives SIGUSR2.
 pub struct Upgrader {
     relaunch: Relaunch,
@@ -120,28 +140,33 @@ pub struct Upgrader {
     /// gets. Dropped with the upgrader when a shutdown or the upgrade's drain begins, so the
     /// sockets close when the reactors' own listeners do.
     sockets: Vec<OwnedFd>,
-    /// A duplicate of the metrics listener, if `--metrics` is served: handed over too.
-    metrics: Option<OwnedFd>,
+    /// Duplicates of the endpoints' listeners that are served: handed over too.
+    endpoints: Endpoints,
     /// How long a hand-over may take (`--shutdown-grace`).
     grace: Duration,
+    /// The base of the new process's connection ids (`conn_id::ID_BASE_ENV`).
+    next_id_base: u64,
     shared: Arc<Shared>,
 }
 
 impl Upgrader {
-    /// An upgrader handing `sockets` (duplicates of the listeners) and `metrics` (of the
-    /// metrics listener) over when asked, and the connections within `grace`.
+    /// An upgrader handing `sockets` (duplicates of the listeners) and `endpoints` (of the
+    /// endpoints' listeners) over when asked, and the connections within `grace`; the new
+    /// process numbers its connections from `next_id_base`.
     pub fn new(
         relaunch: Relaunch,
         sockets: Vec<OwnedFd>,
-        metrics: Option<OwnedFd>,
+        endpoints: Endpoints,
         grace: Duration,
+        next_id_base: u64,
         shared: Arc<Shared>,
     ) -> Upgrader {
         Upgrader {
             relaunch,
             sockets,
-            metrics,
+            endpoints,
             grace,
+            next_id_base,
             shared,
         }
     }
@@ -157,42 +182,45 @@ impl Upgrader {
         }
         let sockets: io::Result<Vec<OwnedFd>> =
             self.sockets.iter().map(|s| s.try_clone()).collect();
-        let metrics = self.metrics.as_ref().map(OwnedFd::try_clone).transpose();
+        let endpoints = self.endpoints.try_clone();
         let relaunch = self.relaunch.clone();
         let shared = self.shared.clone();
         let grace = self.grace;
+        let next_id_base = self.next_id_base;
         let started = sockets.and_then(|sockets| {
-            let metrics = metrics?;
+            let endpoints = endpoints?;
             thread::Builder::new()
                 .name("upgrade".into())
-                .spawn(move || match upgrade(&relaunch, sockets, metrics) {
-                    Ok((child, Some((channel, room)))) => {
-                        let pid = child.id();
-                        // The state first, then the line: a SIGUSR2 after the line must
-                        // meet the move (the tests and operators act on the line).
-                        let (to_mover, from_reactors) = mpsc::channel();
-                        shared.begin_move(to_mover);
-                        info!("upgrade: PID {pid} serves now; moving the connections to it");
-                        let reactors = shared.reactors();
-                        Mover::new(channel, room, shared, grace).run(
-                            from_reactors,
-                            reactors,
-                            child,
-                        );
-                    }
-                    Ok((child, None)) => {
-                        let pid = child.id();
-                        shared.begin_upgrade_drain();
-                        info!(
-                            "upgrade: PID {pid} serves now; it does not take connections \
+                .spawn(
+                    move || match upgrade(&relaunch, sockets, endpoints, next_id_base) {
+                        Ok((child, Some((channel, room)))) => {
+                            let pid = child.id();
+                            // The state first, then the line: a SIGUSR2 after the line must
+                            // meet the move (the tests and operators act on the line).
+                            let (to_mover, from_reactors) = mpsc::channel();
+                            shared.begin_move(to_mover);
+                            info!("upgrade: PID {pid} serves now; moving the connections to it");
+                            let reactors = shared.reactors();
+                            Mover::new(channel, room, shared, grace).run(
+                                from_reactors,
+                                reactors,
+                                child,
+                            );
+                        }
+                        Ok((child, None)) => {
+                            let pid = child.id();
+                            shared.begin_upgrade_drain();
+                            info!(
+                                "upgrade: PID {pid} serves now; it does not take connections \
                              (an older version?): draining"
-                        );
-                    }
-                    Err(e) => {
-                        warn!("upgrade failed: {e}; still serving");
-                        shared.upgrade_failed();
-                    }
-                })
+                            );
+                        }
+                        Err(e) => {
+                            warn!("upgrade failed: {e}; still serving");
+                            shared.upgrade_failed();
+                        }
+                    },
+                )
         });
         if let Err(e) = started {
             warn!("upgrade failed: {e}; still serving");
@@ -201,13 +229,15 @@ impl Upgrader {
     }
 }
 
-/// Starts the new process on `sockets` (and the metrics listener) and waits for its
-/// `READY=1`; returns it, and the hand-over's channel with the new process's room
-/// if it speaks our hand-over version; or why not (then it has been killed and reaped).
+/// Starts the new process on `sockets` (and the endpoints' listeners), its connection ids
+/// from `next_id_base`, and waits for its `READY=1`; returns it, and the hand-over's
+/// channel with the new process's room if it speaks our hand-over version; or why not
+/// (then it has been killed and reaped).
 fn upgrade(
     relaunch: &Relaunch,
     sockets: Vec<OwnedFd>,
-    metrics: Option<OwnedFd>,
+    endpoints: Endpoints,
+    next_id_base: u64,
 ) -> io::Result<(Child, Option<(UnixStream, usize)>)> {
     let dir = tempfile::Builder::new()
         .prefix("tabecho-upgrade-")
@@ -219,9 +249,13 @@ fn upgrade(
     let (mut channel, theirs) = UnixStream::pair()?;
     let mut names = vec![LISTENER_NAME; count];
     let mut passed = sockets;
-    if let Some(metrics) = metrics {
+    if let Some(metrics) = endpoints.metrics {
         passed.push(metrics);
         names.push(METRICS_NAME);
+    }
+    if let Some(admin) = endpoints.admin {
+        passed.push(admin);
+        names.push(ADMIN_NAME);
     }
     passed.push(OwnedFd::from(theirs));
     names.push(HANDOVER_NAME);
@@ -244,6 +278,7 @@ fn upgrade(
         .env("LISTEN_FDNAMES", names.join(":"))
         .env("NOTIFY_SOCKET", &notify_path)
         .env(UPGRADED_FROM_ENV, std::process::id().to_string())
+        .env(super::conn_id::ID_BASE_ENV, next_id_base.to_string())
         .env_remove(crate::systemd::SERVICE_NOTIFY_SOCKET_ENV)
         .fd_mappings(mappings)
         .map_err(io::Error::other)?;

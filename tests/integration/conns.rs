@@ -182,9 +182,8 @@ fn row(id: u64, memory: u64, state: ConnState) -> ConnectionRow {
         output_pending: memory / 2,
         kernel_charge: memory - memory / 2,
         memory,
-        frames: 99,
-        bytes_in: 1024,
-        bytes_out: 2048,
+        bytes_in: Some(1024),
+        bytes_out: Some(2048),
     }
 }
 
@@ -236,9 +235,9 @@ fn conns_sends_its_query_and_prints_the_rows_as_an_aligned_table() {
     assert_eq!(
         lines,
         [
-            "ID  R  STATE    CLIENT           LOCAL             AGE  IDLE  MEMORY  INPUT  OUTPUT  KERNEL  FRAMES    IN   OUT",
-            "31  1  paused   127.0.0.5:40031  127.0.0.1:8085  2m05s  2.5s    1MiB     0B  512KiB  512KiB      99  1KiB  2KiB",
-            " 7  1  writing  127.0.0.5:40007  127.0.0.1:8085  2m05s  2.5s   64KiB     0B   32KiB   32KiB      99  1KiB  2KiB",
+            "ID  R  STATE    CLIENT           LOCAL             AGE  IDLE  MEMORY  INPUT  OUTPUT  KERNEL    IN   OUT",
+            "31  1  paused   127.0.0.5:40031  127.0.0.1:8085  2m05s  2.5s    1MiB     0B  512KiB  512KiB  1KiB  2KiB",
+            " 7  1  writing  127.0.0.5:40007  127.0.0.1:8085  2m05s  2.5s   64KiB     0B   32KiB   32KiB  1KiB  2KiB",
         ],
         "{out}"
     );

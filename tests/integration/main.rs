@@ -30,12 +30,15 @@
 //!   hand-over (the old one drains), failures
 //! - `handover`: SIGUSR2 moves every connection: busy ones lose nothing, idle deadlines
 //!   kept, the metrics listener moves too, a new process that dies or stalls
+//! - `admin`: `serve --admin`: listings and closes against the real server beside a
+//!   verified load, the socket's mode and who may use it, ids across an upgrade
 //! - `conns`: `tabecho conns` and `conns close` against a stand-in admin endpoint on a Unix
 //!   socket: the requests the server's parser reads back, the table, every exit code
 //! - `cli_docs`: `tabecho man` and `tabecho completions` cover every subcommand and flag
 //! - `docs`: README.md, docs/PROTOCOL.md and docs/OPERATIONS.md against the code: metrics,
 //!   close reasons, flags and defaults, cited tests, links
 
+mod admin;
 mod bounds;
 mod cli_docs;
 mod conns;

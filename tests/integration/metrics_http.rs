@@ -6,7 +6,7 @@ use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use tabecho::metrics::http::{HEAD_TIMEOUT, MAX_HEAD};
+use tabecho::http::{HEAD_TIMEOUT, MAX_HEAD};
 use tabecho::metrics::MAX_CONNECTIONS;
 
 use crate::util::*;

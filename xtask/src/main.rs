@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod admin_listing;
 mod attack;
 mod c100k;
 mod callgrind;
@@ -57,6 +58,8 @@ enum Check {
     IdleMemory(idle_memory::IdleMemoryArgs),
     /// One reactor against two: CPU per frame, balance over TCP and Unix, throughput
     ThreadsBench(threads_bench::ThreadsBenchArgs),
+    /// Listing 10,000 idle connections (tabecho conns --limit 100) beside an open-loop healthy load: answered within 2 s, the load's max latency under 50 ms
+    AdminListing(admin_listing::AdminListingArgs),
     /// Instructions per frame (callgrind) at 10 and 1,000 connections, beside the ceiling
     Callgrind(callgrind::CallgrindArgs),
     /// Syscalls per frame (perf tracepoints), tabecho beside the ceiling
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
         Check::Hostile(args) => hostile::run(args),
         Check::IdleMemory(args) => idle_memory::run(args),
         Check::ThreadsBench(args) => threads_bench::run(args),
+        Check::AdminListing(args) => admin_listing::run(args),
         Check::Callgrind(args) => callgrind::run(args),
         Check::Syscalls(args) => syscalls::run(args),
         Check::HaproxyBench(args) => haproxy_bench::run(args),

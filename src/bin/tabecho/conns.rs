@@ -70,7 +70,8 @@ Lists the connections of a server started with --admin unix:PATH, largest first 
 --sort (ties: the lower id first), as a table: id, reactor, state (reading, writing,
 paused at --high-water, lingering, moving), client, peer (when a PROXY header named
 another client), local address, age, idle time, memory charged to the buffer budget and
-its parts (input held, output pending, kernel queues), frames answered, bytes in and out.
+its parts (input held, output pending, kernel queues), and the bytes the kernel counted
+in and out (TCP; `-` for a Unix connection).
 --json prints the server's JSON lines instead, one object per connection.
 
 Close (tabecho conns close [--source CIDR] [--id N] [--min-memory SIZE] [--idle-over DUR]
@@ -163,9 +164,10 @@ struct SocketArgs {
     timeout: Duration,
 }
 
-/// The admin socket's path, written `unix:PATH` as `serve --admin` takes it.
+/// The admin socket's path, written `unix:PATH`: what `serve --admin` and `conns --admin`
+/// take.
 #[derive(Clone)]
-struct AdminSocket(PathBuf);
+pub struct AdminSocket(pub PathBuf);
 
 impl FromStr for AdminSocket {
     type Err = String;

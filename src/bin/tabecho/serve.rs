@@ -12,10 +12,14 @@ use tabecho::addr::{DurationArg, ListenAddr};
 use tabecho::cgroup::Limits;
 use tabecho::config::{self, parse_connection_bytes, ServerConfig};
 use tabecho::proxy_protocol::TrustedProxies;
-use tabecho::server::{Relaunch, Server, Stats, HANDOVER_NAME, METRICS_NAME, UPGRADED_FROM_ENV};
+use tabecho::server::{
+    Relaunch, Server, Stats, ADMIN_NAME, HANDOVER_NAME, METRICS_NAME, UPGRADED_FROM_ENV,
+};
 use tabecho::size::Size;
 use tabecho::sizing::{self, Choice};
 use tabecho::systemd;
+
+use crate::conns::AdminSocket;
 
 /// Flags of `tabecho serve`.
 #[derive(Args)]
@@ -29,7 +33,7 @@ are sent when NOTIFY_SOCKET is set.
 
 Upgrade in place: SIGUSR2 starts the binary now at the path this process was started from, \
 with the same arguments but --listen, on the very listening sockets (LISTEN_FDS, and the \
-metrics listener); once it reports READY=1 this process stops accepting, moves every open \
+metrics and admin listeners); once it reports READY=1 this process stops accepting, moves every open \
 connection to it with what it had in flight (no client notices), and exits 0. A binary \
 without the hand-over gets a drain instead (connections served until idle or \
 --shutdown-grace ends). If the new process fails, or dies during the move, this one keeps \
@@ -40,8 +44,8 @@ Sizes (SIZE) are a number of bytes with an optional K, M or G, no space, in any 
 G = 1024M.
 
 Exit codes: 0 after a clean shutdown (SIGINT/SIGTERM); 1 when the address cannot be bound \
-(in use, permission), the socket systemd passed is unusable, the metrics address cannot be \
-bound, the poll fails, or a reactor panicked (a bug); 2 on a bad command line, naming the \
+(in use, permission), the socket systemd passed is unusable, the metrics address or the admin \
+socket cannot be bound, the poll fails, or a reactor panicked (a bug); 2 on a bad command line, naming the \
 flag: a value out of its bounds (sizes above 1 GiB, durations above 365 days), or a \
 --max-buffer-memory too small for --threads, --high-water and --max-frame."
 )]
@@ -138,6 +142,12 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (host:port; port 0 picks one) [default: off].
     #[arg(long, value_name = "ADDR", value_parser = tabecho::addr::parse_tcp_addr)]
     metrics: Option<SocketAddr>,
+    /// Serve the admin endpoint on a Unix socket at PATH, created mode 0600: `tabecho conns`
+    /// lists the connections (who holds the memory) and closes them by filter. Only this
+    /// process's user and root may use it; anyone else who reaches it gets 403
+    /// [default: off].
+    #[arg(long, value_name = "unix:PATH")]
+    admin: Option<AdminSocket>,
     /// Once listening, write the bound addresses to descriptor FD (left open by the
     /// parent, 3 or above), one per line, and close it: the listening address as --listen
     /// takes it, then with --metrics http://ADDR/metrics. Not passed on to an upgrade.
@@ -206,7 +216,7 @@ impl ServeArgs {
     /// sized from `limits` (this process's cgroup's) and the CPUs it may use; and what
     /// was sized, to log. Both structs are written out field by field (no `..`), so a flag
     /// added to `ServeArgs`, or a field added to `ServerConfig`, fails to compile here
-    /// until it is wired; `metrics` is not the config's, `run` serves it.
+    /// until it is wired; `metrics` and `admin` are not the config's, `run` serves them.
     fn config(&self, limits: &Limits) -> (ServerConfig, StartSizing) {
         let ServeArgs {
             listen,
@@ -227,6 +237,7 @@ impl ServeArgs {
             shutdown_grace,
             linger,
             metrics: _,
+            admin: _,
             ready_fd: _,
             summary_json: _,
         } = self;
@@ -295,6 +306,9 @@ pub fn run(args: ServeArgs) -> ExitCode {
     let Some((mut server, upgraded_from, passed)) = bind(args.listen.is_none(), config) else {
         return ExitCode::from(1);
     };
+    // After an upgrade, the ids the old process gave (and its connections keep) are not
+    // given again.
+    server.set_connection_id_base(tabecho::server::connection_id_base_from_env());
     // Once bound: a server that cannot start says only why.
     sized.log();
     // Served by reactor 0's own loop: it lives exactly as long as the server. An upgrade
@@ -312,6 +326,20 @@ pub fn run(args: ServeArgs) -> ExitCode {
             }
             Err(e) => {
                 error!("cannot serve metrics on {addr}: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    // As the metrics endpoint: on reactor 0's loop, and handed over by an upgrade.
+    if let Some(admin) = &args.admin {
+        let served = match passed.admin {
+            Some(fd) => server.serve_admin_inherited(fd),
+            None => server.serve_admin(&admin.0),
+        };
+        match served {
+            Ok(()) => info!("admin socket on {admin}"),
+            Err(e) => {
+                error!("cannot serve the admin socket {admin}: {e}");
                 return ExitCode::from(1);
             }
         }
@@ -444,6 +472,8 @@ fn relaunch() -> Relaunch {
 struct Passed {
     /// Its metrics listener.
     metrics: Option<OwnedFd>,
+    /// Its admin socket.
+    admin: Option<OwnedFd>,
     /// The hand-over's socketpair: its connections come over it.
     handover: Option<OwnedFd>,
 }
@@ -468,6 +498,7 @@ fn bind(listen_not_given: bool, config: ServerConfig) -> Option<(Server, Option<
     for (fd, name) in named {
         match name.as_str() {
             METRICS_NAME => passed.metrics = Some(fd),
+            ADMIN_NAME => passed.admin = Some(fd),
             HANDOVER_NAME => passed.handover = Some(fd),
             _ => inherited.push(fd),
         }

@@ -3,7 +3,7 @@
 //! as `SCM_RIGHTS`, see `handover.rs`).
 //!
 //! ```text
-//!   new → old   hello   "tabecho-handover 2 room=N\n"   (before READY=1)
+//!   new → old   hello   "tabecho-handover 3 room=N\n"   (before READY=1)
 //!   old → new   batch   header: "THB1" count:u32 payload_len:u64 (little-endian), with
 //!                       `count` descriptors attached; then the payload: `count` records
 //!   new → old   "ack N\n" (received all N descriptors intact) or "nack WHY\n"
@@ -15,10 +15,12 @@
 //! u8, closing u8 (0 none, else 1 + its index in `CloseReason::ALL`), idle_for_us u64,
 //! then, with the client flag, the real client a PROXY header named (family u8, 4 or 6;
 //! the address's 4 or 16 bytes; its port u16), then the decoder's bytes and the pending
-//! output, each as len:u32 + bytes.
+//! output, each as len:u32 + bytes; then the connection's id u64 and age_us u64, which
+//! the admin endpoint lists.
 //!
-//! Versions: 1 had no client; 2 added it (a moved connection keeps its real source). Both
-//! sides speak exactly one version: a new process of another version gets the drain.
+//! Versions: 1 had no client; 2 added it (a moved connection keeps its real source); 3
+//! added the id and the age (an operator's ids hold across an upgrade). Both sides speak
+//! exactly one version: a new process of another version gets the drain.
 //!
 //! # Invariants
 //! - Decoding never panics and never reads past its input: any malformed or truncated
@@ -31,7 +33,7 @@ use crate::counters::CloseReason;
 
 /// The hand-over version this binary speaks. A new process that speaks another (or none,
 /// an older tabecho) gets the old drain instead.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// What a batch header starts with.
 const BATCH_MAGIC: &[u8; 4] = b"THB1";
 /// Bytes in a batch header.
@@ -86,6 +88,10 @@ pub struct ConnState {
     pub hangup_seen: bool,
     /// The real client its PROXY header named, if any: its source and its name in logs.
     pub client: Option<SocketAddr>,
+    /// Its id, which it keeps in the new process (`server::conn_id`).
+    pub id: u64,
+    /// How long ago it was accepted: its age goes on.
+    pub age_us: u64,
 }
 
 /// The hello line a new process sends first: the version and how many connections it can
@@ -177,6 +183,8 @@ pub fn encode(state: &ConnState, out: &mut Vec<u8>) {
         out.extend_from_slice(&len.to_le_bytes());
         out.extend_from_slice(&bytes[..len as usize]);
     }
+    out.extend_from_slice(&state.id.to_le_bytes());
+    out.extend_from_slice(&state.age_us.to_le_bytes());
 }
 
 /// Decodes `count` records from `payload`, which must hold exactly them.
@@ -208,6 +216,12 @@ impl<'a> Reader<'a> {
 
     fn u8(&mut self) -> io::Result<u8> {
         Ok(self.take(1)?[0])
+    }
+
+    fn u64(&mut self) -> io::Result<u64> {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(bytes))
     }
 
     fn bytes(&mut self) -> io::Result<Vec<u8>> {
@@ -251,9 +265,7 @@ impl<'a> Reader<'a> {
                     .ok_or_else(|| invalid("unknown close reason"))?,
             ),
         };
-        let mut idle = [0u8; 8];
-        idle.copy_from_slice(self.take(8)?);
-        let idle_for_us = u64::from_le_bytes(idle);
+        let idle_for_us = self.u64()?;
         let client = if flags & FLAG_CLIENT != 0 {
             Some(self.client()?)
         } else {
@@ -271,6 +283,8 @@ impl<'a> Reader<'a> {
             read_paused: flags & FLAG_READ_PAUSED != 0,
             write_shut: flags & FLAG_WRITE_SHUT != 0,
             hangup_seen: flags & FLAG_HANGUP_SEEN != 0,
+            id: self.u64()?,
+            age_us: self.u64()?,
         })
     }
 }
@@ -307,6 +321,8 @@ mod tests {
                     9,
                 ))),
             },
+            id: u64::from(n) << 40 | 7,
+            age_us: u64::from(n) * 3_000_017,
         }
     }
 
@@ -359,13 +375,13 @@ mod tests {
     #[test]
     fn a_hello_of_this_version_gives_the_room_and_others_nothing() {
         assert_eq!(parse_hello(&hello(12_345)), Some(12_345));
-        assert_eq!(
-            parse_hello("tabecho-handover 1 room=5\n"),
-            None,
-            "version 1"
-        );
-        assert_eq!(parse_hello("tabecho-handover 3 room=5\n"), None);
+        assert_eq!(parse_hello("tabecho-handover 3 room=5\n"), Some(5));
+        // Version 1 (no client) and 2 (no id or age) get the drain: their records are
+        // shorter.
+        assert_eq!(parse_hello("tabecho-handover 1 room=5\n"), None);
+        assert_eq!(parse_hello("tabecho-handover 2 room=5\n"), None);
+        assert_eq!(parse_hello("tabecho-handover 4 room=5\n"), None);
         assert_eq!(parse_hello("READY=1\n"), None);
-        assert_eq!(parse_hello("tabecho-handover 2 room=x\n"), None);
+        assert_eq!(parse_hello("tabecho-handover 3 room=x\n"), None);
     }
 }

@@ -16,7 +16,7 @@ use std::sync::mpsc::Sender;
 use log::{debug, info, warn};
 use mio::Interest;
 
-use super::{Reactor, TimerKey, LISTENER};
+use super::{Opened, Reactor, TimerKey, LISTENER};
 use crate::counters::CloseReason;
 use crate::server::connection::Connection;
 use crate::server::handover::{MoveMsg, Moved};
@@ -26,8 +26,8 @@ use crate::timer_wheel::TimerId;
 
 impl Reactor {
     /// The new process speaks the hand-over: stop accepting (it accepts on the same
-    /// sockets), stop serving the metrics listener (it serves that too), and send every
-    /// connection to `mover`.
+    /// sockets), stop serving the metrics and admin listeners (it serves those too), and
+    /// send every connection to `mover`.
     /// (`None`: the move ended before this reactor could join it; what it holds stays.)
     pub(super) fn begin_move(&mut self, mover: Option<Sender<MoveMsg>>) {
         if let Some(mut listener) = self.acceptor.take_listener() {
@@ -41,7 +41,7 @@ impl Reactor {
             // No more connections will be dealt: the others move what their inbox holds.
             self.shared.end_dealing();
         }
-        self.stop_metrics_accepting();
+        self.stop_http_accepting();
         self.life.mover = mover;
         let keys: Vec<usize> = self.table.keys();
         debug!(
@@ -97,6 +97,7 @@ impl Reactor {
             // The new process serves this socket now: its Unix socket file stays.
             listener.leave_file();
         }
+        self.hand_http_listeners_over();
         if !self.table.is_empty() {
             info!(
                 "serving {} connections the new process did not take{}",
@@ -108,7 +109,8 @@ impl Reactor {
     }
 
     /// The move rolled back (the new process died): accept again, on the same listener,
-    /// serve the metrics listener again, and serve what came back, as before the upgrade.
+    /// serve the metrics and admin listeners again, and serve what came back, as before
+    /// the upgrade.
     pub(super) fn resume_after_failed_move(&mut self) {
         // Every connection given back was delivered before the move ended.
         self.take_moved();
@@ -125,7 +127,7 @@ impl Reactor {
                 Err(e) => warn!("cannot accept again after the failed move: {e}"),
             }
         }
-        self.resume_metrics_accepting();
+        self.resume_http_accepting();
         info!(
             "upgrade rolled back: accepting again, {} connections served here{}",
             self.table.len(),
@@ -135,6 +137,7 @@ impl Reactor {
 
     /// Takes connection `key` out of this reactor, whole, for the move.
     fn take_out(&mut self, key: usize) -> Option<Moved> {
+        let opened = self.table.opened(key);
         let (mut conn, admission) = self.table.remove(key)?;
         if conn.timer() != TimerId::NONE {
             self.timers.cancel(conn.timer());
@@ -142,7 +145,8 @@ impl Reactor {
         // EPOLL_CTL_DEL before our descriptor closes: the socket lives on in the new
         // process, and a registration left behind would still be reported here.
         self.detach(&mut conn, admission.source);
-        let (stream, mut state) = conn.export(self.cx.now_us);
+        let now_us = self.cx.now_us;
+        let (stream, mut state) = conn.export(now_us, opened.id, opened.age_us(now_us));
         state.client = admission.client;
         let fd = Moved::socket_of(stream);
         Some(Moved {
@@ -192,9 +196,11 @@ impl Reactor {
         // Counted whatever the limits (it was admitted once); released if not served.
         self.shared.adopt(source);
         let now_us = self.cx.now_us;
-        let Some(key) =
-            self.insert_connection(stream, source, |s| Connection::adopt(s, state, now_us))
-        else {
+        // Its id and age go on: the listing shows the same connection.
+        let opened = Opened::aged(state.id, state.age_us, now_us);
+        let Some(key) = self.insert_connection(stream, source, opened, |s| {
+            Connection::adopt(s, state, now_us)
+        }) else {
             return;
         };
         self.table.set_client(key, client);

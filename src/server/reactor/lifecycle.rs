@@ -177,6 +177,8 @@ impl Reactor {
             listener.leave_file();
             self.shared.stop_accepting();
         }
+        // The new process serves the admin socket too: its file stays when ours closes.
+        self.hand_http_listeners_over();
         if self.acceptor.deals() {
             // No more connections will be dealt: the others may end once theirs are served.
             self.shared.end_dealing();
@@ -196,8 +198,10 @@ impl Reactor {
         self.life.upgrader = None;
         let upgrade_drain = self.life.phase() == Phase::Moved;
         if let Some(mut listener) = self.acceptor.take_parked() {
-            // A shutdown during a move: the new process serves this socket.
+            // A shutdown during a move: the new process serves this socket, and the
+            // admin socket.
             listener.leave_file();
+            self.hand_http_listeners_over();
         }
         self.life
             .state

@@ -56,6 +56,8 @@ struct Pending {
     held: Vec<u8>,
     /// Its header deadline.
     timer: TimerId,
+    /// When it was accepted (the reactor's clock): its age counts from then.
+    accepted_us: u64,
 }
 
 /// The connections from trusted peers whose header is not complete yet.
@@ -132,15 +134,15 @@ impl Reactor {
             self.shared.release(None);
             return;
         }
-        let deadline = self
-            .cx
-            .now_us
-            .saturating_add(super::clock::micros(self.config.proxy_protocol_timeout));
+        let accepted_us = self.cx.now_us;
+        let deadline =
+            accepted_us.saturating_add(super::clock::micros(self.config.proxy_protocol_timeout));
         let timer = self.timers.arm_at(deadline, TimerKey::Proxy(key));
         self.acceptor.intake.pending.insert(Pending {
             stream,
             held: Vec::new(),
             timer,
+            accepted_us,
         });
         self.on_proxy_event(key);
     }
@@ -196,7 +198,7 @@ impl Reactor {
 
     /// Takes pending connection `key` out of the intake: out of the poll and the wheel, its
     /// bytes given back to the budget.
-    fn take_pending(&mut self, key: usize) -> Option<(Stream, Vec<u8>)> {
+    fn take_pending(&mut self, key: usize) -> Option<Pending> {
         let mut pending = self.acceptor.intake.pending.try_remove(key)?;
         if pending.timer != TimerId::NONE {
             self.timers.cancel(pending.timer);
@@ -204,12 +206,12 @@ impl Reactor {
         let _ = self.poll.registry().deregister(&mut pending.stream);
         self.budget.release(pending.held.capacity());
         self.budget.settle_lease_unchecked(self.charged());
-        Some((pending.stream, pending.held))
+        Some(pending)
     }
 
     /// Closes pending connection `key`, unanswered, for `result`.
     pub(super) fn end_pending(&mut self, key: usize, result: HeaderResult) {
-        if let Some((stream, _)) = self.take_pending(key) {
+        if let Some(Pending { stream, .. }) = self.take_pending(key) {
             debug!(
                 "closed {}: PROXY header {}",
                 stream.peer_name(),
@@ -223,7 +225,13 @@ impl Reactor {
     /// Pending connection `key` sent a whole header of `len` bytes: admitted under the
     /// source it names, and served.
     fn header_read(&mut self, key: usize, header: ProxyHeader, len: usize) {
-        let Some((stream, held)) = self.take_pending(key) else {
+        let Some(Pending {
+            stream,
+            held,
+            accepted_us,
+            ..
+        }) = self.take_pending(key)
+        else {
             return;
         };
         let (client, result) = match header {
@@ -259,7 +267,8 @@ impl Reactor {
         first.drain(..len);
         let has_first = !first.is_empty();
         let now_us = self.cx.now_us;
-        let Some(key) = self.insert_connection(stream, source, |s| {
+        let opened = self.table.open_at(accepted_us);
+        let Some(key) = self.insert_connection(stream, source, opened, |s| {
             Connection::with_first_input(s, now_us, first)
         }) else {
             return;

@@ -21,14 +21,15 @@ impl Reactor {
             .handle()
     }
 
-    /// The waker's event: publishes a snapshot if a reader asked for one since the last.
-    /// O(connections) at most; once per request, never per frame.
+    /// The waker's event: publishes a snapshot if a reader asked for one since the last,
+    /// and answers the admin parts asked of this reactor. O(connections) at most; once per
+    /// request, never per frame.
     pub(super) fn on_wake(&mut self) {
-        let Some(mut publisher) = self.endpoints.publisher.take() else {
-            return;
-        };
-        publisher.serve(|turns| self.snapshot_now(turns));
-        self.endpoints.publisher = Some(publisher);
+        if let Some(mut publisher) = self.endpoints.publisher.take() {
+            publisher.serve(|turns| self.snapshot_now(turns));
+            self.endpoints.publisher = Some(publisher);
+        }
+        self.serve_admin_asks();
     }
 
     /// This reactor's snapshot now, with its turn histogram so far (empty if turns are not

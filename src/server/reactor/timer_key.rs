@@ -6,21 +6,23 @@
 //! # Invariants
 //! - Values below [`PROXY_BASE`] are echo connections' slab keys (`Conn`); from it, the
 //!   [`MAX_PENDING`] connections waiting for their PROXY header (`Proxy`); from
-//!   [`HTTP_BASE`], the metrics endpoint's [`MAX_CONNECTIONS`] connections (`Http`); the top five values are
-//!   the server's own timers. So every value decodes to exactly one key, and back.
+//!   [`HTTP_BASE`], the HTTP endpoints' connections, [`MAX_CONNECTIONS`] per endpoint
+//!   (`Http`); the top five values are the server's own timers. So every value decodes to
+//!   exactly one key, and back.
 //! - An echo connection's slab key is always below [`MAX_CONNECTION_KEYS`]: the server
 //!   caps `max_connections` below it (server/mod.rs), so its timer value never reaches the
-//!   metrics connections' range.
+//!   pending PROXY connections' range.
 
 use super::proxy_intake::MAX_PENDING;
-use crate::metrics::MAX_CONNECTIONS;
+use crate::http::MAX_CONNECTIONS;
 
 /// What a timer is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum TimerKey {
     /// Echo connection `key`: its idle check, or its linger deadline once closing.
     Conn(usize),
-    /// Metrics connection `key` (below [`MAX_CONNECTIONS`]): its deadline.
+    /// HTTP endpoint connection `n` (below [`HTTP_TIMERS`]: the endpoint's index times
+    /// [`MAX_CONNECTIONS`] plus its key): its deadline.
     Http(usize),
     /// Connection `key` waiting for its PROXY header (below [`MAX_PENDING`]): its
     /// header deadline.
@@ -47,10 +49,13 @@ const SHUTDOWN: u32 = u32::MAX - 2;
 const UPGRADE_DRAIN: u32 = u32::MAX - 3;
 /// Value of [`TimerKey::Pressure`]: the lowest server timer.
 const PRESSURE: u32 = u32::MAX - 4;
-/// Value of `TimerKey::Http(0)`; `Http(key)` is `HTTP_BASE + key`, below [`PRESSURE`].
-/// (`MAX_CONNECTIONS` is 64: the cast is exact.)
+/// HTTP endpoint connections' timers: [`MAX_CONNECTIONS`] for each of the two endpoints
+/// (metrics, admin).
+pub(super) const HTTP_TIMERS: usize = 2 * MAX_CONNECTIONS;
+/// Value of `TimerKey::Http(0)`; `Http(n)` is `HTTP_BASE + n`, below [`PRESSURE`].
+/// (`HTTP_TIMERS` is 128: the cast is exact.)
 #[allow(clippy::cast_possible_truncation)]
-const HTTP_BASE: u32 = PRESSURE - MAX_CONNECTIONS as u32;
+const HTTP_BASE: u32 = PRESSURE - HTTP_TIMERS as u32;
 /// Value of `TimerKey::Proxy(0)`; `Proxy(key)` is `PROXY_BASE + key`, below [`HTTP_BASE`].
 /// (`MAX_PENDING` is 2^16: the cast is exact.)
 #[allow(clippy::cast_possible_truncation)]
@@ -76,8 +81,8 @@ impl TimerKey {
                 value
             }
             TimerKey::Http(key) => {
-                debug_assert!(key < MAX_CONNECTIONS, "metrics connection key {key}");
-                // Bound: key < MAX_CONNECTIONS (64), the metrics endpoint's slab capacity.
+                debug_assert!(key < HTTP_TIMERS, "endpoint connection {key}");
+                // Bound: key < HTTP_TIMERS (128), the endpoints' slabs' capacity.
                 #[allow(clippy::cast_possible_truncation)]
                 let key = key as u32;
                 HTTP_BASE + key
@@ -145,7 +150,7 @@ mod tests {
     #[test]
     fn the_boundaries_round_trip() {
         // The last connection key and the first pending PROXY one are neighbours, and the
-        // last of those and the first metrics one.
+        // last of those and the first HTTP endpoint one.
         round_trip(TimerKey::Conn(MAX_CONNECTION_KEYS - 1));
         assert_eq!(
             TimerKey::Conn(MAX_CONNECTION_KEYS - 1).to_value() + 1,
@@ -155,10 +160,10 @@ mod tests {
             TimerKey::Proxy(MAX_PENDING - 1).to_value() + 1,
             TimerKey::Http(0).to_value()
         );
-        // The last metrics key and the lowest server timer are neighbours.
-        round_trip(TimerKey::Http(MAX_CONNECTIONS - 1));
+        // The last endpoint key and the lowest server timer are neighbours.
+        round_trip(TimerKey::Http(HTTP_TIMERS - 1));
         assert_eq!(
-            TimerKey::Http(MAX_CONNECTIONS - 1).to_value() + 1,
+            TimerKey::Http(HTTP_TIMERS - 1).to_value() + 1,
             TimerKey::Pressure.to_value()
         );
         assert_eq!(TimerKey::AcceptResume.to_value(), u32::MAX);
@@ -166,7 +171,7 @@ mod tests {
 
     #[test]
     fn every_value_near_the_boundaries_decodes_and_encodes_back() {
-        let edges = [0, HTTP_BASE, PRESSURE];
+        let edges = [0, PROXY_BASE, HTTP_BASE, PRESSURE];
         for edge in edges {
             for value in edge.saturating_sub(3)..=edge.saturating_add(3) {
                 let key = TimerKey::from_value(value);

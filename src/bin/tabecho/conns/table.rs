@@ -52,9 +52,10 @@ pub(super) fn table(rows: &[ConnectionRow]) -> String {
     column("INPUT", true, &|r| size(r.input_held));
     column("OUTPUT", true, &|r| size(r.output_pending));
     column("KERNEL", true, &|r| size(r.kernel_charge));
-    column("FRAMES", true, &|r| r.frames.to_string());
-    column("IN", true, &|r| size(r.bytes_in));
-    column("OUT", true, &|r| size(r.bytes_out));
+    column("IN", true, &|r| r.bytes_in.map_or_else(|| "-".into(), size));
+    column("OUT", true, &|r| {
+        r.bytes_out.map_or_else(|| "-".into(), size)
+    });
     let widths: Vec<usize> = columns
         .iter()
         .map(|(name, _, cells)| {
@@ -107,9 +108,8 @@ mod tests {
             output_pending: 32 * 1024,
             kernel_charge: 163_916,
             memory: 32 * 1024 + 163_916,
-            frames: 1234,
-            bytes_in: 1024,
-            bytes_out: 2048,
+            bytes_in: Some(1024),
+            bytes_out: Some(2048),
         }
     }
 
@@ -145,9 +145,9 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "ID  R  STATE   CLIENT           LOCAL             AGE  IDLE   MEMORY  INPUT  OUTPUT   KERNEL  FRAMES    IN   OUT",
-                " 7  0  paused  127.0.0.5:40001  127.0.0.1:8085  1m05s  1.5s  196684B     0B   32KiB  163916B    1234  1KiB  2KiB",
-                "12  0  paused  127.0.0.5:40002  127.0.0.1:8085  1m05s  1.5s  196684B     0B   32KiB  163916B    1234  1KiB  2KiB",
+                "ID  R  STATE   CLIENT           LOCAL             AGE  IDLE   MEMORY  INPUT  OUTPUT   KERNEL    IN   OUT",
+                " 7  0  paused  127.0.0.5:40001  127.0.0.1:8085  1m05s  1.5s  196684B     0B   32KiB  163916B  1KiB  2KiB",
+                "12  0  paused  127.0.0.5:40002  127.0.0.1:8085  1m05s  1.5s  196684B     0B   32KiB  163916B  1KiB  2KiB",
             ]
         );
         assert!(!text.contains("PEER"));

@@ -1,14 +1,15 @@
-//! HTTP messages of the metrics endpoint: a request head parsed (by `httparse`) into what
-//! is asked, and a response built. Pure; [`super::HttpConn`] holds the state around them.
+//! HTTP messages of the endpoints: a request head parsed (by `httparse`) into what is
+//! asked, and a response built. Pure; [`super::HttpConn`] holds the state around them.
 
-use super::{MAX_HEAD, MAX_RESPONSE_HEAD};
+use super::{Site, MAX_HEAD, MAX_RESPONSE_HEAD};
 
 /// Headers parsed per request, at most: `httparse` parses into a fixed array. Prometheus
 /// sends 5; more than 32 get 431, as a head too large.
 pub const MAX_HEADERS: usize = 32;
 
-/// `400` and a close: the head is not HTTP/1.x, a GET or HEAD has a body, an HTTP/1.1
-/// request has no Host (or any request has two), or the target is no path.
+/// `400` and a close: the head is not HTTP/1.x, a request has a body where the endpoint
+/// takes none (or a body not framed by one `Content-Length`), an HTTP/1.1 request has no
+/// Host (or any request has two), or the target is no path.
 pub(super) const BAD_REQUEST: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 12\r\nConnection: close\r\n\r\nbad request\n";
 /// `431` and a close: the head is over [`MAX_HEAD`] or has over [`MAX_HEADERS`] headers.
 pub(super) const HEAD_TOO_LARGE: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 21\r\nConnection: close\r\n\r\nrequest head too big\n";
@@ -20,6 +21,43 @@ pub enum Route {
     Metrics,
     /// `/ready`: whether the server accepts connections.
     Ready,
+    /// Anything asked of the admin endpoint: the reactor reads it whole
+    /// ([`super::HttpConn::message`]) and judges it (`admin::parse_request`).
+    Admin,
+}
+
+/// A request as the admin endpoint judges it: borrowed from the connection's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Message<'a> {
+    /// `GET`, `POST`, ...
+    pub method: &'a str,
+    /// The path and query (`/connections?sort=age`); an absolute-form target reduced to
+    /// them.
+    pub target: &'a str,
+    /// The `Content-Type` header's value, if there is one (and it is UTF-8).
+    pub content_type: Option<&'a str>,
+    /// The body (`Content-Length` bytes).
+    pub body: &'a [u8],
+}
+
+impl<'a> Message<'a> {
+    /// The message of a head `parse` accepted whole, and its body.
+    pub(super) fn parse(head: &'a [u8], body: &'a [u8]) -> Option<Message<'a>> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut headers);
+        request.parse(head).ok()?;
+        let content_type = request
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("content-type"))
+            .and_then(|h| std::str::from_utf8(h.value).ok());
+        Some(Message {
+            method: request.method?,
+            target: origin_path(request.path?)?,
+            content_type,
+            body,
+        })
+    }
 }
 
 /// A request the reactor answers with [`super::HttpConn::respond`].
@@ -36,18 +74,29 @@ pub struct Request {
     pub http10: bool,
 }
 
-/// A status the endpoint answers with.
+/// A status an endpoint answers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
-    /// 200: the page, or ready.
+    /// 200: the page, ready, a listing, a close's count.
     Ok,
-    /// 404: neither `/metrics` nor `/ready`.
+    /// 400: a request the endpoint cannot take (an admin parameter unknown or malformed).
+    BadRequest,
+    /// 403: a peer the admin endpoint does not serve.
+    Forbidden,
+    /// 404: no such path.
     NotFound,
-    /// 405: neither GET nor HEAD.
-    MethodNotAllowed,
+    /// 405: a method the path does not take; `allow` is the `Allow` header's value.
+    MethodNotAllowed {
+        /// The methods the path takes.
+        allow: &'static str,
+    },
+    /// 413: a body over what the endpoint takes.
+    PayloadTooLarge,
+    /// 415: a body of a type the endpoint does not take.
+    UnsupportedMediaType,
     /// 500: the page could not be encoded.
     InternalError,
-    /// 503: not ready (draining), a sibling's snapshot late, or no room to answer.
+    /// 503: not ready (draining), a sibling's answer late, or no room to answer.
     Unavailable,
 }
 
@@ -56,21 +105,28 @@ impl Status {
     fn line(self) -> &'static str {
         match self {
             Status::Ok => "200 OK",
+            Status::BadRequest => "400 Bad Request",
+            Status::Forbidden => "403 Forbidden",
             Status::NotFound => "404 Not Found",
-            Status::MethodNotAllowed => "405 Method Not Allowed",
+            Status::MethodNotAllowed { .. } => "405 Method Not Allowed",
+            Status::PayloadTooLarge => "413 Content Too Large",
+            Status::UnsupportedMediaType => "415 Unsupported Media Type",
             Status::InternalError => "500 Internal Server Error",
             Status::Unavailable => "503 Service Unavailable",
         }
     }
 }
 
+/// The methods the metrics endpoint takes, as its 405's `Allow` says.
+const METRICS_ALLOW: &str = "GET, HEAD";
+
 /// The result of parsing the input.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Parsed {
     /// More bytes needed.
     Partial,
-    /// A request for the reactor, `len` bytes of head.
-    Request(Request, usize),
+    /// A request for the reactor: its head's length, and its length with its body.
+    Request(Request, usize, usize),
     /// An answer built here (404, 405) and whether to keep the connection, `len` bytes
     /// of head.
     Answered(Vec<u8>, bool, usize),
@@ -78,8 +134,8 @@ pub(super) enum Parsed {
     Rejected(&'static [u8]),
 }
 
-/// Parses a request head at the start of `input`.
-pub(super) fn parse(input: &[u8]) -> Parsed {
+/// Parses a request at the start of `input`, as `site` takes requests.
+pub(super) fn parse(input: &[u8], site: Site) -> Parsed {
     if input.is_empty() {
         return Parsed::Partial;
     }
@@ -105,6 +161,11 @@ pub(super) fn parse(input: &[u8]) -> Parsed {
     let http10 = version == 0;
     let mut keep_alive = !http10;
     let mut has_body = false;
+    let mut chunked = false;
+    // `Some(n)`: one Content-Length (or several equal ones, RFC 9112 §6.3) of n bytes;
+    // `None` with `bad_length`: unreadable, or several that differ.
+    let mut content_length: Option<u64> = None;
+    let mut bad_length = false;
     let mut hosts = 0;
     for header in request.headers.iter() {
         let name = header.name;
@@ -119,16 +180,40 @@ pub(super) fn parse(input: &[u8]) -> Parsed {
             }
         } else if name.eq_ignore_ascii_case("host") {
             hosts += 1;
-        } else if name.eq_ignore_ascii_case("transfer-encoding")
-            || (name.eq_ignore_ascii_case("content-length") && header.value.trim_ascii() != b"0")
-        {
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
             has_body = true;
+            chunked = true;
+        } else if name.eq_ignore_ascii_case("content-length") {
+            let value = header.value.trim_ascii();
+            let n = std::str::from_utf8(value)
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok());
+            match (n, content_length) {
+                (Some(n), None) => content_length = Some(n),
+                (Some(n), Some(m)) if n == m => {}
+                _ => bad_length = true,
+            }
+            if value != b"0" {
+                has_body = true;
+            }
         }
     }
     // RFC 9112 §3.2: an HTTP/1.1 request without Host, or any request with more than one,
     // is a 400.
     if hosts > 1 || (hosts == 0 && !http10) {
         return Parsed::Rejected(BAD_REQUEST);
+    }
+    if site == Site::Admin {
+        return admin_request(
+            input,
+            len,
+            method,
+            path,
+            http10,
+            keep_alive,
+            (chunked, bad_length, content_length),
+        );
     }
     let head_only = match method {
         "GET" => false,
@@ -139,7 +224,10 @@ pub(super) fn parse(input: &[u8]) -> Parsed {
             let keep_alive = keep_alive && !has_body;
             let request = small(http10, keep_alive, false);
             let body: &[u8] = b"only GET and HEAD\n";
-            let response = build_response(Status::MethodNotAllowed, TEXT, body, &request);
+            let status = Status::MethodNotAllowed {
+                allow: METRICS_ALLOW,
+            };
+            let response = build_response(status, TEXT, body, &request);
             return Parsed::Answered(response, keep_alive, len);
         }
     };
@@ -170,8 +258,60 @@ pub(super) fn parse(input: &[u8]) -> Parsed {
             http10,
         },
         len,
+        len,
     )
 }
+
+/// What the body of a request to the admin endpoint is, by its headers: (a
+/// `Transfer-Encoding` was given, the `Content-Length`s were unreadable or differed, the
+/// `Content-Length`).
+type Framing = (bool, bool, Option<u64>);
+
+/// An admin request whose head (`head_len` bytes of `input`) parsed: handed to the reactor
+/// once its body is in, whatever its method and path (the reactor answers 404 and 405, by
+/// path). A body not framed by one `Content-Length` is a 400 and a close, a body over
+/// [`Site::max_body`] a 413 and a close before a byte of it is read (the rest of the
+/// stream cannot be framed without reading it).
+fn admin_request(
+    input: &[u8],
+    head_len: usize,
+    method: &str,
+    target: &str,
+    http10: bool,
+    keep_alive: bool,
+    (chunked, bad_length, content_length): Framing,
+) -> Parsed {
+    if chunked || bad_length || origin_path(target).is_none() {
+        return Parsed::Rejected(BAD_REQUEST);
+    }
+    let body = content_length.unwrap_or(0);
+    let max_body = Site::Admin.max_body();
+    if body > max_body as u64 {
+        let request = small(http10, false, method == "HEAD");
+        let response = build_response(Status::PayloadTooLarge, TEXT, TOO_LARGE_BODY, &request);
+        return Parsed::Answered(response, false, head_len);
+    }
+    // Bound: at most max_body (1 KiB).
+    #[allow(clippy::cast_possible_truncation)]
+    let len = head_len + body as usize;
+    if input.len() < len {
+        return Parsed::Partial;
+    }
+    Parsed::Request(
+        Request {
+            route: Route::Admin,
+            head_only: method == "HEAD",
+            keep_alive,
+            http10,
+        },
+        head_len,
+        len,
+    )
+}
+
+/// The body of the 413 of an admin request over [`crate::admin::MAX_BODY`] (tested to
+/// name it).
+const TOO_LARGE_BODY: &[u8] = b"the body is over 1024 bytes\n";
 
 /// The path and query of a GET or HEAD's request-target (RFC 9112 §3.2): the origin form
 /// (`/metrics`) as it is, the absolute form (`http://host:port/metrics`, which a server
@@ -225,10 +365,9 @@ pub(super) fn build_response(
         (true, true) => "Connection: keep-alive\r\n",
         (true, false) => "",
     };
-    let allow = if status == Status::MethodNotAllowed {
-        "Allow: GET, HEAD\r\n"
-    } else {
-        ""
+    let allow = match status {
+        Status::MethodNotAllowed { allow } => format!("Allow: {allow}\r\n"),
+        _ => String::new(),
     };
     let head = format!(
         "HTTP/1.1 {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}{connection}\r\n",

@@ -1,27 +1,39 @@
-//! One metrics HTTP/1.x connection: request heads in (parsed by `httparse`), one response
-//! out at a time, keep-alive. Pure: it is handed a non-blocking stream ([`Transport`]) and
-//! the time in microseconds; the reactor owns the socket, the clock, the timer, the buffer
-//! budget and the pages (`server::reactor::metrics_listener`).
+//! One HTTP/1.x connection of an endpoint served on a reactor's loop (the metrics
+//! endpoint, `serve --metrics`, and the admin endpoint, `serve --admin`): request heads in
+//! (parsed by `httparse`), a body where the endpoint takes one, one response out at a time,
+//! keep-alive. Pure: it is handed a non-blocking stream ([`Transport`]) and the time in
+//! microseconds; the reactor owns the socket, the clock, the timer, the buffer budget and
+//! the answers (`server::reactor::http_endpoint`).
 //!
 //! ```text
 //!   Head ── a whole head ──▶ Answering ── respond() ──▶ Writing ── all written ──┬─▶ Head
-//!    │    (5 s from its      (the reactor     (30 s without a      keep-alive ──┘
-//!    │     first byte)        gathers, 2 s)    byte written)       close ──▶ Lingering ─▶ end
+//!    │    (and its body;     (the reactor     (30 s without a      keep-alive ──┘
+//!    │     5 s from its       gathers, 2 s)    byte written)       close ──▶ Lingering ─▶ end
+//!    │     first byte)
 //!    ├─ over 8 KiB: 431 ──▶ Writing ──▶ Lingering (write side shut, input read and dropped,
 //!    ├─ garbage, no Host: 400 ┘                     until EOF or 2 s)
-//!    └─ other paths 404, other methods 405: answered here, keep-alive as asked
+//!    ├─ metrics: other paths 404, other methods 405: answered here, keep-alive as asked
+//!    └─ admin: a body over admin::MAX_BODY: 413 and a close, before a byte of it is read
 //! ```
+//!
+//! What a head asks depends on the endpoint's [`Site`]: the metrics endpoint routes GET
+//! and HEAD of `/metrics` and `/ready` and refuses any body; the admin endpoint hands
+//! every request to the reactor whole ([`HttpConn::message`]), its body framed by
+//! `Content-Length`, for `admin::parse_request` to judge.
 //!
 //! Files: this one, the state machine; `http/message.rs`, a head parsed into what is
 //! asked and a response built.
 //!
 //! # Invariants
-//! - Always at most one response held: input is read only in `Head`, so a scraper that
+//! - Always at most one response held: input is read only in `Head`, so a client that
 //!   does not read its responses stops being read; its further requests wait in the
 //!   kernel's buffers, which are bounded.
-//! - `input` always holds at most [`MAX_HEAD`] + 1 bytes, and its capacity is always 0
-//!   (between requests) or exactly [`MAX_HEAD`] + 1 (while a head arrives): [`HttpConn::drive`]
-//!   grows what the connection holds by at most [`MAX_DRIVE_GROWTH`].
+//! - `input` always holds at most [`Site::input_capacity`] bytes ([`MAX_HEAD`] + 1, and
+//!   the largest body the site takes), and its capacity is always 0 (between requests) or
+//!   exactly that (while a request arrives): [`HttpConn::drive`] grows what the connection
+//!   holds by at most [`Site::drive_growth`].
+//! - While `Answering`, `input` starts with the request being answered, head and body,
+//!   whole: [`HttpConn::message`] reads it there, and the answer drops it.
 //! - Always one deadline ([`HttpConn::deadline_us`]), set by the state: the reactor's one
 //!   timer for the connection follows it.
 
@@ -33,7 +45,46 @@ use std::net::Shutdown;
 use std::time::Duration;
 
 use message::{build_response, parse, Parsed};
-pub use message::{Request, Route, Status, MAX_HEADERS, TEXT};
+pub use message::{Message, Request, Route, Status, MAX_HEADERS, TEXT};
+
+/// At most this many connections at once per endpoint; the next is answered 503 and
+/// closed. A Prometheus server keeps one connection per target; 64 leaves room for several
+/// Prometheus replicas, `tabecho stats` and a person with curl (or `tabecho conns`), and
+/// bounds what an endpoint may hold to 64 requests and 64 responses.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// What an endpoint serves, which decides what a request head asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Site {
+    /// `serve --metrics`: GET and HEAD of `/metrics` and `/ready`, no request body; other
+    /// paths (404) and methods (405) answered here.
+    Metrics,
+    /// `serve --admin`: every request goes to the reactor ([`Route::Admin`]), with a body
+    /// of at most [`crate::admin::MAX_BODY`] framed by `Content-Length`.
+    Admin,
+}
+
+impl Site {
+    /// The largest request body taken: 0 for the metrics endpoint.
+    pub const fn max_body(self) -> usize {
+        match self {
+            Site::Metrics => 0,
+            Site::Admin => crate::admin::MAX_BODY,
+        }
+    }
+
+    /// The input buffer's capacity while a request arrives: a head one byte past
+    /// [`MAX_HEAD`] (which tells a head too large) and the largest body.
+    pub const fn input_capacity(self) -> usize {
+        MAX_HEAD + 1 + self.max_body()
+    }
+
+    /// The most [`HttpConn::drive`] adds to [`HttpConn::held_bytes`]: the input buffer and
+    /// an answer built here (404, 405, 413).
+    pub const fn drive_growth(self) -> usize {
+        self.input_capacity() + MAX_RESPONSE_HEAD + SMALL_BODY_MAX
+    }
+}
 
 /// The largest request head accepted, request line and headers: Prometheus sends about
 /// 300 bytes, and 8 KiB is the limit nginx (`large_client_header_buffers`) and Apache
@@ -67,16 +118,16 @@ pub const LINGER: Duration = Duration::from_secs(2);
 /// come on top.
 pub const MAX_RESPONSE_HEAD: usize = 160;
 
-/// The most [`HttpConn::drive`] adds to [`HttpConn::held_bytes`]: the head buffer and a
-/// 404 or 405 answered here.
-pub const MAX_DRIVE_GROWTH: usize = MAX_HEAD + 1 + MAX_RESPONSE_HEAD + SMALL_BODY_MAX;
+/// The most [`HttpConn::drive`] adds to [`HttpConn::held_bytes`] at any site
+/// ([`Site::drive_growth`] of the admin endpoint's, the larger).
+pub const MAX_DRIVE_GROWTH: usize = Site::Admin.drive_growth();
 
 /// Bytes read and dropped per [`HttpConn::drive`] while lingering; the rest on the next
 /// call (`Next::Again`): a client that floods its closing connection gets no more turn
 /// time than that.
 const LINGER_READ_PER_DRIVE: usize = 64 * 1024;
 
-/// The longest body of an answer built here (404, 405).
+/// The longest body of an answer built here (404, 405, 413).
 const SMALL_BODY_MAX: usize = 32;
 
 /// `503` and a close, for a request the server cannot take: no room under the buffer
@@ -94,6 +145,12 @@ pub trait Transport: Read + Write {
 impl Transport for mio::net::TcpStream {
     fn shutdown_write(&mut self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
+    }
+}
+
+impl Transport for crate::stream::Stream {
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        crate::stream::Stream::shutdown_write(self)
     }
 }
 
@@ -149,8 +206,14 @@ enum State {
         started_us: Option<u64>,
         since_us: u64,
     },
-    /// A request handed to the reactor at `since_us`, not answered yet.
-    Answering { request: Request, since_us: u64 },
+    /// A request handed to the reactor at `since_us`, not answered yet: `input[..len]`
+    /// is the request, its head `input[..head_len]` and its body the rest.
+    Answering {
+        request: Request,
+        since_us: u64,
+        head_len: usize,
+        len: usize,
+    },
     /// Writing the one response; `since_us`: the last byte written (or the start).
     Writing { close_after: bool, since_us: u64 },
     /// Answered and the write side shut: reading and dropping input until EOF, from
@@ -158,10 +221,13 @@ enum State {
     Lingering { since_us: u64 },
 }
 
-/// A metrics connection's state machine, buffers included.
+/// An endpoint connection's state machine, buffers included.
 #[derive(Debug)]
 pub struct HttpConn {
-    /// Head bytes read and not yet parsed: always at most [`MAX_HEAD`] + 1.
+    /// What the endpoint serves.
+    site: Site,
+    /// Request bytes read and not yet answered: always at most
+    /// [`Site::input_capacity`].
     input: Vec<u8>,
     /// The one response, whole; `output[written..]` is left to send.
     output: Cow<'static, [u8]>,
@@ -171,9 +237,11 @@ pub struct HttpConn {
 }
 
 impl HttpConn {
-    /// A connection accepted at `now_us`: its first head is due within [`HEAD_TIMEOUT`].
-    pub fn new(now_us: u64) -> HttpConn {
+    /// A connection of `site` accepted at `now_us`: its first head is due within
+    /// [`HEAD_TIMEOUT`].
+    pub fn new(site: Site, now_us: u64) -> HttpConn {
         HttpConn {
+            site,
             input: Vec::new(),
             output: Cow::Borrowed(&[]),
             written: 0,
@@ -193,15 +261,16 @@ impl HttpConn {
         self.input.capacity() + output
     }
 
-    /// The most the next [`HttpConn::drive`] can add to [`HttpConn::held_bytes`]: a head
-    /// buffer and a small answer if it may read a head ([`MAX_DRIVE_GROWTH`]), else 0
-    /// (waiting for the reactor's answer, closing after one, or answering and closing).
+    /// The most the next [`HttpConn::drive`] can add to [`HttpConn::held_bytes`]: an
+    /// input buffer and a small answer if it may read a request
+    /// ([`Site::drive_growth`]), else 0 (waiting for the reactor's answer, closing after
+    /// one, or answering and closing).
     pub fn growth_bound(&self) -> usize {
         match self.state {
             State::Head { .. }
             | State::Writing {
                 close_after: false, ..
-            } => MAX_DRIVE_GROWTH,
+            } => self.site.drive_growth(),
             _ => 0,
         }
     }
@@ -245,10 +314,21 @@ impl HttpConn {
         }
     }
 
+    /// The request being answered, whole (method, target, `Content-Type`, body), if the
+    /// reactor owes one: what an admin request is judged by.
+    pub fn message(&self) -> Option<Message<'_>> {
+        match self.state {
+            State::Answering { head_len, len, .. } => {
+                Message::parse(&self.input[..head_len], &self.input[head_len..len])
+            }
+            _ => None,
+        }
+    }
+
     /// Answers the request handed out by [`Next::Answer`] with `status` and `body` (of
     /// `content_type`); then `drive` sends it. Does nothing if no request is owed.
     pub fn respond(&mut self, status: Status, content_type: &str, body: &[u8], now_us: u64) {
-        let Some(request) = self.answering() else {
+        let Some(request) = self.answered() else {
             return;
         };
         let response = build_response(status, content_type, body, &request);
@@ -258,9 +338,18 @@ impl HttpConn {
     /// Answers the owed request with a 503 and a close that need no buffer memory (the
     /// budget had no room for the answer).
     pub fn respond_unavailable(&mut self, now_us: u64) {
-        if self.answering().is_some() {
+        if self.answered().is_some() {
             self.start_writing(Cow::Borrowed(UNAVAILABLE), true, now_us);
         }
+    }
+
+    /// The request owed, its bytes dropped from the input now that it is answered.
+    fn answered(&mut self) -> Option<Request> {
+        let State::Answering { request, len, .. } = self.state else {
+            return None;
+        };
+        self.input.drain(..len);
+        Some(request)
     }
 
     fn start_writing(&mut self, response: Cow<'static, [u8]>, close_after: bool, now_us: u64) {
@@ -300,13 +389,15 @@ impl HttpConn {
                 State::Answering { .. } => return Next::Wait,
                 State::Lingering { .. } => return linger(s),
                 State::Head { started_us, .. } => {
-                    match parse(&self.input) {
+                    match parse(&self.input, self.site) {
                         Parsed::Partial => {}
-                        Parsed::Request(request, len) => {
-                            self.input.drain(..len);
+                        Parsed::Request(request, head_len, len) => {
+                            // Kept until answered: `message` reads it there.
                             self.state = State::Answering {
                                 request,
                                 since_us: now_us,
+                                head_len,
+                                len,
                             };
                             return Next::Answer(request);
                         }
@@ -347,7 +438,7 @@ impl HttpConn {
         None
     }
 
-    /// One read into the head buffer; `None` if bytes came (parse them).
+    /// One read into the input buffer; `None` if bytes came (parse them).
     fn read(
         &mut self,
         s: &mut impl Transport,
@@ -355,10 +446,16 @@ impl HttpConn {
         now_us: u64,
     ) -> Option<Next> {
         let len = self.input.len();
-        debug_assert!(len <= MAX_HEAD, "parse rejects {len} bytes before a read");
-        // Exactly MAX_HEAD + 1: one byte past the limit tells a head too large.
-        self.input.reserve_exact(MAX_HEAD + 1 - len);
-        self.input.resize(MAX_HEAD + 1, 0);
+        let capacity = self.site.input_capacity();
+        // Parse refuses a head past MAX_HEAD, and a whole head's body fits after it.
+        debug_assert!(
+            len < capacity,
+            "parse leaves {len} of {capacity} bytes unjudged"
+        );
+        // Exactly MAX_HEAD + 1 and the largest body: one byte past the head's limit tells
+        // a head too large.
+        self.input.reserve_exact(capacity - len);
+        self.input.resize(capacity, 0);
         let result = s.read(&mut self.input[len..]);
         let got = match &result {
             Ok(n) => *n,

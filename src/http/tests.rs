@@ -90,7 +90,7 @@ fn metrics_request(keep_alive: bool, http10: bool) -> Request {
 fn after(head: &[u8]) -> (Next, HttpConn, Script) {
     let mut s = Script::new(usize::MAX);
     s.push(head);
-    let mut conn = HttpConn::new(0);
+    let mut conn = HttpConn::new(Site::Metrics, 0);
     let next = conn.drive(&mut s, 1);
     (next, conn, s)
 }
@@ -311,7 +311,7 @@ fn head_one_byte_over_the_limit_is_431_and_a_close() {
     for _ in 0..=MAX_HEAD {
         s.push(b"a");
     }
-    let mut conn = HttpConn::new(0);
+    let mut conn = HttpConn::new(Site::Metrics, 0);
     conn.drive(&mut s, 1);
     assert_eq!(s.sent, HEAD_TOO_LARGE);
 }
@@ -331,7 +331,7 @@ fn too_many_headers_is_431() {
 fn a_head_split_at_every_point_is_one_request() {
     for split in 1..GET_METRICS.len() {
         let mut s = Script::new(usize::MAX);
-        let mut conn = HttpConn::new(0);
+        let mut conn = HttpConn::new(Site::Metrics, 0);
         s.push(&GET_METRICS[..split]);
         assert_eq!(conn.drive(&mut s, 1), Next::Wait, "split at {split}");
         assert_eq!(conn.held_bytes(), MAX_HEAD + 1);
@@ -363,7 +363,7 @@ fn pipelined_requests_are_answered_one_at_a_time() {
 fn a_scraper_that_does_not_read_is_not_read_either() {
     let mut s = Script::new(10);
     s.push(GET_METRICS);
-    let mut conn = HttpConn::new(0);
+    let mut conn = HttpConn::new(Site::Metrics, 0);
     assert!(matches!(conn.drive(&mut s, 1), Next::Answer(_)));
     conn.respond(Status::Ok, TEXT, &[b'x'; 1000], 2);
     s.push(GET_METRICS);
@@ -387,7 +387,7 @@ fn a_scraper_that_does_not_read_is_not_read_either() {
 
 #[test]
 fn the_first_head_is_due_5_s_after_the_accept() {
-    let conn = HttpConn::new(7);
+    let conn = HttpConn::new(Site::Metrics, 7);
     let due = 7 + HEAD_TIMEOUT.as_micros() as u64;
     assert_eq!(conn.expired(due - 1), None);
     assert_eq!(
@@ -439,14 +439,14 @@ fn eof_between_requests_is_an_end_and_mid_head_an_error() {
     let mut s = Script::new(usize::MAX);
     s.eof = true;
     assert_eq!(
-        HttpConn::new(0).drive(&mut s, 1),
+        HttpConn::new(Site::Metrics, 0).drive(&mut s, 1),
         Next::Close(HttpClose::Eof)
     );
     let mut s = Script::new(usize::MAX);
     s.push(b"GET /");
     s.eof = true;
     assert_eq!(
-        HttpConn::new(0).drive(&mut s, 1),
+        HttpConn::new(Site::Metrics, 0).drive(&mut s, 1),
         Next::Close(HttpClose::Error)
     );
 }
@@ -464,18 +464,30 @@ fn lingering_drops_input_in_bounded_steps() {
 
 #[test]
 fn drive_grows_held_bytes_by_at_most_its_bound() {
-    let conn = HttpConn::new(0);
-    assert_eq!(conn.growth_bound(), MAX_DRIVE_GROWTH);
-    // A 404 that cannot be sent, and a head begun behind it.
-    let mut s = Script::new(0);
-    s.push(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\nGET /m");
-    let mut conn = HttpConn::new(0);
-    conn.drive(&mut s, 1);
-    assert!(
-        conn.held_bytes() <= MAX_DRIVE_GROWTH,
-        "{}",
-        conn.held_bytes()
-    );
+    // A 404 (a 413 at the admin site) that cannot be sent, and a head begun behind it.
+    for (site, input) in [
+        (
+            Site::Metrics,
+            &b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\nGET /m"[..],
+        ),
+        (
+            Site::Admin,
+            b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\nGET /m",
+        ),
+    ] {
+        let conn = HttpConn::new(site, 0);
+        assert_eq!(conn.growth_bound(), site.drive_growth());
+        assert!(site.drive_growth() <= MAX_DRIVE_GROWTH);
+        let mut s = Script::new(0);
+        s.push(input);
+        let mut conn = HttpConn::new(site, 0);
+        conn.drive(&mut s, 1);
+        assert!(
+            conn.held_bytes() <= site.drive_growth(),
+            "{site:?}: {}",
+            conn.held_bytes()
+        );
+    }
     // Waiting for the reactor's answer, nothing is read: no growth.
     let (_, conn, _) = after(GET_METRICS);
     assert_eq!(conn.growth_bound(), 0);
@@ -493,5 +505,144 @@ fn fixed_answers_carry_their_body_length() {
             .parse()
             .unwrap();
         assert_eq!(length, body.len(), "{text:?}");
+    }
+}
+
+/// Drives `input` through a fresh admin-site connection.
+fn admin_after(input: &[u8]) -> (Next, HttpConn, Script) {
+    let mut s = Script::new(usize::MAX);
+    s.push(input);
+    let mut conn = HttpConn::new(Site::Admin, 0);
+    let next = conn.drive(&mut s, 1);
+    (next, conn, s)
+}
+
+fn admin_request(keep_alive: bool) -> Request {
+    Request {
+        route: Route::Admin,
+        head_only: false,
+        keep_alive,
+        http10: false,
+    }
+}
+
+const CLOSE_HEAD: &str = "POST /connections/close HTTP/1.1\r\nHost: x\r\n\
+                          Content-Type: application/x-www-form-urlencoded\r\n";
+
+#[test]
+fn an_admin_request_is_handed_over_whole_with_its_body() {
+    let body = "source=127.0.0.5&dry_run";
+    let input = format!("{CLOSE_HEAD}Content-Length: {}\r\n\r\n{body}", body.len());
+    let (next, mut conn, mut s) = admin_after(input.as_bytes());
+    assert_eq!(next, Next::Answer(admin_request(true)));
+    let message = conn.message().expect("the request");
+    assert_eq!(message.method, "POST");
+    assert_eq!(message.target, "/connections/close");
+    assert_eq!(
+        message.content_type,
+        Some("application/x-www-form-urlencoded")
+    );
+    assert_eq!(message.body, body.as_bytes());
+    conn.respond(Status::Ok, TEXT, b"{}\n", 2);
+    assert!(conn.message().is_none(), "answered");
+    assert_eq!(conn.drive(&mut s, 3), Next::Wait);
+    assert!(s.sent_text().starts_with("HTTP/1.1 200 OK\r\n"));
+}
+
+#[test]
+fn an_admin_body_split_at_every_point_is_one_request_and_the_next_follows() {
+    let body = "id=7";
+    let first = format!("{CLOSE_HEAD}Content-Length: {}\r\n\r\n{body}", body.len());
+    let input = format!("{first}GET /connections HTTP/1.1\r\nHost: x\r\n\r\n");
+    for cut in 1..first.len() {
+        let mut s = Script::new(usize::MAX);
+        s.push(&input.as_bytes()[..cut]);
+        let mut conn = HttpConn::new(Site::Admin, 0);
+        assert_eq!(conn.drive(&mut s, 1), Next::Wait, "cut at {cut}");
+        s.push(&input.as_bytes()[cut..]);
+        assert_eq!(conn.drive(&mut s, 1), Next::Answer(admin_request(true)));
+        assert_eq!(
+            conn.message().unwrap().body,
+            body.as_bytes(),
+            "cut at {cut}"
+        );
+        conn.respond(Status::Ok, TEXT, b"", 2);
+        assert_eq!(conn.drive(&mut s, 3), Next::Answer(admin_request(true)));
+        let next = conn.message().unwrap();
+        assert_eq!(
+            (next.method, next.target, next.body),
+            ("GET", "/connections", &b""[..])
+        );
+    }
+}
+
+#[test]
+fn an_admin_body_of_exactly_max_body_is_taken_and_one_byte_more_is_413_unread() {
+    let max = crate::admin::MAX_BODY;
+    let exact = format!(
+        "{CLOSE_HEAD}Content-Length: {max}\r\n\r\n{}",
+        "a".repeat(max)
+    );
+    let (next, conn, _) = admin_after(exact.as_bytes());
+    assert_eq!(next, Next::Answer(admin_request(true)));
+    assert_eq!(conn.message().unwrap().body.len(), max);
+    // The 413 comes before a byte of the body is sent: nothing of it is waited for.
+    let over = format!("{CLOSE_HEAD}Content-Length: {}\r\n\r\n", max + 1);
+    let (next, _, s) = admin_after(over.as_bytes());
+    assert_eq!(next, Next::Wait);
+    let sent = s.sent_text();
+    assert!(
+        sent.starts_with("HTTP/1.1 413 Content Too Large\r\n"),
+        "{sent}"
+    );
+    assert!(sent.contains("Connection: close\r\n"), "{sent}");
+    assert!(
+        sent.ends_with(&format!("the body is over {max} bytes\n")),
+        "{sent}"
+    );
+    assert!(s.shut, "closing: the body cannot be framed unread");
+}
+
+#[test]
+fn an_admin_body_not_framed_by_one_content_length_is_400() {
+    for framing in [
+        "Transfer-Encoding: chunked\r\n",
+        "Content-Length: 4\r\nContent-Length: 5\r\n",
+        "Content-Length: -4\r\n",
+        "Content-Length: 4x\r\n",
+        "Content-Length: \r\n",
+    ] {
+        let input = format!("{CLOSE_HEAD}{framing}\r\nid=7");
+        let (next, _, s) = admin_after(input.as_bytes());
+        assert_eq!(next, Next::Wait, "{framing:?}");
+        assert_eq!(s.sent, BAD_REQUEST, "{framing:?}");
+    }
+    // The same length twice is one length (RFC 9112 §6.3).
+    let input = format!("{CLOSE_HEAD}Content-Length: 4\r\nContent-Length: 4\r\n\r\nid=7");
+    assert_eq!(
+        admin_after(input.as_bytes()).0,
+        Next::Answer(admin_request(true))
+    );
+}
+
+#[test]
+fn any_method_and_path_goes_to_the_admin_reactor_which_answers_405_with_its_allow() {
+    for (method, target) in [
+        ("DELETE", "/connections"),
+        ("GET", "/nowhere?x=1"),
+        ("GET", "http://h/connections?limit=1"),
+    ] {
+        let (next, mut conn, mut s) =
+            admin_after(format!("{method} {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        assert_eq!(next, Next::Answer(admin_request(true)), "{method} {target}");
+        assert_eq!(conn.message().unwrap().method, method);
+        assert!(conn.message().unwrap().target.starts_with('/'));
+        conn.respond(Status::MethodNotAllowed { allow: "POST" }, TEXT, b"no\n", 2);
+        conn.drive(&mut s, 3);
+        assert!(
+            s.sent_text().contains("\r\nAllow: POST\r\n"),
+            "{}",
+            s.sent_text()
+        );
     }
 }

@@ -1,0 +1,346 @@
+//! The admin endpoint (`serve --admin unix:PATH`) end to end: the built server, `tabecho
+//! conns` and `conns close` against it, flooders from one loopback address beside a
+//! verified load from another, the socket's mode and who may use it, ids across an
+//! upgrade, and the endpoint's refusals (docs/PROTOCOL.md, "Admin").
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::Duration;
+
+use tabecho::admin::row::decode_rows;
+use tabecho::admin::ConnectionRow;
+use tabecho::load::LoadOptions;
+
+use crate::upgrade::wait_handover;
+use crate::util::*;
+
+/// Where the flooders connect from.
+const FLOODERS: &str = "127.0.0.5";
+/// Where the healthy load connects from.
+const HEALTHY: &str = "127.0.0.6";
+
+/// A server with `--metrics` and `--admin` on a socket in a temporary directory.
+struct AdminServer {
+    server: ServerProcess,
+    /// Holds the socket's directory.
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl AdminServer {
+    /// `tabecho serve --listen 127.0.0.1:0 --metrics 127.0.0.1:0 --admin unix:DIR/admin.sock
+    /// ARGS`, in a fresh directory (`dir`, or a private temporary one).
+    #[track_caller]
+    fn start_in(dir: tempfile::TempDir, args: &[&str]) -> AdminServer {
+        let path = dir.path().join("admin.sock");
+        let admin = format!("unix:{}", path.display());
+        let mut all = vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--admin",
+            &admin,
+        ];
+        all.extend_from_slice(args);
+        let server = ServerProcess::spawn(&all);
+        AdminServer {
+            server,
+            _dir: dir,
+            path,
+        }
+    }
+
+    #[track_caller]
+    fn start(args: &[&str]) -> AdminServer {
+        Self::start_in(tempfile::tempdir().unwrap(), args)
+    }
+
+    /// `--admin unix:PATH`, as `tabecho conns` takes it.
+    fn admin(&self) -> String {
+        format!("unix:{}", self.path.display())
+    }
+
+    /// `tabecho conns --admin unix:PATH ARGS`: exit code, stdout, stderr.
+    #[track_caller]
+    fn conns(&self, args: &[&str]) -> (i32, String, String) {
+        let admin = self.admin();
+        let mut all = vec!["conns"];
+        let close = args.first() == Some(&"close");
+        if close {
+            all.push("close");
+        }
+        all.extend_from_slice(&["--admin", &admin]);
+        all.extend_from_slice(if close { &args[1..] } else { args });
+        tabecho(&all, b"")
+    }
+
+    /// The listing `tabecho conns --json ARGS` prints, parsed.
+    #[track_caller]
+    fn rows(&self, args: &[&str]) -> Vec<ConnectionRow> {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let (code, out, err) = self.conns(&all);
+        assert_eq!(code, 0, "{err}");
+        decode_rows(out.as_bytes()).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+}
+
+/// The address a row's client is, without its port.
+fn client_ip(row: &ConnectionRow) -> IpAddr {
+    row.client
+        .parse::<SocketAddr>()
+        .unwrap_or_else(|e| panic!("{}: {e}", row.client))
+        .ip()
+}
+
+/// A client from `source` with a small receive buffer (so a few replies fill it) that
+/// floods frames and never reads, until the server stops reading it.
+fn flooder(source: IpAddr, addr: SocketAddr) -> thread::JoinHandle<TcpStream> {
+    thread::spawn(move || {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        socket
+            .bind(&SocketAddr::new(source, 0).into())
+            .expect("bind the flooder's source");
+        socket.connect(&addr.into()).expect("connect");
+        let mut s = TcpStream::from(socket);
+        // Frames of 4 KiB: few frames to answer before the replies stall.
+        let mut frame = vec![b'f'; 4095];
+        frame.push(b'\t');
+        write_until_server_stops_reading(&mut s, &frame);
+        s
+    })
+}
+
+/// 30 flooders from 127.0.0.5 that never read, beside a verified load from 127.0.0.6:
+/// the listing by memory names only flooders, largest first; a close by source closes all
+/// 30 and only them (counted as `admin`); the load loses nothing.
+fn flooders_are_listed_and_closed_by_source(threads: &str) {
+    // Stalled flooders make no progress: a long idle timeout keeps them for the test.
+    let s = AdminServer::start(&["--threads", threads, "--idle-timeout", "60s"]);
+    let addr = s.server.tcp();
+    let flooders: Vec<TcpStream> = (0..30)
+        .map(|_| flooder(FLOODERS.parse().unwrap(), addr))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|f| f.join().expect("a flooder"))
+        .collect();
+    // The healthy load runs while the listing and the close happen.
+    let mut options = LoadOptions::new(s.server.addr.parse().unwrap());
+    options.source = Some(HEALTHY.parse().unwrap());
+    options.connections = 4;
+    options.threads = 1;
+    options.pipeline = 4;
+    options.duration = Duration::from_secs(4);
+    let load = thread::spawn(move || run_load(&options));
+    let healthy: IpAddr = HEALTHY.parse().unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while s.rows(&["--source", HEALTHY]).len() < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the load never connected"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+
+    let top = s.rows(&["--sort", "memory", "--limit", "10"]);
+    assert_eq!(top.len(), 10, "{top:?}");
+    let flooders_ip: IpAddr = FLOODERS.parse().unwrap();
+    for row in &top {
+        assert_eq!(client_ip(row), flooders_ip, "{row:?}");
+        assert!(row.memory > 0, "{row:?}");
+        // Buffers are charged by capacity: at least what they hold.
+        assert!(
+            row.memory >= row.input_held + row.output_pending + row.kernel_charge,
+            "{row:?}"
+        );
+    }
+    assert!(
+        top.windows(2).all(|w| w[0].memory >= w[1].memory),
+        "memory descending: {top:?}"
+    );
+
+    let (code, out, err) = s.conns(&["close", "--source", FLOODERS]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "closed 30 connections\n"),
+        "{err}"
+    );
+    let after = s.rows(&["--limit", "1000"]);
+    assert!(
+        after.iter().all(|r| client_ip(r) != flooders_ip),
+        "{after:?}"
+    );
+    assert!(after.iter().all(|r| client_ip(r) == healthy), "{after:?}");
+    let page = metrics_until(s.server.metrics_addr(), |page| {
+        total(page, "tabecho_closed_total{reason=\"admin\"}") >= 30.0
+    });
+    assert_eq!(total(&page, "tabecho_closed_total{reason=\"admin\"}"), 30.0);
+
+    let report = load.join().expect("the load");
+    assert!(report.verified(), "{}", report.to_text());
+    assert_eq!(report.established, 4, "{}", report.to_text());
+    assert!(report.frames_answered > 0, "{}", report.to_text());
+    // Each flooder was reset (its replies owed are dropped): its reads end.
+    for mut f in flooders {
+        f.set_read_timeout(Some(WAIT)).unwrap();
+        let mut sink = vec![0; 1 << 16];
+        while matches!(f.read(&mut sink), Ok(n) if n > 0) {}
+    }
+}
+
+#[test]
+fn flooders_are_listed_by_memory_and_closed_by_source_beside_a_healthy_load() {
+    flooders_are_listed_and_closed_by_source("1");
+}
+
+#[test]
+fn flooders_are_listed_and_closed_over_two_reactors() {
+    flooders_are_listed_and_closed_by_source("2");
+}
+
+#[test]
+fn the_socket_is_mode_0600_and_another_uid_gets_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    // World-enterable, so that nobody can reach the socket: only its own mode keeps them
+    // out.
+    let s = AdminServer::start_in(world_enterable_tempdir(), &[]);
+    let mode = std::fs::metadata(&s.path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let (code, out, err) = s.conns(&[]);
+    assert_eq!(code, 0, "our own uid is served: {err}");
+    assert!(out.starts_with("ID "), "{out}");
+    if !is_root() {
+        eprintln!("skipped: a client of another uid needs root to run as nobody");
+        return;
+    }
+    let dir = s.path.parent().unwrap();
+    let admin = s.admin();
+    // The file's mode refuses the connect.
+    let refused = tabecho_as_nobody(dir, &["conns", "--admin", &admin]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(4), "{err}");
+    assert!(err.contains("not allowed"), "{err}");
+    assert!(refused.stdout.is_empty());
+    // With the mode loosened, the server refuses: 403, by the peer's uid.
+    std::fs::set_permissions(&s.path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    for args in [
+        &["conns", "--admin", &admin][..],
+        &["conns", "close", "--admin", &admin, "--age-over", "0s"],
+    ] {
+        let refused = tabecho_as_nobody(dir, args);
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(4), "{args:?}: {err}");
+        assert!(err.contains("403"), "{err}");
+        assert!(refused.stdout.is_empty());
+    }
+}
+
+/// The ids of the rows, ascending.
+fn ids(rows: &[ConnectionRow]) -> Vec<u64> {
+    let mut ids: Vec<u64> = rows.iter().map(|r| r.id).collect();
+    ids.sort_unstable();
+    ids
+}
+
+#[test]
+fn a_dry_run_closes_nothing_and_ids_and_ages_are_kept_across_an_upgrade() {
+    let mut s = AdminServer::start(&["--shutdown-grace", "30s", "--idle-timeout", "60s"]);
+    let addr = s.server.tcp();
+    let mut clients: Vec<TcpStream> = (0..3).map(|_| connect(addr)).collect();
+    for c in &mut clients {
+        round_trip(c, b"before");
+    }
+    let before = s.rows(&["--sort", "age"]);
+    assert_eq!(before.len(), 3, "{before:?}");
+    let (code, out, err) = s.conns(&["close", "--age-over", "0s", "--dry-run"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (
+            0,
+            "would close 3 connections
+"
+        ),
+        "{err}"
+    );
+    assert_eq!(ids(&s.rows(&[])), ids(&before), "a dry run closes nothing");
+    for c in &mut clients {
+        round_trip(c, b"after the dry run");
+    }
+
+    s.server.signal("USR2");
+    let _new = wait_handover(&mut s.server);
+    s.server.wait_for_line(|l| l.contains("upgrade: moved 3 "));
+    // The new process serves the same socket: the same connections, the same ids, older.
+    let after = s.rows(&["--sort", "age"]);
+    assert_eq!(ids(&after), ids(&before), "{before:?}\n{after:?}");
+    for row in &after {
+        let old = before.iter().find(|b| b.id == row.id).unwrap();
+        assert!(row.age >= old.age, "{old:?}\n{row:?}");
+        assert_eq!(row.client, old.client);
+    }
+    for c in &mut clients {
+        round_trip(c, b"after the upgrade");
+    }
+    // A connection the new process accepts gets an id no process of the lineage gave.
+    let _fresh = connect(addr);
+    let deadline = std::time::Instant::now() + WAIT;
+    let all = loop {
+        let all = s.rows(&[]);
+        if all.len() == 4 {
+            break all;
+        }
+        assert!(std::time::Instant::now() < deadline, "{all:?}");
+        thread::sleep(Duration::from_millis(20));
+    };
+    let fresh = all.iter().find(|r| !ids(&before).contains(&r.id)).unwrap();
+    assert!(fresh.id > ids(&before)[2], "{all:?}");
+}
+
+/// One request on the admin socket at `path`, and the answer (status, body).
+#[track_caller]
+fn request(path: &Path, text: &str) -> (u16, String) {
+    let mut c = UnixStream::connect(path).expect("connect");
+    c.set_read_timeout(Some(WAIT)).unwrap();
+    c.write_all(text.as_bytes()).unwrap();
+    let mut r = std::io::BufReader::new(c);
+    let answer = read_response(&mut r).expect("an answer");
+    (answer.status, String::from_utf8(answer.body).unwrap())
+}
+
+#[test]
+fn the_endpoint_refuses_what_it_does_not_take_with_a_line_saying_why() {
+    let s = AdminServer::start(&[]);
+    let cases = [
+        ("GET /connections/close HTTP/1.1\r\nHost: x\r\n\r\n", 405, "takes POST"),
+        ("DELETE /connections HTTP/1.1\r\nHost: x\r\n\r\n", 405, "takes GET, HEAD"),
+        ("GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n", 404, "no such path"),
+        ("GET /connections?limit=0 HTTP/1.1\r\nHost: x\r\n\r\n", 400, "limit"),
+        ("GET /connections?reactor=9 HTTP/1.1\r\nHost: x\r\n\r\n", 400, "reactor"),
+        ("GET /connections?min_mem=1 HTTP/1.1\r\nHost: x\r\n\r\n", 400, "unknown parameter"),
+        ("POST /connections/close HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 400, "needs a filter"),
+        ("POST /connections/close HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\nid=1", 415, "must be"),
+        ("POST /connections/close HTTP/1.1\r\nHost: x\r\nContent-Length: 1025\r\n\r\n", 413, "over 1024 bytes"),
+    ];
+    for (text, status, says) in cases {
+        let (got, body) = request(&s.path, text);
+        assert_eq!(got, status, "{text:?}: {body}");
+        assert!(body.contains(says), "{text:?}: {body}");
+    }
+    // And what it takes, as curl --unix-socket sends it.
+    let (status, body) = request(
+        &s.path,
+        "POST /connections/close HTTP/1.1\r\nHost: x\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 19\r\n\r\n\
+         age_over=0s&dry_run",
+    );
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "{\"matched\":0,\"dry_run\":true}\n")
+    );
+}

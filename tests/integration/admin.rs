@@ -87,6 +87,20 @@ impl AdminServer {
         assert_eq!(code, 0, "{err}");
         decode_rows(out.as_bytes()).unwrap_or_else(|e| panic!("{e}: {out}"))
     }
+
+    /// The listing `tabecho conns --json` prints, once it has `n` rows.
+    #[track_caller]
+    fn rows_once(&self, n: usize) -> Vec<ConnectionRow> {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let rows = self.rows(&[]);
+            if rows.len() == n {
+                return rows;
+            }
+            assert!(std::time::Instant::now() < deadline, "{rows:?}");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 /// The address a row's client is, without its port.
@@ -242,6 +256,61 @@ fn the_socket_is_mode_0600_and_another_uid_gets_nothing() {
 }
 
 /// The ids of the rows, ascending.
+/// Behind a balancer that sends the PROXY protocol (the test, from the trusted
+/// 127.0.0.1), a row's client is the real one the header named, its peer the proxy, and
+/// a close by source closes by the real client, over 2 reactors.
+#[test]
+fn proxied_connections_are_listed_and_closed_by_their_real_client() {
+    let s = AdminServer::start(&[
+        "--threads",
+        "2",
+        "--proxy-protocol-from",
+        "127.0.0.1",
+        "--idle-timeout",
+        "60s",
+    ]);
+    let addr = s.server.tcp();
+    let real = |n: u8| SocketAddr::from(([192, 0, 2, n], 40_000 + u16::from(n)));
+    let mut clients: Vec<TcpStream> = [real(1), real(1), real(2)]
+        .into_iter()
+        .enumerate()
+        .map(|(i, client)| {
+            let mut c = connect_from("127.0.0.1".parse().unwrap(), addr);
+            // Distinct ports, so each row names its own client.
+            let client = SocketAddr::new(client.ip(), client.port() + i as u16);
+            c.write_all(&tabecho::proxy_protocol::encode_v2(client, addr))
+                .unwrap();
+            round_trip(&mut c, b"through the balancer");
+            c
+        })
+        .collect();
+    let rows = s.rows(&["--sort", "age"]);
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    let mut named: Vec<&str> = rows.iter().map(|r| r.client.as_str()).collect();
+    named.sort_unstable();
+    assert_eq!(
+        named,
+        ["192.0.2.1:40001", "192.0.2.1:40002", "192.0.2.2:40004"],
+        "{rows:?}"
+    );
+    for row in &rows {
+        assert!(row.peer.starts_with("127.0.0.1:"), "{row:?}");
+    }
+    assert_eq!(s.rows(&["--source", "192.0.2.2/32"]).len(), 1);
+
+    let (code, out, err) = s.conns(&["close", "--source", "192.0.2.1"]);
+    assert_eq!((code, out.as_str()), (0, "closed 2 connections\n"), "{err}");
+    for c in &mut clients[..2] {
+        let (got, _) = read_to_end(c);
+        assert_eq!(got, tabecho::protocol::CLOSED_BY_ADMIN, "{got:?}");
+    }
+    round_trip(&mut clients[2], b"still served");
+    // The closed ones linger until their clients close.
+    drop(clients.drain(..2));
+    let left = s.rows_once(1);
+    assert_eq!(left[0].client, "192.0.2.2:40004");
+}
+
 fn ids(rows: &[ConnectionRow]) -> Vec<u64> {
     let mut ids: Vec<u64> = rows.iter().map(|r| r.id).collect();
     ids.sort_unstable();
@@ -289,15 +358,7 @@ fn a_dry_run_closes_nothing_and_ids_and_ages_are_kept_across_an_upgrade() {
     }
     // A connection the new process accepts gets an id no process of the lineage gave.
     let _fresh = connect(addr);
-    let deadline = std::time::Instant::now() + WAIT;
-    let all = loop {
-        let all = s.rows(&[]);
-        if all.len() == 4 {
-            break all;
-        }
-        assert!(std::time::Instant::now() < deadline, "{all:?}");
-        thread::sleep(Duration::from_millis(20));
-    };
+    let all = s.rows_once(4);
     let fresh = all.iter().find(|r| !ids(&before).contains(&r.id)).unwrap();
     assert!(fresh.id > ids(&before)[2], "{all:?}");
 }

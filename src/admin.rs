@@ -14,8 +14,9 @@
 //!   415 (a body of another type): text/plain, one line saying why
 //! ```
 //!
-//! This module holds the pure parts; the reactor wires them into its loop (as
-//! `server::reactor::metrics_listener` does the metrics endpoint):
+//! This module holds the pure parts; the reactor wires them into its loop
+//! (`server::reactor::http_endpoint` for the HTTP, as for the metrics endpoint, and
+//! `server::reactor::admin` for the listings and closes):
 //! - [`request`]: method, target and body to an [`AdminRequest`], or a [`Refusal`];
 //! - `form` (private): `application/x-www-form-urlencoded` pairs, percent-decoded;
 //! - [`row`]: [`ConnectionRow`], one connection as listed, and its JSON lines both ways;

@@ -16,6 +16,7 @@
 //!   ▼
 //!            ┌──────── server::reactor::Reactor (one thread each) ──────┐
 //!  clients ──┤ mio::Poll ─▶ Acceptor (accept, EMFILE pause) ─▶ admit    │
+//!            │ (trusted peer) ProxyIntake: PROXY header (pure) ─▶ admit │
 //!            │           ─▶ ConnectionTable ─▶ FrameDecoder (pure)      │
 //!            │                             └──▶ protocol (replies)      │
 //!            │ Timers: TimerWheel (pure) ◀─ TimerKey: idle, lingers, ...│

@@ -8,7 +8,7 @@
 //! limits, keep-alive, one response at a time), shared with the admin endpoint. The glue
 //! (the listener's token, the connections' slab and timers, the buffer budget) is
 //! `server::reactor::http_endpoint`, and the gathering of the other reactors' snapshots
-//! `server::reactor::metrics_listener`.
+//! `server::reactor::metrics_page`.
 //!
 //! Answers: `/metrics` 200 with the page, or 503 when another reactor did not send its
 //! snapshot within [`crate::http::ANSWER_TIMEOUT`]; `/ready` 200 while the server accepts

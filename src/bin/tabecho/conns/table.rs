@@ -1,10 +1,9 @@
-//! The listing as `tabecho conns` prints it: an aligned table like `ss`, sizes in
-//! [`Size`]'s form and durations as people read them.
+//! The listing as `tabecho conns` prints it: an aligned table like `ss`, sizes and
+//! durations as people read them.
 
 use std::time::Duration;
 
 use tabecho::admin::ConnectionRow;
-use tabecho::size::Size;
 
 /// A duration as a person reads it in a table: `250ms`, `12.3s`, `4m05s`, `3h07m`, `2d04h`.
 fn human_duration(d: Duration) -> String {
@@ -23,9 +22,29 @@ fn human_duration(d: Duration) -> String {
     }
 }
 
-/// A byte count as a size (`64KiB`, `163916B`): [`Size`]'s form.
+/// A byte count as a person reads it in a table, as `ls -h` prints it: bytes below 1 KiB
+/// (`812B`), else in the largest binary unit it reaches, exact (`32KiB`) or to a tenth,
+/// rounded down (`160.0KiB` for 163,916 bytes).
 fn size(bytes: u64) -> String {
-    Size(usize::try_from(bytes).unwrap_or(usize::MAX)).to_string()
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes}B");
+    }
+    let mut unit = 1024u64;
+    let mut name = UNITS[0];
+    for next in &UNITS[1..] {
+        if bytes / unit < 1024 {
+            break;
+        }
+        unit *= 1024;
+        name = next;
+    }
+    if bytes.is_multiple_of(unit) {
+        return format!("{}{name}", bytes / unit);
+    }
+    // Tenths, rounded down (as the durations): never a unit's 1024.0.
+    let tenths = u128::from(bytes) * 10 / u128::from(unit);
+    format!("{}.{}{name}", tenths / 10, tenths % 10)
 }
 
 /// The rows as an aligned table, one line each under a header, in the order given. The
@@ -135,6 +154,21 @@ mod tests {
     }
 
     #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(size(0), "0B");
+        assert_eq!(size(1023), "1023B");
+        assert_eq!(size(1024), "1KiB");
+        assert_eq!(size(1536), "1.5KiB");
+        assert_eq!(size(163_916), "160.0KiB");
+        assert_eq!(size(560_936), "547.7KiB");
+        assert_eq!(size(1024 * 1024 - 1), "1023.9KiB");
+        assert_eq!(size(512 * 1024), "512KiB");
+        assert_eq!(size(3 * 1024 * 1024 + 300 * 1024), "3.2MiB");
+        assert_eq!(size(5 << 30), "5GiB");
+        assert_eq!(size(u64::MAX), "16383.9PiB");
+    }
+
+    #[test]
     fn the_table_aligns_its_columns_and_shows_peers_only_behind_a_proxy() {
         let direct = [
             row(7, "127.0.0.5:40001", "127.0.0.5:40001"),
@@ -145,9 +179,9 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "ID  R  STATE   CLIENT           LOCAL             AGE  IDLE   MEMORY  INPUT  OUTPUT   KERNEL    IN   OUT",
-                " 7  0  paused  127.0.0.5:40001  127.0.0.1:8085  1m05s  1.5s  196684B     0B   32KiB  163916B  1KiB  2KiB",
-                "12  0  paused  127.0.0.5:40002  127.0.0.1:8085  1m05s  1.5s  196684B     0B   32KiB  163916B  1KiB  2KiB",
+                "ID  R  STATE   CLIENT           LOCAL             AGE  IDLE    MEMORY  INPUT  OUTPUT    KERNEL    IN   OUT",
+                " 7  0  paused  127.0.0.5:40001  127.0.0.1:8085  1m05s  1.5s  192.0KiB     0B   32KiB  160.0KiB  1KiB  2KiB",
+                "12  0  paused  127.0.0.5:40002  127.0.0.1:8085  1m05s  1.5s  192.0KiB     0B   32KiB  160.0KiB  1KiB  2KiB",
             ]
         );
         assert!(!text.contains("PEER"));

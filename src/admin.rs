@@ -41,7 +41,7 @@ pub mod request;
 pub mod row;
 pub mod select;
 
-pub use answer::{AdminStatus, CloseAnswer, Refusal};
+pub use answer::{CloseAnswer, Refusal};
 pub use peer::peer_allowed;
 pub use request::{parse_request, AdminRequest, CloseFilter, ListQuery, SortKey};
 pub use row::{ConnState, ConnectionRow};

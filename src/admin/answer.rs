@@ -1,89 +1,24 @@
-//! What the admin endpoint answers besides a listing: the statuses of its refusals, each
-//! with one line of text saying why, and the count a close answers with. Pure; the HTTP
-//! layer frames them (status line, `Content-Type`, `Content-Length`, `Allow`).
+//! What the admin endpoint answers besides a listing: its refusals, each an HTTP status
+//! ([`crate::http::Status`]) with one line of text saying why, and the count a close
+//! answers with. Pure; the HTTP layer frames them (status line, `Content-Type`,
+//! `Content-Length`, `Allow`).
 
 use serde::{Deserialize, Serialize};
 
-/// A status the endpoint refuses a request with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AdminStatus {
-    /// 400: a parameter unknown, repeated or malformed, or a close without a filter.
-    BadRequest,
-    /// 403: the peer's uid is neither the server's nor root's.
-    Forbidden,
-    /// 404: neither `/connections` nor `/connections/close`.
-    NotFound,
-    /// 405: a method the path does not take; `allow` is the `Allow` header's value.
-    MethodNotAllowed {
-        /// The methods the path takes, as the `Allow` header lists them.
-        allow: &'static str,
-    },
-    /// 413: a body over [`super::MAX_BODY`].
-    PayloadTooLarge,
-    /// 415: a body that is not `application/x-www-form-urlencoded`.
-    UnsupportedMediaType,
-}
-
-impl AdminStatus {
-    /// The status code.
-    pub fn code(self) -> u16 {
-        match self {
-            AdminStatus::BadRequest => 400,
-            AdminStatus::Forbidden => 403,
-            AdminStatus::NotFound => 404,
-            AdminStatus::MethodNotAllowed { .. } => 405,
-            AdminStatus::PayloadTooLarge => 413,
-            AdminStatus::UnsupportedMediaType => 415,
-        }
-    }
-
-    /// The status line's code and reason phrase (RFC 9110 §15).
-    pub fn line(self) -> &'static str {
-        match self {
-            AdminStatus::BadRequest => "400 Bad Request",
-            AdminStatus::Forbidden => "403 Forbidden",
-            AdminStatus::NotFound => "404 Not Found",
-            AdminStatus::MethodNotAllowed { .. } => "405 Method Not Allowed",
-            AdminStatus::PayloadTooLarge => "413 Content Too Large",
-            AdminStatus::UnsupportedMediaType => "415 Unsupported Media Type",
-        }
-    }
-
-    /// The `Allow` header's value, for a 405 only (RFC 9110 §15.5.6 requires it there).
-    pub fn allow(self) -> Option<&'static str> {
-        match self {
-            AdminStatus::MethodNotAllowed { allow } => Some(allow),
-            _ => None,
-        }
-    }
-}
-
-impl From<AdminStatus> for crate::http::Status {
-    fn from(status: AdminStatus) -> crate::http::Status {
-        use crate::http::Status;
-        match status {
-            AdminStatus::BadRequest => Status::BadRequest,
-            AdminStatus::Forbidden => Status::Forbidden,
-            AdminStatus::NotFound => Status::NotFound,
-            AdminStatus::MethodNotAllowed { allow } => Status::MethodNotAllowed { allow },
-            AdminStatus::PayloadTooLarge => Status::PayloadTooLarge,
-            AdminStatus::UnsupportedMediaType => Status::UnsupportedMediaType,
-        }
-    }
-}
+use crate::http::Status;
 
 /// A request the endpoint refuses: the status, and one line saying why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     /// What to answer.
-    pub status: AdminStatus,
+    pub status: Status,
     /// Why, one line without its newline: `limit: "0" is not 1 to 1000`.
     pub reason: String,
 }
 
 impl Refusal {
     /// A refusal of `status` for `reason`.
-    pub fn new(status: AdminStatus, reason: impl Into<String>) -> Refusal {
+    pub fn new(status: Status, reason: impl Into<String>) -> Refusal {
         let reason = reason.into();
         debug_assert!(!reason.contains('\n'), "one line: {reason:?}");
         Refusal { status, reason }
@@ -91,13 +26,13 @@ impl Refusal {
 
     /// A 400 for `reason`.
     pub fn bad_request(reason: impl Into<String>) -> Refusal {
-        Refusal::new(AdminStatus::BadRequest, reason)
+        Refusal::new(Status::BadRequest, reason)
     }
 
     /// The 403 of a peer whose uid is neither ours nor root's ([`super::peer_allowed`]).
     pub fn forbidden() -> Refusal {
         Refusal::new(
-            AdminStatus::Forbidden,
+            Status::Forbidden,
             "only the server's own user and root may use the admin socket",
         )
     }
@@ -147,21 +82,5 @@ mod tests {
         assert_eq!(CloseAnswer::parse(answer.body().as_bytes()), Ok(answer));
         let err = CloseAnswer::parse(b"{\"closed\":3}").expect_err("another shape");
         assert!(err.starts_with("not a close answer"), "{err}");
-    }
-
-    #[test]
-    fn only_a_405_has_an_allow_header() {
-        let statuses = [
-            AdminStatus::BadRequest,
-            AdminStatus::Forbidden,
-            AdminStatus::NotFound,
-            AdminStatus::MethodNotAllowed { allow: "POST" },
-            AdminStatus::PayloadTooLarge,
-            AdminStatus::UnsupportedMediaType,
-        ];
-        for status in statuses {
-            assert!(status.line().starts_with(&status.code().to_string()));
-            assert_eq!(status.allow().is_some(), status.code() == 405, "{status:?}");
-        }
     }
 }

@@ -31,12 +31,13 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::answer::{AdminStatus, Refusal};
+use super::answer::Refusal;
 use super::{
     form, CLOSE_PATH, CONNECTIONS_PATH, DEFAULT_LIMIT, FORM_CONTENT_TYPE, MAX_BODY, MAX_LIMIT,
 };
 use crate::addr::{parse_duration, DurationArg};
 use crate::cidr::Cidr;
+use crate::http::Status;
 use crate::size::parse_size;
 
 /// What a request asks.
@@ -261,7 +262,7 @@ pub fn parse_request(
         CLOSE_PATH => false,
         _ => {
             return Err(Refusal::new(
-                AdminStatus::NotFound,
+                Status::NotFound,
                 format!("no such path {path:?}: see {CONNECTIONS_PATH} or {CLOSE_PATH}"),
             ))
         }
@@ -273,7 +274,7 @@ pub fn parse_request(
     };
     if !allowed {
         return Err(Refusal::new(
-            AdminStatus::MethodNotAllowed { allow },
+            Status::MethodNotAllowed { allow },
             format!("{path} takes {allow}, not {method}"),
         ));
     }
@@ -288,7 +289,7 @@ pub fn parse_request(
     }
     if body.len() > MAX_BODY {
         return Err(Refusal::new(
-            AdminStatus::PayloadTooLarge,
+            Status::PayloadTooLarge,
             format!("the body is over {MAX_BODY} bytes"),
         ));
     }
@@ -298,7 +299,7 @@ pub fn parse_request(
             .unwrap_or("");
         if !media_type.eq_ignore_ascii_case(FORM_CONTENT_TYPE) {
             return Err(Refusal::new(
-                AdminStatus::UnsupportedMediaType,
+                Status::UnsupportedMediaType,
                 format!("the body must be {FORM_CONTENT_TYPE}, not {media_type:?}"),
             ));
         }

@@ -102,7 +102,7 @@ pub enum Status {
 
 impl Status {
     /// The status line's code and reason.
-    fn line(self) -> &'static str {
+    pub fn line(self) -> &'static str {
         match self {
             Status::Ok => "200 OK",
             Status::BadRequest => "400 Bad Request",

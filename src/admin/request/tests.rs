@@ -34,7 +34,7 @@ fn refused(
     target: &str,
     content_type: Option<&str>,
     body: &str,
-    status: AdminStatus,
+    status: Status,
     says: &str,
 ) {
     let refusal =
@@ -50,7 +50,7 @@ fn refused(
 
 #[track_caller]
 fn bad_list(target: &str, says: &str) {
-    refused("GET", target, None, "", AdminStatus::BadRequest, says);
+    refused("GET", target, None, "", Status::BadRequest, says);
 }
 
 #[track_caller]
@@ -60,7 +60,7 @@ fn bad_close(target: &str, body: &str, says: &str) {
         target,
         Some(FORM_CONTENT_TYPE),
         body,
-        AdminStatus::BadRequest,
+        Status::BadRequest,
         says,
     );
 }
@@ -112,14 +112,7 @@ fn an_unknown_path_is_404() {
         "/connections/closed",
         "/metrics",
     ] {
-        refused(
-            "GET",
-            target,
-            None,
-            "",
-            AdminStatus::NotFound,
-            "no such path",
-        );
+        refused("GET", target, None, "", Status::NotFound, "no such path");
     }
     // The path is matched without its query.
     refused(
@@ -127,7 +120,7 @@ fn an_unknown_path_is_404() {
         "/nothing?sort=memory",
         None,
         "",
-        AdminStatus::NotFound,
+        Status::NotFound,
         "\"/nothing\"",
     );
 }
@@ -140,7 +133,7 @@ fn a_get_of_the_close_is_405_allowing_post() {
             "/connections/close?id=1",
             None,
             "",
-            AdminStatus::MethodNotAllowed { allow: "POST" },
+            Status::MethodNotAllowed { allow: "POST" },
             "takes POST",
         );
     }
@@ -154,7 +147,7 @@ fn a_post_to_the_listing_is_405_allowing_get_and_head() {
             "/connections",
             None,
             "",
-            AdminStatus::MethodNotAllowed { allow: "GET, HEAD" },
+            Status::MethodNotAllowed { allow: "GET, HEAD" },
             "takes GET, HEAD",
         );
     }
@@ -210,7 +203,7 @@ fn a_reactor_the_server_lacks_is_400_and_only_it_is_asked() {
     let q = list("/connections?reactor=1");
     assert_eq!(q.check_reactors(2), Ok(()));
     let refusal = q.check_reactors(1).expect_err("one reactor: 0 only");
-    assert_eq!(refusal.status, AdminStatus::BadRequest);
+    assert_eq!(refusal.status, Status::BadRequest);
     assert!(refusal.reason.contains("0 to 0"), "{refusal:?}");
     assert!(q.asks(1) && !q.asks(0) && !q.asks(2));
     let all = ListQuery::default();
@@ -225,7 +218,7 @@ fn a_listing_with_a_body_is_400() {
         "/connections",
         Some(FORM_CONTENT_TYPE),
         "sort=age",
-        AdminStatus::BadRequest,
+        Status::BadRequest,
         "takes no body",
     );
 }
@@ -375,7 +368,7 @@ fn a_close_body_of_another_type_is_415() {
             "/connections/close",
             content_type,
             "id=1",
-            AdminStatus::UnsupportedMediaType,
+            Status::UnsupportedMediaType,
             "must be application/x-www-form-urlencoded",
         );
     }
@@ -395,7 +388,7 @@ fn a_close_body_over_the_limit_is_413_and_at_the_limit_is_read() {
         "/connections/close",
         Some(FORM_CONTENT_TYPE),
         &over,
-        AdminStatus::PayloadTooLarge,
+        Status::PayloadTooLarge,
         "over 1024 bytes",
     );
 }
@@ -463,8 +456,8 @@ proptest! {
             prop_assert_eq!(from_query, Ok(AdminRequest::Close(f)));
             prop_assert_eq!(from_body, Ok(AdminRequest::Close(f)));
         } else {
-            prop_assert_eq!(from_query.map_err(|r| r.status), Err(AdminStatus::BadRequest));
-            prop_assert_eq!(from_body.map_err(|r| r.status), Err(AdminStatus::BadRequest));
+            prop_assert_eq!(from_query.map_err(|r| r.status), Err(Status::BadRequest));
+            prop_assert_eq!(from_body.map_err(|r| r.status), Err(Status::BadRequest));
         }
     }
 }

@@ -231,12 +231,11 @@ impl Reactor {
 
     /// Answers connection `key` with `refusal`'s status and line.
     fn refuse_admin(&mut self, ep: &mut HttpEndpoint, key: usize, refusal: &Refusal) {
-        debug!("admin {key}: {} {}", refusal.status.code(), refusal.reason);
-        let status = refusal.status.into();
+        debug!("admin {key}: {} {}", refusal.status.line(), refusal.reason);
         self.respond_http(
             ep,
             key,
-            status,
+            refusal.status,
             TEXT_CONTENT_TYPE,
             refusal.body().as_bytes(),
         );

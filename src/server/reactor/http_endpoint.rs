@@ -150,6 +150,11 @@ impl HttpEndpoints {
         }
     }
 
+    /// The endpoints served.
+    fn served_mut(&mut self) -> impl Iterator<Item = &mut HttpEndpoint> {
+        [&mut self.metrics, &mut self.admin].into_iter().flatten()
+    }
+
     /// Whether an endpoint has work for the next turn.
     fn work_left(&self) -> bool {
         [&self.metrics, &self.admin]
@@ -371,52 +376,41 @@ impl Reactor {
     /// An upgrade's new process serves the endpoints' listeners now (the same sockets):
     /// stop accepting on them; the requests already accepted are answered.
     pub(super) fn stop_http_accepting(&mut self) {
-        for which in Which::ALL {
-            let poll = &self.poll;
-            if let Some(ep) = self
-                .endpoints
-                .http
-                .as_mut()
-                .and_then(|h| h.get_mut(which).as_mut())
-            {
-                let _ = poll.registry().deregister(&mut ep.listener);
-                ep.accept_ready = false;
-            }
+        let Some(http) = self.endpoints.http.as_mut() else {
+            return;
+        };
+        for ep in http.served_mut() {
+            let _ = self.poll.registry().deregister(&mut ep.listener);
+            ep.accept_ready = false;
         }
     }
 
     /// A move rolled back: accept on the endpoints again.
     pub(super) fn resume_http_accepting(&mut self) {
-        for which in Which::ALL {
-            let poll = &self.poll;
-            if let Some(ep) = self
-                .endpoints
-                .http
-                .as_mut()
-                .and_then(|h| h.get_mut(which).as_mut())
+        let Some(http) = self.endpoints.http.as_mut() else {
+            return;
+        };
+        for ep in http.served_mut() {
+            let token = ep.which.listener_token();
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .register(&mut ep.listener, token, Interest::READABLE)
             {
-                if let Err(e) = poll.registry().register(
-                    &mut ep.listener,
-                    which.listener_token(),
-                    Interest::READABLE,
-                ) {
-                    warn!(
-                        "cannot serve {} again after the failed move: {e}",
-                        which.name()
-                    );
-                }
-                // Connections may have queued meanwhile: no edge announces them.
-                ep.accept_ready = true;
+                warn!(
+                    "cannot serve {} again after the failed move: {e}",
+                    ep.which.name()
+                );
             }
+            // Connections may have queued meanwhile: no edge announces them.
+            ep.accept_ready = true;
         }
     }
 
     /// The move is over: the new process serves the endpoints' sockets, whose files stay.
     pub(super) fn hand_http_listeners_over(&mut self) {
-        for which in Which::ALL {
-            if let Some(ep) = self.endpoint_mut(which) {
-                ep.leave_file();
-            }
+        if let Some(http) = self.endpoints.http.as_mut() {
+            http.served_mut().for_each(HttpEndpoint::leave_file);
         }
     }
 

@@ -366,15 +366,33 @@ impl Shared {
             .clone()
     }
 
+    /// Sends `msg` to the mover while the move is under way; hands it back once the mover
+    /// takes nothing more ([`Shared::close_move`]) or has gone. Sent under the lock
+    /// `close_move` takes, so a message is either in the mover's channel before it closes,
+    /// where the mover reads it, or handed back: never left in a channel no one reads.
+    pub fn send_to_mover(&self, msg: MoveMsg) -> Result<(), MoveMsg> {
+        let mover = self.mover.lock().unwrap_or_else(PoisonError::into_inner);
+        match mover.as_ref() {
+            Some(sender) if self.moving() => sender.send(msg).map_err(|e| e.0),
+            _ => Err(msg),
+        }
+    }
+
+    /// The mover takes nothing more: from here on, [`Shared::send_to_mover`] hands every
+    /// message back.
+    pub fn close_move(&self) {
+        self.mover
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+
     /// Every connection that could move has moved (the rest are back with their
     /// reactors): the reactors end once theirs are served. Or, `rolled_back`, the new
     /// process died during the move: the reactors serve on as before the upgrade, their
     /// listeners again included, and a later SIGUSR2 may try again. Wakes them all.
     pub fn end_move(&self, rolled_back: bool) {
-        self.mover
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        self.close_move();
         if rolled_back {
             self.dealing_over.store(false, Ordering::Release);
         }

@@ -9,6 +9,9 @@
 //!   their reactors ([`Shared::deliver`]), which serve them on from the state they left in.
 //! - Once a batch has failed, or a shutdown has begun, or the new process's room is
 //!   used up, nothing more is sent: every connection still to come goes back.
+//! - Every connection a reactor sends is moved or handed back: the mover closes the move
+//!   to senders ([`Shared::close_move`]) and then reads what its channel still holds;
+//!   a reactor sends only through [`Shared::send_to_mover`], under the same lock.
 //! - [`Shared::end_move`] is called exactly once, after every reactor has said it has
 //!   nothing more to move, or after the grace period if one never does. It rolls the
 //!   upgrade back (the reactors accept again) exactly when the new process has exited:
@@ -111,6 +114,16 @@ impl Mover {
                         reactors - done
                     );
                     break;
+                }
+            }
+        }
+        // Nothing is sent from here on ([`Shared::send_to_mover`] hands it back); what was
+        // sent before is in the channel: moved, or handed back, never dropped with it.
+        self.shared.close_move();
+        while let Ok(msg) = from.try_recv() {
+            if let MoveMsg::Conns(conns) = msg {
+                for moved in conns {
+                    self.take(moved);
                 }
             }
         }

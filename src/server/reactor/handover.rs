@@ -60,17 +60,10 @@ impl Reactor {
         self.refresh_now();
         let moved: Vec<Moved> = keys.into_iter().filter_map(|k| self.take_out(k)).collect();
         self.cx.stats.moved_out += moved.len() as u64;
-        // Only while the move is under way: a mover that has ended drops what it is sent.
-        let mover = self.life.mover.as_ref().filter(|_| self.shared.moving());
-        let Some(mover) = mover else {
-            self.adopt_all(moved); // back at once (counted back as they are adopted)
-            return;
-        };
-        if let Err(returned) = mover.send(MoveMsg::Conns(moved)) {
-            // The mover is gone (it gave up waiting): serve them on here.
-            if let MoveMsg::Conns(moved) = returned.0 {
-                self.adopt_all(moved);
-            }
+        // Only while the move is under way and the mover takes them: else they are back
+        // at once, counted back as they are adopted, and served on here.
+        if let Err(MoveMsg::Conns(moved)) = self.shared.send_to_mover(MoveMsg::Conns(moved)) {
+            self.adopt_all(moved);
         }
     }
 

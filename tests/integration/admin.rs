@@ -208,6 +208,48 @@ fn flooders_are_listed_and_closed_by_source(threads: &str) {
     }
 }
 
+/// Partial frames that hold all the buffer budget the echo connections may lease (one
+/// connection's worst case kept free) leave the operator room: a listing and a scrape
+/// are answered, from the part of the budget set aside for the endpoints.
+#[test]
+fn a_budget_full_of_partial_frames_still_answers_a_listing_and_a_scrape() {
+    const PARTIAL: usize = 4096;
+    const HOLDERS: usize = 400;
+    let headroom = tabecho::config::ServerConfig::new("127.0.0.1:0".parse().unwrap())
+        .max_held_per_connection();
+    // Room for at most 256 of them besides the worst case kept free.
+    let budget = headroom + 1024 * 1024;
+    let s = AdminServer::start(&[
+        "--threads",
+        "1",
+        "--idle-timeout",
+        "60s",
+        "--max-buffer-memory",
+        &budget.to_string(),
+    ]);
+    let addr = s.server.tcp();
+    // Each sends all of a small frame but its TAB, and holds it.
+    let _partials: Vec<TcpStream> = (0..HOLDERS)
+        .map(|_| {
+            let mut c = connect(addr);
+            c.write_all(&[b'p'; PARTIAL - 1]).expect("write");
+            c
+        })
+        .collect();
+    // Every holder's bytes have been read, and the budget holds what it can of them.
+    let page = metrics_until(s.server.metrics_addr(), |page| {
+        total(page, "tabecho_bytes_received_total") >= (HOLDERS * (PARTIAL - 1)) as f64
+    });
+    let held = total(&page, "tabecho_buffered_bytes");
+    assert!(held >= (200 * (PARTIAL - 1)) as f64, "{held} bytes held");
+    let rows = s.rows(&["--sort", "memory", "--limit", "100"]);
+    assert_eq!(rows.len(), 100);
+    assert!(
+        rows.iter().all(|r| r.input_held as usize == PARTIAL - 1),
+        "{rows:?}"
+    );
+}
+
 #[test]
 fn flooders_are_listed_by_memory_and_closed_by_source_beside_a_healthy_load() {
     flooders_are_listed_and_closed_by_source("1");

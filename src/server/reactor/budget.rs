@@ -10,8 +10,8 @@
 //! - `Budget::charged` is always the sum of every connection's `charged_bytes()`: its
 //!   buffers, and its kernel queues while its socket refuses replies (told of each change
 //!   around the I/O, by `drive` and `drive_without_budget`); never more than the lease.
-//!   The leases of all reactors and the metrics connections' bytes
-//!   ([`Reactor::lease_for_http`]) never sum past the budget.
+//!   The leases of all reactors, the HTTP endpoints' reserve and what the endpoints'
+//!   connections leased past it ([`Reactor::lease_for_http`]) never sum past the budget.
 //! - At most [`EVICTIONS_PER_TURN`] connections are closed for the budget in one loop
 //!   turn; I/O that finds no room after them does not run ([`Driven::NoRoom`]).
 //! - A memory-pressure episode is logged twice: when it starts and once it has been
@@ -48,6 +48,10 @@ const PRESSURE_QUIET: Duration = Duration::from_secs(1);
 /// (scripts/attack.sh mix, BENCHMARKS.md section 13). Redis bounds its eviction per
 /// command the same way (`maxmemory-eviction-tenacity`).
 const EVICTIONS_PER_TURN: usize = 32;
+/// The part of the budget set aside for the HTTP endpoints once one is served: room for
+/// a few heads, a scrape's page and a listing of the default 100 rows, when the echo
+/// connections hold all the rest. At most a sixteenth of the budget.
+const HTTP_RESERVE: usize = 256 * 1024;
 
 /// One reactor's account of the buffer budget: what its connections hold, what it has
 /// leased from [`Shared`], and the closes it may still make this turn. It knows nothing
@@ -75,6 +79,11 @@ pub(super) struct Budget {
     out_of_sync: bool,
     /// The account has been resynchronised before (its error is logged once).
     resynced: bool,
+    /// Budget bytes set aside for the HTTP endpoints ([`Budget::reserve_for_http`]), out
+    /// of the pool the echo connections lease from; 0 without an endpoint.
+    http_reserve: usize,
+    /// The part of `http_reserve` no endpoint connection holds now.
+    http_reserve_free: usize,
 }
 
 impl Budget {
@@ -97,6 +106,8 @@ impl Budget {
             pressure: None,
             out_of_sync: false,
             resynced: false,
+            http_reserve: 0,
+            http_reserve_free: 0,
         }
     }
 
@@ -231,11 +242,26 @@ impl Budget {
         self.evictions_left = 0;
     }
 
-    /// Leases `bytes` for the metrics connections: from the unleased pool, else from this
-    /// lease where it is not needed (one connection's worst case stays free). False if
-    /// neither has them.
+    /// Sets [`HTTP_RESERVE`] (at most a sixteenth of the budget) aside for the HTTP
+    /// endpoints, once: an endpoint is served. Taken from the unleased pool at start, when
+    /// it is all there; if it is not, the endpoints lease as the echo connections do.
+    pub(super) fn reserve_for_http(&mut self) {
+        let want = HTTP_RESERVE.min(self.total / 16);
+        if self.http_reserve == 0 && self.shared.lease(want) {
+            self.http_reserve = want;
+            self.http_reserve_free = want;
+        }
+    }
+
+    /// Leases `bytes` for the HTTP endpoints' connections: from their reserve, else from
+    /// the unleased pool, else from this lease where it is not needed (one connection's
+    /// worst case stays free). False if none has them.
     pub(super) fn lease_for_http(&mut self, bytes: usize) -> bool {
-        if bytes == 0 || self.shared.lease(bytes) {
+        if let Some(free) = self.http_reserve_free.checked_sub(bytes) {
+            self.http_reserve_free = free;
+            return true;
+        }
+        if self.shared.lease(bytes) {
             return true;
         }
         let needed = self.charged() + self.headroom;
@@ -247,19 +273,27 @@ impl Budget {
         false
     }
 
-    /// Gives back `bytes` leased by [`Budget::lease_for_http`], to the pool.
+    /// Gives back `bytes` leased by [`Budget::lease_for_http`]: to the endpoints' reserve
+    /// first, the rest to the pool. (What the endpoints hold is their reserve's used part
+    /// plus what they leased past it, so refilling the reserve first gives back exactly.)
     pub(super) fn release_for_http(&mut self, bytes: usize) {
-        if bytes > 0 {
-            self.shared.give_back(bytes);
+        let refill = bytes.min(self.http_reserve - self.http_reserve_free);
+        self.http_reserve_free += refill;
+        if bytes > refill {
+            self.shared.give_back(bytes - refill);
         }
     }
 
-    /// The reactor is done: gives back what it leased past its floor.
+    /// The reactor is done: gives back what it leased past its floor, and the
+    /// endpoints' reserve (their connections are closed).
     pub(super) fn give_back_surplus(&mut self) {
         if let Some(surplus) = self.lease.checked_sub(self.lease_floor) {
             self.shared.give_back(surplus);
             self.lease = self.lease_floor;
         }
+        self.shared.give_back(self.http_reserve_free);
+        self.http_reserve -= self.http_reserve_free;
+        self.http_reserve_free = 0;
     }
 
     /// A close for the budget at `now`. True if it starts a
@@ -485,9 +519,9 @@ impl Reactor {
         }
     }
 
-    /// Leases `bytes` of the budget for the metrics connections ([`Budget::lease_for_http`]).
-    /// The metrics endpoint never closes an echo connection to make room. Not on the frame
-    /// path: once per metrics read or answer.
+    /// Leases `bytes` of the budget for the HTTP endpoints' connections
+    /// ([`Budget::lease_for_http`]). An endpoint never closes an echo connection to make
+    /// room. Not on the frame path: once per endpoint read or answer.
     pub(super) fn lease_for_http(&mut self, bytes: usize) -> bool {
         self.budget.lease_for_http(bytes)
     }
@@ -661,6 +695,47 @@ mod tests {
         // Both go back to the pool, which the lease does not take back by itself.
         b.release_for_http(MIB - HEADROOM + 4096);
         assert_unleased(&shared, MIB - HEADROOM + 4096);
+    }
+
+    #[test]
+    fn the_endpoints_reserve_is_used_first_refilled_first_and_given_back_at_the_end() {
+        // A 16 MiB budget: the whole reserve (256 KiB, a sixteenth would be 1 MiB).
+        let (mut b, shared) = budget(MIB, 15 * MIB);
+        b.reserve_for_http();
+        b.reserve_for_http(); // once
+        let reserve = HTTP_RESERVE;
+        assert_unleased(&shared, 15 * MIB - reserve);
+        // With the pool taken by the echo connections' leases, the reserve still serves.
+        assert!(shared.lease(15 * MIB - reserve));
+        assert!(b.lease_for_http(8193), "a head, from the reserve");
+        assert!(
+            b.lease_for_http(reserve - 8193),
+            "an answer, from the reserve"
+        );
+        assert!(
+            !b.lease_for_http(MIB),
+            "nothing is left: the lease keeps its floor"
+        );
+        shared.give_back(15 * MIB - reserve);
+        assert!(b.lease_for_http(4096), "past the reserve, from the pool");
+        assert_unleased(&shared, 15 * MIB - reserve - 4096);
+        // Releases refill the reserve first, then the pool.
+        b.release_for_http(8193);
+        assert_eq!(b.http_reserve_free, 8193);
+        assert_unleased(&shared, 15 * MIB - reserve - 4096);
+        b.release_for_http(reserve - 8193 + 4096);
+        assert_eq!(b.http_reserve_free, reserve);
+        assert_unleased(&shared, 15 * MIB - reserve);
+        b.give_back_surplus();
+        assert_unleased(&shared, 15 * MIB);
+    }
+
+    #[test]
+    fn a_small_budget_sets_a_sixteenth_aside() {
+        let (mut b, shared) = budget(MIB, MIB);
+        b.reserve_for_http();
+        assert_eq!(b.http_reserve, 2 * MIB / 16);
+        assert_unleased(&shared, MIB - 2 * MIB / 16);
     }
 
     #[test]

@@ -250,6 +250,7 @@ impl Reactor {
             which.listener_token(),
             Interest::READABLE,
         )?;
+        self.budget.reserve_for_http();
         *self
             .endpoints
             .http

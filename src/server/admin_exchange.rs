@@ -49,6 +49,16 @@ pub enum Part {
     Matched(u64),
 }
 
+impl Part {
+    /// How many connections a close's part matched (0 for a listing's).
+    pub fn matched(&self) -> u64 {
+        match self {
+            Part::Matched(n) => *n,
+            Part::Rows(_) => 0,
+        }
+    }
+}
+
 /// What became of an ask.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Taken {

@@ -74,12 +74,23 @@ impl AdminGather {
         self.gone || self.parts.iter().all(Option::is_some)
     }
 
-    /// The answer is given without the parts still missing: their siblings need not keep
-    /// them.
-    pub(super) fn abandon(self, siblings: &[AdminHandle]) {
+    /// The answer is given without the parts still missing (`why`): their siblings need
+    /// not keep them. A close is logged even so, since some connections may have closed:
+    /// the count of those whose reactor answered, and that the others may have too.
+    pub(super) fn abandon(self, siblings: &[AdminHandle], why: &str) {
         for (i, sibling) in siblings.iter().enumerate() {
             if let (Some(ticket), None) = (self.tickets[i], &self.parts[i + 1]) {
                 sibling.forget(ticket);
+            }
+        }
+        if let Ask::Close(filter) = &self.ask {
+            if !filter.dry_run {
+                let counted: u64 = self.parts.iter().flatten().map(Part::matched).sum();
+                info!(
+                    "admin: a close ({}) was not answered ({why}): {counted} connections \
+                     closed on the reactors that answered; the others may have closed theirs",
+                    describe(filter)
+                );
             }
         }
     }
@@ -138,12 +149,10 @@ impl Reactor {
             Ok(AdminRequest::Close(filter)) => Ask::Close(filter),
             Err(refusal) => return self.refuse_admin(ep, key, &refusal),
         };
+        // The siblings first: if one has ended, nothing is asked of this reactor (a
+        // close here would be unanswered).
         let mut parts = Vec::with_capacity(self.id.of);
-        parts.push(Some(if asks(&ask, 0) {
-            self.admin_part(ask)
-        } else {
-            Part::Rows(Vec::new())
-        }));
+        parts.push(None);
         let mut tickets = Vec::with_capacity(ep.admins.len());
         for (i, sibling) in ep.admins.iter().enumerate() {
             if !asks(&ask, i + 1) {
@@ -155,18 +164,25 @@ impl Reactor {
                 Some(ticket) => tickets.push(Some(ticket)),
                 None => {
                     // A sibling has ended (a shutdown): no answer. What was asked of the
-                    // others is forgotten.
-                    for (j, ticket) in tickets.iter().enumerate() {
-                        if let Some(ticket) = ticket {
-                            ep.admins[j].forget(*ticket);
-                        }
-                    }
+                    // others is forgotten, or done already if they were quick.
+                    let gather = AdminGather {
+                        ask,
+                        parts,
+                        tickets,
+                        gone: true,
+                    };
+                    gather.abandon(&ep.admins, "a reactor has ended");
                     self.respond_stopped(ep, key);
                     return;
                 }
             }
             parts.push(None);
         }
+        parts[0] = Some(if asks(&ask, 0) {
+            self.admin_part(ask)
+        } else {
+            Part::Rows(Vec::new())
+        });
         let gather = AdminGather {
             ask,
             parts,
@@ -180,6 +196,7 @@ impl Reactor {
     /// count of the close (logged), or 503.
     pub(super) fn finish_admin(&mut self, ep: &mut HttpEndpoint, key: usize, gather: AdminGather) {
         if gather.gone {
+            gather.abandon(&ep.admins, "a reactor has ended");
             return self.respond_stopped(ep, key);
         }
         let parts = gather.parts.into_iter().flatten();
@@ -197,12 +214,7 @@ impl Reactor {
                 self.respond_http(ep, key, Status::Ok, LIST_CONTENT_TYPE, &body);
             }
             Ask::Close(filter) => {
-                let matched = parts
-                    .map(|part| match part {
-                        Part::Matched(n) => n,
-                        Part::Rows(_) => 0,
-                    })
-                    .sum();
+                let matched = parts.map(|part| part.matched()).sum();
                 if filter.dry_run {
                     info!(
                         "admin: a dry run of a close matched {matched} connections ({})",

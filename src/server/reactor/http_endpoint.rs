@@ -212,9 +212,9 @@ pub(super) enum Gather {
 impl Gather {
     /// The gather ends without its missing parts (a late answer, a close): the siblings
     /// need not keep them.
-    fn abandon(self, ep: &HttpEndpoint) {
+    fn abandon(self, ep: &HttpEndpoint, why: &str) {
         if let Gather::Admin(gather) = self {
-            gather.abandon(&ep.admins);
+            gather.abandon(&ep.admins, why);
         }
     }
 }
@@ -351,7 +351,7 @@ impl Reactor {
                     debug!("{} {key}: a sibling's part is late; 503", which.name());
                     if let Some(gather) = ep.conns.get_mut(key).and_then(|s| s.gather.take()) {
                         ep.gathering -= 1;
-                        gather.abandon(ep);
+                        gather.abandon(ep, "a reactor's part was late");
                     }
                     if let Some(slot) = ep.conns.get_mut(key) {
                         slot.conn.respond_unavailable(reactor.cx.now_us);
@@ -651,7 +651,7 @@ impl Reactor {
         }
         if let Some(gather) = slot.gather.take() {
             ep.gathering -= 1;
-            gather.abandon(ep);
+            gather.abandon(ep, "its client has gone");
         }
         let _ = self.poll.registry().deregister(&mut slot.stream);
         self.release_for_http(slot.charged);

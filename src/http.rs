@@ -327,10 +327,13 @@ impl HttpConn {
 
     /// Answers the request handed out by [`Next::Answer`] with `status` and `body` (of
     /// `content_type`); then `drive` sends it. Does nothing if no request is owed.
+    /// A 403 closes the connection: a peer refused must not hold a slot that an allowed
+    /// one needs.
     pub fn respond(&mut self, status: Status, content_type: &str, body: &[u8], now_us: u64) {
-        let Some(request) = self.answered() else {
+        let Some(mut request) = self.answered() else {
             return;
         };
+        request.keep_alive &= status != Status::Forbidden;
         let response = build_response(status, content_type, body, &request);
         self.start_writing(Cow::Owned(response), !request.keep_alive, now_us);
     }

@@ -550,6 +550,18 @@ fn an_admin_request_is_handed_over_whole_with_its_body() {
 }
 
 #[test]
+fn a_403_closes_the_connection_a_kept_request_asked_to_keep() {
+    let (next, mut conn, mut s) = admin_after(b"GET /connections HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(next, Next::Answer(admin_request(true)));
+    conn.respond(Status::Forbidden, TEXT, b"not you\n", 2);
+    assert_eq!(conn.drive(&mut s, 3), Next::Wait);
+    let sent = s.sent_text();
+    assert!(sent.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{sent}");
+    assert!(sent.contains("Connection: close\r\n"), "{sent}");
+    assert!(s.shut, "write side shut after the answer");
+}
+
+#[test]
 fn an_admin_body_split_at_every_point_is_one_request_and_the_next_follows() {
     let body = "id=7";
     let first = format!("{CLOSE_HEAD}Content-Length: {}\r\n\r\n{body}", body.len());

@@ -12,14 +12,16 @@
 //! # Invariants
 //! - Two connections of one process never get the same id: reactors' ids differ modulo
 //!   `n`, and each reactor's only grow.
-//! - A process's ids stay below its base plus [`GENERATION`] for its first 2^48
-//!   connections (2^48 accepts at a million a second is nine years), so a lineage's
+//! - A process's ids stay below its base plus [`GENERATION`] for its first 2^40
+//!   connections (1.1 trillion: 127 days of 100,000 accepts a second), so a lineage's
 //!   processes never share an id.
+//! - Ids fit a JSON number exactly (below 2^53, what JavaScript and jq keep) for the
+//!   first 8,192 processes of a lineage: 22 years of a daily upgrade.
 
-/// The distance between the id bases of a process and the one that upgrades it: 2^48, so
-/// ids fit a JSON number exactly (below 2^53) for the first 32 generations, and stay
-/// unique for 65,536 upgrades in a row.
-pub const GENERATION: u64 = 1 << 48;
+/// The distance between the id bases of a process and the one that upgrades it: 2^40, so
+/// ids fit a JSON number exactly (below 2^53) for 8,192 generations, each with room for
+/// 2^40 connections.
+pub const GENERATION: u64 = 1 << 40;
 
 /// The environment variable an upgrading process gives its successor its id base in.
 pub const ID_BASE_ENV: &str = "TABECHO_CONNECTION_ID_BASE";
@@ -97,8 +99,11 @@ mod tests {
     }
 
     #[test]
-    fn the_first_generations_ids_are_exact_json_numbers() {
-        let base = (0..31).fold(0, |b, _| next_base(b));
+    fn the_first_8192_generations_ids_are_exact_json_numbers() {
+        let base = (0..8191).fold(0, |b, _| next_base(b));
+        // The last id of the 8,192nd process's range.
+        assert!(base + GENERATION - 1 < 1 << 53);
+        assert!(next_base(base) + 1 >= 1 << 53, "the next one's are not");
         let mut ids = ConnIds::new(base, 0, 1);
         assert!(ids.take() < 1 << 53);
     }

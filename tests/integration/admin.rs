@@ -367,7 +367,17 @@ fn a_dry_run_closes_nothing_and_ids_and_ages_are_kept_across_an_upgrade() {
     for c in &mut clients {
         round_trip(c, b"before");
     }
-    let before = s.rows(&["--sort", "age"]);
+    // Old enough that an age restarted by the move would show: at least 1 s.
+    let deadline = std::time::Instant::now() + WAIT;
+    let before = loop {
+        let rows = s.rows(&["--sort", "age"]);
+        if rows.iter().all(|r| r.age >= Duration::from_secs(1)) {
+            break rows;
+        }
+        assert!(std::time::Instant::now() < deadline, "{rows:?}");
+        thread::sleep(Duration::from_millis(50));
+    };
+    let listed_before = std::time::Instant::now();
     assert_eq!(before.len(), 3, "{before:?}");
     let (code, out, err) = s.conns(&["close", "--age-over", "0s", "--dry-run"]);
     assert_eq!(
@@ -387,12 +397,17 @@ fn a_dry_run_closes_nothing_and_ids_and_ages_are_kept_across_an_upgrade() {
     s.server.signal("USR2");
     let _new = wait_handover(&mut s.server);
     s.server.wait_for_line(|l| l.contains("upgrade: moved 3 "));
-    // The new process serves the same socket: the same connections, the same ids, older.
+    // The new process serves the same socket: the same connections, the same ids, older
+    // by the time between the listings (less the hand-over's transit, not counted).
+    let between = listed_before.elapsed();
     let after = s.rows(&["--sort", "age"]);
     assert_eq!(ids(&after), ids(&before), "{before:?}\n{after:?}");
     for row in &after {
         let old = before.iter().find(|b| b.id == row.id).unwrap();
-        assert!(row.age >= old.age, "{old:?}\n{row:?}");
+        assert!(
+            row.age + Duration::from_millis(100) >= old.age + between,
+            "{between:?} between\n{old:?}\n{row:?}"
+        );
         assert_eq!(row.client, old.client);
     }
     for c in &mut clients {

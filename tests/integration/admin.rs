@@ -342,6 +342,9 @@ fn proxied_connections_are_listed_and_closed_by_their_real_client() {
 
     let (code, out, err) = s.conns(&["close", "--source", "192.0.2.1"]);
     assert_eq!((code, out.as_str()), (0, "closed 2 connections\n"), "{err}");
+    // Lingering now, until their clients close: not closed or counted again.
+    let (code, out, err) = s.conns(&["close", "--source", "192.0.2.1"]);
+    assert_eq!((code, out.as_str()), (0, "closed 0 connections\n"), "{err}");
     for c in &mut clients[..2] {
         let (got, _) = read_to_end(c);
         assert_eq!(got, tabecho::protocol::CLOSED_BY_ADMIN, "{got:?}");

@@ -279,12 +279,14 @@ impl Reactor {
     }
 
     /// Closes this reactor's connections that `filter` matches (counts them on a dry
-    /// run); returns how many matched.
+    /// run); returns how many matched. One closing already (lingering, with its reason
+    /// and its bounded linger) is not matched: it is not closed twice or counted again.
     fn close_part(&mut self, filter: &CloseFilter) -> u64 {
         let with_client = filter.source.is_some();
         let matched: Vec<usize> = self
             .table
             .iter()
+            .filter(|&(_, conn)| conn.closing().is_none())
             .filter(|&(key, conn)| filter.matches(&self.facts(key, conn, with_client)))
             .map(|(key, _)| key)
             .collect();

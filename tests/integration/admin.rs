@@ -3,7 +3,7 @@
 //! verified load from another, the socket's mode and who may use it, ids across an
 //! upgrade, and the endpoint's refusals (docs/PROTOCOL.md, "Admin").
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};

@@ -222,13 +222,18 @@ pub fn refuse(mut stream: Stream, line: &[u8]) {
 }
 
 /// Whether `path` is a Unix socket nothing listens on: what a server that died left
-/// behind, which a new bind may replace.
+/// behind, which a new bind may replace. Only a refused connection says so: one we may
+/// not connect to (EACCES) may still be served, and is not ours to replace.
 fn is_stale_socket(path: &Path) -> bool {
     use std::os::unix::fs::FileTypeExt;
     let is_socket = std::fs::symlink_metadata(path)
         .map(|m| m.file_type().is_socket())
         .unwrap_or(false);
-    is_socket && std::os::unix::net::UnixStream::connect(path).is_err()
+    is_socket
+        && matches!(
+            std::os::unix::net::UnixStream::connect(path),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused
+        )
 }
 
 /// True for accept errors that mean "out of descriptors or kernel memory": retrying at

@@ -347,12 +347,14 @@ impl Reactor {
                     }
                     LISTENER => self.acceptor.mark_ready(),
                     WAKER => {
-                        self.on_wake();
                         let keys = self.take_dealt();
                         if self.life.phase() == Phase::Moving {
                             self.move_out(keys);
                         }
                         self.take_moved();
+                        // After taking what was dealt and moved to it: a snapshot or an
+                        // admin part counts them.
+                        self.on_wake();
                         self.collect_sibling_parts();
                     }
                     SIGNALS => self.on_signal(),

@@ -42,6 +42,7 @@ use crate::http::Status;
 use crate::protocol;
 use crate::server::admin_exchange::{AdminDesk, AdminHandle, Ask, Part, Taken};
 use crate::server::connection::{Connection, Next};
+use crate::server::lifecycle::Phase;
 use crate::server::listener::Listener;
 
 /// One admin answer being gathered: this reactor's part, taken at the request, and each
@@ -362,7 +363,7 @@ impl Reactor {
             local: stream.local_addr_name(),
             age: facts.age,
             idle: facts.idle,
-            state: state_of(conn),
+            state: state_of(conn, self.life.phase() == Phase::Moving),
             input_held: conn.input_held() as u64,
             output_pending: conn.pending_output() as u64,
             kernel_charge: kernel_charge as u64,
@@ -411,10 +412,13 @@ fn asks(ask: &Ask, index: usize) -> bool {
     }
 }
 
-/// What connection `conn` is doing, as the listing names it.
-fn state_of(conn: &Connection) -> ConnState {
+/// What connection `conn` is doing, as the listing names it; `moving`: its reactor is
+/// moving its connections to an upgrade's new process, and this one goes with them.
+fn state_of(conn: &Connection, moving: bool) -> ConnState {
     if conn.closing().is_some() {
         ConnState::Lingering
+    } else if moving {
+        ConnState::Moving
     } else if conn.read_paused() {
         ConnState::Paused
     } else if conn.pending_output() > 0 {

@@ -466,3 +466,31 @@ fn the_endpoint_refuses_what_it_does_not_take_with_a_line_saying_why() {
         (200, "{\"matched\":0,\"dry_run\":true}\n")
     );
 }
+
+/// Admin requests pipelined on one connection are all answered, in order, one per loop
+/// turn (each is a pass over every connection).
+#[test]
+fn pipelined_admin_requests_are_each_answered_in_order() {
+    let s = AdminServer::start(&["--threads", "2"]);
+    let _client = connect(s.server.tcp());
+    let mut c = UnixStream::connect(&s.path).expect("connect");
+    c.set_read_timeout(Some(WAIT)).unwrap();
+    let list = "GET /connections?limit=1 HTTP/1.1\r\nHost: x\r\n\r\n";
+    let close = "POST /connections/close?id=999999&dry_run HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n";
+    c.write_all([list, close, list, close, list].concat().as_bytes())
+        .unwrap();
+    let mut r = std::io::BufReader::new(c);
+    for i in 0..5 {
+        let answer = read_response(&mut r).expect("an answer");
+        assert_eq!(answer.status, 200, "answer {i}");
+        let body = String::from_utf8(answer.body).unwrap();
+        if i % 2 == 1 {
+            assert_eq!(body, "{\"matched\":0,\"dry_run\":true}\n", "answer {i}");
+        } else {
+            assert!(
+                body.is_empty() || body.contains("\"id\":"),
+                "answer {i}: {body}"
+            );
+        }
+    }
+}

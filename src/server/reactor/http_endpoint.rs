@@ -530,7 +530,15 @@ impl Reactor {
                     self.close_http(ep, key, why);
                     return;
                 }
-                Next::Answer(request) => self.answer(ep, key, request),
+                Next::Answer(request) => {
+                    self.answer(ep, key, request);
+                    if request.route == Route::Admin {
+                        // A scan of every connection each: one per connection per turn,
+                        // however many are pipelined, so a turn holds at most one per
+                        // connection (64) however the client writes.
+                        break;
+                    }
+                }
             }
         }
         if !waiting {

@@ -10,9 +10,10 @@
 //! - With a per-source limit, the [`SourceTable`] always counts exactly the connections
 //!   admitted and not yet released, by source: an admission is counted in both or in
 //!   neither, under the table's lock, and a release names the source its admission named.
-//! - `unleased` plus every reactor's lease is always the buffer budget: the reactors' lease
-//!   sum never exceeds `--max-buffer-memory`, and each reactor's buffers stay within its
-//!   lease, so the whole process stays within the budget.
+//! - `unleased` plus every reactor's lease plus what reactor 0 leased for the HTTP
+//!   endpoints (their reserve and past it) is always the buffer budget: those sums never
+//!   exceed `--max-buffer-memory`, and each reactor's buffers stay within its lease (the
+//!   endpoints' within theirs), so the whole process stays within the budget.
 //! - The server's lifecycle (its upgrade and its shutdown) is one [`ServerState`], changed
 //!   only by `super::lifecycle`'s pure transitions (which hold its invariants) with one
 //!   compare-and-swap.

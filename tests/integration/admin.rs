@@ -402,14 +402,15 @@ fn a_dry_run_closes_nothing_and_ids_and_ages_are_kept_across_an_upgrade() {
     let _new = wait_handover(&mut s.server);
     s.server.wait_for_line(|l| l.contains("upgrade: moved 3 "));
     // The new process serves the same socket: the same connections, the same ids, older
-    // by the time between the listings (less the hand-over's transit, not counted).
+    // by the time between the listings, less the hand-over's transit (not counted; up to
+    // 500 ms allowed on a loaded machine, less than the 1 s an age restarted would lose).
     let between = listed_before.elapsed();
     let after = s.rows(&["--sort", "age"]);
     assert_eq!(ids(&after), ids(&before), "{before:?}\n{after:?}");
     for row in &after {
         let old = before.iter().find(|b| b.id == row.id).unwrap();
         assert!(
-            row.age + Duration::from_millis(100) >= old.age + between,
+            row.age + Duration::from_millis(500) >= old.age + between,
             "{between:?} between\n{old:?}\n{row:?}"
         );
         assert_eq!(row.client, old.client);

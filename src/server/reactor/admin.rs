@@ -10,10 +10,12 @@
 //!   GET /connections?sort&limit&source&reactor → each reactor asked: one scan of its
 //!       table, its best `limit` kept (TopN of keys; rows built for those only); reactor
 //!       0 merges the parts (TopN again) → 200, JSON lines
-//!   POST /connections/close → each reactor: one scan, then closes the matches (reason
-//!       `admin`: the error line and a lingering close, or a reset if replies are owed),
-//!       or counts them (dry_run) → the sum, logged once → 200, {"matched":N,...}
-//!   a sibling that has ended → 503; one whose part is 2 s late → 503
+//!   POST /connections/close → the siblings asked first, then reactor 0's own part;
+//!       each: one scan, then closes the matches not closing already (reason `admin`:
+//!       the error line and a lingering close, or a reset if replies are owed), or
+//!       counts them (dry_run) → the sum, logged once → 200, {"matched":N,...}
+//!   a sibling that has ended → 503; one whose part is 2 s late → 503 (a close: logged
+//!       with what was counted)
 //! ```
 //!
 //! # Invariants
@@ -23,8 +25,10 @@
 //!   kernel's byte counts).
 //! - Nothing here runs on a frame's path: the facts a row shows are read from the
 //!   connection and the table when it is listed.
-//! - A close is logged once per request, by reactor 0, with the total; each reactor's
-//!   own part at debug.
+//! - A close is logged once per request, by reactor 0, with the total, also when it is
+//!   answered 503 (with what was counted); each reactor's own part at debug.
+//! - A connection's admin requests are answered one per turn (`drive_http`), so a turn
+//!   makes at most one pass per admin connection.
 
 use std::io;
 use std::time::Duration;

@@ -159,11 +159,12 @@ impl ConnectionTable {
         self.ids = ids;
     }
 
-    /// A new connection's id, and its opening time `now_us`.
-    pub(super) fn open_at(&mut self, now_us: u64) -> Opened {
+    /// A new connection's id, and its opening time `at_us` (the reactor's clock: now, or
+    /// its accept for one that waited for its PROXY header).
+    pub(super) fn open_at(&mut self, at_us: u64) -> Opened {
         Opened {
             id: self.ids.take(),
-            at_us: i64::try_from(now_us).unwrap_or(i64::MAX),
+            at_us: i64::try_from(at_us).unwrap_or(i64::MAX),
         }
     }
 
